@@ -1,0 +1,28 @@
+# Two entry points (see README): `make quickstart` and `make test`. Both set up .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Real MNIST shipped beside the checkout on this project's machines; elsewhere the
+# toolkit falls back to its cache directory and torchvision's downloader.
+DATA_DIR ?= $(firstword $(wildcard ../shared/data/mnist))
+DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
+
+.PHONY: setup quickstart test lint
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+quickstart: setup
+	$(BIN)/sparsify train recipes/quickstart.yaml --out runs/quickstart $(DATA_FLAG)
+	$(BIN)/sparsify stats runs/quickstart
+
+test: setup
+	SPARSIFY_TEST_DATA=$(abspath $(or $(DATA_DIR),data/mnist)) $(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check sparsify tests tools

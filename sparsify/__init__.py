@@ -1,0 +1,43 @@
+"""sparsify: make neural networks sparse for real.
+
+Stages, in the order data flows (no module imports a later stage):
+    data, models, recipe  ->  train  ->  checkpoint  ->  export  ->  runtime  ->  bench  ->  report
+
+One line adds exact zeros to any training loop::
+
+    from sparsify import L1Prox, penalize_
+    handle = penalize_(model, optimizer, L1Prox(lam=1e-4))
+
+Importing ``sparsify`` itself does not import torch: the public names below are loaded on
+first use, so the torch-free runtime (``sparsify.runtime``) works where torch is absent.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "SparsifyError": "sparsify.errors",
+    "model_stats": "sparsify.sparsity",
+    "state_dict_stats": "sparsify.sparsity",
+    "L1Prox": "sparsify.train",
+    "L1Subgradient": "sparsify.train",
+    "L2Coupled": "sparsify.train",
+    "PenaltyHandle": "sparsify.train",
+    "Schedule": "sparsify.train",
+    "WeightDecay": "sparsify.train",
+    "l2_penalty": "sparsify.train",
+    "penalize_": "sparsify.train",
+    "soft_threshold": "sparsify.train",
+    "soft_threshold_": "sparsify.train",
+}
+__all__ = ["__version__", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sparsify' has no attribute {name!r}")

@@ -1,0 +1,50 @@
+"""Pieces shared by the train and sweep commands: options, data loading, one run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from sparsify.checkpoint import save_checkpoint
+from sparsify.data.mnist import MnistSplits, load_mnist
+from sparsify.recipe import Recipe
+from sparsify.train.loop import train
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options common to ``train`` and ``sweep``."""
+    p.add_argument("recipe", help="path to a YAML recipe (see recipes/)")
+    p.add_argument("--out", help="output directory (default: the recipe's output.dir)")
+    p.add_argument(
+        "--data-dir",
+        help="folder with the MNIST IDX files (default: recipe data.dir, then the cache)",
+    )
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override the recipe's device")
+    p.add_argument("--epochs", type=int, help="override the recipe's epochs (quick checks)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or log lines")
+
+
+def apply_overrides(recipe: Recipe, args: argparse.Namespace) -> Recipe:
+    """The recipe as it will be applied: command-line overrides folded in, re-validated."""
+    data = recipe.to_dict()
+    if args.data_dir:
+        data["data"]["dir"] = args.data_dir
+    if args.device:
+        data["device"] = args.device
+    if args.epochs is not None:
+        data["epochs"] = args.epochs
+    return Recipe.from_dict(data, source="command line")
+
+
+def load_data(recipe: Recipe) -> MnistSplits:
+    """MNIST as the recipe asks for it."""
+    return load_mnist(recipe.data.dir, recipe.data.train_subset, recipe.data.test_subset)
+
+
+def run_one(recipe: Recipe, data: MnistSplits, out: Path, quiet: bool) -> dict[str, Any]:
+    """Train one (non-sweep) recipe and write its checkpoint, recipe and metrics to ``out``."""
+    log = (lambda _m: None) if quiet else (lambda m: print(m, flush=True))
+    result = train(recipe, data, progress=not quiet, log=log)
+    save_checkpoint(out, result.model, recipe, {**result.metrics, "history": result.history})
+    return result.metrics

@@ -1,0 +1,32 @@
+"""``sparsify train RECIPE --out DIR``: one run -> model.safetensors, recipe.yaml, metrics.json."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sparsify.cli.common import add_run_options, apply_overrides, load_data, run_one
+from sparsify.errors import SparsifyError
+from sparsify.recipe import load_recipe
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train one recipe and write a checkpoint with metrics")
+    add_run_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe = apply_overrides(load_recipe(args.recipe), args)
+    if recipe.sweep() is not None:
+        raise SparsifyError(
+            f"{args.recipe} gives a list of lambdas (a sweep); run it with 'sparsify sweep'."
+        )
+    out = Path(args.out or recipe.output.dir)
+    metrics = run_one(recipe, load_data(recipe), out, args.quiet)
+    print(
+        f"{recipe.name}: train error {metrics['train_error']:.4f}, test error {metrics['test_error']:.4f}, "
+        f"exact zeros {100 * metrics['zero_fraction']:.2f}% of {metrics['numel']:,} parameters, "
+        f"{metrics['seconds']:.1f} s -> {out}"
+    )
+    return 0

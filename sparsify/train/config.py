@@ -1,0 +1,105 @@
+"""The fields every penalty shares, their validation, and (de)serialisation.
+
+A penalty config is a frozen dataclass: *what* to apply (the subclass), *how strongly*
+(``lam`` and a schedule), and *to which tensors* (scope, include/exclude, per-pattern groups).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from sparsify.errors import SparsifyError, check_choice, check_nonnegative
+from sparsify.train.schedules import Schedule
+
+THRESHOLDS = ("lambda", "lr_lambda")
+REGISTRY: dict[str, type[PenaltyConfig]] = {}
+
+
+def register(cls: type[PenaltyConfig]) -> type[PenaltyConfig]:
+    """Class decorator: make ``cls`` constructible from its ``kind`` in recipes."""
+    REGISTRY[cls.kind] = cls
+    return cls
+
+
+@dataclass(frozen=True)
+class PenaltyConfig:
+    """Common fields of all penalties.
+
+    Attributes:
+        lam: strength lambda, a float in [0, inf).
+        scope: "prunable" (Linear/Conv weights) or "all" (every parameter, biases too).
+        include: regexes; if any is given a parameter name must match one.
+        exclude: regexes; a parameter name matching one is skipped.
+        groups: ``(pattern, lam)`` pairs; the first pattern a name matches sets its lambda.
+        schedule: multiplies lambda over optimizer steps (see :class:`Schedule`).
+    """
+
+    lam: float = 0.0
+    scope: str = "prunable"
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    groups: tuple[tuple[str, float], ...] = ()
+    schedule: Schedule = field(default_factory=Schedule)
+
+    VERSION: ClassVar[int] = 1
+    kind: ClassVar[str] = ""
+    when: ClassVar[str] = (
+        "post"  # "pre": edits gradients before step(); "post": edits weights after
+    )
+
+    def __post_init__(self) -> None:
+        name = type(self).__name__
+        object.__setattr__(self, "lam", check_nonnegative(name, "lam", self.lam))
+        check_choice(name, "scope", self.scope, ("prunable", "all"))
+        object.__setattr__(self, "include", tuple(self.include))
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+        groups = tuple((str(p), check_nonnegative(name, "groups.lam", g)) for p, g in self.groups)
+        object.__setattr__(self, "groups", groups)
+        if isinstance(self.schedule, dict):
+            object.__setattr__(self, "schedule", Schedule.from_dict(self.schedule))
+        threshold = getattr(self, "threshold", None)
+        if threshold is not None:
+            check_choice(name, "threshold", threshold, THRESHOLDS)
+
+    def scales_with_lr(self) -> bool:
+        """True when the per-step coefficient is ``lr * lambda`` (proximal-gradient convention)."""
+        return getattr(self, "threshold", None) == "lr_lambda"
+
+    def apply_(self, params: Sequence[torch.Tensor], coeff: float) -> None:
+        """Apply one step of the penalty to ``params`` in place with coefficient ``coeff``."""
+        raise NotImplementedError
+
+    def value(self, params: Sequence[torch.Tensor], lam: float) -> torch.Tensor:
+        """The penalty term ``lam * R(w)`` summed over ``params`` (for logging)."""
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict with ``kind`` and ``version``; inverse of :func:`penalty_from_dict`."""
+        d = dataclasses.asdict(self)
+        d["groups"] = [{"pattern": p, "lam": g} for p, g in self.groups]
+        d["include"], d["exclude"] = list(self.include), list(self.exclude)
+        return {"kind": self.kind, "version": self.VERSION, **d}
+
+
+def penalty_from_dict(d: dict[str, Any]) -> PenaltyConfig:
+    """Build a penalty config from ``{"kind": ..., **fields}`` (as written by ``to_dict``)."""
+    d = dict(d)
+    kind = d.pop("kind", None)
+    version = d.pop("version", PenaltyConfig.VERSION)
+    if kind not in REGISTRY:
+        raise SparsifyError(
+            f"Unknown penalty kind {kind!r}; choose one of {', '.join(sorted(REGISTRY))}."
+        )
+    if version != PenaltyConfig.VERSION:
+        raise SparsifyError(
+            f"Penalty config version {version} is not supported; expected {PenaltyConfig.VERSION}."
+        )
+    d["groups"] = tuple((g["pattern"], g["lam"]) for g in d.get("groups", ()))
+    if "schedule" in d and isinstance(d["schedule"], dict):
+        d["schedule"] = Schedule.from_dict(d["schedule"])
+    return REGISTRY[kind](**d)

@@ -1,0 +1,162 @@
+"""``penalize_``: attach a penalty to any optimizer through PyTorch's own step hooks.
+
+    handle = penalize_(model, optimizer, L1Prox(lam=1e-4))   # one line, any training loop
+    ...
+    handle.remove()                                         # detach again
+
+Post-step penalties (prox, decoupled decay) use ``Optimizer.register_step_post_hook``;
+gradient penalties (coupled L2, L1 subgradient) use ``register_step_pre_hook``. Weights are
+changed in place under ``no_grad``: no masks, no reparametrisation, state_dict keys unchanged.
+The learning rate is read from ``optimizer.param_groups`` at every step, so LR schedules
+are followed by the "lr_lambda" convention.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from sparsify.errors import SparsifyError
+from sparsify.train.config import PenaltyConfig
+from sparsify.train.selection import FilterFn, Selected, select_parameters
+
+
+@dataclass
+class _Bucket:
+    """Parameters of one optimizer param group sharing one lambda: one vectorised call per step."""
+
+    group: int
+    lam: float
+    params: list[torch.Tensor]
+
+
+class PenaltyHandle:
+    """What :func:`penalize_` returns: remove the hook, inspect the selection, save the step."""
+
+    def __init__(
+        self,
+        config: PenaltyConfig,
+        optimizer: torch.optim.Optimizer,
+        selected: list[Selected],
+        skipped: list[tuple[str, int]],
+        steps_per_epoch: int | None,
+    ) -> None:
+        self.config = config
+        self.optimizer = optimizer
+        self.selected = selected
+        self.skipped = skipped
+        self.steps_per_epoch = steps_per_epoch
+        self.step = 0
+        self._buckets = self._make_buckets()
+        register = (
+            optimizer.register_step_post_hook
+            if config.when == "post"
+            else optimizer.register_step_pre_hook
+        )
+        self._hook = register(self._on_step)
+
+    def _make_buckets(self) -> list[_Bucket]:
+        group_of: dict[int, int] = {}
+        for gi, group in enumerate(self.optimizer.param_groups):
+            for p in group["params"]:
+                group_of[id(p)] = gi
+        by_key: dict[tuple[int, float], list[torch.Tensor]] = defaultdict(list)
+        for s in self.selected:
+            if id(s.param) not in group_of:
+                raise SparsifyError(
+                    f"Parameter {s.name!r} is selected for {type(self.config).__name__} but the optimizer "
+                    "does not hold it; pass its parameters to the optimizer or exclude it."
+                )
+            by_key[(group_of[id(s.param)], s.lam)].append(s.param)
+        return [_Bucket(g, lam, ps) for (g, lam), ps in by_key.items() if lam > 0]
+
+    def coefficients(self) -> list[float]:
+        """Per-bucket coefficient for the current step: lam * schedule(step) [* lr]."""
+        factor = self.config.schedule.factor(self.step, self.steps_per_epoch)
+        out = []
+        for b in self._buckets:
+            c = b.lam * factor
+            if self.config.scales_with_lr():
+                c *= float(self.optimizer.param_groups[b.group]["lr"])
+            out.append(c)
+        return out
+
+    def _on_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        for bucket, coeff in zip(self._buckets, self.coefficients()):
+            self.config.apply_(bucket.params, coeff)
+        self.step += 1
+
+    def remove(self) -> None:
+        """Detach the hook; the optimizer behaves as if ``penalize_`` had never been called."""
+        self._hook.remove()
+
+    def value(self) -> float:
+        """Current penalty term ``sum lam_i * R(w_i)`` (without schedule), for logging."""
+        return float(sum(self.config.value(b.params, b.lam) for b in self._buckets))
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs: the step count that drives the schedule."""
+        return {"step": self.step, "config": self.config.to_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the step count saved by :meth:`state_dict`."""
+        self.step = int(state["step"])
+
+    def summary(self) -> str:
+        """One line: what was selected and what was skipped (never skip silently)."""
+        n_sel = sum(s.param.numel() for s in self.selected)
+        n_skip = sum(n for _, n in self.skipped)
+        return (
+            f"{type(self.config).__name__}(lam={self.config.lam:g}): {len(self.selected)} tensors "
+            f"({n_sel:,} params) selected, {len(self.skipped)} tensors ({n_skip:,} params) skipped"
+        )
+
+
+def penalize_(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: PenaltyConfig,
+    *,
+    filter_fn: FilterFn | None = None,
+    steps_per_epoch: int | None = None,
+) -> PenaltyHandle:
+    """Attach ``config`` to ``optimizer`` for the parameters of ``model`` it selects.
+
+    Args:
+        model: where parameter names come from (for selection and reporting).
+        optimizer: any ``torch.optim.Optimizer`` holding the selected parameters.
+        config: an ``L1Prox``, ``L1Subgradient``, ``L2Coupled`` or ``WeightDecay``.
+        filter_fn: ``(module, fqn) -> bool`` replacing the built-in Linear/Conv rule.
+        steps_per_epoch: needed only by schedules in epochs.
+
+    Returns:
+        A :class:`PenaltyHandle`; ``handle.remove()`` detaches the penalty.
+
+    Raises:
+        SparsifyError: nothing selected, or a selected parameter not held by the optimizer.
+    """
+    if not isinstance(config, PenaltyConfig):
+        raise SparsifyError(
+            f"penalize_ needs a penalty config such as L1Prox(lam=1e-4); got {type(config).__name__}."
+        )
+    selected, skipped = select_parameters(
+        model,
+        config.lam,
+        scope=config.scope,
+        include=config.include,
+        exclude=config.exclude,
+        groups=config.groups,
+        filter_fn=filter_fn,
+    )
+    if not selected:
+        raise SparsifyError(
+            f"{type(config).__name__} selects no parameter of {type(model).__name__}; "
+            "check scope/include/exclude (scope 'all' takes every parameter)."
+        )
+    if config.schedule.kind != "constant":
+        config.schedule.length_in_steps(steps_per_epoch)  # fail now, not at the first step
+    return PenaltyHandle(config, optimizer, selected, skipped, steps_per_epoch)

@@ -1,0 +1,74 @@
+"""L1 by its proximal operator: soft-thresholding after every optimizer step.
+
+    prox_{t|.|}(w) = sign(w) * max(|w| - t, 0)
+
+Weights with |w| <= t land on exactly 0.0 and a weight never crosses zero. Two conventions
+for t, named explicitly (the lecture folds the step size into lambda):
+    threshold="lambda"     t = lambda               (the lecture's snippet)
+    threshold="lr_lambda"  t = lr * lambda          (proximal gradient; follows LR schedules)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from sparsify.train.config import PenaltyConfig, register
+
+
+def soft_threshold(w: torch.Tensor, t: float) -> torch.Tensor:
+    """Reference (out of place): ``sign(w) * max(|w| - t, 0)``."""
+    return torch.sign(w) * torch.clamp(w.abs() - t, min=0)
+
+
+def _soft_threshold_foreach_(tensors: Sequence[torch.Tensor], t: float) -> None:
+    # w - clamp(w, -t, t) == sign(w) * max(|w| - t, 0), bit for bit: both compute w - t
+    # (or w + t) on the survivors and w - w = +0.0 on the rest.
+    clipped = torch._foreach_clamp_min(list(tensors), -t)
+    torch._foreach_clamp_max_(clipped, t)
+    torch._foreach_sub_(list(tensors), clipped)
+
+
+def _soft_threshold_fused_(tensors: Sequence[torch.Tensor], t: float) -> None:
+    # softshrink is the soft-threshold in one fused elementwise kernel; writing into its own
+    # input keeps it to one read and one write, with no temporary.
+    for w in tensors:
+        torch.ops.aten.softshrink.out(w, t, out=w)
+
+
+@torch.no_grad()
+def soft_threshold_(tensors: Sequence[torch.Tensor], t: float) -> None:
+    """In place on every tensor: ``w <- sign(w) * max(|w| - t, 0)``, with ``t >= 0``.
+
+    On CUDA one multi-tensor (``torch._foreach_*``) launch per op covers all tensors. On CPU
+    the foreach ops are not fused and their temporaries cost page faults (resnet18 measured
+    10 ms vs 0.9 ms), so each tensor gets one in-place fused softshrink kernel instead.
+    """
+    if not tensors or t == 0:
+        return
+    if tensors[0].is_cuda:
+        _soft_threshold_foreach_(tensors, t)
+    else:
+        _soft_threshold_fused_(tensors, t)
+
+
+@register
+@dataclass(frozen=True)
+class L1Prox(PenaltyConfig):
+    """L1 penalty ``lam * ||w||_1`` applied by its proximal operator after each step.
+
+    Attributes:
+        threshold: "lambda" (t = lam, the lecture's) or "lr_lambda" (t = lr * lam).
+    """
+
+    threshold: str = "lambda"
+    kind = "l1_prox"
+    when = "post"
+
+    def apply_(self, params: Sequence[torch.Tensor], coeff: float) -> None:
+        soft_threshold_(params, coeff)
+
+    def value(self, params: Sequence[torch.Tensor], lam: float) -> torch.Tensor:
+        return lam * sum(p.detach().abs().sum() for p in params)
