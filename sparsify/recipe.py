@@ -303,6 +303,12 @@ def parse_yaml(text: str, source: str = "recipe") -> Any:
     """Parse YAML with the safe loader; syntax errors become a one-line SparsifyError."""
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SparsifyError(
+            f"{source}: YAML tag not allowed{where} ({exc.problem}); recipes hold plain data only."
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -33,18 +33,21 @@ def _soft_threshold_foreach_(tensors: Sequence[torch.Tensor], t: float) -> None:
 
 def _soft_threshold_fused_(tensors: Sequence[torch.Tensor], t: float) -> None:
     # softshrink is the soft-threshold in one fused elementwise kernel; writing into its own
-    # input keeps it to one read and one write, with no temporary.
+    # input needs no temporary. Its CPU kernel returns -0.0 for some w in [-t, 0); adding +0.0
+    # turns those into +0.0 (IEEE: -0 + +0 = +0), so stored zeros are always the same bits.
     for w in tensors:
         torch.ops.aten.softshrink.out(w, t, out=w)
+        w.add_(0.0)
 
 
 @torch.no_grad()
 def soft_threshold_(tensors: Sequence[torch.Tensor], t: float) -> None:
     """In place on every tensor: ``w <- sign(w) * max(|w| - t, 0)``, with ``t >= 0``.
 
-    On CUDA one multi-tensor (``torch._foreach_*``) launch per op covers all tensors. On CPU
-    the foreach ops are not fused and their temporaries cost page faults (resnet18 measured
-    10 ms vs 0.9 ms), so each tensor gets one in-place fused softshrink kernel instead.
+    Zeros it makes are +0.0. On CUDA one multi-tensor (``torch._foreach_*``) launch per op
+    covers all tensors. On CPU the foreach ops are plain loops whose temporaries cost page
+    faults on large tensors (see tools/bench_prox.py), so each tensor gets the fused in-place
+    softshrink kernel instead. Both paths give the same bits.
     """
     if not tensors or t == 0:
         return

@@ -1,0 +1,112 @@
+"""IDX reader: generated files of every type, corrupted headers, and the real MNIST copy."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sparsify.data import load_mnist, read_idx, write_idx
+from sparsify.errors import SparsifyError
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])
+@pytest.mark.parametrize("suffix", ["", ".gz"])
+def test_round_trip(tmp_path: Path, dtype, suffix: str) -> None:
+    a = (np.arange(2 * 3 * 5) % 100).astype(dtype).reshape(2, 3, 5)
+    path = write_idx(tmp_path / f"a{suffix}", a)
+    b = read_idx(path)
+    assert b.dtype == np.dtype(dtype) and np.array_equal(a, b)
+
+
+def _raw(tmp_path: Path, data: bytes, gz: bool = False) -> Path:
+    path = tmp_path / ("f.gz" if gz else "f")
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+GOOD = bytes([0, 0, 8, 2]) + (2).to_bytes(4, "big") + (3).to_bytes(4, "big") + bytes(range(6))
+CORRUPT = [
+    (b"", "bad magic"),
+    (b"\x01\x00\x08\x01" + GOOD[4:], "bad magic"),
+    (bytes([0, 0, 0x42, 2]) + GOOD[4:], "unknown element type 0x42"),
+    (bytes([0, 0, 8, 0]) + GOOD[4:], "declares 0 dimensions"),
+    (bytes([0, 0, 8, 9]) + GOOD[4:], "declares 9 dimensions"),
+    (GOOD[:10], "truncated inside its header"),
+    (GOOD[:-1], "truncated or was edited"),
+    (GOOD + b"\x00", "truncated or was edited"),
+    (bytes([0, 0, 8, 2]) + (2**31).to_bytes(4, "big") + GOOD[8:], "truncated or was edited"),
+]
+
+
+@pytest.mark.parametrize("data,expected", CORRUPT, ids=[e for _, e in CORRUPT])
+@pytest.mark.parametrize("gz", [False, True])
+def test_corrupted_files_are_refused_naming_the_file(
+    tmp_path: Path, data: bytes, expected: str, gz: bool
+) -> None:
+    path = _raw(tmp_path, data, gz)
+    with pytest.raises(SparsifyError, match=expected) as info:
+        read_idx(path)
+    assert str(path) in str(info.value)
+
+
+def test_good_header_reads_and_damaged_gzip_is_refused(tmp_path: Path) -> None:
+    assert read_idx(_raw(tmp_path, GOOD)).tolist() == [[0, 1, 2], [3, 4, 5]]
+    path = tmp_path / "x.gz"
+    path.write_bytes(gzip.compress(GOOD)[:-6])
+    with pytest.raises(SparsifyError, match="damaged gzip"):
+        read_idx(path)
+    with pytest.raises(SparsifyError, match="does not exist"):
+        read_idx(tmp_path / "missing")
+
+
+def test_shared_mnist(mnist_dir: Path) -> None:
+    labels = read_idx(mnist_dir / "train-labels-idx1-ubyte.gz")
+    images = read_idx(mnist_dir / "train-images-idx3-ubyte.gz")
+    assert images.shape == (60000, 28, 28) and images.dtype == np.uint8
+    assert np.bincount(labels).tolist() == [
+        5923,
+        6742,
+        5958,
+        6131,
+        5842,
+        5421,
+        5918,
+        6265,
+        5851,
+        5949,
+    ]
+    assert images.mean() == pytest.approx(33.318, abs=1e-3)
+    test_labels = read_idx(mnist_dir / "t10k-labels-idx1-ubyte.gz")
+    assert np.bincount(test_labels).tolist() == [
+        980,
+        1135,
+        1032,
+        1010,
+        982,
+        892,
+        958,
+        1028,
+        974,
+        1009,
+    ]
+
+
+def test_load_mnist_subset_and_normalisation(mnist_dir: Path) -> None:
+    d = load_mnist(mnist_dir, train_subset=1000, test_subset=500)
+    assert d.train_x.shape == (1000, 1, 28, 28) and d.test_x.shape == (500, 1, 28, 28)
+    assert abs(d.train_x.mean().item()) < 1e-5 and d.train_x.std().item() == pytest.approx(
+        1.0, abs=1e-4
+    )
+    assert d.train_y[:5].tolist() == [5, 0, 4, 1, 9]  # the first five MNIST labels
+    with pytest.raises(SparsifyError, match="train_subset must be in"):
+        load_mnist(mnist_dir, train_subset=60001)
+
+
+def test_missing_data_dir_is_clear(tmp_path: Path) -> None:
+    with pytest.raises(SparsifyError, match="does not exist; pass --data-dir"):
+        load_mnist(tmp_path / "nope")
+    with pytest.raises(SparsifyError, match="MNIST files missing"):
+        load_mnist(tmp_path)
