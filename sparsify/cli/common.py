@@ -9,7 +9,9 @@ from typing import Any
 from sparsify.checkpoint import save_checkpoint
 from sparsify.data.mnist import MnistSplits, load_mnist
 from sparsify.recipe import Recipe
+from sparsify.train.distributed import DistContext
 from sparsify.train.loop import train
+from sparsify.train.state import clear_train_state
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -42,9 +44,33 @@ def load_data(recipe: Recipe) -> MnistSplits:
     return load_mnist(recipe.data.dir, recipe.data.train_subset, recipe.data.test_subset)
 
 
-def run_one(recipe: Recipe, data: MnistSplits, out: Path, quiet: bool) -> dict[str, Any]:
-    """Train one (non-sweep) recipe and write its checkpoint, recipe and metrics to ``out``."""
-    log = (lambda _m: None) if quiet else (lambda m: print(m, flush=True))
-    result = train(recipe, data, progress=not quiet, log=log)
-    save_checkpoint(out, result.model, recipe, {**result.metrics, "history": result.history})
+def run_one(
+    recipe: Recipe,
+    data: MnistSplits,
+    out: Path,
+    quiet: bool,
+    dist: DistContext | None = None,
+    resume: bool = False,
+    checkpoint_every: int = 1,
+) -> dict[str, Any]:
+    """Train one (non-sweep) recipe; the main process writes checkpoint, recipe and metrics to ``out``.
+
+    A resume state is kept in ``out`` every ``checkpoint_every`` epochs (0: never) and removed
+    once the final artifacts are written.
+    """
+    dist = dist or DistContext()
+    log = (lambda _m: None) if (quiet or not dist.is_main) else (lambda m: print(m, flush=True))
+    result = train(
+        recipe,
+        data,
+        progress=not quiet,
+        log=log,
+        dist=dist,
+        state_dir=out if checkpoint_every > 0 else None,
+        resume=resume,
+        checkpoint_every=max(checkpoint_every, 1),
+    )
+    if dist.is_main:
+        save_checkpoint(out, result.model, recipe, {**result.metrics, "history": result.history})
+        clear_train_state(out)
     return result.metrics

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         penalty = one.penalties[index] if one.penalties else None
         lam = float(penalty.lam) if penalty else 0.0
         kind = penalty.kind if penalty else "none"
-        m = run_one(one, data, out / run_dir_name(kind, lam), args.quiet)
+        m = run_one(one, data, out / run_dir_name(kind, lam), args.quiet, checkpoint_every=0)
         row = {
             "lam": lam,
             "kind": kind,

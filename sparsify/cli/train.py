@@ -8,11 +8,22 @@ from pathlib import Path
 from sparsify.cli.common import add_run_options, apply_overrides, load_data, run_one
 from sparsify.errors import SparsifyError
 from sparsify.recipe import load_recipe
+from sparsify.train.distributed import distributed
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one recipe and write a checkpoint with metrics")
     add_run_options(p)
+    p.add_argument(
+        "--resume", action="store_true", help="continue from DIR/resume.pt if a killed run left one"
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="save resume state every N epochs (0: never)",
+    )
     p.set_defaults(func=run)
 
 
@@ -22,8 +33,15 @@ def run(args: argparse.Namespace) -> int:
         raise SparsifyError(
             f"{args.recipe} gives a list of lambdas (a sweep); run it with 'sparsify sweep'."
         )
+    if args.checkpoint_every < 0:
+        raise SparsifyError(f"--checkpoint-every must be >= 0; got {args.checkpoint_every}.")
     out = Path(args.out or recipe.output.dir)
-    metrics = run_one(recipe, load_data(recipe), out, args.quiet)
+    with distributed(recipe.device) as dist:
+        metrics = run_one(
+            recipe, load_data(recipe), out, args.quiet, dist, args.resume, args.checkpoint_every
+        )
+    if not dist.is_main:
+        return 0
     print(
         f"{recipe.name}: train error {metrics['train_error']:.4f}, test error {metrics['test_error']:.4f}, "
         f"exact zeros {100 * metrics['zero_fraction']:.2f}% of {metrics['numel']:,} parameters, "

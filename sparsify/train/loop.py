@@ -12,6 +12,7 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,7 +26,9 @@ from sparsify.models import build_model
 from sparsify.recipe import OptimizerSpec, Recipe
 from sparsify.sparsity import model_stats
 from sparsify.train.config import penalty_from_dict
+from sparsify.train.distributed import DistContext
 from sparsify.train.penalize import PenaltyHandle, penalize_
+from sparsify.train.state import load_train_state, save_train_state
 
 
 @dataclass
@@ -73,20 +76,46 @@ def build_lr_scheduler(
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_size: int = 1000,
+    dist: DistContext | None = None,
 ) -> tuple[float, float]:
-    """(error rate, mean cross-entropy) of ``model`` in eval mode on ``x``, ``y``."""
+    """(error rate, mean cross-entropy) of ``model`` in eval mode on ``x``, ``y``.
+
+    Under DDP each rank evaluates its shard and the counts are summed over ranks.
+    """
+    dist = dist or DistContext()
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    wrong, loss = 0, 0.0
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+    idx = dist.shard(torch.arange(len(x)))
+    wrong, loss = 0.0, 0.0
+    for i in range(0, len(idx), batch_size):
+        sel = idx[i : i + batch_size]
+        xb, yb = x[sel].to(device), y[sel].to(device)
         out = model(xb)
         loss += F.cross_entropy(out, yb, reduction="sum").item()
         wrong += (out.argmax(1) != yb).sum().item()
     model.train(was_training)
+    wrong, loss = dist.all_reduce_sum([wrong, loss])
     return wrong / len(x), loss / len(x)
+
+
+def check_input_shape(model: nn.Module, sample: torch.Tensor, name: str) -> None:
+    """Run one sample through ``model`` so a shape mismatch fails now, with a clear message."""
+    try:
+        with torch.no_grad():
+            model.eval()(sample)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0][:200]
+        raise SparsifyError(
+            f"model {name!r} cannot take input of shape {tuple(sample.shape[1:])} ({first}); "
+            "fix model.in_channels or choose a model for 28x28 images."
+        ) from None
+    finally:
+        model.train()
 
 
 def versions() -> dict[str, str]:
@@ -120,22 +149,33 @@ def train(
     *,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    dist: DistContext | None = None,
+    state_dir: Path | None = None,
+    resume: bool = False,
+    checkpoint_every: int = 1,
 ) -> TrainResult:
     """Train ``recipe.model`` on ``data`` for ``recipe.epochs`` and measure it.
+
+    Args:
+        dist: DDP context from :func:`sparsify.train.distributed.distributed` (None: one process).
+        state_dir: where to save the resume state every ``checkpoint_every`` epochs (None: never).
+        resume: continue from the state in ``state_dir`` if there is one.
 
     Returns metrics with at least ``train_error``, ``test_error``, ``zero_fraction`` and
     per-tensor ``numel``/``zeros`` under ``layers``.
     """
     if recipe.sweep() is not None:
         raise SparsifyError("this recipe is a sweep (a lambda list); run it with 'sparsify sweep'.")
+    dist = dist or DistContext()
     log = log or (lambda _msg: None)
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
-    device = resolve_device(recipe.device)
+    device = dist.device if dist.enabled else resolve_device(recipe.device)
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.model.name, recipe.model.num_classes, recipe.model.in_channels).to(
         device
     )
+    check_input_shape(model, data.train_x[:1].to(device), recipe.model.name)
     n = len(data.train_x)
     steps_per_epoch = math.ceil(n / recipe.batch_size)
     total_steps = steps_per_epoch * recipe.epochs
@@ -144,27 +184,56 @@ def train(
     handles = attach_penalties(recipe, model, optimizer, steps_per_epoch)
     for h in handles:
         log(h.summary())
+    net: nn.Module = model
+    if dist.enabled:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
 
-    x, y = data.train_x.to(device), data.train_y.to(device)
     gen = torch.Generator().manual_seed(recipe.seed)
     history: list[dict[str, float]] = []
-    start = time.perf_counter()
+    first_epoch, elapsed = 0, 0.0
+    saved = load_train_state(state_dir) if (resume and state_dir is not None) else None
+    if saved is not None:
+        if saved["recipe"] != recipe.to_dict():
+            raise SparsifyError(
+                f"{state_dir}: the resume state was made by a different recipe; resume with the same recipe "
+                "or delete resume.pt to start over."
+            )
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        for h, hs in zip(handles, saved["penalties"]):
+            h.load_state_dict(hs)
+        gen.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        first_epoch, history, elapsed = saved["epoch"], saved["history"], saved["seconds"]
+        log(f"resumed from {state_dir} after epoch {first_epoch}")
+
+    x, y = data.train_x.to(device), data.train_y.to(device)
+    start = time.perf_counter() - elapsed
+    epochs = range(first_epoch, recipe.epochs)
     bar = tqdm(
-        range(recipe.epochs), desc=recipe.name, unit="epoch", disable=not progress, leave=False
+        epochs, desc=recipe.name, unit="epoch", disable=not (progress and dist.is_main), leave=False
     )
-    model.train()
+    net.train()
     for epoch in bar:
-        perm = torch.randperm(n, generator=gen).to(device)
+        perm = torch.randperm(n, generator=gen)
         total = 0.0
         for i in range(0, n, recipe.batch_size):
-            idx = perm[i : i + recipe.batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            batch = perm[i : i + recipe.batch_size]
+            mine = dist.shard(batch).to(device)
+            # sum over this shard scaled by W/B: DDP's gradient average then equals the
+            # gradient of the mean loss over the whole global batch (see distributed.py)
+            loss_sum = F.cross_entropy(net(x[mine]), y[mine], reduction="sum")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss_sum * (dist.world_size / len(batch))).backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            total += loss.item() * len(idx)
+            total += loss_sum.item()
+        (total,) = dist.all_reduce_sum([total])
         if not math.isfinite(total):
             raise SparsifyError(
                 f"training diverged at epoch {epoch + 1} (loss is {total}); lower optimizer.lr or the lambdas."
@@ -174,12 +243,33 @@ def train(
             {"epoch": epoch + 1, "loss": total / n, "zero_fraction": stats["zero_fraction"]}
         )
         bar.set_postfix(loss=f"{total / n:.4f}", zeros=f"{100 * stats['zero_fraction']:.1f}%")
+        if (
+            state_dir is not None
+            and dist.is_main
+            and (epoch + 1) % checkpoint_every == 0
+            and epoch + 1 < recipe.epochs
+        ):
+            save_train_state(
+                state_dir,
+                {
+                    "recipe": recipe.to_dict(),
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "penalties": [{"step": h.step} for h in handles],
+                    "generator": gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "history": history,
+                    "seconds": time.perf_counter() - start,
+                },
+            )
     seconds = time.perf_counter() - start
     for h in handles:
         h.remove()
 
-    train_error, train_loss = evaluate(model, data.train_x, data.train_y)
-    test_error, test_loss = evaluate(model, data.test_x, data.test_y)
+    train_error, train_loss = evaluate(model, data.train_x, data.train_y, dist=dist)
+    test_error, test_loss = evaluate(model, data.test_x, data.test_y, dist=dist)
     stats = model_stats(model)
     metrics = {
         "name": recipe.name,
@@ -202,6 +292,7 @@ def train(
         "normalisation": {"mean": data.mean, "std": data.std},
         "device": str(device),
         "threads": torch.get_num_threads(),
+        "world_size": dist.world_size,
         "versions": versions(),
     }
     return TrainResult(model=model, metrics=metrics, history=history)
