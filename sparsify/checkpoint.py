@@ -140,6 +140,15 @@ def load_checkpoint(path: str | os.PathLike[str], verify: bool = True) -> Checkp
         )
     if verify and tensors_digest(state) != metadata.get("sha256"):
         raise SparsifyError(f"{p}: tensor data does not match its sha256; the file is corrupted.")
+    bad = [
+        k
+        for k, t in state.items()
+        if torch.is_floating_point(t) and not bool(torch.isfinite(t).all())
+    ]
+    if bad:
+        raise SparsifyError(
+            f"{p}: tensor {bad[0]!r} holds NaN or inf values; the run diverged or the file was edited."
+        )
     try:
         recipe_data = json.loads(metadata.get("recipe", ""))
     except json.JSONDecodeError:

@@ -28,12 +28,26 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+ZOO_NAMES = ("lecture_convnet", "lenet300_100", "lenet5")  # sparsify.models.MODELS (test-checked)
+
+
 class ModelSpec(_Section):
     """Which network: a zoo name or ``torchvision:<classifier>``."""
 
     name: str = "lecture_convnet"
     num_classes: int = Field(10, ge=2, le=100_000)
     in_channels: int = Field(1, ge=1, le=64)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in ZOO_NAMES and not (
+            name.startswith("torchvision:") and len(name) > len("torchvision:")
+        ):
+            raise ValueError(
+                f"is not a known model; choose one of {', '.join(ZOO_NAMES)} or 'torchvision:<classifier>'"
+            )
+        return name
 
 
 class DataSpec(_Section):
@@ -252,9 +266,12 @@ def _message(err: dict[str, Any], source: str) -> str:
     msg = err["msg"].removeprefix("Value error, ").removeprefix("Input ")
     if isinstance(got, float) and not math.isfinite(got):
         msg = "must be a finite number"
-    if isinstance(got, dict):  # a rule over a whole section: the message says it all
-        return f"{source}: '{where}': {msg}."
-    return f"{source}: '{where}' {msg}; got {got!r}."
+    if isinstance(got, dict):
+        if err["type"] == "value_error":  # a rule over a whole section: the message says it all
+            return f"{source}: '{where}': {msg}."
+        return f"{source}: '{where}' {msg}; got a mapping."
+    shown = repr(got) if len(repr(got)) <= 80 else repr(got)[:77] + "..."
+    return f"{source}: '{where}' {msg}; got {shown}."
 
 
 def _merge(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
