@@ -84,3 +84,14 @@ def test_foreign_safetensors_and_wrong_architecture(tmp_path: Path) -> None:
         load_checkpoint(tmp_path / "x").build_model()
     with pytest.raises(SparsifyError, match="does not exist"):
         load_checkpoint(tmp_path / "missing")
+
+
+def test_batchnorm_models_save_and_load(tmp_path: Path) -> None:
+    """0-d buffers (BatchNorm's num_batches_tracked) must hash and round-trip too."""
+    model = build_model("torchvision:resnet18")
+    recipe = Recipe.from_dict({"model": {"name": "torchvision:resnet18"}})
+    save_checkpoint(tmp_path, model, recipe)
+    ck = load_checkpoint(tmp_path)
+    assert ck.state_dict["bn1.num_batches_tracked"].dim() == 0
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(ck.build_model()(x), model.eval()(x))

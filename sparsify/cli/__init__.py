@@ -11,17 +11,7 @@ from collections.abc import Sequence
 
 from sparsify.errors import SparsifyError
 
-COMMANDS = ("train", "sweep", "stats", "validate", "shrink")
-    "train",
-    "sweep",
-    "stats",
-    "validate",
-    "shrink",
-    "export",
-    "footprint",
-    "bench",
-    "report",
-)
+COMMANDS = ("train", "sweep", "stats", "validate", "shrink", "export", "footprint")
 
 
 def build_parser() -> argparse.ArgumentParser:

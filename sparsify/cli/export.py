@@ -1,0 +1,90 @@
+"""``sparsify export CHECKPOINT --format scipy|onnx|all --out DIR``: files that shrink and load back."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from sparsify.errors import SparsifyError
+
+FORMATS = ("scipy", "onnx", "all")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a checkpoint as a scipy bundle and/or ONNX")
+    p.add_argument("checkpoint", help="run directory or its model.safetensors")
+    p.add_argument("--format", choices=FORMATS, default="scipy", help="scipy bundle, ONNX, or both")
+    p.add_argument(
+        "--out", required=True, help="output directory (with --format all: DIR/scipy and DIR/onnx)"
+    )
+    p.add_argument(
+        "--sparse-format",
+        choices=("csr", "csc", "coo", "bsr"),
+        default="csr",
+        help="scipy layout of each prunable weight (default csr)",
+    )
+    p.add_argument(
+        "--blocksize", type=int, nargs=2, metavar=("R", "C"), help="BSR block shape (default 1 1)"
+    )
+    p.add_argument(
+        "--store",
+        choices=("both", "scipy", "compact"),
+        default="both",
+        help="scipy arrays, the compact encoding, or both (default)",
+    )
+    p.add_argument(
+        "--codec",
+        choices=("none", "zlib"),
+        default="none",
+        help="zlib: deflate the compact files' byte planes (lossless, smaller)",
+    )
+    p.add_argument(
+        "--no-graph", action="store_true", help="weights only: skip capturing the forward"
+    )
+    p.set_defaults(func=run)
+
+
+def _export_onnx(ckpt: Any, out: Path) -> dict[str, Any]:
+    try:
+        from sparsify.export.onnx import export_onnx
+    except ModuleNotFoundError as exc:
+        if exc.name != "sparsify.export.onnx":
+            raise
+        raise SparsifyError(
+            "ONNX export is not available in this build of sparsify; use --format scipy."
+        ) from None
+    return export_onnx(ckpt, out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sparsify.checkpoint import load_checkpoint
+    from sparsify.export.scipy_bundle import export_scipy_bundle
+
+    ckpt = load_checkpoint(args.checkpoint)
+    out = Path(args.out)
+    if args.format in ("scipy", "all"):
+        target = out / "scipy" if args.format == "all" else out
+        manifest = export_scipy_bundle(
+            ckpt,
+            target,
+            sparse_format=args.sparse_format,
+            blocksize=tuple(args.blocksize) if args.blocksize else None,
+            store=args.store,
+            codec=args.codec,
+            graph=not args.no_graph,
+        )
+        sparse = [t for t in manifest["tensors"] if t["storage"] == "sparse"]
+        for t in sparse:
+            scheme = t["compact"]["scheme"] if "compact" in t else "-"
+            print(f"  {t['name']:<40} density {t['density']:.4f}  compact {scheme}")
+        total = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+        print(
+            f"wrote {target}: {len(manifest['tensors'])} tensors, {len(sparse)} sparse, "
+            f"{total:,} bytes"
+        )
+    if args.format in ("onnx", "all"):
+        target = out / "onnx" if args.format == "all" else out
+        _export_onnx(ckpt, target)
+        print(f"wrote {target}")
+    return 0

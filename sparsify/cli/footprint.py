@@ -1,0 +1,30 @@
+"""``sparsify footprint CHECKPOINT --out DIR``: bytes per layer in each form vs the entropy bound."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "footprint", help="per-layer bytes (dense, checkpoint, scipy, compact, gzip) vs the bound"
+    )
+    p.add_argument("checkpoint", help="run directory or its model.safetensors")
+    p.add_argument("--out", required=True, help="directory for footprint.json and footprint.md")
+    p.add_argument(
+        "--sparse-format",
+        choices=("csr", "csc", "coo", "bsr"),
+        default="csr",
+        help="scipy layout measured in the scipy column (default csr)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sparsify.export.footprint import footprint, to_markdown, write_footprint
+
+    result = footprint(args.checkpoint, sparse_format=args.sparse_format)
+    json_path, md_path = write_footprint(result, args.out, title=f"Footprint of {args.checkpoint}")
+    print(to_markdown(result, f"Footprint of {args.checkpoint}"))
+    print(f"wrote {json_path} and {md_path}")
+    return 0

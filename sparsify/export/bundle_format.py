@@ -1,0 +1,254 @@
+"""The scipy bundle's on-disk format, shared by the writer (export) and the reader (runtime).
+
+numpy + scipy only, no torch: the torch-free runtime imports this module.
+
+A bundle is a directory::
+
+    manifest.json        format name + version, toolkit version, source recipe, one entry per
+                         state_dict tensor (shape, dtype, storage, density, files + sha256),
+                         and the captured graph (an op list) for sparsify.runtime
+    arrays/NNNN_<name>.<part>.npy
+                         one np.save'd array per file (no pickle): the scipy parts of each
+                         prunable weight (csr/csc: data, indices, indptr; coo: data, row, col;
+                         bsr: data, indices, indptr), its compact encoding (values,
+                         positions), or a dense tensor (array)
+
+"Zero" is the bit pattern of +0.0 (as in :mod:`sparsify.export.encoding`): an explicit -0.0
+is kept as a stored entry, so dense -> sparse -> dense is bit-exact for every input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zlib
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from sparsify.errors import SparsifyError
+
+FORMAT = "sparsify.scipy_bundle"
+FORMAT_VERSION = "1"
+MANIFEST = "manifest.json"
+ARRAYS_DIR = "arrays"
+SPARSE_FORMATS = ("csr", "csc", "coo", "bsr")
+STORES = ("both", "scipy", "compact")
+CODECS = ("none", "zlib")
+SPARSE_PARTS = {
+    "csr": ("data", "indices", "indptr"),
+    "csc": ("data", "indices", "indptr"),
+    "coo": ("data", "row", "col"),
+    "bsr": ("data", "indices", "indptr"),
+}
+# numpy dtype name -> torch dtype name, for the digest sparsify.checkpoint computes
+TORCH_DTYPE_NAMES = {
+    "float16": "torch.float16",
+    "float32": "torch.float32",
+    "float64": "torch.float64",
+    "int8": "torch.int8",
+    "int16": "torch.int16",
+    "int32": "torch.int32",
+    "int64": "torch.int64",
+    "uint8": "torch.uint8",
+    "bool": "torch.bool",
+}
+
+
+def is_prunable(shape: tuple[int, ...], dtype: np.dtype) -> bool:
+    """Stored sparse: float32 tensors of rank >= 2 (Linear/Conv weights)."""
+    return len(shape) >= 2 and np.dtype(dtype) == np.float32
+
+
+def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """Linear (out, in) stays; Conv (out, in, kh, kw) becomes (out, in * kh * kw)."""
+    rows = int(shape[0])
+    cols = int(np.prod(shape[1:], dtype=np.int64))
+    return rows, cols
+
+
+def file_name(index: int, tensor: str, part: str) -> str:
+    """``arrays/0007_layer1.0.conv1.weight.data.npy``: the index keeps names unique."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", tensor)
+    return f"{ARRAYS_DIR}/{index:04d}_{safe}.{part}.npy"
+
+
+def pack(array: np.ndarray, codec: str) -> np.ndarray:
+    """The array a compact file stores: itself (``none``), or for ``zlib`` the bytes
+    regrouped by significance (byte k of every element together, so the sign/exponent bytes
+    of float32 values form one compressible run) and deflated at level 9, as uint8."""
+    if codec == "none":
+        return array
+    raw = np.ascontiguousarray(array).view(np.uint8).reshape(-1, array.dtype.itemsize)
+    return np.frombuffer(zlib.compress(raw.T.tobytes(), 9), dtype=np.uint8)
+
+
+def unpack(blob: np.ndarray, codec: str, dtype: str, length: int) -> np.ndarray:
+    """Inverse of :func:`pack`; refuses output longer than ``length`` elements (no zip bombs).
+
+    Raises:
+        SparsifyError: unknown codec or dtype, or a stream that does not inflate to exactly
+            ``length`` elements.
+    """
+    if codec == "none":
+        return blob
+    if codec != "zlib" or dtype not in ("float32", "uint8", "uint16") or blob.dtype != np.uint8:
+        raise SparsifyError(f"unsupported codec {codec!r} for a {dtype} array")
+    itemsize = np.dtype(dtype).itemsize
+    want = int(length) * itemsize
+    inflater = zlib.decompressobj()
+    try:
+        raw = inflater.decompress(blob.tobytes(), want + 1)
+    except zlib.error as exc:
+        raise SparsifyError(f"zlib stream is damaged ({exc})") from None
+    if len(raw) != want or not inflater.eof:
+        raise SparsifyError(f"zlib stream inflates to {len(raw)} bytes, expected {want}")
+    planes = np.frombuffer(raw, dtype=np.uint8).reshape(itemsize, int(length))
+    return np.ascontiguousarray(planes.T).view(np.dtype(dtype)).reshape(-1)
+
+
+def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _stored(matrix: np.ndarray) -> np.ndarray:
+    return matrix.view(np.uint32) != 0  # by bit pattern: -0.0 is stored
+
+
+def to_sparse(matrix: np.ndarray, fmt: str, blocksize: tuple[int, int] | None = None) -> Any:
+    """A scipy sparse array holding exactly the entries of ``matrix`` whose bits are not +0.0.
+
+    Built from index arrays directly (not ``csr_array(dense)``, which drops -0.0).
+    Indices are int32 when they fit (scipy's own choice), else int64.
+
+    Raises:
+        SparsifyError: unknown format, or a BSR blocksize that does not divide the shape.
+    """
+    rows, cols = matrix.shape
+    mask = _stored(matrix)
+    idx = np.int32 if max(rows, cols, int(mask.sum())) < 2**31 - 1 else np.int64
+    if fmt in ("csr", "coo"):
+        r, c = np.nonzero(mask)  # row-major order
+        data = matrix[r, c]
+        if fmt == "coo":
+            return sp.coo_array((data, (r.astype(idx), c.astype(idx))), shape=(rows, cols))
+        indptr = np.concatenate([[0], np.cumsum(mask.sum(axis=1))]).astype(idx)
+        return sp.csr_array((data, c.astype(idx), indptr), shape=(rows, cols))
+    if fmt == "csc":
+        c, r = np.nonzero(mask.T)  # column-major order
+        indptr = np.concatenate([[0], np.cumsum(mask.sum(axis=0))]).astype(idx)
+        return sp.csc_array((matrix[r, c], r.astype(idx), indptr), shape=(rows, cols))
+    if fmt == "bsr":
+        br, bc = blocksize or (1, 1)
+        if br < 1 or bc < 1 or rows % br or cols % bc:
+            raise SparsifyError(
+                f"BSR blocksize {blocksize} does not divide the weight matrix {rows}x{cols}; "
+                "choose a blocksize whose sides divide both dimensions."
+            )
+        blocks = matrix.reshape(rows // br, br, cols // bc, bc).transpose(0, 2, 1, 3)
+        keep = _stored(np.ascontiguousarray(blocks)).any(axis=(2, 3))  # (R/br, C/bc)
+        brow, bcol = np.nonzero(keep)
+        indptr = np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(idx)
+        data = np.ascontiguousarray(blocks[brow, bcol])  # (nblocks, br, bc)
+        return sp.bsr_array((data, bcol.astype(idx), indptr), shape=(rows, cols))
+    raise SparsifyError(
+        f"The 'sparse_format' parameter must be one of {', '.join(map(repr, SPARSE_FORMATS))}. "
+        f"Got {fmt!r} instead."
+    )
+
+
+def to_dense(m: Any) -> np.ndarray:
+    """Dense copy of a scipy sparse array by assignment (``toarray`` adds, turning -0.0 to +0.0)."""
+    out = np.zeros(m.shape, dtype=m.dtype)
+    if m.format == "bsr":
+        br, bc = m.blocksize
+        nb_rows = m.shape[0] // br
+        brow = np.repeat(np.arange(nb_rows), np.diff(m.indptr))
+        blocks = out.reshape(nb_rows, br, m.shape[1] // bc, bc).transpose(0, 2, 1, 3)
+        blocks[brow, m.indices] = m.data  # a view of out: writes through
+        return out
+    coo = m.tocoo(copy=False)
+    out[coo.row, coo.col] = coo.data
+    return out
+
+
+def sparse_parts(m: Any) -> dict[str, np.ndarray]:
+    """The arrays that define ``m`` in its format (see :data:`SPARSE_PARTS`)."""
+    if m.format == "coo":
+        return {"data": m.data, "row": m.row, "col": m.col}
+    return {"data": m.data, "indices": m.indices, "indptr": m.indptr}
+
+
+def from_parts(fmt: str, parts: dict[str, np.ndarray], shape: tuple[int, int]) -> Any:
+    """Rebuild a scipy sparse array from its parts and check its structure in full.
+
+    Raises:
+        SparsifyError: parts that do not form a valid array of ``shape`` (scipy's full check).
+    """
+    try:
+        if fmt == "coo":
+            rows, cols = parts["row"], parts["col"]
+            if rows.size and (rows.min() < 0 or rows.max() >= shape[0]):
+                raise ValueError("row index out of range")
+            if cols.size and (cols.min() < 0 or cols.max() >= shape[1]):
+                raise ValueError("column index out of range")
+            m = sp.coo_array((parts["data"], (rows, cols)), shape=shape)
+            if m.nnz != rows.size or m.nnz != cols.size:
+                raise ValueError("data, row and col lengths differ")
+            return m
+        cls = {"csr": sp.csr_array, "csc": sp.csc_array, "bsr": sp.bsr_array}[fmt]
+        m = cls((parts["data"], parts["indices"], parts["indptr"]), shape=shape)
+        m.check_format(full_check=True)
+        return m
+    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        raise SparsifyError(f"{fmt} parts are inconsistent ({exc})") from None
+
+
+def check_relative(path: str, where: str) -> PurePosixPath:
+    """A manifest path must be relative, inside the bundle: no absolute path, no ``..``.
+
+    Raises:
+        SparsifyError: naming ``where`` (the manifest) and the offending path.
+    """
+    p = PurePosixPath(path) if isinstance(path, str) else None
+    if (
+        p is None
+        or not path
+        or p.is_absolute()
+        or "\\" in path
+        or ":" in path
+        or any(part in ("..", "") for part in path.split("/"))
+    ):
+        raise SparsifyError(
+            f"{where}: refusing file path {path!r} (must be relative to the bundle, "
+            "without '..'); the manifest was edited or is not a sparsify bundle."
+        )
+    return p
+
+
+def state_digest(state: dict[str, np.ndarray]) -> str:
+    """sha256 over (name, torch dtype, shape, bytes) in sorted name order.
+
+    Equal to :func:`sparsify.checkpoint.tensors_digest` of the same tensors, so a loaded
+    bundle can be checked against the checkpoint it came from without torch.
+    """
+    h = hashlib.sha256()
+    for name in sorted(state):
+        a = np.asarray(state[name], order="C")
+        dtype = TORCH_DTYPE_NAMES.get(a.dtype.name, a.dtype.name)
+        h.update(f"{name}|{dtype}|{tuple(a.shape)}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def resolve_inside(root: Path, rel: PurePosixPath) -> Path:
+    """``root / rel``, refused if a symlink takes it outside ``root``."""
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise SparsifyError(
+            f"{root / MANIFEST}: file {str(rel)!r} resolves outside the bundle; refusing it."
+        )
+    return path

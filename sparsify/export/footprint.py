@@ -1,0 +1,280 @@
+"""Footprint table: what each storage form costs, per layer and in total, against the bound.
+
+For each tensor of n entries with nnz stored (bit pattern not +0.0) entries:
+
+    dense        n * itemsize                      (4 n for float32: the dense fp32 bytes)
+    checkpoint   its bytes in model.safetensors    (dense; total = the file, header included)
+    scipy        its files in a store="scipy" bundle (CSR by default; total = the directory)
+    compact      encoded_nbytes (prunable) or n * itemsize (dense tensors): the payload
+    compact_bundle  its files in a store="compact" bundle (npy headers included; total =
+                 the directory, manifest included; measured without the graph)
+    compact_zlib_bundle  the same with codec="zlib" (byte planes deflated: values are not
+                 incompressible, so this can go below the bound, which assumes 32 bits each)
+    gzip         gzip -9 of the dense bytes (total: gzip of the whole model.safetensors)
+    bound        (n * H(nnz / n) + 8 * itemsize * nnz) / 8        (entropy_bound_bytes)
+
+and each byte column's ratio to the bound. Columns the ONNX side measures (dense ONNX,
+compact ONNX, onnxruntime resident memory) come in through ``extra_columns``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sparsify.errors import SparsifyError
+from sparsify.export import bundle_format as bf
+from sparsify.export.encoding import encode, encoded_nbytes, entropy_bound_bytes
+from sparsify.export.scipy_bundle import (
+    Source,
+    export_scipy_bundle,
+    resolve_source,
+    tensor_to_numpy,
+)
+from sparsify.fileio import atomic_write_json, atomic_write_text
+
+BYTE_COLUMNS = (
+    "dense",
+    "checkpoint",
+    "scipy",
+    "compact",
+    "compact_bundle",
+    "compact_zlib_bundle",
+    "gzip",
+)
+PRUNABLE = "prunable weights"
+OTHER = "other tensors"
+TOTAL = "total"
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _file_bytes(manifest: dict[str, Any]) -> dict[str, int]:
+    """Per tensor: bytes of all the files the bundle stores for it."""
+    out: dict[str, int] = {}
+    for entry in manifest["tensors"]:
+        refs = list((entry.get("files") or {}).values())
+        for key in ("scipy", "compact"):
+            if entry.get(key):
+                refs += list(entry[key]["files"].values())
+        out[entry["name"]] = sum(r["bytes"] for r in refs)
+    return out
+
+
+def _checkpoint_bytes(source: Source, arrays: dict[str, np.ndarray]) -> tuple[int, bytes]:
+    """(size of model.safetensors, its bytes): the file itself for a checkpoint, else serialised."""
+    from safetensors.numpy import save as st_save
+
+    from sparsify.checkpoint import Checkpoint
+
+    path = None
+    if isinstance(source, Checkpoint):
+        path = source.path
+    elif isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        path = p / "model.safetensors" if p.is_dir() else p
+    data = path.read_bytes() if path is not None else st_save(arrays)
+    return len(data), data
+
+
+def footprint(
+    source: Source,
+    *,
+    sparse_format: str = "csr",
+    extra_columns: dict[str, dict[str, float | int | None]] | None = None,
+) -> dict[str, Any]:
+    """Measure ``source`` (checkpoint path, Checkpoint or nn.Module); see the module docstring.
+
+    Args:
+        source: what to measure.
+        sparse_format: the scipy bundle's format for the ``scipy`` column.
+        extra_columns: ``{column: {row: value}}`` added as measured (rows are tensor names,
+            ``"prunable weights"``, ``"other tensors"`` or ``"total"``); a column whose
+            name ends in ``_bytes`` also gets its ratio to the bound.
+
+    Returns:
+        ``{"source", "rows": [...], "prunable", "other", "total", "columns", "notes"}``.
+
+    Raises:
+        SparsifyError: as :func:`export_scipy_bundle` (empty model, unreadable checkpoint).
+    """
+    state, _, provenance = resolve_source(source)
+    arrays = {name: tensor_to_numpy(name, t) for name, t in state.items()}
+    with tempfile.TemporaryDirectory(prefix="sparsify-footprint-") as tmp:
+        scipy_dir, compact_dir = Path(tmp) / "scipy", Path(tmp) / "compact"
+        m_scipy = export_scipy_bundle(
+            state, scipy_dir, sparse_format=sparse_format, store="scipy", graph=False
+        )
+        m_compact = export_scipy_bundle(state, compact_dir, store="compact", graph=False)
+        zlib_dir = Path(tmp) / "zlib"
+        m_zlib = export_scipy_bundle(state, zlib_dir, store="compact", codec="zlib", graph=False)
+        scipy_files, compact_files = _file_bytes(m_scipy), _file_bytes(m_compact)
+        zlib_files = _file_bytes(m_zlib)
+        scipy_total, compact_total = _dir_bytes(scipy_dir), _dir_bytes(compact_dir)
+        zlib_total = _dir_bytes(zlib_dir)
+    ckpt_total, ckpt_data = _checkpoint_bytes(source, arrays)
+
+    rows: list[dict[str, Any]] = []
+    neg_zero = 0
+    for name, a in arrays.items():
+        prunable = bf.is_prunable(tuple(a.shape), a.dtype)
+        numel = int(a.size)
+        if a.dtype.kind == "f":
+            stored = a.view(np.dtype(f"u{a.dtype.itemsize}")) != 0  # -0.0 is stored
+            nnz = int(stored.sum())
+            neg_zero += int((stored & (a == 0)).sum())
+        else:
+            nnz = int(np.count_nonzero(a))
+        dense = numel * a.dtype.itemsize
+        enc = encode(a) if prunable else None
+        rows.append(
+            {
+                "name": name,
+                "prunable": prunable,
+                "shape": list(a.shape),
+                "params": numel,
+                "nnz": nnz,
+                "density": nnz / numel if numel else 0.0,
+                "scheme": enc.scheme if enc is not None else "dense",
+                "dense_bytes": dense,
+                "checkpoint_bytes": dense,
+                "scipy_bytes": scipy_files[name],
+                "compact_bytes": encoded_nbytes(enc) if enc is not None else dense,
+                "compact_bundle_bytes": compact_files[name],
+                "compact_zlib_bundle_bytes": zlib_files[name],
+                "gzip_bytes": len(gzip.compress(a.tobytes(), compresslevel=9, mtime=0)),
+                "bound_bytes": entropy_bound_bytes(numel, nnz, 8 * a.dtype.itemsize),
+            }
+        )
+
+    def group(label: str, members: list[dict[str, Any]]) -> dict[str, Any]:
+        g: dict[str, Any] = {"name": label, "tensors": len(members)}
+        for key in ("params", "nnz", *(f"{c}_bytes" for c in BYTE_COLUMNS), "bound_bytes"):
+            g[key] = sum(r[key] for r in members)
+        g["density"] = g["nnz"] / g["params"] if g["params"] else 0.0
+        return g
+
+    prunable = group(PRUNABLE, [r for r in rows if r["prunable"]])
+    other = group(OTHER, [r for r in rows if not r["prunable"]])
+    total = group(TOTAL, rows)
+    # whole-file figures for the total: headers, manifest and graph cost bytes too
+    total["checkpoint_bytes"] = ckpt_total
+    total["scipy_bytes"] = scipy_total
+    total["compact_bundle_bytes"] = compact_total
+    total["compact_zlib_bundle_bytes"] = zlib_total
+    total["gzip_bytes"] = len(gzip.compress(ckpt_data, compresslevel=9, mtime=0))
+
+    extra = extra_columns or {}
+    byte_columns = [f"{c}_bytes" for c in BYTE_COLUMNS] + [c for c in extra if c.endswith("_bytes")]
+    by_name = {r["name"]: r for r in (*rows, prunable, other, total)}
+    for col, values in extra.items():
+        for row_name, value in values.items():
+            if row_name not in by_name:
+                raise SparsifyError(
+                    f"extra column {col!r} names row {row_name!r}, which is not a tensor, "
+                    f"{PRUNABLE!r}, {OTHER!r} or {TOTAL!r}; use one of those."
+                )
+            by_name[row_name][col] = value
+    for r in by_name.values():
+        for col in byte_columns:
+            value = r.get(col)
+            r[col.replace("_bytes", "_ratio")] = (
+                (value / r["bound_bytes"]) if value is not None and r["bound_bytes"] else None
+            )
+    notes = [
+        "bound = (n*H(nnz/n) + 32*nnz)/8 bytes for float32; ratios are bytes / bound.",
+        "total: checkpoint = the safetensors file (serialised here when the source is a module), "
+        "scipy/compact_bundle/compact_zlib_bundle = the bundle directory (npy headers and "
+        "manifest included), gzip = gzip -9 of the whole safetensors file.",
+        "compact_zlib_bundle deflates the byte planes of the stored values and positions; it "
+        "can go below the bound, which takes every value as 32 incompressible bits.",
+    ]
+    if neg_zero:
+        notes.append(
+            f"{neg_zero} entries are -0.0: they are stored (bit-exact), not counted as zeros; "
+            "write zeros as +0.0 (w[w == 0] = 0) to compress them."
+        )
+    return {
+        "source": provenance,
+        "rows": rows,
+        "prunable": prunable,
+        "other": other,
+        "total": total,
+        "columns": byte_columns + [c for c in extra if not c.endswith("_bytes")],
+        "notes": notes,
+    }
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if value >= 1000 else f"{value:.3g}"
+    return f"{value:,}"
+
+
+def to_markdown(result: dict[str, Any], title: str = "Footprint") -> str:
+    """A Markdown table: prunable weights one row each, then the group rows and the total."""
+    cols = result["columns"]
+    byte_cols = [c for c in cols if c.endswith("_bytes")]
+    head = [
+        "layer",
+        "params",
+        "nnz",
+        "density",
+        "scheme",
+        *[c.removesuffix("_bytes") for c in byte_cols],
+        "bound",
+    ]
+    head += [f"{c.removesuffix('_bytes')}/bound" for c in byte_cols]
+    head += [c for c in cols if not c.endswith("_bytes")]
+    lines = [f"# {title}", "", "Bytes per layer; ratio columns divide by the entropy bound.", ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    shown = [r for r in result["rows"] if r["prunable"]] + [
+        result["prunable"],
+        result["other"],
+        result["total"],
+    ]
+    for r in shown:
+        label = (
+            r["name"]
+            if r["name"] not in (PRUNABLE, OTHER, TOTAL)
+            else f"**{r['name']}** ({r['tensors']})"
+        )
+        cells = [
+            label,
+            _fmt(r["params"]),
+            _fmt(r["nnz"]),
+            f"{r['density']:.4f}",
+            r.get("scheme", ""),
+        ]
+        cells += [_fmt(r.get(c)) for c in byte_cols] + [_fmt(r["bound_bytes"])]
+        cells += [_fmt_ratio(r.get(c.replace("_bytes", "_ratio"))) for c in byte_cols]
+        cells += [_fmt(r.get(c)) for c in cols if not c.endswith("_bytes")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [""] + [f"- {n}" for n in result["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def _fmt_ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def write_footprint(
+    result: dict[str, Any],
+    out_dir: str | os.PathLike[str],
+    stem: str = "footprint",
+    title: str | None = None,
+) -> tuple[Path, Path]:
+    """Write ``<stem>.json`` and ``<stem>.md`` into ``out_dir``, each atomically."""
+    out = Path(out_dir)
+    j = atomic_write_json(out / f"{stem}.json", result)
+    m = atomic_write_text(out / f"{stem}.md", to_markdown(result, title or stem))
+    return j, m

@@ -1,0 +1,343 @@
+"""The scipy bundle: bit-identical round trips in every format, and refusal of bad input."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sparsify.checkpoint import load_checkpoint, save_checkpoint
+from sparsify.cli import main
+from sparsify.errors import SparsifyError
+from sparsify.export import bundle_format as bf
+from sparsify.export.bundle_reader import load_bundle
+from sparsify.export.scipy_bundle import export_scipy_bundle, load_state_dict
+from sparsify.models import build_model
+from sparsify.recipe import Recipe
+
+RECIPE = Recipe.from_dict({"name": "bundle", "model": {"name": "lecture_convnet"}})
+
+
+def zero_(model: nn.Module, fraction: float, seed: int = 0) -> nn.Module:
+    """Zero ``fraction`` of every rank >= 2 weight at random (as +0.0, the way prox writes it)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p[torch.rand(p.shape, generator=g) < fraction] = 0.0
+    return model.eval()
+
+
+@pytest.fixture()
+def ckpt_dir(tmp_path: Path) -> Path:
+    """A lecture-convnet checkpoint: conv1 all zeros, fc2 fully dense, some -0.0 in fc1."""
+    torch.manual_seed(0)
+    model = zero_(build_model("lecture_convnet"), 0.9)
+    with torch.no_grad():
+        model.conv1.weight.zero_()  # a 100%-zero layer
+        model.fc2.weight.add_(1e-3).abs_()  # a 0%-zero layer
+        model.fc1.weight.view(-1)[:3] = -0.0  # stored, so it survives bit-exactly
+    save_checkpoint(tmp_path / "ckpt", model, RECIPE)
+    return tmp_path / "ckpt"
+
+
+def _bits(t: torch.Tensor | np.ndarray) -> bytes:
+    a = t.numpy() if isinstance(t, torch.Tensor) else t
+    return a.tobytes()
+
+
+@pytest.mark.parametrize(
+    "sparse_format,blocksize,store",
+    [
+        ("csr", None, "both"),
+        ("csc", None, "scipy"),
+        ("coo", None, "both"),
+        ("bsr", (2, 1), "scipy"),
+        ("csr", None, "compact"),
+    ],
+)
+def test_round_trip_is_bit_identical(
+    ckpt_dir: Path, tmp_path: Path, sparse_format, blocksize, store
+) -> None:
+    ckpt = load_checkpoint(ckpt_dir)
+    out = tmp_path / "bundle"
+    manifest = export_scipy_bundle(
+        ckpt, out, sparse_format=sparse_format, blocksize=blocksize, store=store
+    )
+    assert manifest["state_sha256"] == ckpt.metadata["sha256"]  # same digest as the checkpoint
+    bundle = load_bundle(out)
+    state = load_state_dict(out)
+    assert list(state) == list(ckpt.state_dict)
+    for name, t in ckpt.state_dict.items():
+        assert state[name].dtype == t.dtype and state[name].shape == t.shape
+        assert _bits(state[name]) == _bits(t), name
+    want_format = sparse_format if store != "compact" else "csr"
+    for name in ("conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight"):
+        m = bundle.sparse[name]
+        assert m.format == want_format
+        w = ckpt.state_dict[name].numpy()
+        assert m.shape == (w.shape[0], int(np.prod(w.shape[1:])))
+        assert _bits(bf.to_dense(m)) == _bits(w.reshape(m.shape))
+    assert bundle.sparse["conv1.weight"].nnz == 0
+    assert (name in bundle.compact) == (store != "scipy")
+    assert "conv1.bias" not in bundle.sparse and bundle.state_dict["conv1.bias"].ndim == 1
+    assert manifest["source"]["recipe"]["name"] == "bundle"
+
+
+def test_nan_inf_and_negative_zero_survive_from_a_module(tmp_path: Path) -> None:
+    """Checkpoints refuse NaN/inf, but a module can hold them: the bundle keeps every bit."""
+    model = zero_(nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)), 0.7)
+    with torch.no_grad():
+        model[0].weight.view(-1)[:4] = torch.tensor(
+            [-0.0, float("nan"), float("inf"), -float("inf")]
+        )
+    for fmt in ("csr", "bsr"):
+        export_scipy_bundle(
+            model, tmp_path / fmt, sparse_format=fmt, blocksize=(2, 2) if fmt == "bsr" else None
+        )
+        state = load_state_dict(tmp_path / fmt)
+        for name, t in model.state_dict().items():
+            assert _bits(state[name]) == _bits(t), (fmt, name)
+
+
+def test_manifest_describes_every_tensor(ckpt_dir: Path, tmp_path: Path) -> None:
+    import sparsify
+
+    export_scipy_bundle(ckpt_dir, tmp_path / "b")
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["format"] == bf.FORMAT and manifest["format_version"] == bf.FORMAT_VERSION
+    assert manifest["sparsify_version"] == sparsify.__version__
+    by_name = {t["name"]: t for t in manifest["tensors"]}
+    fc1 = by_name["fc1.weight"]
+    assert fc1["storage"] == "sparse" and fc1["dtype"] == "float32" and fc1["shape"] == [200, 256]
+    assert fc1["scipy"]["format"] == "csr" and set(fc1["scipy"]["files"]) == {
+        "data",
+        "indices",
+        "indptr",
+    }
+    assert by_name["conv1.weight"]["density"] == 0.0 and by_name["fc2.weight"]["density"] == 1.0
+    assert by_name["conv2.weight"]["matrix_shape"] == [64, 32 * 5 * 5]
+    for t in manifest["tensors"]:
+        refs = list((t.get("files") or {}).values())
+        refs += [r for k in ("scipy", "compact") if k in t for r in t[k]["files"].values()]
+        for ref in refs:
+            assert bf.sha256_bytes((tmp_path / "b" / ref["path"]).read_bytes()) == ref["sha256"]
+    assert manifest["graph"]["ops"][0]["op"] == "conv2d"
+
+
+def _first_file(bundle: Path, tensor: str = "fc1.weight", part: str = "data") -> Path:
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    entry = next(t for t in manifest["tensors"] if t["name"] == tensor)
+    return bundle / entry["scipy"]["files"][part]["path"]
+
+
+def _edit_manifest(bundle: Path, edit) -> None:
+    path = bundle / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def _fc1(manifest: dict) -> dict:
+    return next(t for t in manifest["tensors"] if t["name"] == "fc1.weight")
+
+
+def _truncate(b: Path) -> None:
+    f = _first_file(b)
+    f.write_bytes(f.read_bytes()[:-7])
+
+
+def _flip(b: Path) -> None:
+    f = _first_file(b)
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    f.write_bytes(bytes(data))
+
+
+def _absolute(m: dict) -> None:
+    _fc1(m)["scipy"]["files"]["data"]["path"] = "/etc/passwd"
+
+
+def _dotdot(m: dict) -> None:
+    _fc1(m)["scipy"]["files"]["data"]["path"] = "arrays/../../ckpt/model.safetensors"
+
+
+def _shape(m: dict) -> None:
+    _fc1(m)["shape"] = [256, 200]
+    _fc1(m)["matrix_shape"] = [256, 200]
+
+
+CASES = {
+    "truncated": (_truncate, "sha256"),
+    "bit-flipped": (_flip, "sha256"),
+    "missing file": (lambda b: _first_file(b).unlink(), "cannot read"),
+    "absolute path": (lambda b: _edit_manifest(b, _absolute), "refusing file path"),
+    "dotdot path": (lambda b: _edit_manifest(b, _dotdot), "refusing file path"),
+    "wrong format": (
+        lambda b: _edit_manifest(b, lambda m: m.update(format="npz")),
+        "not a sparsify scipy bundle",
+    ),
+    "wrong version": (
+        lambda b: _edit_manifest(b, lambda m: m.update(format_version="99")),
+        "version",
+    ),
+    "empty": (lambda b: _edit_manifest(b, lambda m: m.update(tensors=[])), "empty model"),
+    "edited shape": (lambda b: _edit_manifest(b, _shape), "re-export"),
+    "bad json": (lambda b: (b / "manifest.json").write_text('{"format": '), "not valid JSON"),
+    "no manifest": (lambda b: (b / "manifest.json").unlink(), "does not exist"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_damaged_bundles_are_refused_naming_the_file(
+    ckpt_dir: Path, tmp_path: Path, case: str
+) -> None:
+    bundle = tmp_path / "b"
+    export_scipy_bundle(ckpt_dir, bundle)
+    damage, message = CASES[case]
+    damage(bundle)
+    with pytest.raises(SparsifyError, match=message) as err:
+        load_bundle(bundle)
+    text = str(err.value)
+    assert "\n" not in text
+    assert str(bundle) in text  # names the manifest or the damaged file
+
+
+def _compact_ref(bundle: Path, m: dict, part: str = "values") -> dict:
+    return _fc1(m)["compact"]["files"][part]
+
+
+@pytest.mark.parametrize("damage", ["garbage stream", "bomb", "short"])
+def test_damaged_zlib_streams_are_refused(ckpt_dir: Path, tmp_path: Path, damage: str) -> None:
+    """Checksums made to match, so the codec's own checks must catch it."""
+    import zlib
+
+    bundle = tmp_path / "b"
+    export_scipy_bundle(ckpt_dir, bundle, store="compact", codec="zlib")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    ref = _compact_ref(bundle, manifest)
+    n = ref["length"] * 4
+    payload = {
+        "garbage stream": b"not zlib at all",
+        "bomb": zlib.compress(bytes(n * 1000)),
+        "short": zlib.compress(bytes(n - 4)),
+    }[damage]
+    f = bundle / ref["path"]
+    np.save(f, np.frombuffer(payload, np.uint8))
+    ref["sha256"] = bf.sha256_bytes(f.read_bytes())
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SparsifyError, match="zlib stream") as err:
+        load_bundle(bundle)
+    assert str(f) in str(err.value)
+
+
+def test_zlib_makes_trained_like_values_smaller(tmp_path: Path) -> None:
+    """Values with few distinct exponents (as training leaves them) deflate below 32 bits."""
+    rng = np.random.default_rng(0)
+    w = np.where(rng.random((256, 256)) < 0.1, rng.uniform(0.01, 0.02, (256, 256)), 0.0)
+    model = nn.Linear(256, 256, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.from_numpy(w.astype(np.float32)))
+    plain = export_scipy_bundle(model, tmp_path / "plain", store="compact", graph=False)
+    packed = export_scipy_bundle(
+        model, tmp_path / "zlib", store="compact", codec="zlib", graph=False
+    )
+    size = lambda m: sum(r["bytes"] for r in m["tensors"][0]["compact"]["files"].values())  # noqa: E731
+    assert size(packed) < 0.9 * size(plain)
+    assert (
+        load_bundle(tmp_path / "zlib").state_dict["weight"].tobytes()
+        == w.astype(np.float32).tobytes()
+    )
+
+
+def test_swapped_files_are_caught_by_the_state_digest(tmp_path: Path) -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)).eval()
+    bundle = tmp_path / "b"
+    export_scipy_bundle(model, bundle)
+
+    def swap(m: dict) -> None:
+        a, b = (t for t in m["tensors"] if t["name"] in ("0.bias", "1.bias"))
+        a["files"], b["files"] = b["files"], a["files"]
+
+    _edit_manifest(bundle, swap)
+    with pytest.raises(SparsifyError, match="state_sha256"):
+        load_bundle(bundle)
+
+
+def test_pickled_arrays_are_never_loaded(ckpt_dir: Path, tmp_path: Path) -> None:
+    bundle = tmp_path / "b"
+    export_scipy_bundle(ckpt_dir, bundle)
+    f = _first_file(bundle)
+    np.save(f, np.array([{"evil": 1}], dtype=object), allow_pickle=True)
+    _edit_manifest(
+        bundle,
+        lambda m: _fc1(m)["scipy"]["files"]["data"].update(sha256=bf.sha256_bytes(f.read_bytes())),
+    )
+    with pytest.raises(SparsifyError, match="not a valid .npy"):
+        load_bundle(bundle)
+
+
+def test_empty_model_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SparsifyError, match="empty model"):
+        export_scipy_bundle(nn.Sequential(nn.ReLU()), tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def test_a_failed_export_leaves_no_output_directory(
+    ckpt_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import sparsify.export.scipy_bundle as sb
+
+    calls = {"n": 0}
+    real = sb.encode
+
+    def failing(a, scheme=None):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("disk full")
+        return real(a, scheme)
+
+    monkeypatch.setattr(sb, "encode", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        export_scipy_bundle(ckpt_dir, tmp_path / "b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no partial or temp dir
+
+
+def test_refuses_to_replace_a_directory_that_is_not_a_bundle(ckpt_dir: Path) -> None:
+    with pytest.raises(SparsifyError, match="not a sparsify bundle"):
+        export_scipy_bundle(ckpt_dir, ckpt_dir)
+    assert (ckpt_dir / "model.safetensors").is_file()
+
+
+def test_bad_arguments_are_refused(ckpt_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(SparsifyError, match="sparse_format"):
+        export_scipy_bundle(ckpt_dir, tmp_path / "b", sparse_format="dok")
+    with pytest.raises(SparsifyError, match="'conv1.weight': BSR blocksize"):
+        export_scipy_bundle(ckpt_dir, tmp_path / "b", sparse_format="bsr", blocksize=(3, 3))
+    assert not (tmp_path / "b").exists()
+
+
+def test_cli_export_scipy_and_missing_checkpoint(ckpt_dir: Path, tmp_path: Path, capsys) -> None:
+    assert main(["export", str(ckpt_dir), "--format", "scipy", "--out", str(tmp_path / "b")]) == 0
+    assert "fc1.weight" in capsys.readouterr().out
+    assert load_bundle(tmp_path / "b").manifest["store"] == "both"
+    assert main(["export", str(tmp_path / "nope"), "--out", str(tmp_path / "c")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_reader_does_not_import_torch(ckpt_dir: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    export_scipy_bundle(ckpt_dir, tmp_path / "b")
+    code = (
+        "import sys; from sparsify.export.bundle_reader import load_bundle; "
+        f"b = load_bundle({str(tmp_path / 'b')!r}); sys.exit(('torch' in sys.modules) or len(b.sparse) != 4)"
+    )
+    assert (
+        subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[1]).returncode == 0
+    )
