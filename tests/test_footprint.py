@@ -103,6 +103,11 @@ def test_write_and_cli(tmp_path: Path, result: dict, capsys) -> None:
         == (tmp_path / "ckpt" / "model.safetensors").stat().st_size
     )
     assert data["source"]["recipe"]["name"] == "fp"
+    total = data["total"]  # the ONNX columns the CLI adds: compact is smaller, ORT densifies
+    assert total["onnx_compact_bytes"] < total["gzip_onnx_dense_bytes"] < total["onnx_dense_bytes"]
+    assert total["ort_session_mib_compact"] >= 0.9 * total["ort_session_mib_dense"]
+    fc1 = next(r for r in data["rows"] if r["name"] == "fc1.weight")
+    assert fc1["onnx_compact_ratio"] < 1.15
     assert (tmp_path / "out" / "footprint.md").is_file()
     assert "wrote" in capsys.readouterr().out
 

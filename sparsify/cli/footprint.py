@@ -17,13 +17,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="csr",
         help="scipy layout measured in the scipy column (default csr)",
     )
+    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX and onnxruntime columns")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparsify.export.footprint import footprint, to_markdown, write_footprint
+    from sparsify.export.footprint import footprint, onnx_columns, to_markdown, write_footprint
 
-    result = footprint(args.checkpoint, sparse_format=args.sparse_format)
+    extra = None if args.no_onnx else onnx_columns(args.checkpoint)
+    result = footprint(args.checkpoint, sparse_format=args.sparse_format, extra_columns=extra)
     json_path, md_path = write_footprint(result, args.out, title=f"Footprint of {args.checkpoint}")
     print(to_markdown(result, f"Footprint of {args.checkpoint}"))
     print(f"wrote {json_path} and {md_path}")
