@@ -222,6 +222,9 @@ def test_export_onnx_writes_checked_files(tmp_path: Path, mnist: torch.Tensor) -
         assert (out / name).stat().st_size == size
     assert written[ox.COMPACT_FILE] < written[ox.SPARSE_INIT_FILE] < written[ox.DENSE_FILE]
 
+    for name in written:  # stamped: the verifying loader accepts every file
+        props = {p.key: p.value for p in ox.load_onnx(out / name).metadata_props}
+        assert props["sparsify.format_version"] == ox.ONNX_FORMAT_VERSION
     for name in (ox.DENSE_FILE, ox.COMPACT_FILE):
         loaded = onnx.load(str(out / name))
         assert not any(

@@ -5,8 +5,9 @@ numpy + scipy only, no torch: the torch-free runtime imports this module.
 A bundle is a directory::
 
     manifest.json        format name + version, toolkit version, source recipe, one entry per
-                         state_dict tensor (shape, dtype, storage, density, files + sha256),
-                         and the captured graph (an op list) for sparsify.runtime
+                         state_dict tensor (shape, dtype, storage, density, files + sha256,
+                         ``nonfinite``: its NaN/inf count where that is not 0), and the
+                         captured graph (an op list) for sparsify.runtime
     arrays/NNNN_<name>.<part>.npy
                          one np.save'd array per file (no pickle): the scipy parts of each
                          prunable weight (csr/csc: data, indices, indptr; coo: data, row, col;
@@ -37,6 +38,9 @@ ARRAYS_DIR = "arrays"
 SPARSE_FORMATS = ("csr", "csc", "coo", "bsr")
 STORES = ("both", "scipy", "compact")
 CODECS = ("none", "zlib")
+# the reader refuses a tensor with more entries (16 GiB of float32): a shape edited to be
+# huge would otherwise make numpy or scipy try to allocate it
+MAX_ELEMENTS = 2**32
 SPARSE_PARTS = {
     "csr": ("data", "indices", "indptr"),
     "csc": ("data", "indices", "indptr"),
@@ -189,6 +193,9 @@ def from_parts(fmt: str, parts: dict[str, np.ndarray], shape: tuple[int, int]) -
         SparsifyError: parts that do not form a valid array of ``shape`` (scipy's full check).
     """
     try:
+        for part, a in parts.items():
+            if part != "data" and (a.dtype.kind not in "iu" or a.ndim != 1):
+                raise ValueError(f"{part} must be a 1-D integer array, got {a.ndim}-D {a.dtype}")
         if fmt == "coo":
             rows, cols = parts["row"], parts["col"]
             if rows.size and (rows.min() < 0 or rows.max() >= shape[0]):
@@ -198,6 +205,9 @@ def from_parts(fmt: str, parts: dict[str, np.ndarray], shape: tuple[int, int]) -
             m = sp.coo_array((parts["data"], (rows, cols)), shape=shape)
             if m.nnz != rows.size or m.nnz != cols.size:
                 raise ValueError("data, row and col lengths differ")
+            flat = rows.astype(np.int64) * int(shape[1]) + cols.astype(np.int64)
+            if np.unique(flat).size != flat.size:
+                raise ValueError("an entry is stored twice")
             return m
         cls = {"csr": sp.csr_array, "csc": sp.csc_array, "bsr": sp.bsr_array}[fmt]
         m = cls((parts["data"], parts["indices"], parts["indptr"]), shape=shape)

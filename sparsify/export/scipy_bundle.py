@@ -160,6 +160,9 @@ def export_scipy_bundle(
         for index, (name, a) in enumerate(arrays.items()):
             shape = tuple(int(s) for s in a.shape)
             entry: dict[str, Any] = {"name": name, "shape": list(shape), "dtype": a.dtype.name}
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                # declared, so the reader can tell a model that holds NaN/inf from damage
+                entry["nonfinite"] = int(a.size - np.count_nonzero(np.isfinite(a)))
             if bf.is_prunable(shape, a.dtype):
                 matrix = a.reshape(bf.matrix_shape(shape))
                 nnz = int((a.view(np.uint32) != 0).sum())
