@@ -17,9 +17,12 @@ $(BIN)/.installed: pyproject.toml
 
 setup: $(BIN)/.installed
 
+# train -> exact zeros per layer -> scipy bundle + compact ONNX -> footprint vs the bound
 quickstart: setup
 	$(BIN)/sparsify train recipes/quickstart.yaml --out runs/quickstart $(DATA_FLAG)
 	$(BIN)/sparsify stats runs/quickstart
+	$(BIN)/sparsify export runs/quickstart --format all --out runs/quickstart_export
+	$(BIN)/sparsify footprint runs/quickstart --out runs/quickstart_footprint
 
 test: setup
 	SPARSIFY_TEST_DATA=$(abspath $(or $(DATA_DIR),data/mnist)) $(BIN)/python -m pytest -q
