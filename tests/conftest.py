@@ -26,3 +26,8 @@ def mnist_dir() -> Path:
             "real MNIST not found: set SPARSIFY_TEST_DATA to a folder with the four IDX .gz files"
         )
     return d
+
+
+def train_args(recipe: Path, out: Path, data_dir: Path, *extra: str) -> list[str]:
+    """``sparsify train`` arguments (without the program name) for a quiet run."""
+    return ["train", str(recipe), "--out", str(out), "--data-dir", str(data_dir), "-q", *extra]

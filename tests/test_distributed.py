@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import torch
+from conftest import train_args
 from safetensors.torch import load_file
 
 from sparsify.data import load_mnist
@@ -72,18 +73,7 @@ def test_cli_under_torchrun_writes_once(tmp_path: Path, mnist_dir: Path) -> None
     recipe = tmp_path / "r.json"  # JSON is YAML
     recipe.write_text(json.dumps({**RECIPE, "epochs": 1}))
     out = tmp_path / "out"
-    proc = _torchrun(
-        "-m",
-        "sparsify",
-        "train",
-        str(recipe),
-        "--out",
-        str(out),
-        "--data-dir",
-        str(mnist_dir),
-        "-q",
-        cwd=tmp_path,
-    )
+    proc = _torchrun("-m", "sparsify", *train_args(recipe, out, mnist_dir), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == [
         "metrics.json",

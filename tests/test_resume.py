@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import train_args
 
 from sparsify.checkpoint import load_checkpoint
 from sparsify.cli import main
@@ -41,19 +42,7 @@ RECIPE = {
 
 
 def _cmd(recipe: Path, out: Path, mnist_dir: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "sparsify",
-        "train",
-        str(recipe),
-        "--out",
-        str(out),
-        "--data-dir",
-        str(mnist_dir),
-        "-q",
-        *extra,
-    ]
+    return [sys.executable, "-m", "sparsify", *train_args(recipe, out, mnist_dir, *extra)]
 
 
 def test_sigkill_then_resume_matches_uninterrupted(tmp_path: Path, mnist_dir: Path) -> None:
@@ -102,21 +91,7 @@ def test_resume_refuses_other_recipe_and_damaged_state(
     from sparsify.train.state import save_train_state
 
     save_train_state(out, {"recipe": {"name": "other"}, "epoch": 1})
-    assert (
-        main(
-            [
-                "train",
-                str(recipe),
-                "--out",
-                str(out),
-                "--data-dir",
-                str(mnist_dir),
-                "--resume",
-                "-q",
-            ]
-        )
-        == 2
-    )
+    assert main(train_args(recipe, out, mnist_dir, "--resume")) == 2
     assert "different recipe" in capsys.readouterr().err
     (out / STATE_FILE).write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(SparsifyError, match="resume state is damaged"):
