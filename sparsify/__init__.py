@@ -1,7 +1,8 @@
 """sparsify: make neural networks sparse for real.
 
 Stages, in the order data flows (no module imports a later stage):
-    data, models, recipe  ->  train  ->  checkpoint  ->  export  ->  runtime  ->  bench  ->  report
+    data, models, recipe  ->  train  ->  checkpoint  ->  shrink, stages, export  ->  runtime
+        ->  bench  ->  report
 
 One line adds exact zeros to any training loop::
 
@@ -23,16 +24,21 @@ _LAZY = {
     "SparsifyError": "sparsify.errors",
     "model_stats": "sparsify.sparsity",
     "state_dict_stats": "sparsify.sparsity",
+    "GroupLassoProx": "sparsify.train",
     "L1Prox": "sparsify.train",
     "L1Subgradient": "sparsify.train",
     "L2Coupled": "sparsify.train",
+    "NMProjection": "sparsify.train",
     "PenaltyHandle": "sparsify.train",
     "Schedule": "sparsify.train",
+    "SparseGroupLassoProx": "sparsify.train",
     "WeightDecay": "sparsify.train",
+    "freeze_support_": "sparsify.train",
     "l2_penalty": "sparsify.train",
     "penalize_": "sparsify.train",
     "soft_threshold": "sparsify.train",
     "soft_threshold_": "sparsify.train",
+    "shrink_": "sparsify.shrink",
 }
 __all__ = ["__version__", *sorted(_LAZY)]
 

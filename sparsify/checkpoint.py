@@ -6,7 +6,13 @@ A checkpoint is a directory holding
                         the tensor data, so one file is self-describing
     recipe.yaml         the same recipe, for people
     metrics.json        what training measured
+
 safetensors holds no code, so loading a checkpoint a user was handed runs nothing.
+
+A shrunk checkpoint (``sparsify shrink``, or a recipe's shrink stage) holds narrower tensors
+than the recipe's architecture; its metadata key ``shrunk`` (JSON ``{layer: [out, in]}``)
+says so, and :meth:`Checkpoint.build_model` then resizes the model to the tensors before
+the strict load.
 """
 
 from __future__ import annotations
@@ -26,12 +32,14 @@ from torch import nn
 
 from sparsify.errors import SparsifyError
 from sparsify.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from sparsify.models import build_model
+from sparsify.models import build_model, resize_to_state_dict_
 from sparsify.recipe import Recipe, dump_recipe
 
 FORMAT = "sparsify.checkpoint"
 FORMAT_VERSION = "1"
 WEIGHTS = "model.safetensors"
+SHRUNK = "shrunk"  # metadata key of a shrunk checkpoint: JSON {layer: [out, in]}
+RESERVED = ("format", "format_version", "sparsify_version", "recipe", "sha256")
 
 
 @dataclass
@@ -43,10 +51,21 @@ class Checkpoint:
     recipe: Recipe
     metadata: dict[str, str]
 
+    @property
+    def shrunk(self) -> bool:
+        """True when the checkpoint was written after shrinking (narrower than the recipe's model)."""
+        return SHRUNK in self.metadata
+
     def build_model(self) -> nn.Module:
-        """The recipe's architecture with these weights loaded (strict), in eval mode."""
+        """The recipe's architecture with these weights loaded (strict), in eval mode.
+
+        A shrunk checkpoint's model is first given the tensors' widths
+        (:func:`~sparsify.models.resize_to_state_dict_`); names must still match exactly.
+        """
         spec = self.recipe.model
         model = build_model(spec.name, spec.num_classes, spec.in_channels)
+        if self.shrunk:
+            resize_to_state_dict_(model, self.state_dict)
         try:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as exc:
@@ -72,9 +91,12 @@ def save_checkpoint(
     state: Mapping[str, torch.Tensor] | nn.Module,
     recipe: Recipe,
     metrics: Mapping[str, Any] | None = None,
+    extra_metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Write ``state`` (a state_dict or a model) with ``recipe`` and ``metrics`` to ``out_dir``.
 
+    ``extra_metadata`` adds string entries to the safetensors header (e.g. ``shrunk``); the
+    keys the format itself uses (``format``, ``recipe``, ``sha256``, ...) are refused.
     Each file is written atomically; returns the path of ``model.safetensors``.
     """
     import sparsify
@@ -94,6 +116,13 @@ def save_checkpoint(
         "recipe": json.dumps(recipe.to_dict(), sort_keys=True),
         "sha256": tensors_digest(tensors),
     }
+    for key, value in (extra_metadata or {}).items():
+        if key in RESERVED or not isinstance(value, str):
+            raise SparsifyError(
+                f"extra_metadata[{key!r}]: give a string value under a key other than "
+                f"{', '.join(RESERVED)}."
+            )
+        metadata[key] = value
     out = Path(out_dir)
     path = atomic_write_bytes(out / WEIGHTS, st_save(tensors, metadata=metadata))
     atomic_write_text(out / "recipe.yaml", dump_recipe(recipe))

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from sparsify.errors import SparsifyError
 
@@ -82,16 +83,70 @@ class ScheduleSpec(_Section):
 
 
 class GroupSpec(_Section):
-    """Parameters whose name matches ``pattern`` (regex) get their own ``lam``."""
+    """Parameters whose name matches ``pattern`` (regex) get their own lambda.
+
+    Either ``lam`` (absolute) or ``scale`` (relative: ``scale * penalty lam``, so a sweep
+    over the penalty's ``lam`` moves every group with it and ``lam: 0`` is the dense run).
+    """
 
     pattern: str
-    lam: NonNeg
+    lam: NonNeg | None = None
+    scale: NonNeg | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _regex(cls, pattern: str) -> str:
+        return _check_regexes([pattern])[0]
+
+    @model_validator(mode="after")
+    def _one_of(self) -> GroupSpec:
+        if (self.lam is None) == (self.scale is None):
+            raise PydanticCustomError(
+                "recipe_rule",
+                "give either 'lam' (absolute) or 'scale' (times the penalty's lam), not "
+                + ("both" if self.lam is not None else "neither"),
+            )
+        return self
+
+    def resolve(self, lam: float) -> float:
+        """This group's lambda when the penalty's is ``lam``."""
+        return self.lam if self.lam is not None else self.scale * lam  # type: ignore[operator]
+
+
+PENALTY_KINDS = (
+    "l1_prox",
+    "l1_subgradient",
+    "l2_coupled",
+    "weight_decay",
+    "group_lasso_prox",
+    "sparse_group_lasso_prox",
+    "nm_projection",
+)
+GROUP_KINDS = ("group_lasso_prox", "sparse_group_lasso_prox")
+THRESHOLD_KINDS = ("l1_prox", "weight_decay", *GROUP_KINDS)
+# kind-specific fields: (field, kinds it applies to); None in a recipe means "not given"
+KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    "size_scaled": GROUP_KINDS,
+    "lam_l1": ("sparse_group_lasso_prox",),
+    "n": ("nm_projection",),
+    "m": ("nm_projection",),
+}
+
+
+def _kinds(kinds: tuple[str, ...]) -> str:
+    return ", ".join(kinds[:-1]) + " and " + kinds[-1] if len(kinds) > 1 else kinds[0]
 
 
 class PenaltySpec(_Section):
-    """One penalty. ``lam`` may be a list: the recipe is then a sweep over it."""
+    """One penalty. ``lam`` may be a list: the recipe is then a sweep over it.
 
-    kind: Literal["l1_prox", "l1_subgradient", "l2_coupled", "weight_decay"]
+    ``lam`` is required except for ``nm_projection`` (a projection has no strength; 1.0
+    switches it on). ``size_scaled`` (group kinds), ``lam_l1`` (sparse-group lasso) and
+    ``n``/``m`` (N:M) are refused on other kinds; left out they take the config defaults
+    (False, 0, 2, 4).
+    """
+
+    kind: Literal[PENALTY_KINDS]  # type: ignore[valid-type]
     lam: NonNeg | list[NonNeg]
     threshold: Literal["lambda", "lr_lambda"] | None = None
     scope: Literal["prunable", "all"] = "prunable"
@@ -99,16 +154,23 @@ class PenaltySpec(_Section):
     exclude: list[str] = []
     groups: list[GroupSpec] = []
     schedule: ScheduleSpec = ScheduleSpec()
+    size_scaled: bool | None = None
+    lam_l1: NonNeg | None = None
+    n: int | None = Field(None, ge=1, le=1024)
+    m: int | None = Field(None, ge=1, le=1024)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _projection_lam(cls, data: Any) -> Any:
+        # nm_projection's lam only switches the hook on; every other kind must say its strength
+        if isinstance(data, dict) and data.get("kind") == "nm_projection" and "lam" not in data:
+            return {**data, "lam": 1.0}
+        return data
 
     @field_validator("include", "exclude")
     @classmethod
     def _regex(cls, patterns: list[str]) -> list[str]:
-        for p in patterns:
-            try:
-                re.compile(p)
-            except re.error as exc:
-                raise ValueError(f"{p!r} is not a valid regular expression ({exc})") from None
-        return patterns
+        return _check_regexes(patterns)
 
     @field_validator("lam")
     @classmethod
@@ -119,9 +181,27 @@ class PenaltySpec(_Section):
 
     @model_validator(mode="after")
     def _threshold_applies(self) -> PenaltySpec:
-        if self.threshold is not None and self.kind in ("l1_subgradient", "l2_coupled"):
+        if self.threshold is not None and self.kind not in THRESHOLD_KINDS:
             raise ValueError(
-                f"'threshold' applies to l1_prox and weight_decay, not {self.kind}; remove it"
+                f"'threshold' applies to l1_prox and weight_decay and the group-lasso prox kinds, "
+                f"not {self.kind}; remove it"
+            )
+        for name, kinds in KIND_FIELDS.items():
+            if getattr(self, name) is not None and self.kind not in kinds:
+                raise ValueError(f"'{name}' applies to {_kinds(kinds)}, not {self.kind}; remove it")
+        if self.kind in (*GROUP_KINDS, "nm_projection") and self.scope != "prunable":
+            raise ValueError(
+                f"{self.kind} needs scope 'prunable' (biases have no rows to group); remove 'scope'"
+            )
+        if self.kind == "nm_projection" and (self.n or 2) > (self.m or 4):
+            raise ValueError(
+                f"nm_projection needs n <= m; got n={self.n or 2}, m={self.m or 4} (2:4 is n: 2, m: 4)"
+            )
+        lams = self.lam if isinstance(self.lam, list) else [self.lam]
+        if self.kind == "sparse_group_lasso_prox" and (self.lam_l1 or 0) > 0 and 0 in lams:
+            raise ValueError(
+                "sparse_group_lasso_prox needs lam > 0 when lam_l1 > 0 (its L1 term scales with "
+                "lam); drop lam 0 or use kind l1_prox"
             )
         return self
 
@@ -130,13 +210,110 @@ class PenaltySpec(_Section):
         d = self.model_dump(exclude_none=True)
         if isinstance(d["lam"], list):
             raise SparsifyError("a sweep recipe must be expanded (Recipe.expand) before training.")
+        d["groups"] = [{"pattern": g.pattern, "lam": g.resolve(d["lam"])} for g in self.groups]
         return d
+
+
+def _check_regexes(patterns: list[str]) -> list[str]:
+    for p in patterns:
+        try:
+            re.compile(p)
+        except re.error as exc:
+            raise ValueError(f"{p!r} is not a valid regular expression ({exc})") from None
+    return patterns
 
 
 class OutputSpec(_Section):
     """Where ``sparsify train`` writes when ``--out`` is not given."""
 
     dir: str = "runs/default"
+
+
+class TrainStage(_Section):
+    """Penalised training: the recipe's top-level ``epochs``, ``optimizer`` and ``penalties``."""
+
+    kind: Literal["train"]
+    name: str = Field("train", min_length=1, max_length=64)
+
+
+class DebiasStage(_Section):
+    """Fine-tune without penalties, zeros frozen (``freeze_support_``) for ``epochs`` epochs.
+
+    ``scope``/``include``/``exclude`` pick the weights whose zeros are frozen (the penalties'
+    selection rule); the others train freely. ``optimizer`` null: the train stage's one.
+    """
+
+    kind: Literal["debias"]
+    name: str = Field("debias", min_length=1, max_length=64)
+    epochs: int = Field(ge=1, le=100_000)
+    optimizer: OptimizerSpec | None = None
+    scope: Literal["prunable", "all"] = "prunable"
+    include: list[str] = []
+    exclude: list[str] = []
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _regex(cls, patterns: list[str]) -> list[str]:
+        return _check_regexes(patterns)
+
+
+class ShrinkStage(_Section):
+    """Remove dead output neurons/channels (``shrink_``); same function within 1e-5.
+
+    ``exclude``: regexes on layer names whose output units are kept even when dead.
+    ``example_batch``: random inputs of the data's image shape used to read the graph and
+    check equivalence.
+    """
+
+    kind: Literal["shrink"]
+    name: str = Field("shrink", min_length=1, max_length=64)
+    exclude: list[str] = []
+    example_batch: int = Field(64, ge=1, le=4096)
+
+    @field_validator("exclude")
+    @classmethod
+    def _regex(cls, patterns: list[str]) -> list[str]:
+        return _check_regexes(patterns)
+
+
+STAGE_TYPES: dict[str, type[BaseModel]] = {
+    "train": TrainStage,
+    "debias": DebiasStage,
+    "shrink": ShrinkStage,
+}
+StageSpec = Annotated[TrainStage | DebiasStage | ShrinkStage, Field(discriminator="kind")]
+STAGE_ORDER = ("train", "debias", "shrink")  # each at most once, in this order
+
+
+def _check_stages(stages: list[Any]) -> list[Any]:
+    """Order rule: ``train`` first, then optionally ``debias``, then optionally ``shrink``."""
+    if not stages:
+        return stages
+    kinds = [st.kind for st in stages]
+    if kinds[0] != "train":
+        raise PydanticCustomError(
+            "recipe_rule",
+            "the first stage must be {kind: train} (it runs the recipe's epochs, optimizer and "
+            "penalties); add it first",
+        )
+    for i, k in enumerate(kinds):
+        if kinds.index(k) != i:
+            raise PydanticCustomError(
+                "recipe_rule", f"stage {i} repeats kind '{k}'; give each kind at most once"
+            )
+    order = [STAGE_ORDER.index(k) for k in kinds]
+    if order != sorted(order):
+        raise PydanticCustomError(
+            "recipe_rule",
+            f"stages run in the order train, debias, shrink; got {', '.join(kinds)}; reorder them",
+        )
+    names = [st.name for st in stages]
+    dup = next((n for i, n in enumerate(names) if names.index(n) != i), None)
+    if dup is not None:
+        raise PydanticCustomError(
+            "recipe_rule", f"two stages are named '{dup}'; give each stage its own name"
+        )
+    return stages
 
 
 class Recipe(_Section):
@@ -153,7 +330,13 @@ class Recipe(_Section):
     epochs: int = Field(10, ge=1, le=100_000)
     batch_size: int = Field(100, ge=1, le=1_000_000)
     penalties: list[PenaltySpec] = []
+    stages: list[StageSpec] = []  # empty: one train stage (the recipe before stages existed)
     output: OutputSpec = OutputSpec()
+
+    @field_validator("stages")
+    @classmethod
+    def _stage_order(cls, stages: list[Any]) -> list[Any]:
+        return _check_stages(stages)
 
     @model_validator(mode="after")
     def _one_sweep(self) -> Recipe:
@@ -184,9 +367,28 @@ class Recipe(_Section):
             runs.append(self.model_copy(update={"penalties": penalties}))
         return runs
 
+    def stage_list(self) -> list[TrainStage | DebiasStage | ShrinkStage]:
+        """The stages to run: ``stages`` as given, or ``[train]`` when the recipe gives none."""
+        return list(self.stages) or [TrainStage(kind="train")]
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain data (JSON/YAML-safe); ``Recipe.from_dict(r.to_dict()) == r``."""
-        return self.model_dump(mode="json")
+        """Plain data (JSON/YAML-safe); ``Recipe.from_dict(r.to_dict()) == r``.
+
+        Keys added after version 1 shipped (``stages`` when empty, kind-specific penalty
+        fields when not given) are left out, so older recipes dump exactly as before.
+        """
+        d = self.model_dump(mode="json")
+        if not d["stages"]:
+            del d["stages"]
+        for p in d["penalties"]:
+            for key in KIND_FIELDS:
+                if p[key] is None:
+                    del p[key]
+            for g in p["groups"]:  # the one of lam/scale not given
+                for key in ("lam", "scale"):
+                    if g[key] is None:
+                        del g[key]
+        return d
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "recipe") -> Recipe:
@@ -223,13 +425,22 @@ def _where(loc: tuple[Any, ...]) -> str:
 
 
 def _known_keys(loc: tuple[Any, ...]) -> list[str]:
+    """Keys allowed at ``loc`` (an error location that still holds union tags)."""
     model: Any = Recipe
     for part in loc[:-1]:
         if isinstance(part, int):
             continue
+        if model is _StagesTag:  # pydantic puts the stage kind (the union's tag) in the loc
+            model = STAGE_TYPES.get(part)
+            if model is None:
+                return []
+            continue
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
             return []
+        if part == "stages" and model is Recipe:
+            model = _StagesTag  # the next non-index part is the stage kind (the union's tag)
+            continue
         ann = field.annotation
         args = getattr(ann, "__args__", ()) or (ann,)
         model = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
@@ -250,12 +461,16 @@ def _known_keys(loc: tuple[Any, ...]) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
+class _StagesTag:
+    """Marker for :func:`_known_keys`: inside ``stages[i]``, before the kind tag."""
+
+
 def _message(err: dict[str, Any], source: str) -> str:
     loc = err["loc"]
     where = _where(loc)
     got = err.get("input")
     if err["type"] == "extra_forbidden":
-        known = _known_keys(loc)
+        known = _known_keys(err.get("raw_loc", loc))
         hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
         fix = (
             f"did you mean '{hint[0]}'?" if hint else f"allowed keys: {', '.join(known) or 'none'}"
@@ -263,6 +478,14 @@ def _message(err: dict[str, Any], source: str) -> str:
         return f"{source}: unknown key '{where}'; remove it or fix the spelling ({fix})."
     if err["type"] == "missing":
         return f"{source}: required key '{where}' is missing; add it."
+    if err["type"] == "recipe_rule":  # a rule over several keys: the message says it all
+        return f"{source}: '{where}': {err['msg']}."
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        kinds = ", ".join(STAGE_ORDER)
+        if err["type"] == "union_tag_not_found":
+            return f"{source}: required key '{where}.kind' is missing; add it ({kinds})."
+        tag = err.get("ctx", {}).get("tag")
+        return f"{source}: '{where}.kind' should be one of {kinds}; got {tag!r}."
     msg = err["msg"].removeprefix("Value error, ").removeprefix("Input ")
     if isinstance(got, float) and not math.isfinite(got):
         msg = "must be a finite number"
@@ -276,7 +499,7 @@ def _message(err: dict[str, Any], source: str) -> str:
 
 def _merge(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Keep the deepest error per location; join the branches of a union (``float | list``)."""
-    locs = [tuple(p for p in e["loc"] if not _is_tag(p)) for e in errors]
+    locs = [_strip_tags(e["loc"]) for e in errors]
     by_loc: dict[tuple[Any, ...], dict[str, Any]] = {}
     for loc, err in zip(locs, errors):
         if any(other[: len(loc)] == loc and len(other) > len(loc) for other in locs):
@@ -288,8 +511,25 @@ def _merge(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "msg": prev["msg"] + " or " + err["msg"].removeprefix("Input should be "),
             }
         else:
-            by_loc[loc] = {**err, "loc": loc}
+            by_loc[loc] = {**err, "loc": loc, "raw_loc": err["loc"]}
     return list(by_loc.values())
+
+
+def _strip_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``loc`` without pydantic's union branch names (and the stage kind after ``stages[i]``)."""
+    out: list[Any] = []
+    for i, part in enumerate(loc):
+        if _is_tag(part):
+            continue
+        if (
+            i >= 2
+            and loc[i - 2] == "stages"
+            and isinstance(loc[i - 1], int)
+            and part in STAGE_TYPES
+        ):
+            continue
+        out.append(part)
+    return tuple(out)
 
 
 def _is_tag(part: Any) -> bool:

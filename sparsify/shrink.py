@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import math
 import operator
+import re
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -45,9 +46,19 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from sparsify.errors import SparsifyError
+from sparsify.models import BN_TYPES, CONV_TYPES, build_model, resize_to_state_dict_
 
-CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
-BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+__all__ = [
+    "ShrinkReport",
+    "build_checkpoint_model",
+    "count_macs",
+    "count_params",
+    "layer_widths",
+    "measure_latency",
+    "resize_to_state_dict_",  # lives in sparsify.models (checkpoint loading needs it)
+    "shrink_",
+]
+
 # channel-wise ops that map a spatially uniform input to a uniform output
 PASS_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReLU,
@@ -572,6 +583,7 @@ def shrink_(
     *,
     atol: float = 1e-5,
     rtol: float = 1e-5,
+    exclude: Sequence[str] = (),
 ) -> ShrinkReport:
     """Remove dead output units of ``model`` in place; the function computed stays the same.
 
@@ -584,13 +596,23 @@ def shrink_(
         model: any module torch.fx can trace (the zoo models, torchvision CNNs).
         example: an input batch (B >= 1) of the shape the model expects.
         atol, rtol: tolerance of the equivalence check.
+        exclude: regexes on layer names; a channel set produced by a matching layer keeps
+            all its units (reported as pinned), e.g. ``["^fc3$"]``.
 
     Returns:
         A :class:`ShrinkReport` (channels kept per set and per layer, params, MACs).
 
     Raises:
-        SparsifyError: the model cannot be traced, or (a bug) its outputs changed.
+        SparsifyError: the model cannot be traced, an exclude pattern is not a regex, or
+            (a bug) its outputs changed.
     """
+    for pattern in exclude:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise SparsifyError(
+                f"shrink_: exclude pattern {pattern!r} is not a valid regular expression ({exc})."
+            ) from None
     was_training = model.training
     model.eval()
     try:
@@ -606,6 +628,12 @@ def shrink_(
             rec = _Recorder(gm)
             reference = rec.run(example)
         analysis = _Analysis(gm, rec.values)
+        for pattern in exclude:
+            rx = re.compile(pattern)
+            for gid, g in analysis.groups.items():
+                hit = [n for n in g.producers if rx.search(n)]
+                if hit:
+                    analysis._pin(gid, f"{hit[0]} matches exclude pattern {pattern!r}")
         layers_before = _layer_rows(model)
         params_before = count_params(model)
         macs_before = sum(count_macs(model, example).values())
@@ -671,50 +699,6 @@ def shrink_(
 # ----------------------------------------------------------------------------- loading, timing
 
 
-@torch.no_grad()
-def resize_to_state_dict_(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
-    """Give every Linear/Conv/BatchNorm of ``model`` the widths of ``state``; return those changed.
-
-    Use it before ``model.load_state_dict(state, strict=True)`` to load a shrunk checkpoint
-    into a freshly built model of the same architecture. Tensors are allocated empty: the
-    load fills them. A bias present in ``state`` but absent in the module is created.
-    """
-    changed = []
-    for name, mod in model.named_modules():
-        prefix = f"{name}." if name else ""
-        w = state.get(prefix + "weight")
-        if isinstance(mod, (nn.Linear, *CONV_TYPES)) and w is not None:
-            has_bias = (prefix + "bias") in state
-            if tuple(w.shape) == tuple(mod.weight.shape) and has_bias == (mod.bias is not None):
-                continue
-            _set_param(mod, "weight", torch.empty(w.shape, dtype=mod.weight.dtype), mod.weight)
-            _set_param(
-                mod,
-                "bias",
-                torch.empty(w.shape[0], dtype=w.dtype) if has_bias else None,
-                mod.weight,
-            )
-            if isinstance(mod, nn.Linear):
-                mod.out_features, mod.in_features = w.shape
-            else:
-                mod.out_channels, mod.in_channels = w.shape[0], w.shape[1] * mod.groups
-            changed.append(name)
-        elif isinstance(mod, BN_TYPES):
-            ref = state.get(prefix + "running_mean", w)
-            if ref is None or ref.shape[0] == mod.num_features:
-                continue
-            n = ref.shape[0]
-            for pname in ("weight", "bias"):
-                if getattr(mod, pname) is not None:
-                    _set_param(mod, pname, torch.empty(n), getattr(mod, pname))
-            for bname in ("running_mean", "running_var"):
-                if getattr(mod, bname) is not None:
-                    setattr(mod, bname, torch.empty(n))
-            mod.num_features = n
-            changed.append(name)
-    return changed
-
-
 @torch.inference_mode()
 def measure_latency(
     models: Mapping[str, nn.Module], x: torch.Tensor, repeats: int = 50, warmup: int = 5
@@ -747,12 +731,12 @@ def build_checkpoint_model(ckpt: Any) -> nn.Module:
 
     Builds the recipe's architecture, gives it the checkpoint's widths with
     :func:`resize_to_state_dict_`, then loads the weights strictly (names must all match).
+    Unlike ``Checkpoint.build_model`` it resizes even without the ``shrunk`` metadata (a
+    state_dict saved from a model shrunk by hand).
 
     Raises:
         SparsifyError: the weights' names do not fit the recipe's model.
     """
-    from sparsify.models import build_model
-
     spec = ckpt.recipe.model
     model = build_model(spec.name, spec.num_classes, spec.in_channels)
     resize_to_state_dict_(model, ckpt.state_dict)
@@ -764,3 +748,18 @@ def build_checkpoint_model(ckpt: Any) -> nn.Module:
             f"{ckpt.path}: weights do not fit model {spec.name!r} ({first})."
         ) from None
     return model.eval()
+
+
+def layer_widths(model: nn.Module) -> dict[str, list[int]]:
+    """``{layer: [out, in]}`` for every Linear/Conv (``in`` counts input channels/features).
+
+    What a shrunk checkpoint stores as its ``shrunk`` metadata (JSON), for people and tools;
+    loading reads the widths from the tensors themselves.
+    """
+    out = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Linear):
+            out[name] = [mod.out_features, mod.in_features]
+        elif isinstance(mod, CONV_TYPES):
+            out[name] = [mod.out_channels, mod.in_channels]
+    return out

@@ -93,9 +93,8 @@ def test_after_l1_prox_in_registration_order() -> None:
 def test_selection_that_cannot_be_grouped_is_named() -> None:
     model = nn.Sequential(nn.Conv2d(1, 4, 5), nn.Flatten(), nn.Linear(4 * 24 * 24, 8))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    handle = penalize_(model, opt, NMProjection())
     with pytest.raises(SparsifyError, match=r"0\.weight \(4, 1, 5, 5\)"):
-        handle.config.validate_selection(handle.selected)
+        penalize_(model, opt, NMProjection())  # refused when attached, naming the layer
     ok = penalize_(model, opt, NMProjection(exclude=[r"^0\."]))
     ok.config.validate_selection(ok.selected)
     with pytest.raises(SparsifyError, match="'scope' parameter of NMProjection"):

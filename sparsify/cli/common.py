@@ -9,8 +9,8 @@ from typing import Any
 from sparsify.checkpoint import save_checkpoint
 from sparsify.data.mnist import MnistSplits, load_mnist
 from sparsify.recipe import Recipe
+from sparsify.stages import run_recipe
 from sparsify.train.distributed import DistContext
-from sparsify.train.loop import train
 from sparsify.train.state import clear_train_state
 
 
@@ -53,14 +53,15 @@ def run_one(
     resume: bool = False,
     checkpoint_every: int = 1,
 ) -> dict[str, Any]:
-    """Train one (non-sweep) recipe; the main process writes checkpoint, recipe and metrics to ``out``.
+    """Run one (non-sweep) recipe, every stage; the main process writes checkpoint, recipe and
+    metrics to ``out`` (the final model: shrunk if the recipe ends with a shrink stage).
 
-    A resume state is kept in ``out`` every ``checkpoint_every`` epochs (0: never) and removed
-    once the final artifacts are written.
+    A resume state is kept in ``out`` every ``checkpoint_every`` epochs (0: never) during
+    the train stage, and removed once the final artifacts are written.
     """
     dist = dist or DistContext()
     log = (lambda _m: None) if (quiet or not dist.is_main) else (lambda m: print(m, flush=True))
-    result = train(
+    result = run_recipe(
         recipe,
         data,
         progress=not quiet,
@@ -71,6 +72,12 @@ def run_one(
         checkpoint_every=max(checkpoint_every, 1),
     )
     if dist.is_main:
-        save_checkpoint(out, result.model, recipe, {**result.metrics, "history": result.history})
+        save_checkpoint(
+            out,
+            result.model,
+            recipe,
+            {**result.metrics, "history": result.history},
+            extra_metadata=result.extra_metadata,
+        )
         clear_train_state(out)
     return result.metrics

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from sparsify.checkpoint import load_checkpoint, save_checkpoint
+from sparsify.checkpoint import SHRUNK, load_checkpoint, save_checkpoint
 from sparsify.errors import SparsifyError
-from sparsify.shrink import build_checkpoint_model, measure_latency, shrink_
+from sparsify.shrink import build_checkpoint_model, layer_widths, measure_latency, shrink_
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -69,7 +69,15 @@ def run(args: argparse.Namespace) -> int:
     }
     metrics_path = ckpt.path.parent / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    save_checkpoint(Path(args.out), model, ckpt.recipe, {**metrics, "shrink": result})
+    save_checkpoint(
+        Path(args.out),
+        model,
+        ckpt.recipe,
+        {**metrics, "shrink": result},
+        # marks the checkpoint as shrunk: load_checkpoint(...).build_model() (and so
+        # `sparsify stats`/`export`) resize the recipe's model to these widths
+        extra_metadata={SHRUNK: json.dumps(layer_widths(model))},
+    )
     if args.json:
         print(json.dumps(result, indent=2))
     else:

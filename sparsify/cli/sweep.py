@@ -25,7 +25,47 @@ def run_dir_name(kind: str, lam: float) -> str:
 
 
 def results_markdown(rows: list[dict[str, Any]], recipe: Recipe, command: str) -> str:
-    """The sweep as a Markdown table: lambda, errors, exact zeros overall and per tensor."""
+    """The sweep as a Markdown table: lambda, errors, exact zeros overall and per tensor.
+
+    A staged recipe gets a second table: per stage, test error and nonzero weights
+    (``compression = weights of the train stage / nonzero weights``) and seconds.
+    """
+    text = _main_table(rows, recipe, command)
+    if rows and "stages" in rows[0]:
+        text += (
+            "\nThe table above is the final model's (after the last stage; a shrink stage "
+            "leaves narrower tensors, so its zero fractions are of the smaller tensors).\n\n"
+        )
+        text += _stage_table(rows)
+    return text
+
+
+def _stage_table(rows: list[dict[str, Any]]) -> str:
+    names = [s["name"] for s in rows[0]["stages"]]
+    head = ["lambda"]
+    for n in names:
+        head += [f"test error after {n}", f"nonzero weights after {n}", f"s {n}"]
+    lines = [
+        "Per stage (compression = Linear/Conv weights of the dense model / nonzero weights):",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    for r in rows:
+        dense = r["stages"][0]["weight_numel"]
+        cells = [f"{r['lam']:g}"]
+        for s in r["stages"]:
+            ratio = dense / max(s["nonzero_weights"], 1)
+            cells += [
+                f"{100 * s['test_error']:.2f}%",
+                f"{s['nonzero_weights']:,} ({ratio:.1f}x)",
+                f"{s['seconds']:.1f}",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _main_table(rows: list[dict[str, Any]], recipe: Recipe, command: str) -> str:
     tensors = list(rows[0]["layers"]) if rows else []
     head = [
         "lambda",
@@ -92,6 +132,8 @@ def run(args: argparse.Namespace) -> int:
                 for n, e in m["layers"].items()
             },
         }
+        if "stages" in m:  # staged recipe: every stage's numbers (the top level is the last's)
+            row["stages"] = m["stages"]
         rows.append(row)
         if not args.quiet:
             print(

@@ -42,6 +42,12 @@ def run(args: argparse.Namespace) -> int:
         )
     if not dist.is_main:
         return 0
+    for row in metrics.get("stages", []):
+        print(
+            f"  stage {row['name']} ({row['kind']}): test error {row['test_error']:.4f}, "
+            f"{row['nonzero_weights']:,} of {row['weight_numel']:,} weights nonzero, "
+            f"{row['seconds']:.1f} s"
+        )
     print(
         f"{recipe.name}: train error {metrics['train_error']:.4f}, test error {metrics['test_error']:.4f}, "
         f"exact zeros {100 * metrics['zero_fraction']:.2f}% of {metrics['numel']:,} parameters, "

@@ -70,6 +70,13 @@ class PenaltyConfig:
         """True when the per-step coefficient is ``lr * lambda`` (proximal-gradient convention)."""
         return getattr(self, "threshold", None) == "lr_lambda"
 
+    def validate_selection(self, selected: Sequence[Any]) -> None:
+        """Refuse a selection this penalty cannot act on (``penalize_`` calls it); default: accept.
+
+        ``selected`` holds :class:`~sparsify.train.selection.Selected` entries (``.name``,
+        ``.param``), so a refusal can name the layer. Raise SparsifyError to refuse.
+        """
+
     def apply_(self, params: Sequence[torch.Tensor], coeff: float) -> None:
         """Apply one step of the penalty to ``params`` in place with coefficient ``coeff``."""
         raise NotImplementedError

@@ -2,7 +2,9 @@
 
 Plain mini-batch training on tensors held in memory (MNIST fits), cross-entropy loss,
 penalties attached with :func:`~sparsify.train.penalize.penalize_` exactly as a user would
-attach them to their own loop.
+attach them to their own loop. :func:`train` is a recipe's train stage and :func:`debias`
+its debias stage (same epoch loop, :func:`run_epochs`); :mod:`sparsify.stages` chains them
+with the shrink stage.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from tqdm.auto import tqdm
 from sparsify.data.mnist import MnistSplits
 from sparsify.errors import SparsifyError
 from sparsify.models import build_model
-from sparsify.recipe import OptimizerSpec, Recipe
+from sparsify.recipe import DebiasStage, OptimizerSpec, Recipe
 from sparsify.sparsity import model_stats
 from sparsify.train.config import penalty_from_dict
+from sparsify.train.debias import freeze_support_
 from sparsify.train.distributed import DistContext
 from sparsify.train.penalize import PenaltyHandle, penalize_
 from sparsify.train.state import load_train_state, save_train_state
@@ -211,38 +214,9 @@ def train(
         first_epoch, history, elapsed = saved["epoch"], saved["history"], saved["seconds"]
         log(f"resumed from {state_dir} after epoch {first_epoch}")
 
-    x, y = data.train_x.to(device), data.train_y.to(device)
     start = time.perf_counter() - elapsed
-    epochs = range(first_epoch, recipe.epochs)
-    bar = tqdm(
-        epochs, desc=recipe.name, unit="epoch", disable=not (progress and dist.is_main), leave=False
-    )
-    net.train()
-    for epoch in bar:
-        perm = torch.randperm(n, generator=gen)
-        total = 0.0
-        for i in range(0, n, recipe.batch_size):
-            batch = perm[i : i + recipe.batch_size]
-            mine = dist.shard(batch).to(device)
-            # sum over this shard scaled by W/B: DDP's gradient average then equals the
-            # gradient of the mean loss over the whole global batch (see distributed.py)
-            loss_sum = F.cross_entropy(net(x[mine]), y[mine], reduction="sum")
-            optimizer.zero_grad(set_to_none=True)
-            (loss_sum * (dist.world_size / len(batch))).backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            total += loss_sum.item()
-        (total,) = dist.all_reduce_sum([total])
-        if not math.isfinite(total):
-            raise SparsifyError(
-                f"training diverged at epoch {epoch + 1} (loss is {total}); lower optimizer.lr or the lambdas."
-            )
-        stats = model_stats(model)
-        history.append(
-            {"epoch": epoch + 1, "loss": total / n, "zero_fraction": stats["zero_fraction"]}
-        )
-        bar.set_postfix(loss=f"{total / n:.4f}", zeros=f"{100 * stats['zero_fraction']:.1f}%")
+
+    def save_state(epoch: int) -> None:
         if (
             state_dir is not None
             and dist.is_main
@@ -264,24 +238,32 @@ def train(
                     "seconds": time.perf_counter() - start,
                 },
             )
+
+    run_epochs(
+        net,
+        model,
+        optimizer,
+        scheduler,
+        data,
+        batch_size=recipe.batch_size,
+        epochs=range(first_epoch, recipe.epochs),
+        gen=gen,
+        dist=dist,
+        history=history,
+        desc=recipe.name,
+        progress=progress,
+        after_epoch=save_state,
+    )
     seconds = time.perf_counter() - start
     for h in handles:
         h.remove()
 
-    train_error, train_loss = evaluate(model, data.train_x, data.train_y, dist=dist)
-    test_error, test_loss = evaluate(model, data.test_x, data.test_y, dist=dist)
-    stats = model_stats(model)
+    measured = measure(model, data, dist)
     metrics = {
         "name": recipe.name,
-        "train_error": train_error,
-        "test_error": test_error,
-        "train_loss": train_loss,
-        "test_loss": test_loss,
-        "zero_fraction": stats["zero_fraction"],
-        "weight_zero_fraction": stats["weight_zero_fraction"],
-        "numel": stats["numel"],
-        "zeros": stats["zeros"],
-        "layers": stats["layers"],
+        **{k: measured[k] for k in ("train_error", "test_error", "train_loss", "test_loss")},
+        **{k: measured[k] for k in ("zero_fraction", "weight_zero_fraction", "numel", "zeros")},
+        "layers": measured["layers"],
         "penalties": [h.summary() for h in handles],
         "epochs": recipe.epochs,
         "steps": total_steps,
@@ -296,3 +278,150 @@ def train(
         "versions": versions(),
     }
     return TrainResult(model=model, metrics=metrics, history=history)
+
+
+def run_epochs(
+    net: nn.Module,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    data: MnistSplits,
+    *,
+    batch_size: int,
+    epochs: range,
+    gen: torch.Generator,
+    dist: DistContext,
+    history: list[dict[str, float]],
+    desc: str,
+    progress: bool,
+    after_epoch: Callable[[int], None] | None = None,
+) -> None:
+    """Mini-batch cross-entropy training of ``net`` (``model``, or its DDP wrapper) in place.
+
+    One shuffled pass over ``data.train_x`` per epoch (order from ``gen``); the scheduler
+    steps once per optimizer step. Appends ``{epoch, loss, zero_fraction}`` to ``history``
+    and calls ``after_epoch(epoch)`` after each epoch (0-based ``epoch``).
+
+    Raises:
+        SparsifyError: the loss is not finite after an epoch.
+    """
+    device = next(model.parameters()).device
+    x, y = data.train_x.to(device), data.train_y.to(device)
+    n = len(x)
+    bar = tqdm(
+        epochs, desc=desc, unit="epoch", disable=not (progress and dist.is_main), leave=False
+    )
+    net.train()
+    for epoch in bar:
+        perm = torch.randperm(n, generator=gen)
+        total = 0.0
+        for i in range(0, n, batch_size):
+            batch = perm[i : i + batch_size]
+            mine = dist.shard(batch).to(device)
+            # sum over this shard scaled by W/B: DDP's gradient average then equals the
+            # gradient of the mean loss over the whole global batch (see distributed.py)
+            loss_sum = F.cross_entropy(net(x[mine]), y[mine], reduction="sum")
+            optimizer.zero_grad(set_to_none=True)
+            (loss_sum * (dist.world_size / len(batch))).backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            total += loss_sum.item()
+        (total,) = dist.all_reduce_sum([total])
+        if not math.isfinite(total):
+            raise SparsifyError(
+                f"training diverged at epoch {epoch + 1} (loss is {total}); lower optimizer.lr or the lambdas."
+            )
+        stats = model_stats(model)
+        history.append(
+            {"epoch": epoch + 1, "loss": total / n, "zero_fraction": stats["zero_fraction"]}
+        )
+        bar.set_postfix(loss=f"{total / n:.4f}", zeros=f"{100 * stats['zero_fraction']:.1f}%")
+        if after_epoch is not None:
+            after_epoch(epoch)
+
+
+def measure(model: nn.Module, data: MnistSplits, dist: DistContext | None = None) -> dict[str, Any]:
+    """Errors and losses on both splits plus :func:`~sparsify.sparsity.model_stats` of ``model``.
+
+    ``nonzero_weights = weight_numel - weight_zeros`` counts the Linear/Conv weights a
+    sparse format stores (biases excluded), the number compression ratios are quoted on.
+    """
+    train_error, train_loss = evaluate(model, data.train_x, data.train_y, dist=dist)
+    test_error, test_loss = evaluate(model, data.test_x, data.test_y, dist=dist)
+    stats = model_stats(model)
+    return {
+        "train_error": train_error,
+        "test_error": test_error,
+        "train_loss": train_loss,
+        "test_loss": test_loss,
+        **{k: v for k, v in stats.items() if k != "layers"},
+        "nonzero_weights": stats["weight_numel"] - stats["weight_zeros"],
+        "layers": stats["layers"],
+    }
+
+
+def debias(
+    model: nn.Module,
+    recipe: Recipe,
+    stage: DebiasStage,
+    data: MnistSplits,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    dist: DistContext | None = None,
+) -> dict[str, Any]:
+    """The debias stage: fine-tune ``model`` in place with its zeros frozen, no penalty.
+
+    A fresh optimizer (``stage.optimizer``, else the recipe's) trains for ``stage.epochs``
+    epochs of ``recipe.batch_size``; :func:`~sparsify.train.debias.freeze_support_` keeps
+    every selected weight that is 0 now at exactly 0 (gradient, optimizer state and weight
+    masked). Penalty hooks must already be removed (``train`` removes its own).
+
+    Returns:
+        ``{epochs, steps, seconds, frozen (summary line), support_density, history}``.
+    """
+    dist = dist or DistContext()
+    log = log or (lambda _msg: None)
+    spec = stage.optimizer or recipe.optimizer
+    steps_per_epoch = math.ceil(len(data.train_x) / recipe.batch_size)
+    optimizer = build_optimizer(spec, model.parameters())
+    scheduler = build_lr_scheduler(spec, optimizer, steps_per_epoch * stage.epochs)
+    frozen = freeze_support_(
+        model, optimizer, scope=stage.scope, include=stage.include, exclude=stage.exclude
+    )
+    log(frozen.summary())
+    net: nn.Module = model
+    if dist.enabled:
+        device = next(model.parameters()).device
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    # its own stream of batch orders: the train stage's is not needed to reproduce this one
+    gen = torch.Generator().manual_seed(recipe.seed + 1)
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    run_epochs(
+        net,
+        model,
+        optimizer,
+        scheduler,
+        data,
+        batch_size=recipe.batch_size,
+        epochs=range(stage.epochs),
+        gen=gen,
+        dist=dist,
+        history=history,
+        desc=f"{recipe.name} {stage.name}",
+        progress=progress,
+    )
+    seconds = time.perf_counter() - start
+    frozen.remove()
+    return {
+        "epochs": stage.epochs,
+        "steps": steps_per_epoch * stage.epochs,
+        "seconds": seconds,
+        "frozen": frozen.summary(),
+        "support_density": frozen.density(),
+        "history": history,
+    }

@@ -129,7 +129,8 @@ def penalize_(
     Args:
         model: where parameter names come from (for selection and reporting).
         optimizer: any ``torch.optim.Optimizer`` holding the selected parameters.
-        config: an ``L1Prox``, ``L1Subgradient``, ``L2Coupled`` or ``WeightDecay``.
+        config: an ``L1Prox``, ``L1Subgradient``, ``L2Coupled``, ``WeightDecay``,
+            ``GroupLassoProx``, ``SparseGroupLassoProx`` or ``NMProjection``.
         filter_fn: ``(module, fqn) -> bool`` replacing the built-in Linear/Conv rule.
         steps_per_epoch: needed only by schedules in epochs.
 
@@ -137,7 +138,9 @@ def penalize_(
         A :class:`PenaltyHandle`; ``handle.remove()`` detaches the penalty.
 
     Raises:
-        SparsifyError: nothing selected, or a selected parameter not held by the optimizer.
+        SparsifyError: nothing selected, a selection the penalty cannot act on (a bias for
+            a group or N:M penalty, an input size not a multiple of M), or a selected
+            parameter not held by the optimizer.
     """
     if not isinstance(config, PenaltyConfig):
         raise SparsifyError(
@@ -157,6 +160,7 @@ def penalize_(
             f"{type(config).__name__} selects no parameter of {type(model).__name__}; "
             "check scope/include/exclude (scope 'all' takes every parameter)."
         )
+    config.validate_selection(selected)  # e.g. group/N:M penalties refuse biases, naming them
     if config.schedule.kind != "constant":
         config.schedule.length_in_steps(steps_per_epoch)  # fail now, not at the first step
     return PenaltyHandle(config, optimizer, selected, skipped, steps_per_epoch)
