@@ -93,6 +93,17 @@ class PenaltyConfig:
         return {"kind": self.kind, "version": self.VERSION, **d}
 
 
+@torch.no_grad()
+def add_to_grads_(params: Sequence[torch.Tensor], terms: Any, alpha: float) -> None:
+    """``p.grad += alpha * term(p)`` for every param that has a gradient (gradient penalties).
+
+    ``terms`` maps the list of live params to the tensors to add (e.g. ``torch._foreach_sign``).
+    """
+    live = [p for p in params if p.grad is not None]
+    if live and alpha:
+        torch._foreach_add_([p.grad for p in live], terms(live), alpha=alpha)
+
+
 def penalty_from_dict(d: dict[str, Any]) -> PenaltyConfig:
     """Build a penalty config from ``{"kind": ..., **fields}`` (as written by ``to_dict``)."""
     d = dict(d)

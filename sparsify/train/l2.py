@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sparsify.train.config import PenaltyConfig, register
+from sparsify.train.config import PenaltyConfig, add_to_grads_, register
 
 
 def l2_penalty(params: Sequence[torch.Tensor], lam: float) -> torch.Tensor:
@@ -32,11 +32,8 @@ class L2Coupled(PenaltyConfig):
     kind = "l2_coupled"
     when = "pre"
 
-    @torch.no_grad()
     def apply_(self, params: Sequence[torch.Tensor], coeff: float) -> None:
-        live = [p for p in params if p.grad is not None]
-        if live and coeff:
-            torch._foreach_add_([p.grad for p in live], live, alpha=2.0 * coeff)
+        add_to_grads_(params, lambda live: live, 2.0 * coeff)
 
     def value(self, params: Sequence[torch.Tensor], lam: float) -> torch.Tensor:
         return l2_penalty([p.detach() for p in params], lam)

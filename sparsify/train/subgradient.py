@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sparsify.train.config import PenaltyConfig, register
+from sparsify.train.config import PenaltyConfig, add_to_grads_, register
 
 
 @register
@@ -22,11 +22,8 @@ class L1Subgradient(PenaltyConfig):
     kind = "l1_subgradient"
     when = "pre"
 
-    @torch.no_grad()
     def apply_(self, params: Sequence[torch.Tensor], coeff: float) -> None:
-        live = [p for p in params if p.grad is not None]
-        if live and coeff:
-            torch._foreach_add_([p.grad for p in live], torch._foreach_sign(live), alpha=coeff)
+        add_to_grads_(params, torch._foreach_sign, coeff)
 
     def value(self, params: Sequence[torch.Tensor], lam: float) -> torch.Tensor:
         return lam * sum(p.detach().abs().sum() for p in params)
