@@ -105,6 +105,9 @@ def save_checkpoint(
         state = state.state_dict()
     # clone: safetensors refuses tensors that share storage (tied weights, views)
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+    for t in tensors.values():  # -0.0 -> +0.0: a zero is stored as the zero bit pattern
+        if torch.is_floating_point(t):
+            t.add_(0.0)
     if not tensors:
         raise SparsifyError(
             "refusing to save an empty state_dict: the model has no parameters or buffers."

@@ -95,3 +95,13 @@ def test_batchnorm_models_save_and_load(tmp_path: Path) -> None:
     assert ck.state_dict["bn1.num_batches_tracked"].dim() == 0
     x = torch.randn(2, 1, 28, 28)
     assert torch.equal(ck.build_model()(x), model.eval()(x))
+
+
+def test_negative_zeros_are_stored_as_positive_zeros(tmp_path: Path) -> None:
+    model = build_model("lenet300_100")
+    with torch.no_grad():
+        model.fc3.weight[0, :5] = -0.0
+    save_checkpoint(tmp_path, model, Recipe.from_dict({"model": {"name": "lenet300_100"}}))
+    w = load_checkpoint(tmp_path).state_dict["fc3.weight"]
+    assert (w[0, :5] == 0).all() and not torch.signbit(w[0, :5]).any()
+    assert torch.equal(w[1:], model.fc3.weight[1:].detach())

@@ -63,7 +63,7 @@ def bench_case(arch: str, shape: tuple[int, ...], reps: int, seed: int = 0) -> d
         opt.step()
 
     def ours() -> None:
-        soft_threshold_([p.detach() for p in params], LAM)
+        soft_threshold_(params, LAM)  # no_grad inside, as penalize_ calls it
 
     def loop() -> None:
         lecture_loop(params, LAM)

@@ -33,21 +33,21 @@ def _soft_threshold_foreach_(tensors: Sequence[torch.Tensor], t: float) -> None:
 
 def _soft_threshold_fused_(tensors: Sequence[torch.Tensor], t: float) -> None:
     # softshrink is the soft-threshold in one fused elementwise kernel; writing into its own
-    # input needs no temporary. Its CPU kernel returns -0.0 for some w in [-t, 0); adding +0.0
-    # turns those into +0.0 (IEEE: -0 + +0 = +0), so stored zeros are always the same bits.
+    # input needs no temporary: one read and one write per weight. Its CPU kernel returns
+    # -0.0 (== 0) for some negative w in [-t, 0); checkpoints store them as +0.0.
     for w in tensors:
         torch.ops.aten.softshrink.out(w, t, out=w)
-        w.add_(0.0)
 
 
 @torch.no_grad()
 def soft_threshold_(tensors: Sequence[torch.Tensor], t: float) -> None:
     """In place on every tensor: ``w <- sign(w) * max(|w| - t, 0)``, with ``t >= 0``.
 
-    Zeros it makes are +0.0. On CUDA one multi-tensor (``torch._foreach_*``) launch per op
+    Zeros it makes compare equal to 0 (on CPU some are -0.0; ``save_checkpoint`` writes
+    +0.0). On CUDA one multi-tensor (``torch._foreach_*``) launch per op
     covers all tensors. On CPU the foreach ops are plain loops whose temporaries cost page
     faults on large tensors (see tools/bench_prox.py), so each tensor gets the fused in-place
-    softshrink kernel instead. Both paths give the same bits.
+    softshrink kernel instead. Both paths give the same values.
     """
     if not tensors or t == 0:
         return
