@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from sparsify.errors import SparsifyError
 
-COMMANDS = ("train", "sweep", "stats", "validate", "shrink", "export", "footprint")
+COMMANDS = ("train", "sweep", "stats", "validate", "shrink", "export", "footprint", "bench", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

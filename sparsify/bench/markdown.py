@@ -1,0 +1,94 @@
+"""Markdown for a ``run_bench`` result: latency tables with speedups, memory, what was skipped."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sparsify.bench.timing import fmt_seconds
+
+
+def _mib(b: int | None) -> str:
+    return "–" if b is None or b < 0 else f"{b / 2**20:.1f}"
+
+
+def to_markdown(result: dict[str, Any], title: str = "Benchmark") -> str:
+    """One latency table per (source, threads), a memory table per source, then notes."""
+    m = result["machine"]
+    lines = [
+        f"# {title}",
+        "",
+        f"Command: `{result.get('command', '')}`",
+        "",
+        f"Machine: {m['cpu']}, {m['cpu_count']} CPUs; torch {m['torch']}, numpy {m['numpy']}, "
+        f"scipy {m['scipy']}, onnxruntime {m.get('onnxruntime')}, Python {m['python']}. "
+        f"Load average at start {result.get('loadavg_start')}, at end {result.get('loadavg_end')}.",
+        "",
+        "Each cell: median time per call, then speedup = t_dense / t (median of paired "
+        "per-repetition ratios, IQR after ±), all backends interleaved in one process.",
+        "",
+    ]
+    for src in result["sources"]:
+        lines += [f"## {src['label']}", ""]
+        dens = src.get("layers", {})
+        if dens:
+            lines.append(
+                "Weight density per layer: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in dens.items())
+                + "."
+            )
+            lines.append("")
+        from sparsify.bench.backends import BACKENDS
+
+        seen = {b for p in src["points"] for b in p["backends"]}
+        # JSON sorts keys; show the baseline first and the rest in BACKENDS order
+        backends = [b for b in BACKENDS if b in seen] + sorted(seen - set(BACKENDS))
+        for threads in sorted({p["threads"] for p in src["points"]}):
+            lines += [
+                f"### {threads} thread(s)",
+                "",
+                "| batch | " + " | ".join(backends) + " |",
+                "|---:|" + "---|" * len(backends),
+            ]
+            for p in (q for q in src["points"] if q["threads"] == threads):
+                cells = []
+                for b in backends:
+                    e = p["backends"].get(b, {})
+                    if not e.get("available"):
+                        cells.append("n/a")
+                        continue
+                    cell = f"{fmt_seconds(e['median_s'])} ({e['speedup_vs_dense']:.2f}x ±{e['speedup_iqr']:.2f})"
+                    if not e.get("same_predictions", True):
+                        cell += " ⚠ predictions differ"
+                    cells.append(cell)
+                lines.append(f"| {p['batch']} | " + " | ".join(cells) + " |")
+            lines.append("")
+        if src.get("rss"):
+            lines += [
+                "Memory (fresh process per backend, batch 64, 1 thread; MiB):",
+                "",
+                "| backend | after imports | steady | model (steady - imports) | peak | torch loaded |",
+                "|---|---:|---:|---:|---:|---|",
+            ]
+            for b, e in src["rss"].items():
+                if not e.get("available"):
+                    lines.append(f"| {b} | n/a: {e.get('reason', '')} | | | | |")
+                    continue
+                lines.append(
+                    f"| {b} | {_mib(e['rss_after_imports'])} | {_mib(e['rss_steady'])} | "
+                    f"{_mib(e['model_bytes'])} | {_mib(e['peak_rss'])} | {e['torch_imported']} |"
+                )
+            lines.append("")
+        notes = dict(src.get("unavailable", {}))
+        for p in src["points"]:
+            for b, e in p["backends"].items():
+                if not e.get("available"):
+                    notes.setdefault(b, e.get("reason", ""))
+        for p in src["points"]:
+            for b, e in p["backends"].items():
+                if e.get("compile_s") is not None:
+                    notes.setdefault(f"{b} compile", f"{e['compile_s']} s at batch {p['batch']}")
+        if notes:
+            lines += ["Not run / notes:", ""] + [f"- {b}: {r}" for b, r in notes.items()] + [""]
+    for n in result.get("notes", []):
+        lines.append(f"- {n}")
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,175 @@
+"""Peak resident memory per backend, each in a fresh process (``python -m sparsify.bench.rss``).
+
+The child imports only what its backend needs (onnxruntime backends and the scipy runtime
+never import torch), records VmRSS after the imports, builds the backend (torch sparse
+backends convert the model in place, so the dense weights are freed), runs one batch three
+times, then reports:
+
+    rss_after_imports   VmRSS once the libraries are loaded (the floor of that stack)
+    rss_steady          VmRSS after the runs: what serving this model costs
+    peak_rss            VmHWM, the high-water mark of the process (loading included)
+    model_bytes         rss_steady - rss_after_imports
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+RSS_BATCH = 64
+
+
+def _status(field: str) -> int:
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return -1
+
+
+def _vmrss() -> int:
+    return _status("VmRSS")
+
+
+def _peak() -> int:
+    """VmHWM (this exec's high-water mark). Not ru_maxrss: Linux carries that over from the
+    forking parent across exec, so every child would report the benchmark process's peak."""
+    hwm = _status("VmHWM")
+    if hwm >= 0:
+        return hwm
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def _child(job: dict[str, Any]) -> dict[str, Any]:
+    import gc
+
+    import numpy as np
+
+    backend, batch, shape = job["backend"], job["batch"], tuple(job["input_shape"])
+    x = np.random.default_rng(0).standard_normal((batch, *shape)).astype(np.float32)
+    torch_imported = False
+    if backend in ("ort_dense", "ort_compact"):
+        import onnxruntime as ort
+
+        base = _vmrss()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        sess = ort.InferenceSession(job["path"], opts, providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+
+        def run() -> Any:
+            return sess.run(None, {name: x})
+
+    elif backend == "scipy_runtime":
+        import sparsify.runtime
+
+        base = _vmrss()
+        model = sparsify.runtime.load(job["path"])
+
+        def run() -> Any:
+            return model(x)
+
+    else:
+        import torch
+
+        from sparsify.bench.backends import BackendUnavailable, build_runner
+        from sparsify.bench.sources import load_source
+
+        torch_imported = True
+        torch.set_num_threads(1)
+        base = _vmrss()
+        source = load_source(job["spec"])
+        artifacts = {"paths": job.get("paths", {}), "unavailable": {}}
+        try:
+            r = build_runner(backend, source, artifacts, batch, 1, copy_model=False)
+        except BackendUnavailable as exc:
+            return {"available": False, "reason": str(exc)}
+        del source
+        gc.collect()
+        xt = torch.from_numpy(x)
+        xi = r.prepare(xt)
+
+        def run() -> Any:
+            with torch.inference_mode():
+                return r.fn(xi)
+
+    for _ in range(3):
+        run()
+    gc.collect()
+    steady = _vmrss()
+    return {
+        "available": True,
+        "batch": batch,
+        "threads": 1,
+        "torch_imported": torch_imported,
+        "rss_after_imports": base,
+        "rss_steady": steady,
+        "peak_rss": _peak(),
+        "model_bytes": steady - base if base >= 0 and steady >= 0 else None,
+    }
+
+
+def measure(
+    spec: dict[str, Any],
+    backend: str,
+    paths: dict[str, str],
+    input_shape: Sequence[int],
+    batch: int = RSS_BATCH,
+    timeout: float = 600.0,
+) -> dict[str, Any]:
+    """Run one backend in a fresh Python process and return its memory figures."""
+    job = {
+        "spec": spec,
+        "backend": backend,
+        "path": paths.get(backend),
+        "paths": paths,
+        "input_shape": list(input_shape),
+        "batch": batch,
+    }
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "sparsify.bench.rss", json.dumps(job)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return {"available": False, "reason": f"timed out after {timeout:.0f} s"}
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"available": False, "reason": f"child failed: {last[:200]}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure_all(
+    spec: dict[str, Any],
+    artifacts: dict[str, Any],
+    backends: Sequence[str],
+    input_shape: Sequence[int],
+) -> dict[str, Any]:
+    """:func:`measure` for every backend (compiled is skipped: its compile dominates)."""
+    out: dict[str, Any] = {}
+    for b in backends:
+        if b in artifacts["unavailable"]:
+            out[b] = {"available": False, "reason": artifacts["unavailable"][b]}
+        elif b == "compiled":
+            out[b] = {"available": False, "reason": "not measured: inductor's compile dominates"}
+        else:
+            out[b] = measure(spec, b, artifacts["paths"], input_shape)
+    return out
+
+
+if __name__ == "__main__":
+    print(json.dumps(_child(json.loads(sys.argv[1]))))

@@ -1,0 +1,147 @@
+"""``sparsify bench [SOURCE ...]``: how much faster the sparse model runs than dense, here.
+
+sparsify bench runs/quickstart --out results/bench/quickstart
+sparsify bench --linear 4096x4096 --density 0.1 --batch 1 64 --threads 1 all --out DIR
+sparsify bench --model lenet300_100 --density 0.05 --quick --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from sparsify.errors import SparsifyError
+
+QUICK_BACKENDS = (
+    "dense",
+    "torch_csr",
+    "converter",
+    "scipy_runtime",
+    "ort_dense",
+    "ort_compact",
+    "ort_sparse_mm",
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from sparsify.bench.backends import BACKENDS
+
+    p = sub.add_parser("bench", help="time sparse backends against torch dense; JSON + Markdown")
+    p.add_argument("sources", nargs="*", help="checkpoint directories or exported scipy bundles")
+    p.add_argument(
+        "--linear",
+        action="append",
+        default=[],
+        metavar="INxOUT",
+        help="a single Linear layer, e.g. 4096x4096 (zeros imposed at --density)",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a zoo model (e.g. lenet300_100) with zeros imposed at --density",
+    )
+    p.add_argument(
+        "--density",
+        type=float,
+        nargs="+",
+        default=[0.1],
+        help="kept fraction of weights for --linear/--model (default 0.1 = 90%% zeros)",
+    )
+    p.add_argument(
+        "--backends", nargs="+", choices=BACKENDS, help="default: all (quick: all but compiled)"
+    )
+    p.add_argument(
+        "--batch", type=int, nargs="+", help="batch sizes (default 1 16 64 256; quick 1 16)"
+    )
+    p.add_argument(
+        "--threads", nargs="+", help="thread counts; 'all' = every CPU (default 1 all; quick 1)"
+    )
+    p.add_argument("--reps", type=int, help="timed repetitions (default 15; quick 5)")
+    p.add_argument("--no-rss", action="store_true", help="skip the per-backend memory processes")
+    p.add_argument("--quick", action="store_true", help="CI-sized run: fewer batches, reps, no RSS")
+    p.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: cuBLAS/cuSPARSE/2:4 backends (see tools/gpu_bench.py)",
+    )
+    p.add_argument("--out", required=True, help="directory for bench.json and bench.md")
+    p.set_defaults(func=run)
+
+
+def _threads(values: list[str] | None, quick: bool) -> list[int]:
+    from sparsify.bench.backends import cpu_threads_all
+
+    values = values or (["1"] if quick else ["1", "all"])
+    out: list[int] = []
+    for v in values:
+        if v == "all":
+            n = cpu_threads_all()
+        else:
+            try:
+                n = int(v)
+            except ValueError:
+                raise SparsifyError(f"--threads takes integers or 'all'; got {v!r}.") from None
+        if n not in out:
+            out.append(n)
+    return out
+
+
+def _specs(args: argparse.Namespace) -> list[dict]:
+    from sparsify.bench.sources import spec_from_path
+
+    specs = [spec_from_path(s) for s in args.sources]
+    for shape in args.linear:
+        try:
+            n_in, n_out = (int(v) for v in shape.lower().split("x"))
+        except ValueError:
+            raise SparsifyError(
+                f"--linear takes INxOUT such as 4096x4096; got {shape!r}."
+            ) from None
+        specs += [
+            {"kind": "linear", "in": n_in, "out": n_out, "density": d, "seed": 0}
+            for d in args.density
+        ]
+    for name in args.model:
+        specs += [{"kind": "model", "name": name, "density": d, "seed": 0} for d in args.density]
+    if not specs:
+        raise SparsifyError("nothing to benchmark; give a checkpoint/bundle, --linear or --model.")
+    return specs
+
+
+def run(args: argparse.Namespace) -> int:
+    from sparsify.bench.backends import BACKENDS
+    from sparsify.bench.harness import DEFAULT_BATCHES, run_bench
+    from sparsify.bench.markdown import to_markdown
+    from sparsify.fileio import atomic_write_json, atomic_write_text
+
+    specs = _specs(args)
+    command = "sparsify bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    if args.device == "cuda":
+        from sparsify.bench.gpu_harness import run_gpu_bench
+
+        result = run_gpu_bench(specs, batches=args.batch or list(DEFAULT_BATCHES), command=command)
+        from sparsify.bench.gpu import gpu_table_markdown
+
+        md = gpu_table_markdown(result["rows"], result["machine"].get("gpu", "cuda"))
+    else:
+        result = run_bench(
+            specs,
+            backends=tuple(args.backends or (QUICK_BACKENDS if args.quick else BACKENDS)),
+            batches=args.batch or ([1, 16] if args.quick else list(DEFAULT_BATCHES)),
+            threads=_threads(args.threads, args.quick),
+            reps=args.reps or (5 if args.quick else 15),
+            rss=not (args.no_rss or args.quick),
+            command=command,
+        )
+        md = to_markdown(result, "sparsify bench")
+    out = Path(args.out)
+    atomic_write_json(out / "bench.json", result)
+    atomic_write_text(out / "bench.md", md)
+    print(md)
+    print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
+    return 0

@@ -1,0 +1,174 @@
+"""sparsify bench: JSON/Markdown with the dense baseline and ratios; curves; GPU logic on CPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from sparsify.bench.backends import (
+    SPARSE_MM_FILE,
+    BackendUnavailable,
+    _ort_sparse_mm_runner,
+    linear_chain,
+    sparse_mm_model,
+)
+from sparsify.bench.curves import bandwidth_bound, break_even, curves_markdown, run_curves
+from sparsify.bench.gpu import gpu_table_markdown, is_2to4, prune_2to4_, semi_structured_ok
+from sparsify.bench.sources import impose_density_, load_source
+from sparsify.bench.timing import time_interleaved
+from sparsify.cli import main
+from sparsify.models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bench_quick_cli_writes_json_and_markdown(tmp_path: Path) -> None:
+    out = tmp_path / "bench"
+    backends = ["dense", "torch_csr", "converter", "scipy_runtime", "ort_sparse_mm"]
+    rc = main(
+        ["bench", "--model", "lenet300_100", "--density", "0.05", "--quick", "--batch", "4",
+         "--reps", "2", "--backends", *backends, "--out", str(out)]
+    )  # fmt: skip
+    assert rc == 0
+    result = json.loads((out / "bench.json").read_text())
+    assert result["machine"]["torch"] == torch.__version__ and result["loadavg_start"] is not None
+    (src,) = result["sources"]
+    (point,) = src["points"]
+    assert point["batch"] == 4 and point["threads"] == 1
+    assert set(point["backends"]) == set(backends)
+    dense = point["backends"]["dense"]
+    assert dense["speedup_vs_dense"] == pytest.approx(1.0) and dense["median_s"] > 0
+    for name, e in point["backends"].items():
+        if not e["available"]:
+            assert name == "scipy_runtime" and e["reason"]  # runtime missing: said why
+            continue
+        assert e["speedup_vs_dense"] > 0 and e["reps"] == 2
+        assert e["max_abs_diff"] < 1e-4 and e["same_predictions"], name
+    assert src["layers"]["fc1.weight"] == pytest.approx(0.05, abs=1e-3)
+    md = (out / "bench.md").read_text()
+    assert "| batch | dense | torch_csr |" in md and "x ±" in md
+
+
+def test_bench_cli_refuses_nothing_to_do(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["bench", "--out", str(tmp_path / "b")]) == 2
+    assert "nothing to benchmark" in capsys.readouterr().err
+
+
+def test_impose_density_keeps_largest() -> None:
+    torch.manual_seed(0)
+    lin = nn.Linear(100, 50)
+    big = lin.weight.detach().abs().flatten().topk(500).values.min()
+    impose_density_(lin, 0.1)
+    w = lin.weight.detach()
+    assert int((w != 0).sum()) == 500
+    assert float(w[w != 0].abs().min()) >= float(big) - 1e-7
+    assert not torch.signbit(w[w == 0]).any()  # +0.0 only
+
+
+def test_sparse_to_dense_matmul_matches_torch(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    model = load_source({"kind": "model", "name": "lenet300_100", "density": 0.1}).model
+    data, weights = sparse_mm_model(model, 4)
+    assert len(weights) == 3
+    (tmp_path / SPARSE_MM_FILE).write_bytes(data)
+    r = _ort_sparse_mm_runner(str(tmp_path / SPARSE_MM_FILE), model, 1)
+    x = torch.randn(5, 1, 28, 28)
+    with torch.inference_mode():
+        np.testing.assert_allclose(r.fn(r.prepare(x)), model(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_linear_chain_refuses_convnets() -> None:
+    with pytest.raises(BackendUnavailable, match="Linear chains only"):
+        linear_chain(build_model("lecture_convnet"))
+
+
+def test_timing_interleaved_counts() -> None:
+    t = time_interleaved(
+        {"a": lambda: sum(range(100)), "b": lambda: None}, reps=4, min_sample_s=1e-4
+    )
+    assert set(t) == {"a", "b"} and all(len(v.samples) == 4 and v.median > 0 for v in t.values())
+    assert t["a"].iqr >= 0
+
+
+def test_bound_and_break_even() -> None:
+    assert bandwidth_bound(0.1, idx_bytes=2) == pytest.approx(1 / 0.15)
+    assert bandwidth_bound(0.1, idx_bytes=4) == pytest.approx(5.0)
+    # speedup 2 at d=0.1, 0.5 at d=0.3: crossing at 0.1 + (2-1)/(2-0.5)*0.2
+    assert break_even([0.3, 0.1], [0.5, 2.0]) == pytest.approx(0.1 + 0.2 / 1.5)
+    assert break_even([0.3, 0.1], [1.5, 2.0]) is None
+    assert break_even([0.3, 0.1], [0.5, 0.8]) is None
+
+
+def test_curves_small_run() -> None:
+    res = run_curves(
+        sizes=(64,), batches=(2,), densities=(0.5, 0.05), reps=2, kernels=("torch_csr", "converter")
+    )
+    (c,) = res["curves"]
+    assert [p["density"] for p in c["points"]] == [0.5, 0.05]
+    assert all(p["max_abs_diff"]["torch_csr"] < 1e-4 for p in c["points"])
+    assert set(c["break_even_density"]) == {"torch_csr", "converter"}
+    assert "Break-even density" in curves_markdown(res)
+
+
+def test_two_four_logic_on_cpu() -> None:
+    torch.manual_seed(0)
+    w = torch.randn(64, 128)
+    assert not is_2to4(w)
+    prune_2to4_(w)
+    assert is_2to4(w) and int((w == 0).sum()) == w.numel() // 2
+    ok, why = semi_structured_ok(nn.Sequential(nn.Linear(128, 64)))
+    assert not ok and "2:4" in why
+
+
+def test_gpu_table_markdown_and_cases() -> None:
+    spec = importlib.util.spec_from_file_location("gpu_bench", ROOT / "tools" / "gpu_bench.py")
+    gpu_bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_bench)
+    cases = gpu_bench.cases(sizes=(256,), densities=(0.1,))
+    assert [c["pattern"] for c in cases] == ["unstructured", "2:4"]
+    model = gpu_bench.build_case(cases[1])
+    assert is_2to4(model[0].weight)
+    row = {
+        "case": "x",
+        "batch": 1,
+        "backends": {
+            "cuda_dense_fp32": {"available": True, "median_s": 1e-5, "speedup_vs_dense": 1.0}
+        },
+    }
+    md = gpu_table_markdown([row], "Test GPU")
+    assert "Test GPU" in md and "10.0 µs (1.00x)" in md
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_gpu_point_runs() -> None:
+    from sparsify.bench.gpu import bench_gpu_point
+
+    lin = nn.Sequential(nn.Linear(256, 128))
+    prune_2to4_(lin[0].weight.data)
+    res = bench_gpu_point(lin, (256,), 16, reps=3)
+    assert res["backends"]["cuda_dense_fp32"]["available"]
+    assert res["backends"]["cuda_csr"]["max_abs_diff"] < 1e-3
+
+
+def test_rss_probe_reports_memory() -> None:
+    from sparsify.bench.rss import measure
+
+    res = measure(
+        {"kind": "linear", "in": 256, "out": 256, "density": 0.1}, "torch_csr", {}, (256,), batch=4
+    )
+    assert res["available"] and res["torch_imported"]
+    assert res["peak_rss"] >= res["rss_steady"] > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_cuda_bench_without_gpu_fails_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["bench", "--linear", "64x64", "--device", "cuda", "--out", str(tmp_path)]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
