@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +111,55 @@ def test_missing_data_dir_is_clear(tmp_path: Path) -> None:
         load_mnist(tmp_path / "nope")
     with pytest.raises(SparsifyError, match="MNIST files missing"):
         load_mnist(tmp_path)
+
+
+def _mnist_like(folder: Path, n_train: int = 20, n_test: int = 10, **overrides: np.ndarray) -> Path:
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train-images-idx3-ubyte.gz": rng.integers(0, 255, (n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte.gz": rng.integers(0, 10, n_train).astype(np.uint8),
+        "t10k-images-idx3-ubyte.gz": rng.integers(0, 255, (n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte.gz": rng.integers(0, 10, n_test).astype(np.uint8),
+    }
+    arrays.update(overrides)
+    for name, a in arrays.items():
+        write_idx(folder / name, a)
+    return folder
+
+
+SHAPE_CASES = {
+    "labels-fewer-than-images": (
+        {"train-labels-idx1-ubyte.gz": np.zeros(19, np.uint8)},
+        "labels of shape",
+    ),
+    "images-32x32": (
+        {"train-images-idx3-ubyte.gz": np.zeros((20, 32, 32), np.uint8)},
+        "must be uint8 (N, 28, 28)",
+    ),
+    "images-float": (
+        {"t10k-images-idx3-ubyte.gz": np.zeros((10, 28, 28), np.float32)},
+        "must be uint8",
+    ),
+    "labels-2d": ({"t10k-labels-idx1-ubyte.gz": np.zeros((10, 1), np.uint8)}, "labels of shape"),
+    "label-out-of-range": (
+        {"train-labels-idx1-ubyte.gz": np.full(20, 11, np.uint8)},
+        "labels must be 0..9",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(SHAPE_CASES))
+def test_mismatched_mnist_files_are_refused(tmp_path: Path, case: str) -> None:
+    overrides, expected = SHAPE_CASES[case]
+    folder = _mnist_like(tmp_path, **overrides)
+    with pytest.raises(SparsifyError, match=re.escape(expected)):
+        load_mnist(folder)
+
+
+def test_generated_mnist_loads(tmp_path: Path) -> None:
+    d = load_mnist(_mnist_like(tmp_path))
+    assert d.train_x.shape == (20, 1, 28, 28) and d.test_y.shape == (10,)
+
+
+def test_idx_suite_size() -> None:
+    assert 2 * len(CORRUPT) + len(SHAPE_CASES) + 2 >= 20
