@@ -56,15 +56,16 @@ class Checkpoint:
         """True when the checkpoint was written after shrinking (narrower than the recipe's model)."""
         return SHRUNK in self.metadata
 
-    def build_model(self) -> nn.Module:
+    def build_model(self, resize: bool | None = None) -> nn.Module:
         """The recipe's architecture with these weights loaded (strict), in eval mode.
 
-        A shrunk checkpoint's model is first given the tensors' widths
-        (:func:`~sparsify.models.resize_to_state_dict_`); names must still match exactly.
+        A shrunk checkpoint's model (or any, with ``resize=True``) is first given the
+        tensors' widths (:func:`~sparsify.models.resize_to_state_dict_`); names must still
+        match exactly.
         """
         spec = self.recipe.model
         model = build_model(spec.name, spec.num_classes, spec.in_channels)
-        if self.shrunk:
+        if self.shrunk if resize is None else resize:
             resize_to_state_dict_(model, self.state_dict)
         try:
             model.load_state_dict(self.state_dict, strict=True)

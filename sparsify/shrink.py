@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from sparsify.errors import SparsifyError
-from sparsify.models import BN_TYPES, CONV_TYPES, build_model, resize_to_state_dict_
+from sparsify.models import BN_TYPES, CONV_TYPES, _set_param, resize_to_state_dict_
 
 __all__ = [
     "ShrinkReport",
@@ -475,14 +475,6 @@ def _expand_index(mask: torch.Tensor, expand: int) -> torch.Tensor:
 # ----------------------------------------------------------------------------- applying
 
 
-def _set_param(mod: nn.Module, name: str, value: torch.Tensor | None, like: Any) -> None:
-    if value is None:
-        mod.register_parameter(name, None)
-        return
-    grad = like.requires_grad if isinstance(like, torch.Tensor) else True
-    setattr(mod, name, nn.Parameter(value.detach().contiguous().clone(), requires_grad=grad))
-
-
 @torch.no_grad()
 def _slice_out(mod: nn.Module, keep: torch.Tensor) -> None:
     idx = keep.nonzero().flatten().to(mod.weight.device)
@@ -737,17 +729,7 @@ def build_checkpoint_model(ckpt: Any) -> nn.Module:
     Raises:
         SparsifyError: the weights' names do not fit the recipe's model.
     """
-    spec = ckpt.recipe.model
-    model = build_model(spec.name, spec.num_classes, spec.in_channels)
-    resize_to_state_dict_(model, ckpt.state_dict)
-    try:
-        model.load_state_dict(ckpt.state_dict, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise SparsifyError(
-            f"{ckpt.path}: weights do not fit model {spec.name!r} ({first})."
-        ) from None
-    return model.eval()
+    return ckpt.build_model(resize=True)
 
 
 def layer_widths(model: nn.Module) -> dict[str, list[int]]:
