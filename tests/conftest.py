@@ -31,3 +31,19 @@ def mnist_dir() -> Path:
 def train_args(recipe: Path, out: Path, data_dir: Path, *extra: str) -> list[str]:
     """``sparsify train`` arguments (without the program name) for a quiet run."""
     return ["train", str(recipe), "--out", str(out), "--data-dir", str(data_dir), "-q", *extra]
+
+
+def sparse_lecture_convnet(zeros: float = 0.9, seed: int = 0):
+    """The lecture convnet (eval mode) with ``zeros`` of each Linear/Conv weight set to 0."""
+    import torch
+
+    from sparsify.models import build_model
+
+    torch.manual_seed(seed)
+    model = build_model("lecture_convnet").eval()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p[torch.rand(p.shape, generator=g) < zeros] = 0.0
+    return model

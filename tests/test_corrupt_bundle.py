@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from conftest import sparse_lecture_convnet
 from torch import nn
 
 from sparsify.errors import SparsifyError
 from sparsify.export import bundle_format as bf
 from sparsify.export.bundle_reader import load_bundle
 from sparsify.export.scipy_bundle import export_scipy_bundle
-from sparsify.models import build_model
 
 TENSOR = "fc1.weight"  # (200, 256) Linear weight, stored sparse
 
@@ -31,13 +31,7 @@ TENSOR = "fc1.weight"  # (200, 256) Linear weight, stored sparse
 def good(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Three bundles of one 90 %-zero lecture_convnet: csr + compact, coo only, zlib compact."""
     root = tmp_path_factory.mktemp("bundles")
-    torch.manual_seed(0)
-    model = build_model("lecture_convnet").eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p[torch.rand(p.shape, generator=g) < 0.9] = 0.0
+    model = sparse_lecture_convnet(0.9)
     export_scipy_bundle(model, root / "csr")
     export_scipy_bundle(model, root / "coo", sparse_format="coo", store="scipy", graph=False)
     export_scipy_bundle(model, root / "zlib", store="compact", codec="zlib", graph=False)

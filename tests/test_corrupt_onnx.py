@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import torch
+from conftest import sparse_lecture_convnet
 from onnx import TensorProto, helper, numpy_helper
 
 from sparsify.errors import SparsifyError
 from sparsify.export import onnx as ox
-from sparsify.models import build_model
 
 WEIGHT = "fc1.weight"  # a (200, 256) Gemm weight
 
@@ -35,13 +34,7 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with the three exported files and, under ext/, the dense model with its
     weights in ``model.dense.onnx.data`` (the >2 GiB path, forced with a zero limit)."""
     root = tmp_path_factory.mktemp("onnx")
-    torch.manual_seed(0)
-    model = build_model("lecture_convnet").eval()
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p[torch.rand(p.shape, generator=g) < 0.9] = 0.0
+    model = sparse_lecture_convnet(0.9)
     ox.export_onnx(model, root, sparse_initializer=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(ox, "_PROTO_LIMIT", 0)

@@ -44,6 +44,11 @@ BACKENDS = (
 SPARSE_MM_FILE = "model.sparse_mm.onnx"
 
 
+def quick_backends() -> tuple[str, ...]:
+    """``--quick``: every backend but ``compiled`` (its compile time dominates a short run)."""
+    return tuple(b for b in BACKENDS if b != "compiled")
+
+
 class BackendUnavailable(Exception):
     """A backend that does not apply or cannot run here; its message says why."""
 

@@ -14,16 +14,6 @@ from pathlib import Path
 
 from sparsify.errors import SparsifyError
 
-QUICK_BACKENDS = (
-    "dense",
-    "torch_csr",
-    "converter",
-    "scipy_runtime",
-    "ort_dense",
-    "ort_compact",
-    "ort_sparse_mm",
-)
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     from sparsify.bench.backends import BACKENDS
@@ -114,7 +104,7 @@ def _specs(args: argparse.Namespace) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparsify.bench.backends import BACKENDS
+    from sparsify.bench.backends import BACKENDS, quick_backends
     from sparsify.bench.harness import DEFAULT_BATCHES, run_bench
     from sparsify.bench.markdown import to_markdown
     from sparsify.fileio import atomic_write_json, atomic_write_text
@@ -131,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         result = run_bench(
             specs,
-            backends=tuple(args.backends or (QUICK_BACKENDS if args.quick else BACKENDS)),
+            backends=tuple(args.backends or (quick_backends() if args.quick else BACKENDS)),
             batches=args.batch or ([1, 16] if args.quick else list(DEFAULT_BATCHES)),
             threads=_threads(args.threads, args.quick),
             reps=args.reps or (5 if args.quick else 15),
