@@ -471,7 +471,7 @@ def _message(err: dict[str, Any], source: str) -> str:
     got = err.get("input")
     if err["type"] == "extra_forbidden":
         known = _known_keys(err.get("raw_loc", loc))
-        hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = difflib.get_close_matches(str(loc[-1]), known, n=1) if loc else []
         fix = (
             f"did you mean '{hint[0]}'?" if hint else f"allowed keys: {', '.join(known) or 'none'}"
         )
@@ -532,9 +532,15 @@ def _strip_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(out)
 
 
+_TAG = re.compile(
+    r"(float|int|str|bool)|\w+\[.*\]|(constrained|function|json-or-python)-[\w-]+(\[.*\])?"
+)
+
+
 def _is_tag(part: Any) -> bool:
-    # pydantic inserts union branch names ("float", "list[...]", "constrained-float") in locs
-    return isinstance(part, str) and (part in ("float", "int", "str") or "[" in part or "-" in part)
+    # pydantic inserts union branch names ("float", "list[...]", "constrained-float") in locs;
+    # a user's own key such as "-" or "learning-rate" is not one
+    return isinstance(part, str) and _TAG.fullmatch(part) is not None
 
 
 def validate_dict(data: Any, source: str = "recipe") -> list[str]:

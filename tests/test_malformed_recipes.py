@@ -35,6 +35,8 @@ CASES: list[tuple[str, str, str]] = [
     ("binary", "\x00\x01\x02", "YAML syntax error"),
     # --- unknown keys
     ("typo-top", "epoch: 3", "unknown key 'epoch'"),
+    ("dash-key", "-: 1", "unknown key '-'"),
+    ("hyphen-key", "learning-rate: 0.1", "unknown key 'learning-rate'"),
     ("typo-optimizer", "optimiser: {lr: 0.1}", "did you mean 'optimizer'"),
     ("typo-lr", "optimizer: {learning_rate: 0.1}", "unknown key 'optimizer.learning_rate'"),
     ("typo-model", "model: {nme: lenet5}", "unknown key 'model.nme'"),
