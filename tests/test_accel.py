@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from sparsify.accel import SparseConv2d, SparseLinear, sparsify_inference_
+from sparsify.accel.layers import panel_width
 from sparsify.bench.sources import impose_density_
 from sparsify.errors import SparsifyError
 from sparsify.models import build_model
@@ -45,6 +46,56 @@ def test_sparse_conv_matches_dense(kernel: str, conv_kw: dict) -> None:
     x = torch.randn(3, 6, 17, 15)
     with torch.inference_mode():
         torch.testing.assert_close(SparseConv2d(conv, kernel)(x), conv(x), rtol=1e-5, atol=1e-5)
+
+
+def test_panel_width_fits_the_cache_budget() -> None:
+    # w * rhs_cols * 4 bytes <= 128 KiB, a power of two, at least 256, at most in_features
+    assert panel_width(4096, 64) == 512
+    assert panel_width(4096, 1) == 4096
+    assert panel_width(4096, 256) == 256  # 128 would fit; narrower panels cost more than they save
+    assert panel_width(300, 10_000) == 256
+    assert panel_width(200, 10_000) == 200
+
+
+@pytest.mark.parametrize("shape", [(1, 1000), (64, 1000), (4, 7, 1000)])
+def test_panel_linear_matches_dense(shape: tuple[int, ...]) -> None:
+    torch.manual_seed(4)
+    lin = _sparse(nn.Linear(1000, 120), 0.1)
+    s = SparseLinear(lin, "torch_csr_panels", rhs_cols=512)  # 256-column panels: 4 of them
+    assert [p.shape[1] for p in s.panels] == [256, 256, 256, 232]
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        torch.testing.assert_close(s(x), lin(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(s.dense_weight(), lin.weight.detach())
+    csr = SparseLinear(lin, "torch_csr")
+    # the panels hold the same entries; only the per-panel row pointers are extra
+    assert s.weight_nbytes() == csr.weight_nbytes() + 3 * (120 + 1) * 4
+
+
+def test_panel_conv_matches_dense() -> None:
+    torch.manual_seed(5)
+    conv = _sparse(nn.Conv2d(40, 8, 3, padding=1), 0.2)  # 360 columns: panels of 256 + 104
+    x = torch.randn(2, 40, 12, 12)
+    s = SparseConv2d(conv, "torch_csr_panels", rhs_cols=2 * 144)
+    assert len(s.panels) == 2
+    with torch.inference_mode():
+        torch.testing.assert_close(s(x), conv(x), rtol=1e-5, atol=1e-5)
+
+
+def test_panels_need_rhs_cols() -> None:
+    with pytest.raises(SparsifyError, match="rhs_cols"):
+        SparseLinear(_sparse(nn.Linear(300, 10), 0.1), "torch_csr_panels")
+
+
+@pytest.mark.parametrize(("batch", "want"), [(1, "torch_csr"), (64, "torch_csr_panels")])
+def test_cost_model_uses_panels_only_when_they_split(batch: int, want: str) -> None:
+    model = nn.Sequential(_sparse(nn.Linear(1024, 64), 0.02))
+    ref = copy.deepcopy(model)
+    x = torch.randn(batch, 1024)
+    report = sparsify_inference_(model, x, mode="cost_model")
+    assert report.layers[0].chosen == want
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), ref(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("bias", [True, False])

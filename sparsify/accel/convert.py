@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparsify.accel.layers import KERNELS, conv_supported, make_sparse
+from sparsify.accel.layers import KERNELS, conv_supported, make_sparse, panel_width
 from sparsify.bench.timing import fmt_seconds, time_interleaved, torch_threads
 from sparsify.errors import SparsifyError, check_choice
 
@@ -209,22 +209,26 @@ def _decide(
                 f"bytes) and dead rows/columns remove only {1 - compact:.0%} of the weight"
             )
             return d, None
+    rows = (
+        math.prod(shape[:-1])
+        if isinstance(module, nn.Linear)
+        else shape[0] * _conv_positions(module, shape)
+    )  # columns of the dense operand of W @ x^T per call
+    if panel_width(w[0].numel(), rows) >= w[0].numel():  # one panel is torch_csr
+        kernels = tuple(k for k in kernels if k != "torch_csr_panels")
     if not kernels:
         d.reason = (
-            "kept dense: no sparse kernel applies (dense_compact needs >= 10% dead rows/columns)"
+            "kept dense: no sparse kernel applies (dense_compact needs >= 10% dead rows/columns;"
+            " torch_csr_panels needs a right-hand side too wide for one panel)"
         )
         return d, None
     if mode == "cost_model":
-        rows = (
-            shape[0] if isinstance(module, nn.Linear) else shape[0] * _conv_positions(module, shape)
-        )
         limit = _break_even(rows) * (0.5 if isinstance(module, nn.Conv2d) else 1.0)
-        if density <= limit and "torch_csr" in kernels:
-            d.chosen, d.reason = (
-                "torch_csr",
-                f"cost model: density {density:.3f} <= break-even {limit:.3f}",
-            )
-            return d, make_sparse(module, "torch_csr")
+        csr = next((k for k in ("torch_csr_panels", "torch_csr") if k in kernels), None)
+        if density <= limit and csr is not None:
+            d.chosen = csr
+            d.reason = f"cost model: density {density:.3f} <= break-even {limit:.3f}"
+            return d, make_sparse(module, csr, rows)
         if compact <= COST_MODEL_COMPACT and "dense_compact" in kernels:
             d.chosen = "dense_compact"
             d.reason = f"cost model: dead rows/columns leave {compact:.0%} of the weight"
@@ -234,7 +238,7 @@ def _decide(
     x = torch.randn(shape)
     with torch.inference_mode():
         ref = module(x)
-        sparse = {k: make_sparse(module, k) for k in kernels}
+        sparse = {k: make_sparse(module, k, rows) for k in kernels}
         for k, m in list(sparse.items()):
             try:
                 torch.testing.assert_close(m(x), ref, rtol=1e-5, atol=1e-5)
@@ -318,7 +322,7 @@ def sparsify_inference_(
             decision is for that thread count; the model is not pinned to it.
         mode: ``"calibrate"`` (time each layer) or ``"cost_model"`` (break-even table).
         kernels: sparse kernels to consider (subset of
-            ``("torch_csr", "scipy_csr", "dense_compact")``).
+            ``("torch_csr", "torch_csr_panels", "scipy_csr", "dense_compact")``).
         max_density: layers denser than this stay dense untimed, in [0, 1].
         margin: the median paired ratio t_dense / t_sparse must exceed 1 / (1 - margin), in [0, 1).
         reps: timed samples per candidate (interleaved), >= 1.

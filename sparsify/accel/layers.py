@@ -5,6 +5,12 @@ Kernels (each computes the dense layer's output, in float32):
     torch_csr   Linear:  y = (W_csr @ x^T)^T + b         torch.sparse.mm, int32 indices
                 Conv2d:  cols = unfold(x)                 # (B, C*kh*kw, L)
                          y = W_csr @ cols'                # cols' = (C*kh*kw, B*L)
+    torch_csr_panels
+                torch_csr with W cut into column panels W = [W_1 | ... | W_k]:
+                         y^T = sum_j W_j @ x^T[cols of panel j]   (addmm into one output)
+                each panel reads only its slice of x^T, sized to stay in cache
+                (:func:`panel_width`); at batch 64 on a 4096-wide layer this is what
+                lifts CSR from ~2.8x to ~3.5x dense (results/bench). One panel = torch_csr.
     scipy_csr   the same products with scipy.sparse (single-threaded; fast at small batch)
     dense_compact  the dense kernel on the weight without its dead rows (output units whose
                 weights are all zero) and, for Linear, dead columns (inputs no unit reads):
@@ -30,7 +36,18 @@ from torch import nn
 
 from sparsify.errors import SparsifyError, check_choice
 
-KERNELS = ("torch_csr", "scipy_csr", "dense_compact")
+KERNELS = ("torch_csr", "torch_csr_panels", "scipy_csr", "dense_compact")
+# x^T slice a panel reads: width * rhs_cols * 4 bytes. 128 KiB leaves room in a 512 KiB L2
+# for the output rows and the CSR stream; 4-16 panels measured alike at 4096 x batch 64.
+PANEL_BYTES = 128 * 1024
+MIN_PANEL = 256  # narrower panels pay more per-call overhead than the cache saves
+
+
+def panel_width(in_features: int, rhs_cols: int) -> int:
+    """Columns per panel: the largest power of two w with w * rhs_cols * 4 <= PANEL_BYTES,
+    at least MIN_PANEL; ``in_features`` (one panel) when that is not narrower."""
+    w = max(MIN_PANEL, 1 << max(0, (PANEL_BYTES // (4 * max(1, rhs_cols))).bit_length() - 1))
+    return min(w, in_features)
 
 
 def csr_int32(weight2d: torch.Tensor) -> torch.Tensor:
@@ -56,7 +73,13 @@ def _scipy_csr(weight2d: torch.Tensor) -> sp.csr_matrix:
 class _SparseBase(nn.Module):
     """The weight as CSR (torch or scipy, per kernel) and the bias; no dense copy."""
 
-    def _init_weight(self, weight2d: torch.Tensor, bias: torch.Tensor | None, kernel: str) -> None:
+    def _init_weight(
+        self,
+        weight2d: torch.Tensor,
+        bias: torch.Tensor | None,
+        kernel: str,
+        rhs_cols: int | None = None,
+    ) -> None:
         check_choice(type(self).__name__, "kernel", kernel, KERNELS)
         self.kernel = kernel
         self.out_features, self.in_features = int(weight2d.shape[0]), int(weight2d.shape[1])
@@ -64,8 +87,18 @@ class _SparseBase(nn.Module):
         self.weight_csr: torch.Tensor | None = None
         self.weight_scipy: sp.csr_matrix | None = None
         self.weight_compact: torch.Tensor | None = None
+        self.panels: list[torch.Tensor] = []
+        self.panel_cols = self.in_features
         if kernel == "torch_csr":
             self.weight_csr = csr_int32(weight2d)
+        elif kernel == "torch_csr_panels":
+            if rhs_cols is None:
+                raise SparsifyError(
+                    "the torch_csr_panels kernel needs rhs_cols (rows of x per call, times "
+                    "output positions for Conv2d) to size its panels; pass rhs_cols=."
+                )
+            self.panel_cols = w = panel_width(self.in_features, int(rhs_cols))
+            self.panels = [csr_int32(weight2d[:, j : j + w]) for j in range(0, self.in_features, w)]
         elif kernel == "dense_compact":
             w = weight2d.detach()
             nz = w != 0
@@ -85,6 +118,12 @@ class _SparseBase(nn.Module):
 
     def _matmul_t(self, cols: torch.Tensor) -> torch.Tensor:
         """``W @ cols`` for a dense (in, N) ``cols``; returns (out, N)."""
+        if self.panels:
+            w = self.panel_cols
+            y = torch.sparse.mm(self.panels[0], cols[:w])
+            for j, panel in enumerate(self.panels[1:], start=1):
+                torch.addmm(y, panel, cols[j * w : (j + 1) * w], out=y)
+            return y
         if self.weight_csr is not None:
             return torch.sparse.mm(self.weight_csr, cols)
         # scipy wants a C-contiguous float32 right-hand side; the result is a new array
@@ -97,10 +136,10 @@ class _SparseBase(nn.Module):
             return sum(
                 t.numel() * t.element_size() for t in (self.weight_compact, self.rows, self.cols)
             )
-        if self.weight_csr is not None:
-            c = self.weight_csr
+        if self.weight_csr is not None or self.panels:
             return sum(
                 t.numel() * t.element_size()
+                for c in (self.panels or [self.weight_csr])
                 for t in (c.values(), c.col_indices(), c.crow_indices())
             )
         m = self.weight_scipy
@@ -114,6 +153,8 @@ class _SparseBase(nn.Module):
                 self.rows.numel(), -1
             )
             return w
+        if self.panels:
+            return torch.cat([p.to_dense() for p in self.panels], dim=1)
         if self.weight_csr is not None:
             return self.weight_csr.to_dense()
         return torch.from_numpy(self.weight_scipy.toarray())
@@ -122,9 +163,11 @@ class _SparseBase(nn.Module):
 class SparseLinear(_SparseBase):
     """``y = x W^T + b`` with W stored as CSR; ``x`` of shape (..., in)."""
 
-    def __init__(self, linear: nn.Linear, kernel: str = "torch_csr") -> None:
+    def __init__(
+        self, linear: nn.Linear, kernel: str = "torch_csr", rhs_cols: int | None = None
+    ) -> None:
         super().__init__()
-        self._init_weight(linear.weight, linear.bias, kernel)
+        self._init_weight(linear.weight, linear.bias, kernel, rhs_cols)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
@@ -164,14 +207,16 @@ class SparseConv2d(_SparseBase):
     only at high sparsity; the converter's calibration decides per layer.
     """
 
-    def __init__(self, conv: nn.Conv2d, kernel: str = "torch_csr") -> None:
+    def __init__(
+        self, conv: nn.Conv2d, kernel: str = "torch_csr", rhs_cols: int | None = None
+    ) -> None:
         super().__init__()
         if not conv_supported(conv):
             raise SparsifyError(
                 f"SparseConv2d supports groups=1, integer padding and padding_mode='zeros'; "
                 f"got {conv}. Keep this layer dense."
             )
-        self._init_weight(conv.weight.reshape(conv.out_channels, -1), conv.bias, kernel)
+        self._init_weight(conv.weight.reshape(conv.out_channels, -1), conv.bias, kernel, rhs_cols)
         if kernel == "dense_compact":
             # a Conv2d keeps every input channel (cols); only dead filters (rows) are dropped
             self.cols = torch.arange(self.in_features)
@@ -227,12 +272,13 @@ def conv_supported(conv: nn.Conv2d) -> bool:
     )
 
 
-def make_sparse(module: nn.Module, kernel: str) -> nn.Module:
-    """The sparse inference replacement of a Linear or supported Conv2d."""
+def make_sparse(module: nn.Module, kernel: str, rhs_cols: int | None = None) -> nn.Module:
+    """The sparse inference replacement of a Linear or supported Conv2d; ``rhs_cols``
+    (columns of the dense operand per call) sizes ``torch_csr_panels``."""
     if isinstance(module, nn.Linear):
-        return SparseLinear(module, kernel)
+        return SparseLinear(module, kernel, rhs_cols)
     if isinstance(module, nn.Conv2d):
-        return SparseConv2d(module, kernel)
+        return SparseConv2d(module, kernel, rhs_cols)
     raise SparsifyError(
         f"no sparse inference layer for {type(module).__name__}; only Linear and Conv2d."
     )

@@ -27,7 +27,7 @@ from sparsify.bench.timing import loadavg, machine_info, time_interleaved, torch
 DENSITIES = (0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05, 0.02, 0.01)
 SIZES = (1024, 4096)
 BATCHES = (1, 64)
-KERNELS = ("torch_csr", "scipy_csr", "ort_sparse_mm", "converter")
+KERNELS = ("torch_csr", "torch_csr_panels", "scipy_csr", "ort_sparse_mm", "converter")
 
 
 def bandwidth_bound(density: float, idx_bytes: int = 4, val_bytes: int = 4) -> float:
@@ -68,6 +68,7 @@ def curve_point(
 ) -> dict[str, Any]:
     """Times of dense and each kernel for Linear(n, n) at ``density``, batch ``batch``."""
     from sparsify.accel import SparseLinear, sparsify_inference_
+    from sparsify.accel.layers import panel_width
 
     torch.manual_seed(0)
     lin = nn.Linear(n, n).eval()
@@ -81,6 +82,9 @@ def curve_point(
         for k in kernels:
             if k in ("torch_csr", "scipy_csr"):
                 m = SparseLinear(lin, k)
+                fns[k] = lambda m=m: m(x)
+            elif k == "torch_csr_panels" and panel_width(n, batch) < n:  # else = torch_csr
+                m = SparseLinear(lin, k, rhs_cols=batch)
                 fns[k] = lambda m=m: m(x)
             elif k == "converter":
                 conv = nn.Sequential(nn.Linear(n, n)).eval()
