@@ -1,11 +1,12 @@
 """Corrupted-artifact suite for scipy bundles: every damage is refused by ``load_bundle`` with
 a one-line SparsifyError naming a file of the bundle, never a crash inside numpy/scipy, never
-pickle. Cases that must get past the checksums rewrite the file *and* its sha256 (and, where
-the state digest would catch it first, the manifest's state_sha256 too)."""
+pickle. A bundle is ``manifest.json`` + ``arrays.bin`` (every array's bytes, referenced by
+offset/bytes/dtype/shape/sha256). Cases that must get past the checksums rewrite the array
+*and* its sha256 (re-laying out arrays.bin and the manifest's offsets, and where the state
+digest would catch it first, the manifest's state_sha256 too)."""
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import zlib
@@ -25,17 +26,29 @@ from sparsify.export.bundle_reader import load_bundle
 from sparsify.export.scipy_bundle import export_scipy_bundle
 
 TENSOR = "fc1.weight"  # (200, 256) Linear weight, stored sparse
+SMALL = "2.bias"  # the "small" bundle's Linear bias: mostly zeros, stored compact
+
+
+def _small_model() -> nn.Module:
+    """Conv + BatchNorm (zeros storage for its fresh buffers) + Linear whose bias is compact."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Linear(26, 64)).eval()
+    with torch.no_grad():
+        model[2].bias[4:] = 0.0
+    return model
 
 
 @pytest.fixture(scope="module")
 def good(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Three bundles of one 90 %-zero lecture_convnet: csr + compact, coo only, zlib compact."""
+    """Bundles of one 90 %-zero lecture_convnet (csr + compact with the default codec, coo
+    only, zlib compact) and a small model with zeros- and compact-stored vectors."""
     root = tmp_path_factory.mktemp("bundles")
     model = sparse_lecture_convnet(0.9)
     export_scipy_bundle(model, root / "csr")
     export_scipy_bundle(model, root / "coo", sparse_format="coo", store="scipy", graph=False)
     export_scipy_bundle(model, root / "zlib", store="compact", codec="zlib", graph=False)
-    return {kind: root / kind for kind in ("csr", "coo", "zlib")}
+    export_scipy_bundle(_small_model(), root / "small", codec="none", graph=False)
+    return {kind: root / kind for kind in ("csr", "coo", "zlib", "small")}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -54,12 +67,36 @@ def _entry(m: dict[str, Any], name: str = TENSOR) -> dict[str, Any]:
 
 
 def _ref(m: dict[str, Any], section: str = "scipy", part: str = "data") -> dict[str, Any]:
-    entry = _entry(m, "fc1.bias" if section == "dense" else TENSOR)
-    return entry["files"]["array"] if section == "dense" else entry[section]["files"][part]
+    """An array reference: ``dense`` is fc1.bias, ``small`` the small bundle's compact bias."""
+    if section == "dense":
+        return _entry(m, "fc1.bias")["arrays"]["array"]
+    if section == "small":
+        return _entry(m, SMALL)["compact"]["arrays"][part]
+    return _entry(m)[section]["arrays"][part]
 
 
-def _file(b: Path, section: str = "scipy", part: str = "data") -> Path:
-    return b / _ref(_manifest(b), section, part)["path"]
+def _all_refs(m: dict[str, Any]) -> list[dict[str, Any]]:
+    refs = []
+    for t in m["tensors"]:
+        refs += list((t.get("arrays") or {}).values())
+        refs += [r for k in ("scipy", "compact") if k in t for r in t[k]["arrays"].values()]
+    return refs
+
+
+def _data(b: Path) -> Path:
+    return b / bf.DATA_FILE
+
+
+def _bytes_of(b: Path, ref: dict[str, Any]) -> bytes:
+    return _data(b).read_bytes()[ref["offset"] : ref["offset"] + ref["bytes"]]
+
+
+def _array(b: Path, section: str = "scipy", part: str = "data") -> np.ndarray:
+    ref = _ref(_manifest(b), section, part)
+    n = int(np.prod(ref["shape"], dtype=np.int64))
+    dtype = np.dtype(ref["dtype"])
+    flat = bf.unpack(_bytes_of(b, ref), ref.get("codec", "none"), dtype, n)
+    return flat.reshape(ref["shape"]).copy()
 
 
 def _edit(fn: Callable[[dict[str, Any]], Any]) -> Callable[[Path], None]:
@@ -73,23 +110,39 @@ def _edit(fn: Callable[[dict[str, Any]], Any]) -> Callable[[Path], None]:
     return apply
 
 
-def _npy(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=True)
-    return buf.getvalue()
-
-
 def _replace(
-    b: Path, section: str, part: str, data: bytes, state: dict[str, np.ndarray] | None = None
+    b: Path,
+    section: str,
+    part: str,
+    data: bytes,
+    state: dict[str, np.ndarray] | None = None,
+    **ref_fields: Any,
 ) -> None:
-    """Write ``data`` into one array file and make its sha256 (and the state digest) match."""
+    """Put ``data`` in place of one array's bytes: arrays.bin is laid out again, and the
+    offsets, that array's bytes/sha256 (and ``ref_fields``), the container size and (given
+    ``state``) the state digest are rewritten to match."""
     m = _manifest(b)
-    ref = _ref(m, section, part)
-    (b / ref["path"]).write_bytes(data)
-    ref["sha256"] = bf.sha256_bytes(data)
+    target = _ref(m, section, part)
+    old = _data(b).read_bytes()
+    refs = sorted(_all_refs(m), key=lambda r: r["offset"])
+    chunks = [data if r is target else old[r["offset"] : r["offset"] + r["bytes"]] for r in refs]
+    offset = 0
+    for r, chunk in zip(refs, chunks, strict=True):
+        r["offset"], r["bytes"] = offset, len(chunk)
+        offset += len(chunk)
+    target.update(sha256=bf.sha256_bytes(data), **ref_fields)
+    _data(b).write_bytes(b"".join(chunks))
+    m["data"]["bytes"] = offset
     if state is not None:
         m["state_sha256"] = bf.state_digest(state)
     _save_manifest(b, m)
+
+
+def _put(b: Path, section: str, part: str, array: np.ndarray, **kw: Any) -> None:
+    """Store ``array`` (with the reference's codec) as one array of the bundle."""
+    codec = _ref(_manifest(b), section, part).get("codec", "none")
+    data = bf.pack(array, codec)
+    _replace(b, section, part, data, dtype=array.dtype.name, shape=list(array.shape), **kw)
 
 
 def _with_array(
@@ -98,8 +151,7 @@ def _with_array(
     """Damage: load one array, change it, store it back with a matching sha256."""
 
     def apply(b: Path) -> None:
-        array = np.load(_file(b, section, part), allow_pickle=False)
-        _replace(b, section, part, _npy(change(array.copy())))
+        _put(b, section, part, change(_array(b, section, part)))
 
     return apply
 
@@ -108,78 +160,80 @@ def _with_bytes(
     section: str, part: str, change: Callable[[bytes], bytes]
 ) -> Callable[[Path], None]:
     def apply(b: Path) -> None:
-        _replace(b, section, part, change(_file(b, section, part).read_bytes()))
+        ref = _ref(_manifest(b), section, part)
+        _replace(b, section, part, change(_bytes_of(b, ref)))
 
     return apply
 
 
 def _truncate(b: Path) -> None:
-    f = _file(b)
-    f.write_bytes(f.read_bytes()[:-7])
+    _data(b).write_bytes(_data(b).read_bytes()[:-7])
 
 
 def _flip(b: Path) -> None:
-    f = _file(b)
-    data = bytearray(f.read_bytes())
-    data[len(data) // 2] ^= 0x10
-    f.write_bytes(bytes(data))
+    """One bit of fc1's csr data flipped inside arrays.bin (manifest untouched)."""
+    ref = _ref(_manifest(b))
+    data = bytearray(_data(b).read_bytes())
+    data[ref["offset"] + ref["bytes"] // 2] ^= 0x10
+    _data(b).write_bytes(bytes(data))
 
 
 def _symlink_outside(b: Path) -> None:
-    # the same bytes, so the sha256 matches: only the path check can refuse it
-    f = _file(b)
-    outside = b.parent / f"{b.name}-outside.npy"
-    outside.write_bytes(f.read_bytes())
-    f.unlink()
-    f.symlink_to(outside)
+    # the same bytes, so every sha256 matches: only the path check can refuse it
+    outside = b.parent / f"{b.name}-outside.bin"
+    outside.write_bytes(_data(b).read_bytes())
+    _data(b).unlink()
+    _data(b).symlink_to(outside)
+
+
+def _dir_instead_of_file(b: Path) -> None:
+    _data(b).unlink()
+    _data(b).mkdir()
+
+
+def _append(b: Path) -> None:
+    """Eight stray bytes at the end, with the declared size updated to match."""
+    _data(b).write_bytes(_data(b).read_bytes() + bytes(8))
+    _edit(lambda m: m["data"].update(bytes=m["data"]["bytes"] + 8))(b)
+
+
+def _overlap(m: dict[str, Any]) -> None:
+    """fc1.bias points into fc1.weight's csr data (read earlier)."""
+    _ref(m, "dense").update(offset=_ref(m)["offset"])
 
 
 def _nan_weights(b: Path) -> None:
-    """A NaN in fc1's stored values; file sha256 and state digest both recomputed."""
+    """A NaN in fc1's stored values; sha256s and state digest all recomputed."""
     state = dict(load_bundle(b).state_dict)
-    data = np.load(_file(b), allow_pickle=False).copy()
+    data = _array(b)
     dense = state[TENSOR].copy()
     first = np.flatnonzero(dense.view(np.uint32).reshape(-1) != 0)[0]
     dense.reshape(-1)[first] = np.nan
     data[0] = np.nan  # csr data is in row-major order: its first entry is `first`
     state[TENSOR] = dense
-    _replace(b, "scipy", "data", _npy(data), state)
-    values = np.load(_file(b, "compact", "values"), allow_pickle=False).copy()
+    _put(b, "scipy", "data", data, state=state)
+    values = _array(b, "compact", "values")
     values[np.flatnonzero(values.view(np.uint32) != 0)[0]] = np.nan  # the same entry
-    _replace(b, "compact", "values", _npy(values))
-
-
-def _huge_header(data: bytes) -> bytes:
-    """The same .npy with a header claiming 2**40 times more entries than the file holds."""
-    hlen = int.from_bytes(data[8:10], "little")  # npy 1.0: magic, version, header length
-    header = data[10 : 10 + hlen].decode("latin1").rstrip()
-    header = header.replace("'shape': (", "'shape': (1099511627776, ")
-    header += " " * (-(10 + len(header) + 1) % 64) + "\n"
-    return (
-        data[:8] + len(header).to_bytes(2, "little") + header.encode("latin1") + data[10 + hlen :]
-    )
+    _put(b, "compact", "values", values)
 
 
 def _swap_biases(m: dict[str, Any]) -> None:
     a, b = _entry(m, "conv1.bias"), _entry(m, "conv2.bias")
-    a["files"], b["files"] = b["files"], a["files"]
+    a["arrays"], b["arrays"] = b["arrays"], a["arrays"]
     a["shape"], b["shape"] = b["shape"], a["shape"]
 
 
 def _coo_duplicate(b: Path) -> None:
-    m = _manifest(b)
-    files = _entry(m)["scipy"]["files"]
-    row = np.load(b / files["row"]["path"]).copy()
-    col = np.load(b / files["col"]["path"]).copy()
+    row, col = _array(b, "scipy", "row"), _array(b, "scipy", "col")
     row[1], col[1] = row[0], col[0]  # the second entry lands on the first
-    _replace(b, "scipy", "row", _npy(row))
-    _replace(b, "scipy", "col", _npy(col))
+    _put(b, "scipy", "row", row)
+    _put(b, "scipy", "col", col)
 
 
 def _zlib(payload: Callable[[int], bytes]) -> Callable[[Path], None]:
     def apply(b: Path) -> None:
-        n = _ref(_manifest(b), "compact", "values")["length"] * 4
-        _replace(b, "compact", "values", _npy(np.frombuffer(payload(n), np.uint8)))
+        n = _ref(_manifest(b), "compact", "values")["shape"][0] * 4
+        _replace(b, "compact", "values", payload(n))
 
     return apply
 
@@ -192,23 +246,36 @@ def _set_entry(key: str, value: Any, name: str = TENSOR) -> Callable[[dict[str, 
     return lambda m: _entry(m, name).update({key: value})
 
 
-def _set_path(path: str) -> Callable[[dict[str, Any]], None]:
-    return lambda m: _ref(m).update(path=path)
+def _set_path(path: Any) -> Callable[[dict[str, Any]], None]:
+    return lambda m: m["data"].update(path=path)
+
+
+def _set_ref(
+    key: str, value: Any, section: str = "scipy", part: str = "data"
+) -> Callable[[dict[str, Any]], None]:
+    return lambda m: _ref(m, section, part).update({key: value})
 
 
 # name -> (bundle kind, damage, a phrase the message must contain)
 CASES: dict[str, tuple[str, Callable[[Path], None], str]] = {
-    # files
-    "truncated-file": ("csr", _truncate, "sha256"),
+    # the container file
+    "truncated-file": ("csr", _truncate, "truncated"),
     "bit-flipped-file": ("csr", _flip, "sha256"),
-    "missing-file": ("csr", lambda b: _file(b).unlink(), "cannot read"),
-    "file-is-a-directory": ("csr", _edit(_set_path("arrays")), "cannot read"),
+    "missing-file": ("csr", lambda b: _data(b).unlink(), "cannot read"),
+    "file-is-a-directory": ("csr", _dir_instead_of_file, "cannot read"),
     "symlink-outside-bundle": ("csr", _symlink_outside, "outside the bundle"),
+    "bytes-appended": ("csr", _append, "belong to no array"),
+    "declared-size-edited": (
+        "csr",
+        _edit(lambda m: m["data"].update(bytes=m["data"]["bytes"] - 1)),
+        "truncated",
+    ),
+    "no-data-entry": ("csr", _edit(lambda m: m.pop("data")), "'data' entry"),
     # manifest paths
     "absolute-path": ("csr", _edit(_set_path("/etc/passwd")), "refusing file path"),
-    "dotdot-path": ("csr", _edit(_set_path("arrays/../../x.npy")), "refusing file path"),
-    "backslash-path": ("csr", _edit(_set_path("arrays\\..\\x.npy")), "refusing file path"),
-    "path-not-a-string": ("csr", _edit(_set_path(7)), "no 'path'"),  # type: ignore[arg-type]
+    "dotdot-path": ("csr", _edit(_set_path("../csr/arrays.bin")), "refusing file path"),
+    "backslash-path": ("csr", _edit(_set_path("..\\x.bin")), "refusing file path"),
+    "path-not-a-string": ("csr", _edit(_set_path(7)), "'data' entry"),
     # manifest structure
     "no-manifest": ("csr", lambda b: (b / bf.MANIFEST).unlink(), "does not exist"),
     "manifest-truncated": (
@@ -228,6 +295,11 @@ CASES: dict[str, tuple[str, Callable[[Path], None], str]] = {
     ),
     "wrong-format": ("csr", _edit(_set("format", "npz")), "not a sparsify scipy bundle"),
     "wrong-version": ("csr", _edit(_set("format_version", "99")), "version"),
+    "old-version-1": (
+        "csr",
+        _edit(_set("format_version", "1")),
+        "version '1' is not supported",
+    ),
     "no-tensors": ("csr", _edit(_set("tensors", [])), "empty model"),
     "tensors-not-a-list": ("csr", _edit(_set("tensors", "fc1.weight")), "empty model"),
     "entry-without-name": (
@@ -240,9 +312,9 @@ CASES: dict[str, tuple[str, Callable[[Path], None], str]] = {
         _edit(lambda m: _entry(m, "fc1.bias").update(name="conv1.bias")),
         "appears twice",
     ),
-    "files-not-an-object": (
+    "arrays-not-an-object": (
         "csr",
-        _edit(lambda m: _entry(m)["scipy"].update(files=["arrays/x.npy"])),
+        _edit(lambda m: _entry(m)["scipy"].update(arrays=["arrays.bin"])),
         "not an object",
     ),
     "scipy-section-not-an-object": ("csr", _edit(_set_entry("scipy", "csr")), "not an object"),
@@ -276,31 +348,38 @@ CASES: dict[str, tuple[str, Callable[[Path], None], str]] = {
         _edit(_set_entry("dtype", "complex64", name="fc1.bias")),
         "unsupported dtype",
     ),
-    # npy files (checksums recomputed, so the npy reader itself must refuse)
-    "npy-wrong-magic": (
+    # array references (the container reader must refuse them before using any byte)
+    "ref-missing": (
         "csr",
-        _with_bytes("scipy", "data", lambda d: b"PK\x03\x04" + d[4:]),
-        ".npy",
+        _edit(lambda m: _entry(m)["scipy"]["arrays"].pop("indices")),
+        "no valid 'offset'",
     ),
-    "npy-header-claims-huge-array": (
+    "ref-offset-negative": ("csr", _edit(_set_ref("offset", -1)), "no valid 'offset'"),
+    "ref-bytes-not-an-int": ("csr", _edit(_set_ref("bytes", "12")), "no valid 'offset'"),
+    "ref-past-the-end": ("csr", _edit(_set_ref("offset", 10**9)), "runs past the end"),
+    "refs-overlap": ("csr", _edit(_overlap), "overlaps another array"),
+    "ref-object-dtype-pickle": ("csr", _edit(_set_ref("dtype", "object")), "never loaded"),
+    "ref-big-endian": ("csr", _edit(_set_ref("dtype", ">f4")), "unsupported dtype"),
+    "ref-claims-huge-array": (
         "csr",
-        _with_bytes("dense", "array", _huge_header),
-        "header claims",
+        _edit(_set_ref("shape", [2**40], "dense", "array")),
+        "limit",
     ),
-    "npy-object-dtype-pickle": (
+    "ref-shape-disagrees-with-bytes": (
         "csr",
-        lambda b: _replace(b, "scipy", "data", _npy(np.array([{"evil": 1}], dtype=object))),
-        "not a valid .npy",
+        _edit(lambda m: _ref(m).update(shape=[_ref(m)["shape"][0] + 1])),  # raw csr data
+        "needs",
     ),
-    "npy-big-endian": (
-        "csr",
-        _with_array("scipy", "data", lambda a: a.astype(">f4")),
-        "not a valid .npy",
-    ),
-    "npy-truncated-sha-matching": (
+    "array-shortened-sha-matching": (
         "csr",
         _with_bytes("scipy", "data", lambda d: d[:-4]),
-        "header claims",
+        "needs",
+    ),
+    "ref-unknown-codec": ("csr", _edit(_set_ref("codec", "lzma")), "unsupported codec"),
+    "ref-without-sha256": (
+        "csr",
+        _edit(lambda m: _ref(m, "dense", "array").pop("sha256")),
+        "sha256",
     ),
     # sparse structure (checksums recomputed: scipy's full check must refuse)
     "indices-out-of-range": (
@@ -326,18 +405,48 @@ CASES: dict[str, tuple[str, Callable[[Path], None], str]] = {
     ),
     # values
     "nan-weights": ("csr", _nan_weights, "NaN/inf"),
-    "swapped-files": ("csr", _edit(_swap_biases), "state_sha256"),
+    "swapped-arrays": ("csr", _edit(_swap_biases), "state_sha256"),
     "wrong-state-sha": ("csr", _edit(_set("state_sha256", "0" * 64)), "state_sha256"),
-    # compressed compact files
+    # compressed arrays
     "zlib-garbage": ("zlib", _zlib(lambda n: b"not zlib at all"), "zlib stream"),
     "zlib-bomb": ("zlib", _zlib(lambda n: zlib.compress(bytes(n * 1000))), "zlib stream"),
     "zlib-short": ("zlib", _zlib(lambda n: zlib.compress(bytes(n - 4))), "zlib stream"),
+    "zlib-trailing-bytes": ("zlib", _zlib(lambda n: zlib.compress(bytes(n)) + b"x"), "zlib stream"),
+    # zeros- and compact-stored vectors (BatchNorm buffers, a mostly-zero bias)
+    "zeros-storage-claimed-for-a-stored-tensor": (
+        "small",
+        _edit(_set_entry("storage", "zeros", name="0.bias")),
+        "belong to no array",
+    ),
+    "zeros-tensor-shape-edited": (
+        "small",
+        _edit(_set_entry("shape", [5], name="1.running_mean")),
+        "state_sha256",
+    ),
+    "compact-vector-values-edited": (
+        "small",
+        _with_array("small", "values", lambda a: a + 1),
+        "state_sha256",
+    ),
+    "compact-vector-not-float32": (
+        "small",
+        _edit(_set_entry("dtype", "float64", name=SMALL)),
+        "must be float32",
+    ),
+    "compact-vector-without-arrays": (
+        "small",
+        _edit(lambda m: _entry(m, SMALL).pop("compact")),
+        "no compact arrays",
+    ),
 }
 
 
 def test_the_good_bundles_load(good: dict[str, Path]) -> None:
-    for path in good.values():
-        assert TENSOR in load_bundle(path).state_dict
+    for kind, path in good.items():
+        assert (TENSOR if kind != "small" else SMALL) in load_bundle(path).state_dict
+    storages = {t["name"]: t["storage"] for t in _manifest(good["small"])["tensors"]}
+    assert storages[SMALL] == "compact" and storages["1.running_mean"] == "zeros"
+    assert _ref(_manifest(good["zlib"]), "compact", "values")["codec"] == "zlib"
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -366,4 +475,4 @@ def test_declared_nan_round_trips(tmp_path: Path) -> None:
 
 
 def test_suite_size() -> None:
-    assert len(CASES) >= 20
+    assert len(CASES) >= 46

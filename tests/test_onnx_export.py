@@ -287,8 +287,28 @@ class _Broken(nn.Module):
 
 def test_failed_export_leaves_no_output(tmp_path: Path) -> None:
     with pytest.raises(SparsifyError, match="could not export"):
-        ox.export_onnx(_Broken(), tmp_path / "out")
+        ox.export_onnx(_Broken(), tmp_path / "out", example_input=torch.zeros(1, 1, 28, 28))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_default_example_input_comes_from_the_first_layer(tmp_path: Path) -> None:
+    """A bare Linear gets (1, in_features), not an image; a Flatten-first MLP and a convnet
+    keep their (1, C, 28, 28) image; a first layer of another kind is refused clearly."""
+    guess = lambda m: tuple(ox.default_example_input(m).shape)  # noqa: E731
+    assert guess(nn.Sequential(nn.Linear(4096, 4096))) == (1, 4096)
+    assert guess(nn.Sequential(nn.Linear(784, 10))) == (1, 784)
+    assert guess(build_model("lenet300_100")) == (1, 1, 28, 28)
+    assert guess(build_model("lecture_convnet", in_channels=3)) == (1, 3, 28, 28)
+    with pytest.raises(SparsifyError, match="pass example_input"):
+        guess(nn.Sequential(nn.Conv1d(2, 4, 3), nn.Flatten(), nn.Linear(4, 2)))
+    with pytest.raises(SparsifyError, match="pass example_input"):
+        guess(nn.Sequential(nn.PReLU()))
+    model = nn.Sequential(nn.Linear(64, 32)).eval()
+    written = ox.export_onnx(model, tmp_path / "out", compact=False)  # used to guess 1x1x28x28
+    assert ox.DENSE_FILE in written
+    dense = ox.load_onnx(tmp_path / "out" / ox.DENSE_FILE)
+    x = torch.randn(3, 64)
+    np.testing.assert_allclose(_run(dense, x), model(x).detach().numpy(), **TOL)
 
 
 def test_bad_arguments_are_refused(tmp_path: Path) -> None:

@@ -115,19 +115,75 @@ def test_manifest_describes_every_tensor(ckpt_dir: Path, tmp_path: Path) -> None
     by_name = {t["name"]: t for t in manifest["tensors"]}
     fc1 = by_name["fc1.weight"]
     assert fc1["storage"] == "sparse" and fc1["dtype"] == "float32" and fc1["shape"] == [200, 256]
-    assert fc1["scipy"]["format"] == "csr" and set(fc1["scipy"]["files"]) == {
+    assert fc1["scipy"]["format"] == "csr" and set(fc1["scipy"]["arrays"]) == {
         "data",
         "indices",
         "indptr",
     }
     assert by_name["conv1.weight"]["density"] == 0.0 and by_name["fc2.weight"]["density"] == 1.0
     assert by_name["conv2.weight"]["matrix_shape"] == [64, 32 * 5 * 5]
+    # two files: the manifest and one container that the array references tile exactly
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [bf.DATA_FILE, bf.MANIFEST]
+    data = (tmp_path / "b" / bf.DATA_FILE).read_bytes()
+    assert manifest["data"] == {"path": bf.DATA_FILE, "bytes": len(data)}
+    refs = []
     for t in manifest["tensors"]:
-        refs = list((t.get("files") or {}).values())
-        refs += [r for k in ("scipy", "compact") if k in t for r in t[k]["files"].values()]
-        for ref in refs:
-            assert bf.sha256_bytes((tmp_path / "b" / ref["path"]).read_bytes()) == ref["sha256"]
+        refs += list((t.get("arrays") or {}).values())
+        refs += [r for k in ("scipy", "compact") if k in t for r in t[k]["arrays"].values()]
+    assert len(refs) == 4 * 5 + 4  # 4 weights: 3 csr parts + 2 compact; 4 dense biases
+    end = 0
+    for ref in sorted(refs, key=lambda r: r["offset"]):
+        assert ref["offset"] == end and set(ref) >= {"bytes", "dtype", "shape", "sha256"}
+        end += ref["bytes"]
+        assert bf.sha256_bytes(data[ref["offset"] : end]) == ref["sha256"]
+    assert end == len(data)
+    assert (tmp_path / "b" / bf.MANIFEST).read_text().count("\n") == 1  # minified
     assert manifest["graph"]["ops"][0]["op"] == "conv2d"
+
+
+def test_zero_and_sparse_small_tensors_are_stored_compactly(tmp_path: Path) -> None:
+    """All-zero buffers store no array; a float32 bias with zeros stores its encoding;
+    the round trip stays bit-exact (-0.0, NaN and int buffers included)."""
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 300))
+    with torch.no_grad():
+        model[3].bias.zero_()
+        model[3].bias[:3] = torch.tensor([-0.0, float("nan"), 2.5])  # 297 zeros
+        model[1].running_var[0] = -0.0
+    manifest = export_scipy_bundle(model, tmp_path / "b", graph=False, codec="none")
+    by_name = {t["name"]: t for t in manifest["tensors"]}
+    assert by_name["1.bias"]["storage"] == "zeros" and "arrays" not in by_name["1.bias"]
+    assert by_name["1.running_mean"]["storage"] == "zeros"
+    assert by_name["1.num_batches_tracked"]["storage"] == "zeros"
+    assert by_name["1.running_var"]["storage"] == "dense"  # -0.0 and ones: no saving
+    bias = by_name["3.bias"]
+    assert bias["storage"] == "compact" and bias["nonfinite"] == 1
+    assert sum(r["bytes"] for r in bias["compact"]["arrays"].values()) < 4 * 300
+    bundle = load_bundle(tmp_path / "b")
+    for name, t in model.state_dict().items():
+        got = bundle.state_dict[name]
+        assert got.dtype == t.numpy().dtype and got.shape == tuple(t.shape), name
+        assert _bits(got) == _bits(t), name
+    assert "3.bias" not in bundle.sparse and "3.bias" not in bundle.compact
+
+
+def test_auto_codec_deflates_only_what_shrinks(tmp_path: Path) -> None:
+    """The default codec deflates an array only when that is smaller; scipy parts stay raw."""
+    model = nn.Linear(256, 16)
+    rng = np.random.default_rng(0)
+    w = np.where(rng.random((16, 256)) < 0.1, rng.uniform(0.01, 0.02, (16, 256)), 0.0)
+    with torch.no_grad():
+        model.weight.copy_(torch.from_numpy(w.astype(np.float32)))
+        model.bias.copy_(torch.from_numpy(rng.standard_normal(16).astype(np.float32)))
+    manifest = export_scipy_bundle(model, tmp_path / "b", graph=False)
+    assert manifest["codec"] == "auto"
+    by_name = {t["name"]: t for t in manifest["tensors"]}
+    weight = by_name["weight"]
+    assert all("codec" not in r for r in weight["scipy"]["arrays"].values())
+    assert weight["compact"]["arrays"]["values"]["codec"] == "zlib"  # few exponents: shrinks
+    assert "codec" not in by_name["bias"]["arrays"]["array"]  # 64 random bytes: raw is smaller
+    state = load_state_dict(tmp_path / "b")
+    for name, t in model.state_dict().items():
+        assert _bits(state[name]) == _bits(t), name
 
 
 # damaged bundles: tests/test_corrupt_bundle.py
@@ -140,11 +196,13 @@ def test_zlib_makes_trained_like_values_smaller(tmp_path: Path) -> None:
     model = nn.Linear(256, 256, bias=False)
     with torch.no_grad():
         model.weight.copy_(torch.from_numpy(w.astype(np.float32)))
-    plain = export_scipy_bundle(model, tmp_path / "plain", store="compact", graph=False)
+    plain = export_scipy_bundle(
+        model, tmp_path / "plain", store="compact", codec="none", graph=False
+    )
     packed = export_scipy_bundle(
         model, tmp_path / "zlib", store="compact", codec="zlib", graph=False
     )
-    size = lambda m: sum(r["bytes"] for r in m["tensors"][0]["compact"]["files"].values())  # noqa: E731
+    size = lambda m: sum(r["bytes"] for r in m["tensors"][0]["compact"]["arrays"].values())  # noqa: E731
     assert size(packed) < 0.9 * size(plain)
     assert (
         load_bundle(tmp_path / "zlib").state_dict["weight"].tobytes()

@@ -173,13 +173,12 @@ def prepare_artifacts(
     example = torch.zeros(1, *source.input_shape)
     if {"ort_dense", "ort_compact"} & set(backends):
         try:
-            import onnx
-
             from sparsify.export.onnx import (
                 COMPACT_FILE,
                 DENSE_FILE,
                 compact_model,
                 export_dense_model,
+                save_onnx,
             )
         except ImportError as exc:
             for b in ("ort_dense", "ort_compact"):
@@ -187,12 +186,11 @@ def prepare_artifacts(
         else:
             t0 = time.perf_counter()
             try:
-                # export_dense_model + compact_model rather than export_onnx: the latter
-                # guesses a 28x28 image input, which a bare Linear does not take
+                # the source's own input shape, not export_onnx's default guess
                 (workdir / "onnx").mkdir(parents=True, exist_ok=True)
                 dense = export_dense_model(source.model, example)
-                onnx.save(dense, str(workdir / "onnx" / DENSE_FILE))
-                onnx.save(compact_model(dense)[0], str(workdir / "onnx" / COMPACT_FILE))
+                save_onnx(dense, workdir / "onnx" / DENSE_FILE)
+                save_onnx(compact_model(dense)[0], workdir / "onnx" / COMPACT_FILE)
                 paths["ort_dense"] = str(workdir / "onnx" / DENSE_FILE)
                 paths["ort_compact"] = str(workdir / "onnx" / COMPACT_FILE)
                 log(f"  exported ONNX in {time.perf_counter() - t0:.1f} s")

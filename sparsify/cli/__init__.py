@@ -11,7 +11,17 @@ from collections.abc import Sequence
 
 from sparsify.errors import SparsifyError
 
-COMMANDS = ("train", "sweep", "stats", "validate", "shrink", "export", "footprint", "bench", "report")
+COMMANDS = (
+    "train",
+    "sweep",
+    "stats",
+    "validate",
+    "shrink",
+    "export",
+    "footprint",
+    "bench",
+    "report",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,9 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--codec",
-        choices=("none", "zlib"),
-        default="none",
-        help="zlib: deflate the compact files' byte planes (lossless, smaller)",
+        choices=("auto", "none", "zlib"),
+        default="auto",
+        help="auto (default): deflate an array's byte planes where that makes it smaller; "
+        "zlib: always; none: raw (lossless in every case)",
     )
     p.add_argument(
         "--no-graph", action="store_true", help="weights only: skip capturing the forward"

@@ -2,17 +2,27 @@
 
 numpy + scipy only, no torch: the torch-free runtime imports this module.
 
-A bundle is a directory::
+A bundle is a directory of two files (format version 2)::
 
-    manifest.json        format name + version, toolkit version, source recipe, one entry per
-                         state_dict tensor (shape, dtype, storage, density, files + sha256,
-                         ``nonfinite``: its NaN/inf count where that is not 0), and the
-                         captured graph (an op list) for sparsify.runtime
-    arrays/NNNN_<name>.<part>.npy
-                         one np.save'd array per file (no pickle): the scipy parts of each
-                         prunable weight (csr/csc: data, indices, indptr; coo: data, row, col;
-                         bsr: data, indices, indptr), its compact encoding (values,
-                         positions), or a dense tensor (array)
+    manifest.json   minified JSON: format name + version, toolkit version, source recipe,
+                    ``data`` (the container's relative path and size), one entry per
+                    state_dict tensor (shape, dtype, storage, density, its arrays,
+                    ``nonfinite``: its NaN/inf count where that is not 0), and the captured
+                    graph (an op list) for sparsify.runtime
+    arrays.bin      every array's raw bytes (little-endian, C order), back to back in the
+                    order the manifest lists them, no padding. An array reference is
+                    ``{"offset", "bytes", "dtype", "shape", "sha256"}`` (plus ``"codec":
+                    "zlib"`` when the bytes are a deflated stream of that dtype and shape);
+                    the references tile the file exactly. Read with np.frombuffer: no
+                    pickle, no npy headers.
+
+Storage of a tensor: ``sparse`` (float32, rank >= 2: the scipy parts of the
+(out, in * kh * kw) matrix -- csr/csc/bsr: data, indices, indptr; coo: data, row, col --
+and/or its compact encoding: values, positions), ``compact`` (any other float32 tensor
+whose compact encoding is smaller than its dense bytes, e.g. a bias with pruned entries),
+``zeros`` (a non-prunable tensor whose every bit is 0, e.g. a fresh BatchNorm's
+running_mean: no array; the state_sha256 covers it) or ``dense`` (array). Version 1 (one
+.npy file per array under ``arrays/``) is refused by the reader: re-export such bundles.
 
 "Zero" is the bit pattern of +0.0 (as in :mod:`sparsify.export.encoding`): an explicit -0.0
 is kept as a stored entry, so dense -> sparse -> dense is bit-exact for every input.
@@ -21,7 +31,6 @@ is kept as a stored entry, so dense -> sparse -> dense is bit-exact for every in
 from __future__ import annotations
 
 import hashlib
-import re
 import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -32,12 +41,13 @@ import scipy.sparse as sp
 from sparsify.errors import SparsifyError
 
 FORMAT = "sparsify.scipy_bundle"
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"
 MANIFEST = "manifest.json"
-ARRAYS_DIR = "arrays"
+DATA_FILE = "arrays.bin"
 SPARSE_FORMATS = ("csr", "csc", "coo", "bsr")
 STORES = ("both", "scipy", "compact")
-CODECS = ("none", "zlib")
+# auto: per array, zlib where that is smaller than the raw bytes, else none
+CODECS = ("none", "zlib", "auto")
 # the reader refuses a tensor with more entries (16 GiB of float32): a shape edited to be
 # huge would otherwise make numpy or scipy try to allocate it
 MAX_ELEMENTS = 2**32
@@ -73,44 +83,60 @@ def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
     return rows, cols
 
 
-def file_name(index: int, tensor: str, part: str) -> str:
-    """``arrays/0007_layer1.0.conv1.weight.data.npy``: the index keeps names unique."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", tensor)
-    return f"{ARRAYS_DIR}/{index:04d}_{safe}.{part}.npy"
-
-
-def pack(array: np.ndarray, codec: str) -> np.ndarray:
-    """The array a compact file stores: itself (``none``), or for ``zlib`` the bytes
-    regrouped by significance (byte k of every element together, so the sign/exponent bytes
-    of float32 values form one compressible run) and deflated at level 9, as uint8."""
+def pack(array: np.ndarray, codec: str) -> bytes:
+    """The bytes stored for ``array``: its raw little-endian bytes (``none``), or for
+    ``zlib`` those bytes regrouped by significance (byte k of every element together, so
+    the sign/exponent bytes of float32 values form one compressible run) and deflated at
+    level 9. ``auto`` is resolved by the writer (:func:`pack_smallest`), not here."""
+    a = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
     if codec == "none":
-        return array
-    raw = np.ascontiguousarray(array).view(np.uint8).reshape(-1, array.dtype.itemsize)
-    return np.frombuffer(zlib.compress(raw.T.tobytes(), 9), dtype=np.uint8)
+        return a.tobytes()
+    if codec != "zlib":
+        raise SparsifyError(f"unsupported codec {codec!r}; use one of 'none', 'zlib'.")
+    raw = a.reshape(-1).view(np.uint8).reshape(-1, a.dtype.itemsize)
+    return zlib.compress(raw.T.tobytes(), 9)
 
 
-def unpack(blob: np.ndarray, codec: str, dtype: str, length: int) -> np.ndarray:
-    """Inverse of :func:`pack`; refuses output longer than ``length`` elements (no zip bombs).
+def pack_smallest(array: np.ndarray, codec: str) -> tuple[bytes, str]:
+    """(stored bytes, codec used): ``codec`` itself, or for ``auto`` the smaller of
+    ``zlib`` and ``none`` (ties and empty arrays: ``none``, which the reader checks fastest)."""
+    raw = pack(array, "none")
+    if codec == "none" or (codec == "auto" and array.size == 0):
+        return raw, "none"
+    packed = pack(array, "zlib")
+    if codec == "auto" and len(packed) >= len(raw):
+        return raw, "none"
+    return packed, "zlib"
+
+
+def unpack(data: bytes, codec: str, dtype: np.dtype, length: int) -> np.ndarray:
+    """Inverse of :func:`pack`: ``length`` elements of ``dtype`` (1-D, a fresh array).
+
+    Refuses a stream that inflates past ``length`` elements (no zip bombs).
 
     Raises:
-        SparsifyError: unknown codec or dtype, or a stream that does not inflate to exactly
-            ``length`` elements.
+        SparsifyError: unknown codec, a byte count that does not match, or a stream that
+            does not inflate to exactly ``length`` elements.
     """
-    if codec == "none":
-        return blob
-    if codec != "zlib" or dtype not in ("float32", "uint8", "uint16") or blob.dtype != np.uint8:
-        raise SparsifyError(f"unsupported codec {codec!r} for a {dtype} array")
-    itemsize = np.dtype(dtype).itemsize
+    itemsize = dtype.itemsize
     want = int(length) * itemsize
+    if codec == "none":
+        if len(data) != want:
+            raise SparsifyError(f"holds {len(data)} bytes but {dtype.name}[{length}] needs {want}")
+        return np.frombuffer(data, dtype=dtype, count=int(length)).copy()
+    if codec != "zlib":
+        raise SparsifyError(f"unsupported codec {codec!r}")
     inflater = zlib.decompressobj()
     try:
-        raw = inflater.decompress(blob.tobytes(), want + 1)
+        raw = inflater.decompress(data, want + 1)
     except zlib.error as exc:
         raise SparsifyError(f"zlib stream is damaged ({exc})") from None
     if len(raw) != want or not inflater.eof:
         raise SparsifyError(f"zlib stream inflates to {len(raw)} bytes, expected {want}")
+    if inflater.unused_data:
+        raise SparsifyError(f"zlib stream is followed by {len(inflater.unused_data)} stray bytes")
     planes = np.frombuffer(raw, dtype=np.uint8).reshape(itemsize, int(length))
-    return np.ascontiguousarray(planes.T).view(np.dtype(dtype)).reshape(-1)
+    return np.ascontiguousarray(planes.T).view(dtype).reshape(-1)
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -1,20 +1,22 @@
 """Read and verify a scipy bundle with numpy + scipy only (no torch).
 
-Every check happens before any array is used: the manifest's format and version, that each
-file path is relative and inside the bundle (symlinks included), each file's sha256, the npy
-header (magic, a plain numeric little-endian dtype -- never an object array, so never pickle
--- and a shape whose byte count equals what the file holds, checked before anything is
-allocated), shapes and dtypes against the manifest, a cap of :data:`~sparsify.export.
-bundle_format.MAX_ELEMENTS` entries per tensor, scipy's full format check (COO: indices in
-range, no duplicates), agreement of the scipy and compact copies, NaN/inf entries against
-the count the manifest declares (the writer declares those of a model that holds them), and
-finally the sha256 of the whole state_dict. Each failure is a one-line
-:class:`SparsifyError` naming the file.
+Every check happens before any array is used: the manifest's format and version (only
+version :data:`~sparsify.export.bundle_format.FORMAT_VERSION` is read), that the container
+path is relative and inside the bundle (symlinks included) and its size is the one declared,
+for each array reference: a plain numeric dtype (never an object array, so never pickle),
+a shape within :data:`~sparsify.export.bundle_format.MAX_ELEMENTS` entries whose byte count
+matches the stored bytes (checked before anything is allocated; deflated arrays may not
+inflate past it), a byte range inside the file and its sha256; that the references tile
+the container exactly (no overlap, gap or unaccounted bytes); shapes and dtypes against the
+manifest; scipy's full format check (COO: indices in range, no duplicates); agreement of the
+scipy and compact copies; NaN/inf entries against the count the manifest declares (the
+writer declares those of a model that holds them); and finally the sha256 of the whole
+state_dict. Each failure is a one-line :class:`SparsifyError` naming the file.
 """
 
 from __future__ import annotations
 
-import io
+import bisect
 import json
 import math
 import os
@@ -41,7 +43,8 @@ class Bundle:
         state_dict: every tensor as a numpy array, bit-identical to the exported source.
         sparse: prunable weights as scipy sparse arrays of shape (out, in * kh * kw), in the
             stored format (built from the compact encoding as CSR when only that is stored).
-        compact: prunable weights' compact encodings (empty when the bundle stores none).
+        compact: prunable weights' compact encodings (empty when the bundle stores none;
+            other tensors stored compactly appear only in ``state_dict``).
         graph: the captured op list for :mod:`sparsify.runtime`, or None.
     """
 
@@ -54,88 +57,128 @@ class Bundle:
 
 
 class _Reader:
-    """Reads the files one manifest names, checking path, checksum and npy structure."""
+    """Reads the arrays one manifest names out of its container, checking each reference."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.where = str(root / bf.MANIFEST)
+        self.path = root / bf.DATA_FILE
+        self.data = b""
+        self.ranges: list[tuple[int, int]] = []
 
     def fail(self, what: str) -> SparsifyError:
         return SparsifyError(f"{self.where}: {what}")
 
-    def array(self, ref: Any) -> np.ndarray:
-        if not isinstance(ref, dict) or not isinstance(ref.get("path"), str):
+    def fail_data(self, what: str) -> SparsifyError:
+        return SparsifyError(f"{self.path}: {what}")
+
+    def open(self, section: Any) -> None:
+        """Read the container the manifest's ``data`` section names, checking its size."""
+        if (
+            not isinstance(section, dict)
+            or not isinstance(section.get("path"), str)
+            or not _is_count(section.get("bytes"))
+        ):
             raise self.fail(
-                "a file entry has no 'path'; the manifest was edited. Re-export the bundle."
+                "the 'data' entry (container path and size) is missing or malformed; "
+                "the manifest was edited. Re-export the bundle."
             )
-        rel = bf.check_relative(ref["path"], self.where)
-        path = bf.resolve_inside(self.root, rel)
+        rel = bf.check_relative(section["path"], self.where)
+        self.path = bf.resolve_inside(self.root, rel)
         try:
-            data = path.read_bytes()
+            self.data = self.path.read_bytes()
         except OSError as exc:
-            raise SparsifyError(
-                f"{path}: cannot read ({exc.strerror or exc}); the bundle is incomplete. Re-export it."
+            raise self.fail_data(
+                f"cannot read ({exc.strerror or exc}); the bundle is incomplete. Re-export it."
             ) from None
-        if bf.sha256_bytes(data) != ref.get("sha256"):
-            raise SparsifyError(
-                f"{path}: sha256 does not match the manifest; the file is truncated or "
-                "corrupted. Re-export the bundle."
+        if len(self.data) != section["bytes"]:
+            raise self.fail_data(
+                f"holds {len(self.data)} bytes but the manifest says {section['bytes']}; the "
+                "file is truncated or was appended to. Re-export the bundle."
             )
-        array = _read_npy(path, data)
-        codec = ref.get("codec", "none")
-        if codec == "none":
-            return array
-        length = ref.get("length")
-        if not isinstance(length, int) or length < 0 or array.ndim != 1:
-            raise SparsifyError(
-                f"{path}: compressed array without a valid length; re-export the bundle."
+
+    def array(self, ref: Any, what: str) -> np.ndarray:
+        """The array ``ref`` points at (``what`` names it in messages), fully checked."""
+        if not isinstance(ref, dict) or not all(_is_count(ref.get(k)) for k in ("offset", "bytes")):
+            raise self.fail(
+                f"array {what} has no valid 'offset'/'bytes'; the manifest was edited. "
+                "Re-export the bundle."
+            )
+        dtype_name = ref.get("dtype")
+        if dtype_name not in _DTYPES:
+            raise self.fail(
+                f"array {what} has unsupported dtype {dtype_name!r} (bundles hold plain "
+                "numbers; object arrays need pickle and are never loaded); re-export the bundle."
+            )
+        shape = ref.get("shape")
+        if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+            raise self.fail(f"array {what} has an invalid shape {shape!r}; re-export the bundle.")
+        count = math.prod(shape)
+        if count > bf.MAX_ELEMENTS:
+            raise self.fail(
+                f"array {what} claims shape {shape}, over the reader's limit of "
+                f"{bf.MAX_ELEMENTS} entries; the manifest was edited. Re-export the bundle."
+            )
+        start, stop = ref["offset"], ref["offset"] + ref["bytes"]
+        if stop > len(self.data):
+            raise self.fail_data(
+                f"array {what} at bytes [{start}, {stop}) runs past the end of the file "
+                f"({len(self.data)} bytes); the manifest was edited. Re-export the bundle."
+            )
+        self._claim(start, stop, what)
+        data = self.data[start:stop]
+        if bf.sha256_bytes(data) != ref.get("sha256"):
+            raise self.fail_data(
+                f"sha256 of array {what} (bytes [{start}, {stop})) does not match the "
+                "manifest; the file is corrupted. Re-export the bundle."
             )
         try:
-            return bf.unpack(array, codec, str(ref.get("dtype")), length)
+            flat = bf.unpack(data, ref.get("codec", "none"), _le(dtype_name), count)
         except SparsifyError as exc:
-            raise SparsifyError(f"{path}: {exc}; re-export the bundle.") from None
+            raise self.fail_data(
+                f"array {what} ({dtype_name}{shape}): {exc}; re-export the bundle."
+            ) from None
+        return flat.astype(dtype_name, copy=False).reshape(shape)
+
+    def _claim(self, start: int, stop: int, what: str) -> None:
+        """Record [start, stop) as read, refused if it overlaps an array read before
+        (empty arrays occupy no bytes: several may sit at one offset)."""
+        if start == stop:
+            return
+        i = bisect.bisect_left(self.ranges, (start, stop))
+        before = self.ranges[i - 1] if i else None
+        after = self.ranges[i] if i < len(self.ranges) else None
+        if (before and before[1] > start) or (after and after[0] < stop):
+            raise self.fail_data(
+                f"array {what} at bytes [{start}, {stop}) overlaps another array; the manifest "
+                "was edited. Re-export the bundle."
+            )
+        self.ranges.insert(i, (start, stop))
+
+    def check_tiling(self) -> None:
+        """The arrays must cover the container exactly (no overlap is checked as they are read)."""
+        end = 0
+        for start, stop in self.ranges:
+            if start != end:
+                raise self.fail_data(
+                    f"bytes [{end}, {start}) belong to no array; the manifest was edited. "
+                    "Re-export the bundle."
+                )
+            end = stop
+        if end != len(self.data):
+            raise self.fail_data(
+                f"bytes [{end}, {len(self.data)}) belong to no array; the manifest was "
+                "edited. Re-export the bundle."
+            )
 
 
-_NPY_KINDS = "biuf"  # bool, signed and unsigned ints, floats: what np.save wrote
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _read_npy(path: Path, data: bytes) -> np.ndarray:
-    """The array in the .npy bytes ``data``; its header is checked before anything is allocated.
-
-    Refused: a wrong magic or unreadable header, a dtype that is not plain numeric
-    little-endian (object arrays would need pickle), and a shape whose byte count differs
-    from what follows the header (a truncated file, or one claiming a huge array).
-    """
-    f = io.BytesIO(data)
-    try:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
-            raise ValueError(f"npy version {version} is not written by numpy's np.save")
-    except (ValueError, OSError, EOFError, SyntaxError) as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
-        raise SparsifyError(
-            f"{path}: not a valid .npy array ({first}); re-export the bundle."
-        ) from None
-    if dtype.hasobject or dtype.kind not in _NPY_KINDS or dtype.byteorder == ">":
-        raise SparsifyError(
-            f"{path}: not a valid .npy array for a bundle (dtype {dtype.str!r}: bundles hold "
-            "little-endian numbers; object arrays need pickle and are never loaded); "
-            "re-export the bundle."
-        )
-    offset = f.tell()
-    count = math.prod(int(d) for d in shape)
-    if count * dtype.itemsize != len(data) - offset:
-        raise SparsifyError(
-            f"{path}: the npy header claims {count * dtype.itemsize} bytes of data "
-            f"({dtype.name}{list(shape)}) but the file holds {len(data) - offset}; "
-            "re-export the bundle."
-        )
-    flat = np.frombuffer(data, dtype=dtype, count=count, offset=offset).copy()
-    return flat.reshape(shape, order="F" if fortran else "C")
+def _le(name: str) -> np.dtype:
+    """The little-endian dtype the writer stored ``name`` as."""
+    return np.dtype(name).newbyteorder("<")
 
 
 def _section(r: _Reader, name: str, value: Any, key: str) -> dict[str, Any] | None:
@@ -188,6 +231,23 @@ def _expect(
         )
 
 
+def _load_compact(
+    r: _Reader, name: str, section: dict[str, Any], shape: tuple[int, ...]
+) -> tuple[EncodedTensor, np.ndarray]:
+    """(encoding, decoded float32 array) of a tensor's ``compact`` section."""
+    refs = _section(r, name, section.get("arrays"), "arrays") or {}
+    enc = EncodedTensor(
+        shape=shape,
+        scheme=str(section.get("scheme")),
+        values=r.array(refs.get("values"), f"{name}.values"),
+        positions=r.array(refs.get("positions"), f"{name}.positions"),
+    )
+    try:
+        return enc, decode(enc)
+    except SparsifyError as exc:
+        raise r.fail(f"tensor {name!r}: {exc}") from None
+
+
 def _load_sparse(
     r: _Reader, name: str, entry: dict[str, Any], shape: tuple[int, ...]
 ) -> tuple[Any, Any, np.ndarray]:
@@ -203,15 +263,15 @@ def _load_sparse(
     compact_entry = _section(r, name, entry.get("compact"), "compact")
     if scipy_entry is None and compact_entry is None:
         raise r.fail(
-            f"sparse tensor {name!r} has neither scipy nor compact files; re-export the bundle."
+            f"sparse tensor {name!r} has neither scipy nor compact arrays; re-export the bundle."
         )
     matrix = enc = dense = None
     if scipy_entry is not None:
         fmt = scipy_entry.get("format")
         if fmt not in bf.SPARSE_FORMATS:
             raise r.fail(f"tensor {name!r}: unknown sparse format {fmt!r}; re-export the bundle.")
-        files = _section(r, name, scipy_entry.get("files"), "files") or {}
-        parts = {p: r.array(files.get(p)) for p in bf.SPARSE_PARTS[fmt]}
+        refs = _section(r, name, scipy_entry.get("arrays"), "arrays") or {}
+        parts = {p: r.array(refs.get(p), f"{name}.{p}") for p in bf.SPARSE_PARTS[fmt]}
         _expect(r, name, parts["data"], None, "float32")
         try:
             matrix = bf.from_parts(fmt, parts, mshape)
@@ -219,17 +279,7 @@ def _load_sparse(
             raise r.fail(f"tensor {name!r}: {exc}; re-export the bundle.") from None
         dense = bf.to_dense(matrix).reshape(shape)
     if compact_entry is not None:
-        files = _section(r, name, compact_entry.get("files"), "files") or {}
-        enc = EncodedTensor(
-            shape=shape,
-            scheme=str(compact_entry.get("scheme")),
-            values=r.array(files.get("values")),
-            positions=r.array(files.get("positions")),
-        )
-        try:
-            decoded = decode(enc)
-        except SparsifyError as exc:
-            raise r.fail(f"tensor {name!r}: {exc}") from None
+        enc, decoded = _load_compact(r, name, compact_entry, shape)
         if dense is None:
             dense = decoded
             matrix = bf.to_sparse(decoded.reshape(mshape), "csr")
@@ -283,6 +333,7 @@ def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
         raise r.fail(
             "the bundle holds no tensors (empty model); re-export from a model with parameters."
         )
+    r.open(manifest.get("data"))
     state: dict[str, np.ndarray] = {}
     sparse: dict[str, Any] = {}
     compact: dict[str, EncodedTensor] = {}
@@ -303,10 +354,21 @@ def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
         storage = entry.get("storage")
         try:
             if storage == "dense":
-                files = _section(r, name, entry.get("files"), "files") or {}
-                a = r.array(files.get("array"))
+                refs = _section(r, name, entry.get("arrays"), "arrays") or {}
+                a = r.array(refs.get("array"), f"{name}.array")
                 _expect(r, name, a, shape, dtype)
                 state[name] = a
+            elif storage == "zeros":  # every bit 0: nothing stored
+                state[name] = np.zeros(shape, dtype=dtype)
+            elif storage == "compact":  # a non-prunable float32 tensor, e.g. an all-zero bias
+                if dtype != "float32":
+                    raise r.fail(f"compact tensor {name!r} must be float32; re-export the bundle.")
+                section = _section(r, name, entry.get("compact"), "compact")
+                if section is None:
+                    raise r.fail(
+                        f"compact tensor {name!r} has no compact arrays; re-export the bundle."
+                    )
+                state[name] = _load_compact(r, name, section, shape)[1]
             elif storage == "sparse":
                 matrix, enc, dense = _load_sparse(r, name, entry, shape)
                 state[name], sparse[name] = dense, matrix
@@ -322,6 +384,7 @@ def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
                 "was edited or this machine is too small for the model."
             ) from None
         _check_finite(r, name, entry, state[name])
+    r.check_tiling()
     if verify and bf.state_digest(state) != manifest.get("state_sha256"):
         raise r.fail(
             "the tensors do not match the manifest's state_sha256; the manifest was edited. "

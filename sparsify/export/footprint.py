@@ -4,12 +4,15 @@ For each tensor of n entries with nnz stored (bit pattern not +0.0) entries:
 
     dense        n * itemsize                      (4 n for float32: the dense fp32 bytes)
     checkpoint   its bytes in model.safetensors    (dense; total = the file, header included)
-    scipy        its files in a store="scipy" bundle (CSR by default; total = the directory)
-    compact      encoded_nbytes (prunable) or n * itemsize (dense tensors): the payload
-    compact_bundle  its files in a store="compact" bundle (npy headers included; total =
-                 the directory, manifest included; measured without the graph)
-    compact_zlib_bundle  the same with codec="zlib" (byte planes deflated: values are not
-                 incompressible, so this can go below the bound, which assumes 32 bits each)
+    scipy        its arrays in a store="scipy", codec="none" bundle (CSR by default; total =
+                 the directory)
+    compact      the payload: encoded_nbytes for prunable weights; other tensors as the
+                 bundle stores them (0 if all zeros, else the smaller of encoded and dense)
+    compact_bundle  its arrays' bytes in a store="compact", codec="none" bundle (total = the
+                 directory: arrays.bin + manifest.json; measured without the graph)
+    compact_zlib_bundle  the same with codec="auto" (the default: each array's byte planes
+                 deflated where that is smaller; values are not incompressible, so this can
+                 go below the bound, which assumes 32 bits each)
     gzip         gzip -9 of the dense bytes (total: gzip of the whole model.safetensors)
     bound        (n * H(nnz / n) + 8 * itemsize * nnz) / 8        (entropy_bound_bytes)
 
@@ -33,6 +36,7 @@ from sparsify.export.encoding import encode, encoded_nbytes, entropy_bound_bytes
 from sparsify.export.scipy_bundle import (
     Source,
     export_scipy_bundle,
+    plain_storage,
     resolve_source,
     tensor_to_numpy,
 )
@@ -57,13 +61,13 @@ def _dir_bytes(path: Path) -> int:
 
 
 def _file_bytes(manifest: dict[str, Any]) -> dict[str, int]:
-    """Per tensor: bytes of all the files the bundle stores for it."""
+    """Per tensor: bytes of all the arrays the bundle stores for it in arrays.bin."""
     out: dict[str, int] = {}
     for entry in manifest["tensors"]:
-        refs = list((entry.get("files") or {}).values())
+        refs = list((entry.get("arrays") or {}).values())
         for key in ("scipy", "compact"):
             if entry.get(key):
-                refs += list(entry[key]["files"].values())
+                refs += list(entry[key]["arrays"].values())
         out[entry["name"]] = sum(r["bytes"] for r in refs)
     return out
 
@@ -110,11 +114,13 @@ def footprint(
     with tempfile.TemporaryDirectory(prefix="sparsify-footprint-") as tmp:
         scipy_dir, compact_dir = Path(tmp) / "scipy", Path(tmp) / "compact"
         m_scipy = export_scipy_bundle(
-            state, scipy_dir, sparse_format=sparse_format, store="scipy", graph=False
+            state, scipy_dir, sparse_format=sparse_format, store="scipy", codec="none", graph=False
         )
-        m_compact = export_scipy_bundle(state, compact_dir, store="compact", graph=False)
+        m_compact = export_scipy_bundle(
+            state, compact_dir, store="compact", codec="none", graph=False
+        )
         zlib_dir = Path(tmp) / "zlib"
-        m_zlib = export_scipy_bundle(state, zlib_dir, store="compact", codec="zlib", graph=False)
+        m_zlib = export_scipy_bundle(state, zlib_dir, store="compact", codec="auto", graph=False)
         scipy_files, compact_files = _file_bytes(m_scipy), _file_bytes(m_compact)
         zlib_files = _file_bytes(m_zlib)
         scipy_total, compact_total = _dir_bytes(scipy_dir), _dir_bytes(compact_dir)
@@ -133,7 +139,7 @@ def footprint(
         else:
             nnz = int(np.count_nonzero(a))
         dense = numel * a.dtype.itemsize
-        enc = encode(a) if prunable else None
+        storage, enc = ("sparse", encode(a)) if prunable else plain_storage(a)
         rows.append(
             {
                 "name": name,
@@ -142,11 +148,13 @@ def footprint(
                 "params": numel,
                 "nnz": nnz,
                 "density": nnz / numel if numel else 0.0,
-                "scheme": enc.scheme if enc is not None else "dense",
+                "scheme": enc.scheme if enc is not None else storage,
                 "dense_bytes": dense,
                 "checkpoint_bytes": dense,
                 "scipy_bytes": scipy_files[name],
-                "compact_bytes": encoded_nbytes(enc) if enc is not None else dense,
+                "compact_bytes": (
+                    encoded_nbytes(enc) if enc is not None else 0 if storage == "zeros" else dense
+                ),
                 "compact_bundle_bytes": compact_files[name],
                 "compact_zlib_bundle_bytes": zlib_files[name],
                 "gzip_bytes": len(gzip.compress(a.tobytes(), compresslevel=9, mtime=0)),
@@ -191,10 +199,11 @@ def footprint(
     notes = [
         "bound = (n*H(nnz/n) + 32*nnz)/8 bytes for float32; ratios are bytes / bound.",
         "total: checkpoint = the safetensors file (serialised here when the source is a module), "
-        "scipy/compact_bundle/compact_zlib_bundle = the bundle directory (npy headers and "
-        "manifest included), gzip = gzip -9 of the whole safetensors file.",
-        "compact_zlib_bundle deflates the byte planes of the stored values and positions; it "
-        "can go below the bound, which takes every value as 32 incompressible bits.",
+        "scipy/compact_bundle/compact_zlib_bundle = the bundle directory (arrays.bin and "
+        "manifest.json), gzip = gzip -9 of the whole safetensors file.",
+        "compact_zlib_bundle is the bundle with codec='auto' (the default): each array's byte "
+        "planes deflated where that is smaller; it can go below the bound, which takes every "
+        "value as 32 incompressible bits.",
     ]
     if neg_zero:
         notes.append(
@@ -292,8 +301,8 @@ def onnx_columns(source: Source, rss: bool = True) -> dict[str, dict[str, float 
     """
     from sparsify.export import onnx as sx_onnx
 
-    model, channels = sx_onnx._resolve_source(source)
-    dense = sx_onnx.export_dense_model(model, torch_zeros(1, channels, 28, 28))
+    model, example_input = sx_onnx._resolve_source(source)
+    dense = sx_onnx.export_dense_model(model, example_input)
     small, choices = sx_onnx.compact_model(dense)
     dense_raw, small_raw = dense.SerializeToString(), small.SerializeToString()
     cols: dict[str, dict[str, float | int | None]] = {
@@ -315,10 +324,3 @@ def onnx_columns(source: Source, rss: bool = True) -> dict[str, dict[str, float 
         cols["ort_session_mib_dense"] = {TOTAL: mib["dense"]}
         cols["ort_session_mib_compact"] = {TOTAL: mib["compact"]}
     return cols
-
-
-def torch_zeros(*shape: int):  # noqa: ANN201 - keeps torch out of this module's import time
-    """``torch.zeros(*shape)``, imported on use."""
-    import torch
-
-    return torch.zeros(*shape)

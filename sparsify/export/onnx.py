@@ -145,35 +145,63 @@ class TensorChoice:
 # --------------------------------------------------------------------------- torch -> ONNX
 
 
-def _infer_in_channels(model: nn.Module) -> int:
-    """Input channels of a 28x28 image model: the first Conv2d's, else the first Linear's / 784."""
+# first layers whose input shape the default cannot guess
+_OTHER_INPUT_LAYERS = (
+    nn.Conv1d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+    nn.Embedding,
+    nn.EmbeddingBag,
+)
+
+
+def default_example_input(model: nn.Module) -> torch.Tensor:
+    """A zero batch of one for tracing ``model``, shaped by its first Conv2d or Linear.
+
+    Conv2d: ``(1, in_channels, 28, 28)``. Linear: ``(1, in_features)``, unless an
+    ``nn.Flatten`` comes first and ``in_features`` is a multiple of 28 * 28 (a model that
+    flattens images, e.g. LeNet-300-100): then ``(1, in_features // 784, 28, 28)``.
+
+    Raises:
+        SparsifyError: no Conv2d or Linear, or a Conv1d/Conv3d/ConvTranspose/Embedding first.
+    """
+    flattens = False
     for module in model.modules():
-        if isinstance(module, nn.Conv2d):
-            return int(module.in_channels)
-        if isinstance(module, nn.Linear):
-            if module.in_features % (28 * 28) == 0:
-                return module.in_features // (28 * 28)
+        if isinstance(module, nn.Flatten):
+            flattens = True
+        elif isinstance(module, nn.Conv2d):
+            return torch.zeros(1, int(module.in_channels), 28, 28)
+        elif isinstance(module, nn.Linear):
+            if flattens and module.in_features % (28 * 28) == 0:
+                return torch.zeros(1, module.in_features // (28 * 28), 28, 28)
+            return torch.zeros(1, int(module.in_features))
+        elif isinstance(module, _OTHER_INPUT_LAYERS):
             break
     raise SparsifyError(
-        "cannot guess the input shape of this model; pass example_input=torch.randn(1, C, H, W)."
+        f"cannot guess the input shape of this {type(model).__name__}: its first weight layer "
+        "is not a Conv2d or Linear; pass example_input=torch.zeros(1, ...) with its input shape."
     )
 
 
-def _resolve_source(source: Any) -> tuple[nn.Module, int]:
-    """(model in eval mode, input channels) from a Checkpoint, a checkpoint path or a module."""
+def _resolve_source(source: Any) -> tuple[nn.Module, torch.Tensor]:
+    """(model in eval mode, default example input) from a Checkpoint, a checkpoint path or a
+    module: a checkpoint's recipe gives ``(1, in_channels, 28, 28)``, a module's first layer
+    the rest (:func:`default_example_input`)."""
     from sparsify.checkpoint import Checkpoint, load_checkpoint
 
     if isinstance(source, (str, os.PathLike)):
         source = load_checkpoint(source)
     if isinstance(source, Checkpoint):
-        return source.build_model(), int(source.recipe.model.in_channels)
+        return source.build_model(), torch.zeros(1, int(source.recipe.model.in_channels), 28, 28)
     if isinstance(source, nn.Module):
         if not any(p.numel() for p in source.parameters()):
             raise SparsifyError(
                 f"{type(source).__name__} has no parameters, so there is nothing to export; "
                 "give a model with weights."
             )
-        return source, _infer_in_channels(source)
+        return source, default_example_input(source)
     raise SparsifyError(
         f"export_onnx needs a Checkpoint, a checkpoint path or an nn.Module; "
         f"got {type(source).__name__}."
@@ -766,8 +794,10 @@ def export_onnx(
         source: a :class:`~sparsify.checkpoint.Checkpoint`, a path to one, or an nn.Module.
         out_dir: folder to write into (created atomically if new; other files in an
             existing folder are left alone).
-        example_input: a (B, C, H, W) tensor for tracing; default ``zeros(1, C, 28, 28)``
-            with C from the checkpoint's recipe (modules: the first Conv2d's in_channels).
+        example_input: a tensor for tracing, batch first; default ``zeros(1, C, 28, 28)``
+            with C from the checkpoint's recipe; for a module, from its first layer
+            (:func:`default_example_input`: Conv2d ``(1, in_channels, 28, 28)``, Linear
+            ``(1, in_features)``), refused when that is neither.
         compact: write ``model.compact.onnx``.
         sparse_initializer: write ``model.sparse_initializer.onnx``.
 
@@ -778,9 +808,10 @@ def export_onnx(
         SparsifyError: unreadable checkpoint, a model without parameters, an input shape
             that cannot be guessed, or a model the exporter cannot handle.
     """
-    model, channels = _resolve_source(source)
     if example_input is None:
-        example_input = torch.zeros(1, channels, 28, 28)
+        model, example_input = _resolve_source(source)
+    else:
+        model, _ = _resolve_source(source)
     dense = export_dense_model(model, example_input)
     onnx.checker.check_model(dense, full_check=True)
     writers: dict[str, Callable[[Path], None]] = {

@@ -9,12 +9,11 @@ helper that turns a bundle back into a torch state_dict, bit-identical to the ch
 
 from __future__ import annotations
 
-import io
 import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -22,7 +21,7 @@ from torch import nn
 
 from sparsify.errors import SparsifyError, check_choice
 from sparsify.export import bundle_format as bf
-from sparsify.export.encoding import encode, encoded_nbytes, entropy_bound_bytes
+from sparsify.export.encoding import EncodedTensor, encode, encoded_nbytes
 from sparsify.fileio import atomic_directory
 
 Source = Any  # Checkpoint | str | os.PathLike | nn.Module | Mapping[str, torch.Tensor]
@@ -73,12 +72,6 @@ def tensor_to_numpy(name: str, t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().contiguous().numpy()
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(array, order="C"), allow_pickle=False)
-    return buf.getvalue()
-
-
 def _check_out_dir(out: Path) -> None:
     """Replace only an empty directory or an earlier bundle: never a checkpoint or a home dir."""
     if not out.exists():
@@ -98,14 +91,17 @@ def export_scipy_bundle(
     sparse_format: str = "csr",
     blocksize: tuple[int, int] | None = None,
     store: str = "both",
-    codec: str = "none",
+    codec: str = "auto",
     graph: bool = True,
 ) -> dict[str, Any]:
     """Write ``source`` as a scipy bundle in ``out_dir`` (atomically) and return its manifest.
 
     Every float32 tensor of rank >= 2 is a prunable weight: a scipy sparse array of the
-    (out, in * kh * kw) matrix in ``sparse_format`` and/or its compact encoding; every other
-    tensor is stored dense. The directory appears complete or not at all.
+    (out, in * kh * kw) matrix in ``sparse_format`` and/or its compact encoding; any other
+    tensor is ``zeros`` (no array) when every bit is 0, else its compact encoding when that
+    is smaller (a float32 bias with pruned entries), else dense. Layout (``manifest.json``
+    + ``arrays.bin``): :mod:`sparsify.export.bundle_format`. The directory appears complete
+    or not at all.
 
     Args:
         source: checkpoint directory / ``model.safetensors`` path, a ``Checkpoint``, an
@@ -116,8 +112,10 @@ def export_scipy_bundle(
         blocksize: BSR block (rows, cols); must divide the matrix; default (1, 1).
         store: ``both`` (scipy arrays and compact encoding), ``scipy`` or ``compact``
             (the reader then builds the scipy arrays from the encoding, bit-exactly).
-        codec: ``none`` (plain npy) or ``zlib``: the compact files hold the byte planes
-            of each array deflated (lossless; values' sign/exponent bytes compress well).
+        codec: how compact encodings and dense tensors are stored (scipy parts are always
+            raw): ``auto`` (default) deflates each array whose byte planes deflate smaller
+            (trained values' sign/exponent bytes compress well), ``zlib`` deflates every
+            one, ``none`` keeps raw bytes (the size the information bound speaks of).
         graph: capture the forward for :mod:`sparsify.runtime` (refuses unsupported ops).
 
     Raises:
@@ -143,62 +141,26 @@ def export_scipy_bundle(
     out = Path(out_dir)
     _check_out_dir(out)
     entries: list[dict[str, Any]] = []
-    with atomic_directory(out) as tmp:
-        (tmp / bf.ARRAYS_DIR).mkdir()
-
-        def put(
-            index: int, name: str, part: str, array: np.ndarray, codec: str = "none"
-        ) -> dict[str, Any]:
-            rel = bf.file_name(index, name, part)
-            data = _npy_bytes(bf.pack(array, codec))
-            (tmp / rel).write_bytes(data)  # the whole directory is published atomically
-            ref = {"path": rel, "sha256": bf.sha256_bytes(data), "bytes": len(data)}
-            if codec != "none":
-                ref.update(codec=codec, dtype=array.dtype.name, length=int(array.size))
-            return ref
-
-        for index, (name, a) in enumerate(arrays.items()):
+    with atomic_directory(out) as tmp, open(tmp / bf.DATA_FILE, "wb") as f:
+        # written in place: the whole directory is published atomically, or not at all
+        container = _Container(f, codec)
+        for name, a in arrays.items():
             shape = tuple(int(s) for s in a.shape)
             entry: dict[str, Any] = {"name": name, "shape": list(shape), "dtype": a.dtype.name}
             if a.dtype.kind == "f" and not np.isfinite(a).all():
                 # declared, so the reader can tell a model that holds NaN/inf from damage
                 entry["nonfinite"] = int(a.size - np.count_nonzero(np.isfinite(a)))
             if bf.is_prunable(shape, a.dtype):
-                matrix = a.reshape(bf.matrix_shape(shape))
-                nnz = int((a.view(np.uint32) != 0).sum())
-                entry.update(
-                    storage="sparse",
-                    matrix_shape=list(matrix.shape),
-                    nnz=nnz,
-                    density=nnz / a.size if a.size else 0.0,
-                    bound_bytes=entropy_bound_bytes(a.size, nnz),
-                )
-                if store in ("both", "scipy"):
-                    try:
-                        m = bf.to_sparse(matrix, sparse_format, blocksize)
-                    except SparsifyError as exc:
-                        raise SparsifyError(f"tensor {name!r}: {exc}") from None
-                    parts = bf.sparse_parts(m)
-                    entry["scipy"] = {
-                        "format": sparse_format,
-                        "blocksize": list(m.blocksize) if sparse_format == "bsr" else None,
-                        "files": {
-                            p: put(index, name, p, parts[p]) for p in bf.SPARSE_PARTS[sparse_format]
-                        },
-                    }
-                if store in ("both", "compact"):
-                    enc = encode(a)
-                    entry["compact"] = {
-                        "scheme": enc.scheme,
-                        "nbytes": encoded_nbytes(enc),
-                        "files": {
-                            "values": put(index, name, "values", enc.values, codec),
-                            "positions": put(index, name, "positions", enc.positions, codec),
-                        },
-                    }
+                entry.update(_sparse_entry(name, a, container, store, sparse_format, blocksize))
             else:
-                entry.update(storage="dense", files={"array": put(index, name, "array", a)})
+                storage, enc = plain_storage(a)
+                entry["storage"] = storage
+                if enc is not None:
+                    entry["compact"] = _compact_section(enc, container)
+                elif storage == "dense":
+                    entry["arrays"] = {"array": container.put(a)}
             entries.append(entry)
+        f.flush()
         manifest = {
             "format": bf.FORMAT,
             "format_version": bf.FORMAT_VERSION,
@@ -206,13 +168,92 @@ def export_scipy_bundle(
             "source": provenance,
             "store": store,
             "codec": codec,
+            "data": {"path": bf.DATA_FILE, "bytes": container.size},
             "state_sha256": bf.state_digest(arrays),
             "tensors": entries,
             "graph": graph_json,
         }
-        # compact JSON: the manifest counts towards the bundle's footprint
+        # minified JSON: the manifest counts towards the bundle's footprint
         (tmp / bf.MANIFEST).write_text(json.dumps(manifest, separators=(",", ":")) + "\n")
     return manifest
+
+
+def plain_storage(a: np.ndarray) -> tuple[str, EncodedTensor | None]:
+    """How a tensor that is not a prunable weight is stored: ``("zeros", None)`` when every
+    bit is 0 (a fresh BatchNorm's bias, running_mean, step count: shape and dtype say it
+    all), ``("compact", encoding)`` for float32 whose encoding is smaller than its dense
+    bytes (a bias with pruned entries), else ``("dense", None)``."""
+    if not np.ascontiguousarray(a).reshape(-1).view(np.uint8).any():
+        return "zeros", None
+    if a.dtype == np.float32:
+        enc = encode(a)
+        if encoded_nbytes(enc) < a.nbytes:
+            return "compact", enc
+    return "dense", None
+
+
+class _Container:
+    """Appends arrays back to back to ``arrays.bin`` and hands out their manifest refs."""
+
+    def __init__(self, f: BinaryIO, codec: str) -> None:
+        self.f = f
+        self.codec = codec
+        self.size = 0
+
+    def put(self, array: np.ndarray, raw: bool = False) -> dict[str, Any]:
+        """Append ``array`` (deflated per the codec unless ``raw``); return its reference."""
+        data, codec = bf.pack_smallest(array, "none" if raw else self.codec)
+        ref: dict[str, Any] = {"offset": self.size, "bytes": len(data)}
+        if codec != "none":
+            ref["codec"] = codec
+        ref.update(dtype=array.dtype.name, shape=list(array.shape), sha256=bf.sha256_bytes(data))
+        self.f.write(data)
+        self.size += len(data)
+        return ref
+
+
+def _compact_section(enc: EncodedTensor, container: _Container) -> dict[str, Any]:
+    # no payload size: the two array references carry it (the manifest is minimal)
+    return {
+        "scheme": enc.scheme,
+        "arrays": {"values": container.put(enc.values), "positions": container.put(enc.positions)},
+    }
+
+
+def _sparse_entry(
+    name: str,
+    a: np.ndarray,
+    container: _Container,
+    store: str,
+    sparse_format: str,
+    blocksize: tuple[int, int] | None,
+) -> dict[str, Any]:
+    """The manifest fields of one prunable weight; its arrays go into ``container``."""
+    matrix = a.reshape(bf.matrix_shape(a.shape))
+    nnz = int((a.view(np.uint32) != 0).sum())
+    entry: dict[str, Any] = {
+        "storage": "sparse",
+        "matrix_shape": list(matrix.shape),
+        "nnz": nnz,
+        "density": nnz / a.size if a.size else 0.0,
+    }
+    if store in ("both", "scipy"):
+        try:
+            m = bf.to_sparse(matrix, sparse_format, blocksize)
+        except SparsifyError as exc:
+            raise SparsifyError(f"tensor {name!r}: {exc}") from None
+        parts = bf.sparse_parts(m)
+        entry["scipy"] = {
+            "format": sparse_format,
+            "blocksize": list(m.blocksize) if sparse_format == "bsr" else None,
+            # scipy parts stay raw (never deflated): they are the arrays scipy uses
+            "arrays": {
+                p: container.put(parts[p], raw=True) for p in bf.SPARSE_PARTS[sparse_format]
+            },
+        }
+    if store in ("both", "compact"):
+        entry["compact"] = _compact_section(encode(a), container)
+    return entry
 
 
 def _model_of(source: Source) -> nn.Module:
