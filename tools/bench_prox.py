@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import random
-import statistics
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 import sparsify
+from sparsify.bench.timing import time_interleaved
 from sparsify.fileio import atomic_write_json, atomic_write_text
 from sparsify.models import build_model
 from sparsify.train.prox import _soft_threshold_foreach_, soft_threshold_
@@ -43,11 +41,6 @@ def lecture_loop(params: list[torch.Tensor], lam: float) -> None:
     with torch.no_grad():
         for p in params:
             p.sub_(p.sign() * p.abs().clamp(max=lam))
-
-
-def _quartiles(xs: list[float]) -> tuple[float, float, float]:
-    q = statistics.quantiles(xs, n=4)
-    return q[0], statistics.median(xs), q[2]
 
 
 def bench_case(arch: str, shape: tuple[int, ...], reps: int, seed: int = 0) -> dict:
@@ -78,21 +71,11 @@ def bench_case(arch: str, shape: tuple[int, ...], reps: int, seed: int = 0) -> d
         "prox_lecture_loop": loop,
         "prox_foreach": foreach,
     }
-    for fn in fns.values():  # burn-in: allocator, caches, lazy init
-        for _ in range(3):
-            fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    order = list(fns)
-    rng = random.Random(seed)
-    for _ in range(reps):
-        rng.shuffle(order)
-        for k in order:
-            t0 = time.perf_counter()
-            fns[k]()
-            times[k].append(time.perf_counter() - t0)
+    # burn-in of 3 calls each (allocator, caches, lazy init); one call per sample
+    timings = time_interleaved(fns, reps=reps, warmup=3, min_sample_s=0.0, seed=seed)
     out = {"params": sum(p.numel() for p in params), "tensors": len(params), "reps": reps}
-    for k, v in times.items():
-        q1, med, q3 = _quartiles(v)
+    for k, t in timings.items():
+        q1, med, q3 = t.quartiles
         out[k] = {"median_ms": 1e3 * med, "q1_ms": 1e3 * q1, "q3_ms": 1e3 * q3}
     step = out["train_step"]["median_ms"]
     out["prox_fraction_of_step"] = out["prox_sparsify"]["median_ms"] / step

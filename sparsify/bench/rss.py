@@ -14,12 +14,12 @@ times, then reports:
 from __future__ import annotations
 
 import json
-import os
 import resource
-import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+from sparsify.subproc import ChildFailed, run_json_child
 
 RSS_BATCH = 64
 
@@ -135,22 +135,14 @@ def measure(
         "input_shape": list(input_shape),
         "batch": batch,
     }
-    env = dict(os.environ, OMP_NUM_THREADS="1")
     try:
-        proc = subprocess.run(
-            [sys.executable, "-m", "sparsify.bench.rss", json.dumps(job)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return {"available": False, "reason": f"timed out after {timeout:.0f} s"}
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        return {"available": False, "reason": f"child failed: {last[:200]}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        return run_json_child(["-m", "sparsify.bench.rss", json.dumps(job)], timeout)
+    except ChildFailed as exc:
+        reason = str(exc)
+        return {
+            "available": False,
+            "reason": reason if reason.startswith("timed out") else f"child failed: {reason}",
+        }
 
 
 def measure_all(

@@ -33,12 +33,18 @@ class Timing:
         return statistics.median(self.samples)
 
     @property
+    def quartiles(self) -> tuple[float, float, float]:
+        """(q25, median, q75) of the samples (inclusive method; all equal for one sample)."""
+        if len(self.samples) < 2:
+            return (self.median,) * 3
+        q = statistics.quantiles(self.samples, n=4, method="inclusive")
+        return q[0], q[1], q[2]
+
+    @property
     def iqr(self) -> float:
         """q75 - q25 of the samples (0 with fewer than 2 samples)."""
-        if len(self.samples) < 2:
-            return 0.0
-        q = statistics.quantiles(self.samples, n=4, method="inclusive")
-        return q[2] - q[0]
+        q25, _, q75 = self.quartiles
+        return q75 - q25
 
     def to_dict(self) -> dict[str, Any]:
         return {

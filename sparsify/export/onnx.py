@@ -49,8 +49,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -73,6 +71,7 @@ from sparsify.export.encoding import (
     stored_count,
 )
 from sparsify.fileio import atomic_directory, atomic_write_bytes
+from sparsify.subproc import ChildFailed, run_json_child
 
 OPSET = 20
 EXPORTER = "torch.onnx.export(dynamo=True)"
@@ -1171,25 +1170,14 @@ def ort_resident_memory(path: str | os.PathLike[str], timeout: float = 300.0) ->
     path = Path(path)
     if not path.is_file():
         raise SparsifyError(f"{path} does not exist; export the model first.")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OMP_")}
-    env["OMP_NUM_THREADS"] = "1"
     try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _RSS_SCRIPT, str(path)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=env,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise SparsifyError(
-            f"{path}: onnxruntime took over {timeout:.0f} s to load it; raise timeout."
-        ) from None
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise SparsifyError(f"{path}: onnxruntime could not load it ({last[:200]}).")
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
+        data = run_json_child(["-c", _RSS_SCRIPT, str(path)], timeout)
+    except ChildFailed as exc:
+        if str(exc).startswith("timed out"):
+            raise SparsifyError(
+                f"{path}: onnxruntime took over {timeout:.0f} s to load it; raise timeout."
+            ) from None
+        raise SparsifyError(f"{path}: onnxruntime could not load it ({exc}).") from None
     before, after = data["rss_before_session"], data["rss_after_session"]
     missing = before is None or after is None
     return {
