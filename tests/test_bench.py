@@ -172,3 +172,21 @@ def test_cuda_bench_without_gpu_fails_cleanly(
 ) -> None:
     assert main(["bench", "--linear", "64x64", "--device", "cuda", "--out", str(tmp_path)]) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+def test_ort_sessions_do_not_spin() -> None:
+    # spinning ORT pool threads halve torch's multi-thread speed in an interleaved run
+    pytest.importorskip("onnxruntime")
+    from sparsify.bench.backends import _ort_options
+
+    opts = _ort_options(2)
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert opts.intra_op_num_threads == 2
+
+
+def test_unmeasured_kernel_is_not_called_a_loser() -> None:
+    from sparsify.bench.curves import _be_text
+
+    assert _be_text(None, [None, None]) == "not measured here"
+    assert _be_text(None, [0.5, 0.8]).endswith("(never faster than dense)")
+    assert _be_text(None, [1.5, 2.0]).endswith("(never slower than dense)")

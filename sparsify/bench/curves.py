@@ -250,6 +250,8 @@ def _be_text(v: float | None, speedups: Sequence[float | None]) -> str:
     if v is not None:
         return f"{v:.3f} ({1 - v:.1%} zeros)"
     got = [s for s in speedups if s is not None]
-    if got and all(s >= 1.0 for s in got):
+    if not got:
+        return "not measured here"
+    if all(s >= 1.0 for s in got):
         return "none in range (never slower than dense)"
     return "none in range (never faster than dense)"

@@ -197,9 +197,11 @@ def curves_section(root: Path, path: Path) -> Section:
     body = []
     for c in data["curves"]:
         for k, v in c["break_even_density"].items():
+            measured = any(k in p["speedup"] for p in c["points"])
+            none = "no crossing in range" if measured else "not measured here"
             body.append(
                 [f"{c['n']}x{c['n']}", str(c["batch"]), k]
-                + (["–", "no crossing in range"] if v is None else [f"{v:.3f}", f"{1 - v:.1%}"])
+                + (["–", none] if v is None else [f"{v:.3f}", f"{1 - v:.1%}"])
             )
     return Section(
         f"Speedup vs density{_where(root, path)}",
