@@ -501,6 +501,16 @@ def strip_debug_metadata(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def _replaceable(init: TensorProto, overridable: set[str]) -> bool:
+    """An initializer the sparse forms may re-encode: float32, stored inline, and not also a
+    graph input (a caller could feed a different value for it)."""
+    return (
+        init.data_type == TensorProto.FLOAT
+        and init.name not in overridable
+        and init.data_location != TensorProto.EXTERNAL
+    )
+
+
 def compact_model(
     model: onnx.ModelProto, schemes: tuple[str, ...] = COMPACT_SCHEMES
 ) -> tuple[onnx.ModelProto, list[TensorChoice]]:
@@ -549,11 +559,7 @@ def compact_model(
     new_nodes: list[onnx.NodeProto] = []
     choices: list[TensorChoice] = []
     for j, init in enumerate(graph.initializer):
-        if (
-            init.data_type != TensorProto.FLOAT
-            or init.name in overridable
-            or init.data_location == TensorProto.EXTERNAL
-        ):
+        if not _replaceable(init, overridable):
             kept.append(init)
             continue
         # -0.0 == +0.0 as numbers; the exporter's BatchNorm folding turns +0.0 into -0.0
@@ -626,11 +632,7 @@ def sparse_initializer_model(model: onnx.ModelProto) -> onnx.ModelProto:
     kept: list[TensorProto] = []
     sparse: list[onnx.SparseTensorProto] = []
     for init in graph.initializer:
-        if (
-            init.data_type != TensorProto.FLOAT
-            or init.name in overridable
-            or init.data_location == TensorProto.EXTERNAL
-        ):
+        if not _replaceable(init, overridable):
             kept.append(init)
             continue
         flat = numpy_helper.to_array(init).reshape(-1) + np.float32(0.0)  # -0.0 -> +0.0
