@@ -235,8 +235,8 @@ def _ort_options(threads: int) -> Any:
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # onnxruntime's pool threads spin after each run by default; interleaved with torch on
-    # the same cores they halve torch's 2-thread speed (measured: Linear 4096, batch 64,
-    # 28.4 vs 14.7 ms), which would make every ratio against torch dense a lie
+    # the same cores they halve torch's 2-thread speed (Linear 4096, batch 64: 28.4 vs
+    # 13.9 ms, results/bench/ort_spin), which would make every ratio against torch dense a lie
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
