@@ -37,7 +37,7 @@ def sparse_lecture_convnet(zeros: float = 0.9, seed: int = 0):
     """The lecture convnet (eval mode) with ``zeros`` of each Linear/Conv weight set to 0."""
     import torch
 
-    from sparsify.models import build_model
+    from sparsify.pipeline.zoo import build_model
 
     torch.manual_seed(seed)
     model = build_model("lecture_convnet").eval()

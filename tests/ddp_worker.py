@@ -11,10 +11,10 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-from sparsify.data import load_mnist
-from sparsify.recipe import Recipe
-from sparsify.train.distributed import distributed
-from sparsify.train.loop import train
+from sparsify.pipeline.data import load_mnist
+from sparsify.pipeline.distributed import distributed
+from sparsify.pipeline.loop import train
+from sparsify.pipeline.recipe import Recipe
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from sparsify.accel import SparseConv2d, SparseLinear, sparsify_inference_
 from sparsify.accel.layers import panel_width
 from sparsify.bench.sources import impose_density_
 from sparsify.errors import SparsifyError
-from sparsify.models import build_model
+from sparsify.pipeline.zoo import build_model
 
 
 def _sparse(module: nn.Module, density: float, seed: int = 0) -> nn.Module:

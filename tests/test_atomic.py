@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from sparsify import fileio
-from sparsify.checkpoint import save_checkpoint
-from sparsify.data.idx import write_idx
-from sparsify.models import build_model
-from sparsify.recipe import Recipe
-from sparsify.train.state import save_train_state
+from sparsify.pipeline.checkpoint import save_checkpoint
+from sparsify.pipeline.data.idx import write_idx
+from sparsify.pipeline.recipe import Recipe
+from sparsify.pipeline.state import save_train_state
+from sparsify.pipeline.zoo import build_model
 
 
 class Boom(OSError):

@@ -21,9 +21,9 @@ from sparsify.bench.backends import (
 from sparsify.bench.curves import bandwidth_bound, break_even, curves_markdown, run_curves
 from sparsify.bench.gpu import gpu_table_markdown, is_2to4, prune_2to4_, semi_structured_ok
 from sparsify.bench.sources import impose_density_, load_source
-from sparsify.bench.timing import time_interleaved
 from sparsify.cli import main
-from sparsify.models import build_model
+from sparsify.pipeline.zoo import build_model
+from sparsify.timing import time_interleaved
 
 ROOT = Path(__file__).resolve().parents[1]
 

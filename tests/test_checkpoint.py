@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparsify.checkpoint import load_checkpoint, save_checkpoint
 from sparsify.errors import SparsifyError
-from sparsify.models import build_model
-from sparsify.recipe import Recipe
+from sparsify.pipeline.checkpoint import load_checkpoint, save_checkpoint
+from sparsify.pipeline.recipe import Recipe
+from sparsify.pipeline.zoo import build_model
 
 RECIPE = Recipe.from_dict(
     {"name": "ck", "model": {"name": "lenet5"}, "penalties": [{"kind": "l1_prox", "lam": 1e-4}]}

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sparsify.checkpoint import load_checkpoint
 from sparsify.cli import main
+from sparsify.pipeline.checkpoint import load_checkpoint
 
 TINY = {
     "version": 1,

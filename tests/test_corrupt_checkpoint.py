@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparsify.checkpoint import load_checkpoint, save_checkpoint
 from sparsify.errors import SparsifyError
-from sparsify.models import build_model
-from sparsify.recipe import Recipe
+from sparsify.pipeline.checkpoint import load_checkpoint, save_checkpoint
+from sparsify.pipeline.recipe import Recipe
+from sparsify.pipeline.zoo import build_model
 
 RECIPE = Recipe.from_dict({"model": {"name": "lecture_convnet"}})
 
@@ -66,7 +66,7 @@ def _nan_weights(data: bytes) -> bytes:
     # a well-formed file whose checksum matches, but whose weights are NaN
     from safetensors.torch import load, save
 
-    from sparsify.checkpoint import tensors_digest
+    from sparsify.pipeline.checkpoint import tensors_digest
 
     header, _ = _split(data)
     state = load(data)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from sparsify import SparsifyError
-from sparsify.train import freeze_support_
+from sparsify.penalties import freeze_support_
 
 OPTIMIZERS = {
     "sgd_momentum": lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=1e-3),

@@ -12,9 +12,9 @@ import torch
 from conftest import train_args
 from safetensors.torch import load_file
 
-from sparsify.data import load_mnist
-from sparsify.recipe import Recipe
-from sparsify.train.loop import train
+from sparsify.pipeline.data import load_mnist
+from sparsify.pipeline.loop import train
+from sparsify.pipeline.recipe import Recipe
 
 HERE = Path(__file__).resolve().parent
 RECIPE = {

@@ -11,13 +11,13 @@ import pytest
 import torch
 from torch import nn
 
-from sparsify.checkpoint import save_checkpoint
 from sparsify.cli import main
 from sparsify.errors import SparsifyError
 from sparsify.export.encoding import encode, encoded_nbytes, entropy_bound_bytes
 from sparsify.export.footprint import footprint, to_markdown, write_footprint
-from sparsify.models import build_model
-from sparsify.recipe import Recipe
+from sparsify.pipeline.checkpoint import save_checkpoint
+from sparsify.pipeline.recipe import Recipe
+from sparsify.pipeline.zoo import build_model
 
 
 def _lenet5(fraction: float) -> nn.Module:

@@ -10,8 +10,13 @@ import torch
 from torch import nn
 
 from sparsify import SparsifyError, penalize_, soft_threshold
-from sparsify.train import GroupLassoProx, SparseGroupLassoProx, group_threshold_, penalty_from_dict
-from sparsify.train.group import group_threshold
+from sparsify.penalties import (
+    GroupLassoProx,
+    SparseGroupLassoProx,
+    group_threshold_,
+    penalty_from_dict,
+)
+from sparsify.penalties.group import group_threshold
 
 
 def _reference(w: torch.Tensor, t: float) -> torch.Tensor:

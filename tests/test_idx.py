@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sparsify.data import load_mnist, read_idx, write_idx
 from sparsify.errors import SparsifyError
+from sparsify.pipeline.data import load_mnist, read_idx, write_idx
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.float32, np.float64])

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from sparsify.cli import main
 from sparsify.errors import SparsifyError
-from sparsify.recipe import Recipe, parse_yaml, validate_dict
+from sparsify.pipeline.recipe import Recipe, parse_yaml, validate_dict
 
 TINY = "model: {name: lenet300_100}\ndata: {train_subset: 100, test_subset: 100}\nepochs: 1\n"
 

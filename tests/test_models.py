@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from sparsify.errors import SparsifyError
-from sparsify.models import build_model
+from sparsify.pipeline.zoo import build_model
 
 
 @pytest.mark.parametrize(

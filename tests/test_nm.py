@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from sparsify import L1Prox, SparsifyError, penalize_, soft_threshold
-from sparsify.train import NMProjection, check_nm, nm_project_, penalty_from_dict
-from sparsify.train.nm import nm_mask, semi_structured_fits, to_semi_structured_
+from sparsify.penalties import NMProjection, check_nm, nm_project_, penalty_from_dict
+from sparsify.penalties.nm import nm_mask, semi_structured_fits, to_semi_structured_
 
 
 @pytest.mark.parametrize(("n", "m"), [(2, 4), (1, 4), (4, 8)])

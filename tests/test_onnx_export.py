@@ -22,12 +22,12 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from sparsify.checkpoint import load_checkpoint, save_checkpoint
-from sparsify.data.mnist import load_mnist
 from sparsify.errors import SparsifyError
 from sparsify.export import onnx as ox
-from sparsify.models import build_model
-from sparsify.recipe import load_recipe
+from sparsify.pipeline.checkpoint import load_checkpoint, save_checkpoint
+from sparsify.pipeline.data.mnist import load_mnist
+from sparsify.pipeline.recipe import load_recipe
+from sparsify.pipeline.zoo import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = ("lecture_convnet", "lenet5", "torchvision:resnet18")

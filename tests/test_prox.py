@@ -19,7 +19,7 @@ from sparsify import (
     penalize_,
     soft_threshold,
 )
-from sparsify.train.prox import _soft_threshold_foreach_, _soft_threshold_fused_
+from sparsify.penalties.prox import _soft_threshold_foreach_, _soft_threshold_fused_
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, width=32)
 
@@ -185,7 +185,7 @@ def test_penalty_configs_round_trip() -> None:
 
     import yaml
 
-    from sparsify.train.config import REGISTRY, penalty_from_dict
+    from sparsify.penalties.base import REGISTRY, penalty_from_dict
 
     for kind, cls in REGISTRY.items():
         cfg = cls(lam=0.25, include=["a"], groups=[("b", 0.5)])

@@ -8,7 +8,7 @@ import pytest
 
 from sparsify.cli import main
 from sparsify.errors import SparsifyError
-from sparsify.recipe import Recipe, dump_recipe, load_recipe, parse_yaml, validate_dict
+from sparsify.pipeline.recipe import Recipe, dump_recipe, load_recipe, parse_yaml, validate_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((ROOT / "recipes").rglob("*.yaml"))

@@ -15,10 +15,10 @@ import torch
 import yaml
 from conftest import train_args
 
-from sparsify.checkpoint import load_checkpoint
 from sparsify.cli import main
 from sparsify.errors import SparsifyError
-from sparsify.train.state import STATE_FILE, load_train_state
+from sparsify.pipeline.checkpoint import load_checkpoint
+from sparsify.pipeline.state import STATE_FILE, load_train_state
 
 RECIPE = {
     "name": "resume",
@@ -88,7 +88,7 @@ def test_resume_refuses_other_recipe_and_damaged_state(
     )
     out = tmp_path / "o"
     out.mkdir()
-    from sparsify.train.state import save_train_state
+    from sparsify.pipeline.state import save_train_state
 
     save_train_state(out, {"recipe": {"name": "other"}, "epoch": 1})
     assert main(train_args(recipe, out, mnist_dir, "--resume")) == 2

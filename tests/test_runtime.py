@@ -17,7 +17,7 @@ from torch import nn
 import sparsify.runtime
 from sparsify.errors import SparsifyError
 from sparsify.export.scipy_bundle import export_scipy_bundle
-from sparsify.models import build_model
+from sparsify.pipeline.zoo import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 ATOL = 1e-5
@@ -52,7 +52,7 @@ def _check(model: nn.Module, bundle: Path, x: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def mnist_batch(mnist_dir: Path) -> np.ndarray:
-    from sparsify.data.idx import read_idx
+    from sparsify.pipeline.data.idx import read_idx
 
     images = read_idx(mnist_dir / "t10k-images-idx3-ubyte.gz")[:16]
     x = (images.astype(np.float32) / 255.0 - 0.1307) / 0.3081  # typical MNIST normalisation

@@ -11,14 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from sparsify.checkpoint import load_checkpoint, save_checkpoint
 from sparsify.cli import main
 from sparsify.errors import SparsifyError
 from sparsify.export import bundle_format as bf
 from sparsify.export.bundle_reader import load_bundle
 from sparsify.export.scipy_bundle import export_scipy_bundle, load_state_dict
-from sparsify.models import build_model
-from sparsify.recipe import Recipe
+from sparsify.pipeline.checkpoint import load_checkpoint, save_checkpoint
+from sparsify.pipeline.recipe import Recipe
+from sparsify.pipeline.zoo import build_model
 
 RECIPE = Recipe.from_dict({"name": "bundle", "model": {"name": "lecture_convnet"}})
 

@@ -10,11 +10,16 @@ import torch
 from torch import nn
 
 from sparsify import SparsifyError
-from sparsify.checkpoint import load_checkpoint, save_checkpoint
 from sparsify.cli import main
-from sparsify.models import build_model
-from sparsify.recipe import Recipe
-from sparsify.shrink import build_checkpoint_model, count_macs, resize_to_state_dict_, shrink_
+from sparsify.pipeline.checkpoint import load_checkpoint, save_checkpoint
+from sparsify.pipeline.recipe import Recipe
+from sparsify.pipeline.zoo import build_model
+from sparsify.structure.shrink import (
+    build_checkpoint_model,
+    count_macs,
+    resize_to_state_dict_,
+    shrink_,
+)
 
 ZOO = ["lecture_convnet", "lenet300_100", "lenet5"]
 OUTPUT_LAYERS = {"fc2", "fc3", "fc"}

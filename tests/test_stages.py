@@ -16,14 +16,14 @@ import pytest
 import torch
 import yaml
 
-from sparsify.checkpoint import SHRUNK, load_checkpoint, save_checkpoint
 from sparsify.cli import main
-from sparsify.data.mnist import load_mnist
 from sparsify.errors import SparsifyError
-from sparsify.models import build_model
-from sparsify.recipe import Recipe, load_recipe
-from sparsify.stages import run_recipe
-from sparsify.train.loop import train
+from sparsify.pipeline.checkpoint import SHRUNK, load_checkpoint, save_checkpoint
+from sparsify.pipeline.data.mnist import load_mnist
+from sparsify.pipeline.loop import train
+from sparsify.pipeline.recipe import Recipe, load_recipe
+from sparsify.pipeline.stages import run_recipe
+from sparsify.pipeline.zoo import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,7 +160,7 @@ def test_new_penalty_kinds_and_stages_round_trip() -> None:
     assert Recipe.from_dict(r.to_dict()) == r
     assert r.penalties[1].lam == 1.0
     assert "n" not in r.to_dict()["penalties"][0], "fields of other kinds are not dumped"
-    from sparsify.train import NMProjection, SparseGroupLassoProx, penalty_from_dict
+    from sparsify.penalties import NMProjection, SparseGroupLassoProx, penalty_from_dict
 
     nm = penalty_from_dict(r.penalties[1].to_config_dict())
     assert nm == NMProjection(n=1, m=8)
@@ -298,13 +298,29 @@ def test_extra_metadata_cannot_overwrite_the_format(tmp_path: Path) -> None:
 def test_checkpoint_and_training_do_not_import_later_stages() -> None:
     """Imports flow data/models/recipe -> train -> checkpoint -> shrink/stages -> ..."""
     later = {
-        "sparsify/checkpoint.py": ("sparsify.shrink", "sparsify.stages", "sparsify.export"),
-        "sparsify/models.py": ("sparsify.train", "sparsify.checkpoint", "sparsify.shrink"),
-        "sparsify/recipe.py": ("sparsify.train", "sparsify.checkpoint", "sparsify.shrink"),
+        "sparsify/pipeline/checkpoint.py": (
+            "sparsify.structure.shrink",
+            "sparsify.pipeline.stages",
+            "sparsify.export",
+        ),
+        "sparsify/pipeline/zoo.py": (
+            "sparsify.penalties",
+            "sparsify.pipeline.checkpoint",
+            "sparsify.structure.shrink",
+        ),
+        "sparsify/pipeline/recipe.py": (
+            "sparsify.penalties",
+            "sparsify.pipeline.checkpoint",
+            "sparsify.structure.shrink",
+        ),
     }
     later.update(
         {
-            str(p.relative_to(ROOT)): ("sparsify.checkpoint", "sparsify.shrink", "sparsify.stages")
+            str(p.relative_to(ROOT)): (
+                "sparsify.pipeline.checkpoint",
+                "sparsify.structure.shrink",
+                "sparsify.pipeline.stages",
+            )
             for p in (ROOT / "sparsify" / "train").glob("*.py")
         }
     )
@@ -321,7 +337,7 @@ def test_checkpoint_and_training_do_not_import_later_stages() -> None:
 
 
 def test_shrink_exclude_keeps_the_named_layer_whole() -> None:
-    from sparsify.shrink import shrink_
+    from sparsify.structure.shrink import shrink_
 
     torch.manual_seed(0)
     models = [build_model("lenet300_100").eval() for _ in range(2)]

@@ -24,8 +24,8 @@ from sparsify.bench.curves import (
     plot_curves,
     run_curves,
 )
-from sparsify.bench.timing import loadavg
 from sparsify.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from sparsify.timing import loadavg
 
 
 def wait_quiet(max_load: float, patience_s: float) -> None:

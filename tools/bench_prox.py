@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 
 import sparsify
-from sparsify.bench.timing import time_interleaved
 from sparsify.fileio import atomic_write_json, atomic_write_text
-from sparsify.models import build_model
-from sparsify.train.prox import _soft_threshold_foreach_, soft_threshold_
+from sparsify.penalties.prox import _soft_threshold_foreach_, soft_threshold_
+from sparsify.pipeline.zoo import build_model
+from sparsify.timing import time_interleaved
 
 LAM = 1e-5  # small enough that the weights keep their values over hundreds of repetitions
 

@@ -24,7 +24,7 @@ import torch
 
 from sparsify.export.footprint import footprint, write_footprint
 from sparsify.fileio import atomic_write_json, atomic_write_text
-from sparsify.models import build_model
+from sparsify.pipeline.zoo import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -66,8 +66,8 @@ def main() -> int:
     import torch
 
     from sparsify.bench.gpu import bench_gpu_point, gpu_table_markdown
-    from sparsify.bench.timing import machine_info
     from sparsify.fileio import atomic_write_json, atomic_write_text
+    from sparsify.timing import machine_info
 
     if not torch.cuda.is_available():
         print("gpu_bench: no CUDA device visible; run it on a GPU machine.", file=sys.stderr)

@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 
 import sparsify
-from sparsify.data.mnist import load_mnist
 from sparsify.fileio import atomic_write_json, atomic_write_text
-from sparsify.models import build_model
-from sparsify.shrink import measure_latency, shrink_
-from sparsify.train import GroupLassoProx, freeze_support_, penalize_
-from sparsify.train.loop import evaluate
+from sparsify.penalties import GroupLassoProx, freeze_support_, penalize_
+from sparsify.pipeline.data.mnist import load_mnist
+from sparsify.pipeline.loop import evaluate
+from sparsify.pipeline.zoo import build_model
+from sparsify.structure.shrink import measure_latency, shrink_
 
 # (model, lambdas, epochs, lr, output layer): lambdas bracket "some units gone" .. "most
 # gone"; the output layer is excluded (a dead class row would remove a class)

@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sparsify.data import load_mnist
 from sparsify.fileio import atomic_write_json, atomic_write_text
-from sparsify.recipe import Recipe, load_recipe
-from sparsify.train.loop import train
+from sparsify.pipeline.data import load_mnist
+from sparsify.pipeline.loop import train
+from sparsify.pipeline.recipe import Recipe, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -24,10 +24,10 @@ import onnx
 import torch
 from torch import nn
 
-from sparsify.checkpoint import load_checkpoint
 from sparsify.export import onnx as ox
 from sparsify.fileio import atomic_write_json, atomic_write_text
-from sparsify.models import build_model
+from sparsify.pipeline.checkpoint import load_checkpoint
+from sparsify.pipeline.zoo import build_model
 
 
 def _zero_at_random(model: nn.Module, zero_fraction: float, seed: int) -> nn.Module:

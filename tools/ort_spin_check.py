@@ -3,7 +3,7 @@
     .venv/bin/python tools/ort_spin_check.py --out results/bench/ort_spin
 
 Linear 4096x4096 at batch 64 with all threads: torch dense and an ORT session on the same
-model are timed interleaved (sparsify.bench.timing), once with ORT's default spinning pool
+model are timed interleaved (sparsify.timing), once with ORT's default spinning pool
 threads and once with ``session.intra_op.allow_spinning = 0`` (what ``sparsify bench``
 uses), then torch alone. Medians go to ``ort_spin.json`` and ``ort_spin.md``.
 """
@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from sparsify.bench.backends import _ort_options, cpu_threads_all
-from sparsify.bench.timing import loadavg, machine_info, time_interleaved
 from sparsify.export.onnx import export_dense_model
 from sparsify.fileio import atomic_write_json, atomic_write_text
+from sparsify.timing import loadavg, machine_info, time_interleaved
 
 
 def main() -> None:

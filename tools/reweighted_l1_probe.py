@@ -21,8 +21,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from sparsify.data.mnist import load_mnist
-from sparsify.models import build_model
+from sparsify.pipeline.data.mnist import load_mnist
+from sparsify.pipeline.zoo import build_model
 
 torch.set_num_threads(1)
 lam = float(sys.argv[1])

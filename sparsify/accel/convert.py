@@ -33,8 +33,8 @@ import torch
 from torch import nn
 
 from sparsify.accel.layers import KERNELS, conv_supported, make_sparse, panel_width
-from sparsify.bench.timing import fmt_seconds, time_interleaved, torch_threads
 from sparsify.errors import SparsifyError, check_choice
+from sparsify.timing import fmt_seconds, time_interleaved, torch_threads
 
 MODES = ("calibrate", "cost_model")
 FilterFn = Callable[[nn.Module, str], bool]

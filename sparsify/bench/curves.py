@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from sparsify.bench.sources import impose_density_
-from sparsify.bench.timing import loadavg, machine_info, time_interleaved, torch_threads
+from sparsify.timing import loadavg, machine_info, time_interleaved, torch_threads
 
 DENSITIES = (0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05, 0.02, 0.01)
 SIZES = (1024, 4096)

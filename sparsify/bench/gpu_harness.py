@@ -9,7 +9,7 @@ from typing import Any
 
 from sparsify.bench.gpu import bench_gpu_point
 from sparsify.bench.sources import load_source
-from sparsify.bench.timing import machine_info
+from sparsify.timing import machine_info
 
 
 def run_gpu_bench(

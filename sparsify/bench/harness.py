@@ -1,7 +1,7 @@
 """``run_bench``: every backend against torch dense, per (source, threads, batch), in one process.
 
 For each source, thread count and batch size, every available backend is timed in one
-interleaved group with ``dense`` (see :mod:`sparsify.bench.timing`); the ratio of a backend
+interleaved group with ``dense`` (see :mod:`sparsify.timing`); the ratio of a backend
 is  speedup = t_dense / t_backend,  reported as the median over repetitions of the paired
 per-repetition ratios, with their IQR (pairing cancels drift shared by both). Outputs are
 checked against dense: max |y - y_dense| and whether the argmax predictions agree.
@@ -30,8 +30,8 @@ from sparsify.bench.backends import (
     to_numpy,
 )
 from sparsify.bench.sources import load_source
-from sparsify.bench.timing import loadavg, machine_info, time_interleaved, torch_threads
 from sparsify.errors import SparsifyError
+from sparsify.timing import loadavg, machine_info, time_interleaved, torch_threads
 
 DEFAULT_BATCHES = (1, 16, 64, 256)
 

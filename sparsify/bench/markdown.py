@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sparsify.bench.timing import fmt_seconds
+from sparsify.timing import fmt_seconds
 
 
 def _mib(b: int | None) -> str:

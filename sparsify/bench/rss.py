@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from sparsify.subproc import ChildFailed, run_json_child
+from sparsify.probe import ChildFailed, run_json_child
 
 RSS_BATCH = 64
 

@@ -68,11 +68,11 @@ def load_source(spec: dict[str, Any]) -> Source:
     Raises:
         SparsifyError: unknown kind, unreadable checkpoint or bundle, bad density.
     """
-    from sparsify.models import build_model
+    from sparsify.pipeline.zoo import build_model
 
     kind = spec.get("kind")
     if kind == "checkpoint":
-        from sparsify.checkpoint import load_checkpoint
+        from sparsify.pipeline.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(spec["path"])
         model = ckpt.build_model()
@@ -85,7 +85,7 @@ def load_source(spec: dict[str, Any]) -> Source:
     if kind == "bundle":
         from sparsify.export.bundle_format import MANIFEST
         from sparsify.export.scipy_bundle import load_state_dict
-        from sparsify.recipe import Recipe
+        from sparsify.pipeline.recipe import Recipe
 
         path = Path(spec["path"])
         manifest = json.loads((path / MANIFEST).read_text())

@@ -6,12 +6,12 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sparsify.checkpoint import save_checkpoint
-from sparsify.data.mnist import MnistSplits, load_mnist
-from sparsify.recipe import Recipe
-from sparsify.stages import run_recipe
-from sparsify.train.distributed import DistContext
-from sparsify.train.state import clear_train_state
+from sparsify.pipeline.checkpoint import save_checkpoint
+from sparsify.pipeline.data.mnist import MnistSplits, load_mnist
+from sparsify.pipeline.distributed import DistContext
+from sparsify.pipeline.recipe import Recipe
+from sparsify.pipeline.stages import run_recipe
+from sparsify.pipeline.state import clear_train_state
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:

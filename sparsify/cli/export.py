@@ -59,8 +59,8 @@ def _export_onnx(ckpt: Any, out: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparsify.checkpoint import load_checkpoint
     from sparsify.export.scipy_bundle import export_scipy_bundle
+    from sparsify.pipeline.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint)
     out = Path(args.out)

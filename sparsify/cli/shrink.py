@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from sparsify.checkpoint import SHRUNK, load_checkpoint, save_checkpoint
 from sparsify.errors import SparsifyError
-from sparsify.shrink import build_checkpoint_model, layer_widths, measure_latency, shrink_
+from sparsify.pipeline.checkpoint import SHRUNK, load_checkpoint, save_checkpoint
+from sparsify.structure.shrink import build_checkpoint_model, layer_widths, measure_latency, shrink_
 
 
 def register(sub: argparse._SubParsersAction) -> None:

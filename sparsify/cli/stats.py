@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from sparsify.checkpoint import load_checkpoint
-from sparsify.sparsity import format_stats, state_dict_stats
+from sparsify.pipeline.checkpoint import load_checkpoint
+from sparsify.stats import format_stats, state_dict_stats
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 from sparsify.cli.common import add_run_options, apply_overrides, load_data, run_one
 from sparsify.fileio import atomic_write_json, atomic_write_text
-from sparsify.recipe import Recipe, load_recipe
+from sparsify.pipeline.recipe import Recipe, load_recipe
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from sparsify.cli.common import add_run_options, apply_overrides, load_data, run_one
 from sparsify.errors import SparsifyError
-from sparsify.recipe import load_recipe
-from sparsify.train.distributed import distributed
+from sparsify.pipeline.distributed import distributed
+from sparsify.pipeline.recipe import load_recipe
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from sparsify.errors import SparsifyError
-from sparsify.recipe import parse_yaml, validate_dict
+from sparsify.pipeline.recipe import parse_yaml, validate_dict
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -57,7 +57,7 @@ SPARSE_PARTS = {
     "coo": ("data", "row", "col"),
     "bsr": ("data", "indices", "indptr"),
 }
-# numpy dtype name -> torch dtype name, for the digest sparsify.checkpoint computes
+# numpy dtype name -> torch dtype name, for the digest sparsify.pipeline.checkpoint computes
 TORCH_DTYPE_NAMES = {
     "float16": "torch.float16",
     "float32": "torch.float32",
@@ -268,7 +268,7 @@ def check_relative(path: str, where: str) -> PurePosixPath:
 def state_digest(state: dict[str, np.ndarray]) -> str:
     """sha256 over (name, torch dtype, shape, bytes) in sorted name order.
 
-    Equal to :func:`sparsify.checkpoint.tensors_digest` of the same tensors, so a loaded
+    Equal to :func:`sparsify.pipeline.checkpoint.tensors_digest` of the same tensors, so a loaded
     bundle can be checked against the checkpoint it came from without torch.
     """
     h = hashlib.sha256()

@@ -76,7 +76,7 @@ def _checkpoint_bytes(source: Source, arrays: dict[str, np.ndarray]) -> tuple[in
     """(size of model.safetensors, its bytes): the file itself for a checkpoint, else serialised."""
     from safetensors.numpy import save as st_save
 
-    from sparsify.checkpoint import Checkpoint
+    from sparsify.pipeline.checkpoint import Checkpoint
 
     path = None
     if isinstance(source, Checkpoint):

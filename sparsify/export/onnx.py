@@ -71,7 +71,7 @@ from sparsify.export.encoding import (
     stored_count,
 )
 from sparsify.fileio import atomic_directory, atomic_write_bytes
-from sparsify.subproc import ChildFailed, run_json_child
+from sparsify.probe import ChildFailed, run_json_child
 
 OPSET = 20
 EXPORTER = "torch.onnx.export(dynamo=True)"
@@ -188,7 +188,7 @@ def _resolve_source(source: Any) -> tuple[nn.Module, torch.Tensor]:
     """(model in eval mode, default example input) from a Checkpoint, a checkpoint path or a
     module: a checkpoint's recipe gives ``(1, in_channels, 28, 28)``, a module's first layer
     the rest (:func:`default_example_input`)."""
-    from sparsify.checkpoint import Checkpoint, load_checkpoint
+    from sparsify.pipeline.checkpoint import Checkpoint, load_checkpoint
 
     if isinstance(source, (str, os.PathLike)):
         source = load_checkpoint(source)
@@ -792,7 +792,7 @@ def export_onnx(
     the files with :func:`load_onnx` / :func:`ort_session`.
 
     Args:
-        source: a :class:`~sparsify.checkpoint.Checkpoint`, a path to one, or an nn.Module.
+        source: a :class:`~sparsify.pipeline.checkpoint.Checkpoint`, a path to one, or an nn.Module.
         out_dir: folder to write into (created atomically if new; other files in an
             existing folder are left alone).
         example_input: a tensor for tracing, batch first; default ``zeros(1, C, 28, 28)``

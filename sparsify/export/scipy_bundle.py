@@ -33,7 +33,7 @@ def resolve_source(
     """(state_dict, model or None, provenance) from a Checkpoint, a checkpoint path, a module
     or a state_dict. A checkpoint's model is built only when the graph is needed.
     """
-    from sparsify.checkpoint import Checkpoint, load_checkpoint
+    from sparsify.pipeline.checkpoint import Checkpoint, load_checkpoint
 
     if isinstance(source, Mapping):
         state = {
@@ -257,7 +257,7 @@ def _sparse_entry(
 
 
 def _model_of(source: Source) -> nn.Module:
-    from sparsify.checkpoint import Checkpoint, load_checkpoint
+    from sparsify.pipeline.checkpoint import Checkpoint, load_checkpoint
 
     if isinstance(source, Mapping):
         raise SparsifyError(

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from sparsify.errors import SparsifyError
-from sparsify.models import BN_TYPES, CONV_TYPES, _set_param, resize_to_state_dict_
+from sparsify.structure.surgery import BN_TYPES, CONV_TYPES, resize_to_state_dict_, set_param
 
 __all__ = [
     "ShrinkReport",
@@ -55,7 +55,7 @@ __all__ = [
     "count_params",
     "layer_widths",
     "measure_latency",
-    "resize_to_state_dict_",  # lives in sparsify.models (checkpoint loading needs it)
+    "resize_to_state_dict_",
     "shrink_",
 ]
 
@@ -478,9 +478,9 @@ def _expand_index(mask: torch.Tensor, expand: int) -> torch.Tensor:
 @torch.no_grad()
 def _slice_out(mod: nn.Module, keep: torch.Tensor) -> None:
     idx = keep.nonzero().flatten().to(mod.weight.device)
-    _set_param(mod, "weight", mod.weight[idx], mod.weight)
+    set_param(mod, "weight", mod.weight[idx], mod.weight)
     if mod.bias is not None:
-        _set_param(mod, "bias", mod.bias[idx], mod.bias)
+        set_param(mod, "bias", mod.bias[idx], mod.bias)
     if isinstance(mod, nn.Linear):
         mod.out_features = len(idx)
     else:
@@ -490,14 +490,14 @@ def _slice_out(mod: nn.Module, keep: torch.Tensor) -> None:
 @torch.no_grad()
 def _add_bias(mod: nn.Module, delta: torch.Tensor) -> None:
     bias = mod.bias.detach() if mod.bias is not None else torch.zeros_like(delta)
-    _set_param(mod, "bias", bias + delta, mod.bias if mod.bias is not None else mod.weight)
+    set_param(mod, "bias", bias + delta, mod.bias if mod.bias is not None else mod.weight)
 
 
 @torch.no_grad()
 def _slice_in(mod: nn.Module, keep: torch.Tensor, expand: int) -> None:
     w = mod.weight
     cols = _expand_index(keep.to(w.device), expand).nonzero().flatten()
-    _set_param(mod, "weight", w[:, cols], w)
+    set_param(mod, "weight", w[:, cols], w)
     if isinstance(mod, nn.Linear):
         mod.in_features = len(cols)
     else:
@@ -510,7 +510,7 @@ def _slice_bn(mod: nn.Module, keep: torch.Tensor) -> None:
     for pname in ("weight", "bias"):
         p = getattr(mod, pname)
         if p is not None:
-            _set_param(mod, pname, p[idx.to(p.device)], p)
+            set_param(mod, pname, p[idx.to(p.device)], p)
     for bname in ("running_mean", "running_var"):
         b = getattr(mod, bname)
         if b is not None:
@@ -719,7 +719,7 @@ def measure_latency(
 
 
 def build_checkpoint_model(ckpt: Any) -> nn.Module:
-    """The model of a (possibly shrunk) :class:`~sparsify.checkpoint.Checkpoint`, in eval mode.
+    """The model of a (possibly shrunk) :class:`~sparsify.pipeline.checkpoint.Checkpoint`, in eval mode.
 
     Builds the recipe's architecture, gives it the checkpoint's widths with
     :func:`resize_to_state_dict_`, then loads the weights strictly (names must all match).

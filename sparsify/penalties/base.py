@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 
 from sparsify.errors import SparsifyError, check_choice, check_nonnegative
-from sparsify.train.schedules import Schedule
+from sparsify.penalties.schedules import Schedule
 
 THRESHOLDS = ("lambda", "lr_lambda")
 REGISTRY: dict[str, type[PenaltyConfig]] = {}
@@ -73,7 +73,7 @@ class PenaltyConfig:
     def validate_selection(self, selected: Sequence[Any]) -> None:
         """Refuse a selection this penalty cannot act on (``penalize_`` calls it); default: accept.
 
-        ``selected`` holds :class:`~sparsify.train.selection.Selected` entries (``.name``,
+        ``selected`` holds :class:`~sparsify.penalties.selection.Selected` entries (``.name``,
         ``.param``), so a refusal can name the layer. Raise SparsifyError to refuse.
         """
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sparsify.train.config import PenaltyConfig, add_to_grads_, register
+from sparsify.penalties.base import PenaltyConfig, add_to_grads_, register
 
 
 def l2_penalty(params: Sequence[torch.Tensor], lam: float) -> torch.Tensor:

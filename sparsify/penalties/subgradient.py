@@ -1,6 +1,6 @@
 """L1 by subgradient, kept as a baseline: ``g <- g + lam * sign(w)`` before each step.
 
-It minimises the same objective as :class:`~sparsify.train.prox.L1Prox` but overshoots:
+It minimises the same objective as :class:`~sparsify.penalties.prox.L1Prox` but overshoots:
 a weight near zero jumps from one side to the other and almost never lands on 0.0.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sparsify.train.config import PenaltyConfig, add_to_grads_, register
+from sparsify.penalties.base import PenaltyConfig, add_to_grads_, register
 
 
 @register

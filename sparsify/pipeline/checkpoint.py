@@ -32,10 +32,11 @@ from torch import nn
 
 from sparsify.errors import SparsifyError
 from sparsify.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from sparsify.models import build_model, resize_to_state_dict_
-from sparsify.recipe import Recipe, dump_recipe
+from sparsify.pipeline.recipe import Recipe, dump_recipe
+from sparsify.pipeline.zoo import build_model
+from sparsify.structure.surgery import resize_to_state_dict_
 
-FORMAT = "sparsify.checkpoint"
+FORMAT = "sparsify.checkpoint"  # a file-format name: stays when the module moves
 FORMAT_VERSION = "1"
 WEIGHTS = "model.safetensors"
 SHRUNK = "shrunk"  # metadata key of a shrunk checkpoint: JSON {layer: [out, in]}
@@ -60,7 +61,7 @@ class Checkpoint:
         """The recipe's architecture with these weights loaded (strict), in eval mode.
 
         A shrunk checkpoint's model (or any, with ``resize=True``) is first given the
-        tensors' widths (:func:`~sparsify.models.resize_to_state_dict_`); names must still
+        tensors' widths (:func:`~sparsify.structure.surgery.resize_to_state_dict_`); names must still
         match exactly.
         """
         spec = self.recipe.model

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sparsify.data.idx import read_idx
 from sparsify.errors import SparsifyError
+from sparsify.pipeline.data.idx import read_idx
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",

@@ -29,7 +29,11 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-ZOO_NAMES = ("lecture_convnet", "lenet300_100", "lenet5")  # sparsify.models.MODELS (test-checked)
+ZOO_NAMES = (
+    "lecture_convnet",
+    "lenet300_100",
+    "lenet5",
+)  # sparsify.pipeline.zoo.MODELS (test-checked)
 
 
 class ModelSpec(_Section):
@@ -206,7 +210,7 @@ class PenaltySpec(_Section):
         return self
 
     def to_config_dict(self) -> dict[str, Any]:
-        """Fields for :func:`sparsify.train.penalty_from_dict` (``lam`` must be a scalar here)."""
+        """Fields for :func:`sparsify.penalties.penalty_from_dict` (``lam`` must be a scalar here)."""
         d = self.model_dump(exclude_none=True)
         if isinstance(d["lam"], list):
             raise SparsifyError("a sweep recipe must be expanded (Recipe.expand) before training.")

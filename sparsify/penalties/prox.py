@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sparsify.train.config import PenaltyConfig, register
+from sparsify.penalties.base import PenaltyConfig, register
 
 
 def soft_threshold(w: torch.Tensor, t: float) -> torch.Tensor:

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from sparsify.errors import SparsifyError
-from sparsify.train.selection import FilterFn, select_parameters
+from sparsify.penalties.selection import FilterFn, select_parameters
 
 
 class FrozenSupport:
@@ -114,7 +114,7 @@ def freeze_support_(
     Args:
         model: where the weights and their names come from.
         optimizer: the optimizer that fine-tunes them (any ``torch.optim.Optimizer``).
-        scope, include, exclude, filter_fn: as for :func:`~sparsify.train.penalize.penalize_`.
+        scope, include, exclude, filter_fn: as for :func:`~sparsify.penalties.penalize.penalize_`.
 
     Returns:
         A :class:`FrozenSupport`; ``handle.remove()`` lets zeros move again.

@@ -5,7 +5,7 @@ A recipe's ``stages:`` list names the stages to run, in that order, each at most
     train   the recipe's top-level ``epochs``, ``optimizer`` and ``penalties`` (:func:`train`);
             the penalty hooks are removed when it ends
     debias  ``epochs`` more epochs without penalty, every selected zero frozen
-            (:func:`~sparsify.train.loop.debias`, built on ``freeze_support_``)
+            (:func:`~sparsify.pipeline.loop.debias`, built on ``freeze_support_``)
     shrink  ``shrink_`` on ``example_batch`` random inputs of the data's image shape: dead
             output neurons/channels are removed, same outputs within 1e-5
 
@@ -13,7 +13,7 @@ After every stage the model is measured (errors on both splits, exact zeros per 
 the stage's row goes to ``metrics["stages"]``. A recipe without ``stages`` runs the train
 stage alone and its metrics are exactly what :func:`train` returns (no ``stages`` key).
 
-This module sits after :mod:`sparsify.checkpoint` and :mod:`sparsify.shrink` in the data
+This module sits after :mod:`sparsify.pipeline.checkpoint` and :mod:`sparsify.structure.shrink` in the data
 flow (it uses both); the training code it drives does not import it.
 """
 
@@ -29,12 +29,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparsify.checkpoint import SHRUNK
-from sparsify.data.mnist import MnistSplits
-from sparsify.recipe import DebiasStage, Recipe, ShrinkStage
-from sparsify.shrink import layer_widths, shrink_
-from sparsify.train.distributed import DistContext
-from sparsify.train.loop import debias, measure, train
+from sparsify.pipeline.checkpoint import SHRUNK
+from sparsify.pipeline.data.mnist import MnistSplits
+from sparsify.pipeline.distributed import DistContext
+from sparsify.pipeline.loop import debias, measure, train
+from sparsify.pipeline.recipe import DebiasStage, Recipe, ShrinkStage
+from sparsify.structure.shrink import layer_widths, shrink_
 
 # per-stage fields copied from measure(); per-tensor detail is kept for the final model only
 ROW_KEYS = (

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 
 from sparsify.errors import SparsifyError
-from sparsify.train.config import PenaltyConfig
-from sparsify.train.selection import FilterFn, Selected, select_parameters
+from sparsify.penalties.base import PenaltyConfig
+from sparsify.penalties.selection import FilterFn, Selected, select_parameters
 
 
 @dataclass

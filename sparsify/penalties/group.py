@@ -13,7 +13,7 @@ default init already makes row norms roughly fan-in independent (``U(+-1/sqrt(fa
 gives ``||w_g|| ~ 1/sqrt(3)``): one ``lam`` then means the same for every layer, whereas
 ``sqrt(784)/sqrt(100)`` ~ 2.8x heavier thresholds on LeNet's first layer would empty it first.
 
-Thresholds follow :class:`~sparsify.train.prox.L1Prox`: ``threshold="lambda"`` uses
+Thresholds follow :class:`~sparsify.penalties.prox.L1Prox`: ``threshold="lambda"`` uses
 ``t = lam`` per step, ``"lr_lambda"`` uses ``t = lr * lam`` (proximal gradient).
 
 Sparse-group lasso (L1 + group, Simon, Friedman, Hastie & Tibshirani 2013) is applied as
@@ -36,8 +36,8 @@ from typing import Any
 import torch
 
 from sparsify.errors import SparsifyError, check_nonnegative
-from sparsify.train.config import PenaltyConfig, register
-from sparsify.train.prox import soft_threshold_
+from sparsify.penalties.base import PenaltyConfig, register
+from sparsify.penalties.prox import soft_threshold_
 
 
 def group_norms(w: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,9 @@
 """The training loop behind ``sparsify train``: recipe + data in, trained model + metrics out.
 
 Plain mini-batch training on tensors held in memory (MNIST fits), cross-entropy loss,
-penalties attached with :func:`~sparsify.train.penalize.penalize_` exactly as a user would
+penalties attached with :func:`~sparsify.penalties.penalize.penalize_` exactly as a user would
 attach them to their own loop. :func:`train` is a recipe's train stage and :func:`debias`
-its debias stage (same epoch loop, :func:`run_epochs`); :mod:`sparsify.stages` chains them
+its debias stage (same epoch loop, :func:`run_epochs`); :mod:`sparsify.pipeline.stages` chains them
 with the shrink stage.
 """
 
@@ -22,16 +22,16 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from sparsify.data.mnist import MnistSplits
 from sparsify.errors import SparsifyError
-from sparsify.models import build_model
-from sparsify.recipe import DebiasStage, OptimizerSpec, Recipe
-from sparsify.sparsity import model_stats
-from sparsify.train.config import penalty_from_dict
-from sparsify.train.debias import freeze_support_
-from sparsify.train.distributed import DistContext
-from sparsify.train.penalize import PenaltyHandle, penalize_
-from sparsify.train.state import load_train_state, save_train_state
+from sparsify.penalties.base import penalty_from_dict
+from sparsify.penalties.freeze import freeze_support_
+from sparsify.penalties.penalize import PenaltyHandle, penalize_
+from sparsify.pipeline.data.mnist import MnistSplits
+from sparsify.pipeline.distributed import DistContext
+from sparsify.pipeline.recipe import DebiasStage, OptimizerSpec, Recipe
+from sparsify.pipeline.state import load_train_state, save_train_state
+from sparsify.pipeline.zoo import build_model
+from sparsify.stats import model_stats
 
 
 @dataclass
@@ -160,7 +160,7 @@ def train(
     """Train ``recipe.model`` on ``data`` for ``recipe.epochs`` and measure it.
 
     Args:
-        dist: DDP context from :func:`sparsify.train.distributed.distributed` (None: one process).
+        dist: DDP context from :func:`sparsify.pipeline.distributed.distributed` (None: one process).
         state_dir: where to save the resume state every ``checkpoint_every`` epochs (None: never).
         resume: continue from the state in ``state_dir`` if there is one.
 
@@ -342,7 +342,7 @@ def run_epochs(
 
 
 def measure(model: nn.Module, data: MnistSplits, dist: DistContext | None = None) -> dict[str, Any]:
-    """Errors and losses on both splits plus :func:`~sparsify.sparsity.model_stats` of ``model``.
+    """Errors and losses on both splits plus :func:`~sparsify.stats.model_stats` of ``model``.
 
     ``nonzero_weights = weight_numel - weight_zeros`` counts the Linear/Conv weights a
     sparse format stores (biases excluded), the number compression ratios are quoted on.
@@ -374,7 +374,7 @@ def debias(
     """The debias stage: fine-tune ``model`` in place with its zeros frozen, no penalty.
 
     A fresh optimizer (``stage.optimizer``, else the recipe's) trains for ``stage.epochs``
-    epochs of ``recipe.batch_size``; :func:`~sparsify.train.debias.freeze_support_` keeps
+    epochs of ``recipe.batch_size``; :func:`~sparsify.penalties.freeze.freeze_support_` keeps
     every selected weight that is 0 now at exactly 0 (gradient, optimizer state and weight
     masked). Penalty hooks must already be removed (``train`` removes its own).
 

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from sparsify.errors import SparsifyError
-from sparsify.train.config import PenaltyConfig, register
+from sparsify.penalties.base import PenaltyConfig, register
 
 
 def _check_nm(n: int, m: int) -> None:

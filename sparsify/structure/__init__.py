@@ -1,0 +1,1 @@
+"""Structure: find dead neurons/channels through the fx graph and remove them physically."""
