@@ -1,8 +1,9 @@
-"""Run a fresh Python process that prints its result as one JSON line (memory probes).
+"""Memory probes: this process's resident memory (/proc), and a fresh child that reports as JSON.
 
 A fresh process is how resident memory is measured without this process's imports and
-caches; both the export stage (onnxruntime session memory) and the bench (peak RSS per
-backend) use it.
+caches; both the footprint measurement (onnxruntime session memory) and the bench (peak RSS
+per backend) use :func:`run_json_child`, and the child reads itself with :func:`vm_rss` and
+:func:`vm_hwm`. Importing this module imports no torch.
 """
 
 from __future__ import annotations
@@ -13,6 +14,32 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+
+def status_bytes(field: str) -> int:
+    """A ``/proc/self/status`` field in bytes (``VmRSS``, ``VmHWM``...); -1 where unavailable."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return -1
+
+
+def vm_rss() -> int:
+    """Resident memory of this process now, in bytes (-1 without /proc)."""
+    return status_bytes("VmRSS")
+
+
+def vm_hwm() -> int:
+    """Peak resident memory of this process *since its exec*, in bytes (-1 without /proc).
+
+    Not ``ru_maxrss``: Linux carries that over from the forking parent across exec, so a
+    child of a 3 GB process would report 3 GB whatever it used itself.
+    """
+    return status_bytes("VmHWM")
 
 
 class ChildFailed(Exception):

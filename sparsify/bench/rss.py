@@ -14,39 +14,13 @@ times, then reports:
 from __future__ import annotations
 
 import json
-import resource
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from sparsify.probe import ChildFailed, run_json_child
+from sparsify.probe import ChildFailed, run_json_child, vm_hwm, vm_rss
 
 RSS_BATCH = 64
-
-
-def _status(field: str) -> int:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return -1
-
-
-def _vmrss() -> int:
-    return _status("VmRSS")
-
-
-def _peak() -> int:
-    """VmHWM (this exec's high-water mark). Not ru_maxrss: Linux carries that over from the
-    forking parent across exec, so every child would report the benchmark process's peak."""
-    hwm = _status("VmHWM")
-    if hwm >= 0:
-        return hwm
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
 
 
 def _child(job: dict[str, Any]) -> dict[str, Any]:
@@ -60,7 +34,7 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
     if backend in ("ort_dense", "ort_compact"):
         import onnxruntime as ort
 
-        base = _vmrss()
+        base = vm_rss()
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1
         sess = ort.InferenceSession(job["path"], opts, providers=["CPUExecutionProvider"])
@@ -72,7 +46,7 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
     elif backend == "scipy_runtime":
         import sparsify.runtime
 
-        base = _vmrss()
+        base = vm_rss()
         model = sparsify.runtime.load(job["path"])
 
         def run() -> Any:
@@ -86,7 +60,7 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
 
         torch_imported = True
         torch.set_num_threads(1)
-        base = _vmrss()
+        base = vm_rss()
         source = load_source(job["spec"])
         artifacts = {"paths": job.get("paths", {}), "unavailable": {}}
         try:
@@ -105,7 +79,7 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
     for _ in range(3):
         run()
     gc.collect()
-    steady = _vmrss()
+    steady = vm_rss()
     return {
         "available": True,
         "batch": batch,
@@ -113,7 +87,7 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
         "torch_imported": torch_imported,
         "rss_after_imports": base,
         "rss_steady": steady,
-        "peak_rss": _peak(),
+        "peak_rss": vm_hwm(),
         "model_bytes": steady - base if base >= 0 and steady >= 0 else None,
     }
 
