@@ -193,7 +193,7 @@ RUNTIME_CASES: list[tuple[str, str, str]] = [
     # valid schema, refused once the run starts (before anything is written)
     (
         "missing-data-dir",
-        TINY + "data: {dir: /nonexistent/mnist, train_subset: 100}",
+        TINY.replace("data: {", "data: {dir: /nonexistent/mnist, "),
         "does not exist; pass --data-dir",
     ),
     (

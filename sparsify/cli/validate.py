@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from sparsify.errors import SparsifyError
-from sparsify.pipeline.recipe import parse_yaml, validate_dict
+from sparsify.pipeline.recipe import parse_yaml, read_recipe_text, validate_dict
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,12 +20,8 @@ def run(args: argparse.Namespace) -> int:
     for name in args.recipes:
         path = Path(name)
         try:
-            if not path.is_file():
-                raise SparsifyError(f"recipe {path} does not exist.")
-            problems = validate_dict(
-                parse_yaml(path.read_text(encoding="utf-8"), str(path)), str(path)
-            )
-        except (SparsifyError, UnicodeDecodeError) as exc:
+            problems = validate_dict(parse_yaml(read_recipe_text(path), str(path)), str(path))
+        except SparsifyError as exc:
             problems = [str(exc)]
         for line in problems:
             print(line)

@@ -7,18 +7,17 @@ them all at once. A list of lambdas in one penalty makes a sweep (one run per va
 
 from __future__ import annotations
 
-import difflib
-import math
 import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from sparsify.errors import SparsifyError
+from sparsify.pipeline.recipe_errors import problems
 
 RECIPE_VERSION = 1
 NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -403,8 +402,79 @@ class Recipe(_Section):
         return cls.model_validate(data)
 
 
+# Bounds on what a recipe may cost to read. A recipe is a page of settings; anything past these
+# is an accident or an attack (alias bombs, 10,000-deep nesting, 5,000-digit integers).
+MAX_RECIPE_BYTES = 1 << 20
+MAX_DEPTH = 32
+MAX_NODES = 100_000  # YAML nodes after aliases are expanded
+MAX_INT_DIGITS = 30
+
+
+class _RecipeYAMLError(Exception):
+    """A recipe-specific refusal raised while composing or constructing (has a line number)."""
+
+    def __init__(self, problem: str, mark: Any = None) -> None:
+        super().__init__(problem)
+        self.problem, self.mark = problem, mark
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.1 demands ``1.0e-4``)."""
+    """SafeLoader that also reads ``1e-4`` as a float (YAML 1.1 demands ``1.0e-4``), refuses
+    duplicate keys (YAML says they are an error; PyYAML keeps the last one silently), and
+    bounds nesting depth and integer size."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _RecipeYAMLError(
+                    f"nesting deeper than {MAX_DEPTH} levels", self.peek_event().start_mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: SafeLoader's own error says so below
+                continue
+            if duplicate:
+                raise _RecipeYAMLError(f"duplicate key {key!r}", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node: Any) -> int:
+        digits = sum(ch.isdigit() for ch in str(node.value))
+        if digits > MAX_INT_DIGITS:
+            raise _RecipeYAMLError(
+                f"an integer of {digits} digits (at most {MAX_INT_DIGITS})", node.start_mark
+            )
+        return super().construct_yaml_int(node)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+
+
+def _expanded_size(node: Any, memo: dict[int, int]) -> int:
+    """Node count with every alias expanded (a DAG walk: an alias bomb is small as a graph)."""
+    if id(node) in memo:
+        if memo[id(node)] < 0:
+            raise _RecipeYAMLError("an anchor that contains itself", node.start_mark)
+        return memo[id(node)]
+    memo[id(node)] = -1  # in progress: meeting it again below means a cycle (``&a [*a]``)
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    memo[id(node)] = size = min(size, MAX_NODES + 1)
+    return size
 
 
 _Loader.add_implicit_resolver(
@@ -421,155 +491,39 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _where(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-def _known_keys(loc: tuple[Any, ...]) -> list[str]:
-    """Keys allowed at ``loc`` (an error location that still holds union tags)."""
-    model: Any = Recipe
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        if model is _StagesTag:  # pydantic puts the stage kind (the union's tag) in the loc
-            model = STAGE_TYPES.get(part)
-            if model is None:
-                return []
-            continue
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        if part == "stages" and model is Recipe:
-            model = _StagesTag  # the next non-index part is the stage kind (the union's tag)
-            continue
-        ann = field.annotation
-        args = getattr(ann, "__args__", ()) or (ann,)
-        model = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), None)
-        if model is None:
-            for a in args:  # list[Spec]
-                inner = next(
-                    (
-                        x
-                        for x in getattr(a, "__args__", ())
-                        if isinstance(x, type) and issubclass(x, BaseModel)
-                    ),
-                    None,
-                )
-                if inner is not None:
-                    model = inner
-            if model is None:
-                return []
-    return list(getattr(model, "model_fields", {}))
-
-
-class _StagesTag:
-    """Marker for :func:`_known_keys`: inside ``stages[i]``, before the kind tag."""
-
-
-def _message(err: dict[str, Any], source: str) -> str:
-    loc = err["loc"]
-    where = _where(loc)
-    got = err.get("input")
-    if err["type"] == "extra_forbidden":
-        known = _known_keys(err.get("raw_loc", loc))
-        hint = difflib.get_close_matches(str(loc[-1]), known, n=1) if loc else []
-        fix = (
-            f"did you mean '{hint[0]}'?" if hint else f"allowed keys: {', '.join(known) or 'none'}"
-        )
-        return f"{source}: unknown key '{where}'; remove it or fix the spelling ({fix})."
-    if err["type"] == "missing":
-        return f"{source}: required key '{where}' is missing; add it."
-    if err["type"] == "recipe_rule":  # a rule over several keys: the message says it all
-        return f"{source}: '{where}': {err['msg']}."
-    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        kinds = ", ".join(STAGE_ORDER)
-        if err["type"] == "union_tag_not_found":
-            return f"{source}: required key '{where}.kind' is missing; add it ({kinds})."
-        tag = err.get("ctx", {}).get("tag")
-        return f"{source}: '{where}.kind' should be one of {kinds}; got {tag!r}."
-    msg = err["msg"].removeprefix("Value error, ").removeprefix("Input ")
-    if isinstance(got, float) and not math.isfinite(got):
-        msg = "must be a finite number"
-    if isinstance(got, dict):
-        if err["type"] == "value_error":  # a rule over a whole section: the message says it all
-            return f"{source}: '{where}': {msg}."
-        return f"{source}: '{where}' {msg}; got a mapping."
-    shown = repr(got) if len(repr(got)) <= 80 else repr(got)[:77] + "..."
-    return f"{source}: '{where}' {msg}; got {shown}."
-
-
-def _merge(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Keep the deepest error per location; join the branches of a union (``float | list``)."""
-    locs = [_strip_tags(e["loc"]) for e in errors]
-    by_loc: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for loc, err in zip(locs, errors):
-        if any(other[: len(loc)] == loc and len(other) > len(loc) for other in locs):
-            continue  # a more precise error lies below this one
-        if loc in by_loc and err["type"] not in ("extra_forbidden", "missing"):
-            prev = by_loc[loc]
-            by_loc[loc] = {
-                **prev,
-                "msg": prev["msg"] + " or " + err["msg"].removeprefix("Input should be "),
-            }
-        else:
-            by_loc[loc] = {**err, "loc": loc, "raw_loc": err["loc"]}
-    return list(by_loc.values())
-
-
-def _strip_tags(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-    """``loc`` without pydantic's union branch names (and the stage kind after ``stages[i]``)."""
-    out: list[Any] = []
-    for i, part in enumerate(loc):
-        if _is_tag(part):
-            continue
-        if (
-            i >= 2
-            and loc[i - 2] == "stages"
-            and isinstance(loc[i - 1], int)
-            and part in STAGE_TYPES
-        ):
-            continue
-        out.append(part)
-    return tuple(out)
-
-
-_TAG = re.compile(
-    r"(float|int|str|bool)|\w+\[.*\]|(constrained|function|json-or-python)-[\w-]+(\[.*\])?"
-)
-
-
-def _is_tag(part: Any) -> bool:
-    # pydantic inserts union branch names ("float", "list[...]", "constrained-float") in locs;
-    # a user's own key such as "-" or "learning-rate" is not one
-    return isinstance(part, str) and _TAG.fullmatch(part) is not None
-
-
 def validate_dict(data: Any, source: str = "recipe") -> list[str]:
     """Every problem with ``data`` as a recipe, one line each (empty list: valid)."""
     if not isinstance(data, dict):
         return [
             f"{source}: a recipe is a YAML mapping of keys (model, data, optimizer, ...); got {type(data).__name__}."
         ]
-    try:
-        Recipe.model_validate(data)
-    except ValidationError as exc:
-        seen, out = set(), []
-        for err in _merge(exc.errors()):
-            m = _message(err, source)
-            if m not in seen:
-                seen.add(m)
-                out.append(m)
-        return out
-    return []
+    return problems(Recipe, data, source, tagged={"stages": STAGE_TYPES})
 
 
 def parse_yaml(text: str, source: str = "recipe") -> Any:
-    """Parse YAML with the safe loader; syntax errors become a one-line SparsifyError."""
+    """Parse YAML with the safe loader; every refusal is a one-line SparsifyError.
+
+    Refused: tags (plain data only), syntax errors, duplicate keys, more than
+    ``MAX_RECIPE_BYTES`` of text, nesting deeper than ``MAX_DEPTH``, more than ``MAX_NODES``
+    nodes once aliases are expanded, integers of more than ``MAX_INT_DIGITS`` digits.
+    """
+    if len(text) > MAX_RECIPE_BYTES:
+        raise SparsifyError(
+            f"{source}: {len(text):,} characters is not a recipe (at most {MAX_RECIPE_BYTES:,}); "
+            "check the file."
+        )
+    loader = None
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        loader = _Loader(text)  # its reader already refuses control characters
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node, {}) > MAX_NODES:
+            raise _RecipeYAMLError(
+                f"more than {MAX_NODES:,} values once anchors/aliases are expanded", node.start_mark
+            )
+        return loader.construct_document(node) if node is not None else None
+    except _RecipeYAMLError as exc:
+        where = f" at line {exc.mark.line + 1}" if exc.mark else ""
+        raise SparsifyError(f"{source}: {exc.problem}{where}; fix the file.") from None
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
         where = f" at line {mark.line + 1}" if mark else ""
@@ -583,20 +537,34 @@ def parse_yaml(text: str, source: str = "recipe") -> Any:
         raise SparsifyError(
             f"{source}: YAML syntax error{where}: {problem}; fix the file."
         ) from None
+    except RecursionError:  # a cycle through aliases reached the constructor
+        raise SparsifyError(f"{source}: recursive anchors/aliases; fix the file.") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
 
 
-def load_recipe(path: str | os.PathLike[str]) -> Recipe:
-    """Read and validate the recipe at ``path``."""
+def read_recipe_text(path: str | os.PathLike[str]) -> str:
+    """The text of the recipe file at ``path`` (UTF-8, at most ``MAX_RECIPE_BYTES``)."""
     path = Path(path)
     if not path.is_file():
         raise SparsifyError(
             f"recipe {path} does not exist; give the path to a .yaml recipe (see recipes/)."
         )
+    if path.stat().st_size > MAX_RECIPE_BYTES:
+        raise SparsifyError(
+            f"{path}: {path.stat().st_size:,} bytes is not a recipe (at most "
+            f"{MAX_RECIPE_BYTES:,}); check the file."
+        )
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise SparsifyError(f"{path}: not UTF-8 text; a recipe is a YAML file.") from None
-    return Recipe.from_dict(parse_yaml(text, str(path)), str(path))
+        raise SparsifyError(f"{path}: not UTF-8 text; save the recipe as UTF-8 YAML.") from None
+
+
+def load_recipe(path: str | os.PathLike[str]) -> Recipe:
+    """Read and validate the recipe at ``path``."""
+    return Recipe.from_dict(parse_yaml(read_recipe_text(path), str(path)), str(path))
 
 
 def dump_recipe(recipe: Recipe) -> str:
