@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from sparsify import fileio
+from sparsify.errors import SparsifyError
 from sparsify.pipeline.checkpoint import save_checkpoint
 from sparsify.pipeline.data.idx import write_idx
 from sparsify.pipeline.recipe import Recipe
@@ -102,3 +103,51 @@ def test_sigkill_during_a_large_write(tmp_path: Path) -> None:
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     assert target.read_bytes() == b"old"
+
+
+def test_atomic_directory_swaps_in_one_step_where_the_os_can(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "x").write_text("a")
+    if not fileio._exchange(a, b):
+        pytest.skip("this filesystem has no renameat2(RENAME_EXCHANGE); two renames are used")
+    assert (b / "x").read_text() == "a" and not (a / "x").exists()
+    with fileio.atomic_directory(out) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in out.iterdir()) == ["new.txt"]
+    assert not list(tmp_path.glob(".out.*")), "no hidden leftovers"
+
+
+def test_atomic_directory_never_replaces_a_folder_that_is_not_ours(tmp_path: Path) -> None:
+    out = tmp_path / "photos"
+    (out / "2024").mkdir(parents=True)
+    (out / "manifest.json").write_text("{}")  # shares a name with our outputs, nothing more
+    (out / "2024" / "img.png").write_bytes(b"\x89PNG")
+    refused = pytest.raises(SparsifyError, match="not an output of this command")
+    with refused, fileio.atomic_directory(out, is_ours=lambda p: False) as tmp:
+        (tmp / "manifest.json").write_text("{}")
+    assert (out / "2024" / "img.png").read_bytes() == b"\x89PNG"
+    assert not list(tmp_path.glob(".photos.*"))
+    (tmp_path / "file").write_text("x")
+    with (
+        pytest.raises(SparsifyError, match="not a folder"),
+        fileio.atomic_directory(tmp_path / "file"),
+    ):
+        pass
+
+
+def test_a_kill_between_the_two_renames_is_recovered_on_the_next_run(tmp_path: Path) -> None:
+    # the state the fallback leaves if killed after `path -> .old/` and before `tmp -> path`
+    stale = tmp_path / ".out.abc123.old"
+    (stale / "out").mkdir(parents=True)
+    (stale / "out" / "model.txt").write_text("old")
+    (tmp_path / ".out.def456.tmp").mkdir()  # the unpublished new tree
+    out = tmp_path / "out"
+    with pytest.raises(Boom), fileio.atomic_directory(out):
+        raise Boom
+    assert (out / "model.txt").read_text() == "old", "the old output is back in place"
+    assert not stale.exists()
