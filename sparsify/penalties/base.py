@@ -47,6 +47,7 @@ class PenaltyConfig:
     schedule: Schedule = field(default_factory=Schedule)
 
     VERSION: ClassVar[int] = 1
+    thresholds: ClassVar[tuple[str, ...]] = THRESHOLDS  # conventions this kind accepts
     kind: ClassVar[str] = ""
     when: ClassVar[str] = (
         "post"  # "pre": edits gradients before step(); "post": edits weights after
@@ -64,11 +65,23 @@ class PenaltyConfig:
             object.__setattr__(self, "schedule", Schedule.from_dict(self.schedule))
         threshold = getattr(self, "threshold", None)
         if threshold is not None:
-            check_choice(name, "threshold", threshold, THRESHOLDS)
+            check_choice(name, "threshold", threshold, type(self).thresholds)
 
     def scales_with_lr(self) -> bool:
         """True when the per-step coefficient is ``lr * lambda`` (proximal-gradient convention)."""
         return getattr(self, "threshold", None) == "lr_lambda"
+
+    def uses_optimizer_metric(self) -> bool:
+        """True for the "optimizer" convention: ``t = lam * s`` with ``s`` the optimizer's own step
+        (:func:`~sparsify.penalties.metric.step_sizes`), per parameter and coordinate."""
+        return getattr(self, "threshold", None) == "optimizer"
+
+    def apply_metric_(
+        self, params: Sequence[torch.Tensor], coeff: float, steps: Sequence[float | torch.Tensor]
+    ) -> None:
+        """Apply one step with threshold ``coeff * steps[i]`` for ``params[i]`` (a float or a
+        per-coordinate tensor); only kinds that list "optimizer" in ``thresholds`` implement it."""
+        raise NotImplementedError
 
     def validate_selection(self, selected: Sequence[Any]) -> None:
         """Refuse a selection this penalty cannot act on (``penalize_`` calls it); default: accept.

@@ -22,6 +22,7 @@ from torch import nn
 
 from sparsify.errors import SparsifyError
 from sparsify.penalties.base import PenaltyConfig
+from sparsify.penalties.metric import check_supported, step_sizes
 from sparsify.penalties.selection import FilterFn, Selected, select_parameters
 
 
@@ -52,6 +53,8 @@ class PenaltyHandle:
         self.steps_per_epoch = steps_per_epoch
         self.step = 0
         self._buckets = self._make_buckets()
+        if config.uses_optimizer_metric():
+            check_supported(optimizer)
         register = (
             optimizer.register_step_post_hook
             if config.when == "post"
@@ -75,7 +78,8 @@ class PenaltyHandle:
         return [_Bucket(g, lam, ps) for (g, lam), ps in by_key.items() if lam > 0]
 
     def coefficients(self) -> list[float]:
-        """Per-bucket coefficient for the current step: lam * schedule(step) [* lr]."""
+        """Per-bucket coefficient for the current step: lam * schedule(step) [* lr] (the
+        "optimizer" convention multiplies by the optimizer's step later, per coordinate)."""
         factor = self.config.schedule.factor(self.step, self.steps_per_epoch)
         out = []
         for b in self._buckets:
@@ -86,8 +90,13 @@ class PenaltyHandle:
         return out
 
     def _on_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        metric = self.config.uses_optimizer_metric()
         for bucket, coeff in zip(self._buckets, self.coefficients()):
-            self.config.apply_(bucket.params, coeff)
+            if metric:
+                steps = step_sizes(optimizer, bucket.group, bucket.params)
+                self.config.apply_metric_(bucket.params, coeff, steps)
+            else:
+                self.config.apply_(bucket.params, coeff)
         self.step += 1
 
     def remove(self) -> None:

@@ -2,10 +2,16 @@
 
     prox_{t|.|}(w) = sign(w) * max(|w| - t, 0)
 
-Weights with |w| <= t land on exactly 0.0 and a weight never crosses zero. Two conventions
+Weights with |w| <= t land on exactly 0.0 and a weight never crosses zero. Three conventions
 for t, named explicitly (the lecture folds the step size into lambda):
     threshold="lambda"     t = lambda               (the lecture's snippet)
-    threshold="lr_lambda"  t = lr * lambda          (proximal gradient; follows LR schedules)
+    threshold="lr_lambda"  t = lr * lambda          (proximal gradient; follows LR schedules).
+                           Solves min f + lambda ||w||_1 with plain SGD only: with momentum mu
+                           it solves it at (1 - mu) lambda, and with Adam it is no prox method.
+    threshold="optimizer"  t = s * lambda, s the optimizer's own step per coordinate
+                           (:mod:`sparsify.penalties.metric`): SGD with any momentum/dampening/
+                           nesterov, Adam and AdamW (their diagonal metric) all solve the lasso
+                           at lambda.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-from sparsify.penalties.base import PenaltyConfig, register
+from sparsify.penalties.base import THRESHOLDS, PenaltyConfig, register
 
 
 def soft_threshold(w: torch.Tensor, t: float) -> torch.Tensor:
@@ -63,15 +69,28 @@ class L1Prox(PenaltyConfig):
     """L1 penalty ``lam * ||w||_1`` applied by its proximal operator after each step.
 
     Attributes:
-        threshold: "lambda" (t = lam, the lecture's) or "lr_lambda" (t = lr * lam).
+        threshold: "lambda" (t = lam, the lecture's), "lr_lambda" (t = lr * lam) or
+            "optimizer" (t = lam * the optimizer's own step: exact for momentum SGD and Adam).
     """
 
     threshold: str = "lambda"
     kind = "l1_prox"
     when = "post"
+    thresholds = (*THRESHOLDS, "optimizer")
 
     def apply_(self, params: Sequence[torch.Tensor], coeff: float) -> None:
         soft_threshold_(params, coeff)
+
+    @torch.no_grad()
+    def apply_metric_(
+        self, params: Sequence[torch.Tensor], coeff: float, steps: Sequence[float | torch.Tensor]
+    ) -> None:
+        for w, s in zip(params, steps):
+            if isinstance(s, torch.Tensor):
+                t = s.mul(coeff)
+                w.sub_(torch.clamp(w, min=-t, max=t))  # w - clamp(w, -t, t): +0.0 below t
+            else:
+                soft_threshold_([w], coeff * s)
 
     def value(self, params: Sequence[torch.Tensor], lam: float) -> torch.Tensor:
         return lam * sum(p.detach().abs().sum() for p in params)

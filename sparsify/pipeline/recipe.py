@@ -151,7 +151,7 @@ class PenaltySpec(_Section):
 
     kind: Literal[PENALTY_KINDS]  # type: ignore[valid-type]
     lam: NonNeg | list[NonNeg]
-    threshold: Literal["lambda", "lr_lambda"] | None = None
+    threshold: Literal["lambda", "lr_lambda", "optimizer"] | None = None
     scope: Literal["prunable", "all"] = "prunable"
     include: list[str] = []
     exclude: list[str] = []
@@ -188,6 +188,11 @@ class PenaltySpec(_Section):
             raise ValueError(
                 f"'threshold' applies to l1_prox and weight_decay and the group-lasso prox kinds, "
                 f"not {self.kind}; remove it"
+            )
+        if self.threshold == "optimizer" and self.kind != "l1_prox":
+            raise ValueError(
+                f"threshold 'optimizer' applies to l1_prox only (a group prox has no closed form "
+                f"in Adam's diagonal metric), not {self.kind}; use 'lr_lambda'"
             )
         for name, kinds in KIND_FIELDS.items():
             if getattr(self, name) is not None and self.kind not in kinds:
