@@ -4,6 +4,13 @@ from sparsify.penalties.base import PenaltyConfig, penalty_from_dict
 from sparsify.penalties.freeze import FrozenSupport, freeze_support_
 from sparsify.penalties.group import GroupLassoProx, SparseGroupLassoProx, group_threshold_
 from sparsify.penalties.l2 import L2Coupled, WeightDecay, l2_penalty
+from sparsify.penalties.magnitude import (
+    GradualPruning,
+    PruningHandle,
+    magnitude_masks,
+    magnitude_prune_,
+    prune_to_sparsity_,
+)
 from sparsify.penalties.nm import NMProjection, check_nm, nm_project_
 from sparsify.penalties.penalize import PenaltyHandle, penalize_
 from sparsify.penalties.prox import L1Prox, soft_threshold, soft_threshold_
@@ -12,6 +19,11 @@ from sparsify.penalties.selection import is_prunable, select_parameters
 from sparsify.penalties.subgradient import L1Subgradient
 
 __all__ = [
+    "GradualPruning",
+    "PruningHandle",
+    "magnitude_masks",
+    "magnitude_prune_",
+    "prune_to_sparsity_",
     "FrozenSupport",
     "GroupLassoProx",
     "L1Prox",

@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from sparsify.errors import SparsifyError
-from sparsify.penalties.selection import FilterFn, select_parameters
+from sparsify.penalties.selection import FilterFn, check_held, select_parameters
 
 
 class FrozenSupport:
@@ -55,14 +55,8 @@ class FrozenSupport:
                 if p.grad is not None:
                     p.grad.masked_fill_(~mask, 0.0)
 
-    @torch.no_grad()
     def _mask_state_and_weights(self) -> None:
-        for p, mask in zip(self.params, self.masks):
-            p.masked_fill_(~mask, 0.0)
-            for key, value in self.optimizer.state.get(p, {}).items():
-                # "step" is a counter, not per-weight state (and may share a scalar's shape)
-                if key != "step" and torch.is_tensor(value) and value.shape == p.shape:
-                    value.masked_fill_(~mask, 0.0)
+        mask_weights_and_state_(self.optimizer, self.params, self.masks)
 
     def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self._mask_state_and_weights()
@@ -87,6 +81,22 @@ class FrozenSupport:
             f"{100 * self.density():.2f}% nonzero), {len(self.skipped)} tensors "
             f"({n_skip:,} params) left free"
         )
+
+
+@torch.no_grad()
+def mask_weights_and_state_(
+    optimizer: torch.optim.Optimizer,
+    params: Sequence[torch.Tensor],
+    masks: Sequence[torch.Tensor],
+) -> None:
+    """``w[~mask] = +0.0`` and the same for every optimizer state tensor of ``w``'s shape
+    (momentum, Adam's moments): a stale moment cannot push a zero away at the next step."""
+    for p, mask in zip(params, masks):
+        p.masked_fill_(~mask, 0.0)
+        for key, value in optimizer.state.get(p, {}).items():
+            # "step" is a counter, not per-weight state (and may share a scalar's shape)
+            if key != "step" and torch.is_tensor(value) and value.shape == p.shape:
+                value.masked_fill_(~mask, 0.0)
 
 
 def _grad_masker(mask: torch.Tensor) -> Any:
@@ -130,11 +140,5 @@ def freeze_support_(
             f"freeze_support_ selects no parameter of {type(model).__name__}; "
             "check scope/include/exclude."
         )
-    held = {id(p) for g in optimizer.param_groups for p in g["params"]}
-    missing = [s.name for s in selected if id(s.param) not in held]
-    if missing:
-        raise SparsifyError(
-            f"freeze_support_: the optimizer does not hold {', '.join(missing)}; pass those "
-            "parameters to it or exclude them."
-        )
+    check_held(optimizer, selected, "freeze_support_")
     return FrozenSupport(optimizer, [(s.name, s.param) for s in selected], skipped)

@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from sparsify.errors import SparsifyError
@@ -92,3 +93,14 @@ def select_parameters(
         p_lam = next((g_lam for rx, g_lam in grp if rx.search(name)), lam)
         selected.append(Selected(name, p, p_lam))
     return selected, skipped
+
+
+def check_held(optimizer: torch.optim.Optimizer, selected: Sequence[Selected], who: str) -> None:
+    """Refuse, naming them, selected parameters that ``optimizer`` does not hold."""
+    held = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    missing = [s.name for s in selected if id(s.param) not in held]
+    if missing:
+        raise SparsifyError(
+            f"{who}: the optimizer does not hold {', '.join(missing)}; pass those "
+            "parameters to it or exclude them."
+        )
