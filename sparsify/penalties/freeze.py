@@ -26,8 +26,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from sparsify.errors import SparsifyError
-from sparsify.penalties.selection import FilterFn, check_held, select_parameters
+from sparsify.penalties.selection import FilterFn, select_held
 
 
 class FrozenSupport:
@@ -132,13 +131,7 @@ def freeze_support_(
     Raises:
         SparsifyError: nothing selected, or a selected weight the optimizer does not hold.
     """
-    selected, skipped = select_parameters(
-        model, 1.0, scope=scope, include=include, exclude=exclude, filter_fn=filter_fn
+    named, skipped = select_held(
+        "freeze_support_", model, optimizer, scope, include, exclude, filter_fn
     )
-    if not selected:
-        raise SparsifyError(
-            f"freeze_support_ selects no parameter of {type(model).__name__}; "
-            "check scope/include/exclude."
-        )
-    check_held(optimizer, selected, "freeze_support_")
-    return FrozenSupport(optimizer, [(s.name, s.param) for s in selected], skipped)
+    return FrozenSupport(optimizer, named, skipped)

@@ -28,7 +28,7 @@ from torch import nn
 
 from sparsify.errors import SparsifyError, check_choice
 from sparsify.penalties.freeze import mask_weights_and_state_
-from sparsify.penalties.selection import FilterFn, check_held, select_parameters
+from sparsify.penalties.selection import FilterFn, select_held
 
 GRANULARITIES = ("global", "layer")
 
@@ -217,14 +217,7 @@ def magnitude_prune_(
             f"magnitude_prune_ needs a GradualPruning(...) config; got {type(config).__name__}."
         )
     config.in_steps(steps_per_epoch)  # fail now, not at the first step
-    selected, skipped = select_parameters(
-        model, 1.0, scope=scope, include=include, exclude=exclude, filter_fn=filter_fn
+    named, skipped = select_held(
+        "magnitude_prune_", model, optimizer, scope, include, exclude, filter_fn
     )
-    if not selected:
-        raise SparsifyError(
-            f"magnitude_prune_ selects no parameter of {type(model).__name__}; "
-            "check scope/include/exclude."
-        )
-    check_held(optimizer, selected, "magnitude_prune_")
-    named = [(s.name, s.param) for s in selected]
     return PruningHandle(optimizer, config, named, skipped, steps_per_epoch)

@@ -95,8 +95,24 @@ def select_parameters(
     return selected, skipped
 
 
-def check_held(optimizer: torch.optim.Optimizer, selected: Sequence[Selected], who: str) -> None:
-    """Refuse, naming them, selected parameters that ``optimizer`` does not hold."""
+def select_held(
+    who: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scope: str = "prunable",
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    filter_fn: FilterFn | None = None,
+) -> tuple[list[tuple[str, nn.Parameter]], list[tuple[str, int]]]:
+    """(selected ``(name, param)``, skipped) for a masking hook named ``who``; refuses in one
+    line an empty selection or a selected parameter that ``optimizer`` does not hold."""
+    selected, skipped = select_parameters(
+        model, 1.0, scope=scope, include=include, exclude=exclude, filter_fn=filter_fn
+    )
+    if not selected:
+        raise SparsifyError(
+            f"{who} selects no parameter of {type(model).__name__}; check scope/include/exclude."
+        )
     held = {id(p) for g in optimizer.param_groups for p in g["params"]}
     missing = [s.name for s in selected if id(s.param) not in held]
     if missing:
@@ -104,3 +120,4 @@ def check_held(optimizer: torch.optim.Optimizer, selected: Sequence[Selected], w
             f"{who}: the optimizer does not hold {', '.join(missing)}; pass those "
             "parameters to it or exclude them."
         )
+    return [(s.name, s.param) for s in selected], skipped
