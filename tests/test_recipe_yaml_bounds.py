@@ -52,3 +52,10 @@ def test_oversized_and_non_utf8_files_are_refused(tmp_path: Path) -> None:
     utf16.write_text("seed: 1\n", encoding="utf-16")
     with pytest.raises(SparsifyError, match=r"utf16\.yaml: not UTF-8"):
         load_recipe(utf16)
+
+
+def test_keys_with_control_characters_are_printed_escaped_on_one_line() -> None:
+    from sparsify.pipeline.recipe import validate_dict
+
+    for line in validate_dict({"mod\nel\x1b[31m": 1, "seed": "a\x1b[2Jb"}, "r.yaml"):
+        assert "\n" not in line and "\x1b" not in line, line

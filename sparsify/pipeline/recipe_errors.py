@@ -43,9 +43,17 @@ def problems(root: type[BaseModel], data: Any, source: str, tagged: Tagged) -> l
     return []
 
 
+def printable(text: str, limit: int = 80) -> str:
+    """``text`` safe to print on one terminal line: control characters (newlines, escape
+    sequences) shown as Python escapes, and cut to ``limit`` characters."""
+    out = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    return out if len(out) <= limit else out[: limit - 3] + "..."
+
+
 def _where(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
+        part = part if isinstance(part, int) else printable(str(part))
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out or "(top level)"
 
@@ -100,7 +108,7 @@ def _message(err: dict[str, Any], source: str, root: type[BaseModel], tagged: Ta
     got = err.get("input")
     if err["type"] == "extra_forbidden":
         known = _known_keys(err.get("raw_loc", loc), root, tagged)
-        hint = difflib.get_close_matches(str(loc[-1]), known, n=1) if loc else []
+        hint = difflib.get_close_matches(printable(str(loc[-1])), known, n=1) if loc else []
         fix = (
             f"did you mean '{hint[0]}'?" if hint else f"allowed keys: {', '.join(known) or 'none'}"
         )
