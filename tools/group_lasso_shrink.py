@@ -28,7 +28,8 @@ from sparsify.penalties import GroupLassoProx, freeze_support_, penalize_
 from sparsify.pipeline.data.mnist import load_mnist
 from sparsify.pipeline.loop import evaluate
 from sparsify.pipeline.zoo import build_model
-from sparsify.structure.shrink import measure_latency, shrink_
+from sparsify.structure.shrink import shrink_
+from sparsify.timing import measure_latency
 
 # (model, lambdas, epochs, lr, output layer): lambdas bracket "some units gone" .. "most
 # gone"; the output layer is excluded (a dead class row would remove a class)
