@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 import sparsify
 from sparsify.fileio import atomic_write_json, atomic_write_text
-from sparsify.penalties.prox import _soft_threshold_foreach_, soft_threshold_
+from sparsify.penalties.prox import soft_threshold_, soft_threshold_foreach_
 from sparsify.pipeline.zoo import build_model
 from sparsify.timing import time_interleaved
 
@@ -63,7 +63,7 @@ def bench_case(arch: str, shape: tuple[int, ...], reps: int, seed: int = 0) -> d
 
     def foreach() -> None:  # the CUDA path, timed on CPU to show why CPU does not use it
         with torch.no_grad():
-            _soft_threshold_foreach_(params, LAM)
+            soft_threshold_foreach_(params, LAM)
 
     fns = {
         "train_step": train_step,

@@ -25,6 +25,7 @@ from torch import nn
 
 from sparsify.bench.backends import SPARSE_MM_FILE, Runner, ort_sparse_mm_runner, sparse_mm_model
 from sparsify.bench.sources import impose_density_
+from sparsify.tables import md_table
 from sparsify.timing import loadavg, machine_info, paired_ratio, time_interleaved, torch_threads
 
 DENSITIES = (0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05, 0.02, 0.01)
@@ -219,19 +220,22 @@ def curves_markdown(result: dict[str, Any]) -> str:
     ]
     for c in result["curves"]:
         ks = list(c["break_even_density"])
+        body = [
+            [
+                f"{p['zeros']:.0%}",
+                f"{p['times_s']['dense'] * 1e3:.3f} ms",
+                *[f"{p['speedup'][k]:.2f}x" if k in p["speedup"] else "–" for k in ks],
+                f"{b32:.2f}x",
+                f"{b16:.2f}x",
+            ]
+            for p, b32, b16 in zip(c["points"], c["bound_int32"], c["bound_int16"])
+        ]
+        head = ["zeros", "dense", *ks, "bound int32", "bound 16-bit"]
         lines += [
             f"## Linear {c['n']}x{c['n']}, batch {c['batch']}",
             "",
-            "| zeros | dense | " + " | ".join(ks) + " | bound int32 | bound 16-bit |",
-            "|---:|---:|" + "---:|" * (len(ks) + 2),
+            md_table(head, body, "r" * len(head)),
         ]
-        for p, b32, b16 in zip(c["points"], c["bound_int32"], c["bound_int16"]):
-            cells = [f"{p['speedup'][k]:.2f}x" if k in p["speedup"] else "–" for k in ks]
-            lines.append(
-                f"| {p['zeros']:.0%} | {p['times_s']['dense'] * 1e3:.3f} ms | "
-                + " | ".join(cells)
-                + f" | {b32:.2f}x | {b16:.2f}x |"
-            )
         be = ", ".join(
             f"{k} {break_even_text(v, [p['speedup'].get(k) for p in c['points']])}"
             for k, v in c["break_even_density"].items()

@@ -33,6 +33,7 @@ from sparsify.accel.semi_structured import (
     to_semi_structured_,
 )
 from sparsify.errors import SparsifyError
+from sparsify.tables import md_table
 from sparsify.timing import paired_ratio, time_interleaved
 
 GPU_BACKENDS = ("cuda_dense_fp32", "cuda_dense_bf16", "cuda_csr", "cuda_2to4_bf16")
@@ -153,9 +154,8 @@ def gpu_table_markdown(rows: Sequence[dict[str, Any]], device: str) -> str:
         "",
         "Median time per call (CUDA events), speedup vs cuda_dense_fp32 in parentheses.",
         "",
-        "| case | batch | " + " | ".join(GPU_BACKENDS) + " |",
-        "|---|---:|" + "---:|" * len(GPU_BACKENDS),
     ]
+    body = []
     for r in rows:
         cells = []
         for b in GPU_BACKENDS:
@@ -164,7 +164,8 @@ def gpu_table_markdown(rows: Sequence[dict[str, Any]], device: str) -> str:
                 cells.append(f"{e['median_s'] * 1e6:.1f} µs ({e['speedup_vs_dense']:.2f}x)")
             else:
                 cells.append("–")
-        lines.append(f"| {r['case']} | {r['batch']} | " + " | ".join(cells) + " |")
+        body.append([r["case"], r["batch"], *cells])
+    lines.append(md_table(["case", "batch", *GPU_BACKENDS], body, "lr" + "r" * len(GPU_BACKENDS)))
     return "\n".join(lines) + "\n"
 
 
