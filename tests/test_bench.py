@@ -197,3 +197,11 @@ def test_unmeasured_kernel_is_not_called_a_loser() -> None:
     assert break_even_text(None, [None, None]) == "not measured here"
     assert break_even_text(None, [0.5, 0.8]).endswith("(never faster than dense)")
     assert break_even_text(None, [1.5, 2.0]).endswith("(never slower than dense)")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+def test_gpu_table_without_gpu_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from sparsify.bench.gpu import main as gpu_main
+
+    assert gpu_main(["--out", str(tmp_path / "gpu")]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err and not (tmp_path / "gpu").exists()
