@@ -1,24 +1,93 @@
-"""Timing primitives shared by the converter's calibration and ``sparsify bench``.
+"""Timing: ONE interleaved timer and ONE paired-ratio rule, for ``sparsify bench``, the
+converter's calibration, ``sparsify shrink`` and the GPU harness.
 
-Contract: every candidate is timed in the same process, interleaved (the order is shuffled
-in each repetition, so drift in clock speed or load hits all candidates alike), after a
-warm-up; one sample is the mean of ``inner`` back-to-back calls, with ``inner`` chosen so a
-sample lasts at least ``min_sample_s`` (the clock's resolution and call overhead vanish).
-Reported: median and inter-quartile range (IQR = q75 - q25) of the samples, in seconds.
-CUDA work is synchronised per sample (callers pass ``sync``); CPU work needs none.
+The timer (:func:`time_interleaved`): every candidate is timed in the same process,
+interleaved; the order of the candidates is shuffled in each repetition (a seeded RNG),
+so drift in clock speed or load hits all candidates alike. Before timing, each candidate
+runs ``warmup`` times (caches, lazy initialisation, allocator). One sample is the mean of
+``inner`` back-to-back calls, with ``inner`` chosen so a sample lasts at least
+``min_sample_s`` (the clock's resolution and call overhead vanish). CUDA work is
+synchronised once per sample, never inside the timed calls (callers pass ``sync``, or
+``events=True`` to time with CUDA events). Summary: median and IQR of the samples.
+
+The quartile rule (:func:`quartiles`): q25, median, q75 by ``statistics.quantiles(n=4,
+method="inclusive")``; IQR = q75 - q25; one value has IQR 0.
+
+The paired-ratio rule (:func:`paired_ratio`): a speed-up of ``other`` over ``dense`` is
+computed per repetition i, r_i = t_dense_i / t_other_i (both samples of repetition i were
+taken back to back, so a load spike hits both members of a pair), and reported as
+median(r) with its quartiles. Pairs where either time is not > 0 are dropped.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import platform
 import random
 import statistics
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
+
+
+def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """(q25, median, q75) of ``values`` (inclusive method; all equal for one value).
+
+    Raises:
+        ValueError: ``values`` is empty.
+    """
+    if not values:
+        raise ValueError("quartiles of no values")
+    if len(values) < 2:
+        v = float(values[0])
+        return v, v, v
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], statistics.median(values), q[2]
+
+
+def iqr(values: Sequence[float]) -> float:
+    """q75 - q25 of ``values`` (0 for fewer than 2 values)."""
+    if len(values) < 2:
+        return 0.0
+    q25, _, q75 = quartiles(values)
+    return q75 - q25
+
+
+class PairedRatio(NamedTuple):
+    """Summary of per-repetition ratios t_dense_i / t_other_i (see the module docstring)."""
+
+    median: float
+    q25: float
+    q75: float
+    n: int
+
+    @property
+    def iqr(self) -> float:
+        """q75 - q25 of the ratios."""
+        return self.q75 - self.q25
+
+
+def paired_ratio(dense: Sequence[float], other: Sequence[float]) -> PairedRatio:
+    """Median and quartiles of r_i = dense[i] / other[i] over repetitions i.
+
+    ``dense`` and ``other`` are per-repetition times of the same interleaved run (same
+    length). A ratio > 1 means ``other`` is faster. Pairs with a time <= 0 are dropped; with
+    none left the result is NaN with n = 0.
+
+    Raises:
+        ValueError: the two sequences differ in length.
+    """
+    if len(dense) != len(other):
+        raise ValueError(f"paired_ratio needs paired samples; got {len(dense)} and {len(other)}")
+    r = [d / o for d, o in zip(dense, other) if d > 0 and o > 0]
+    if not r:
+        nan = math.nan
+        return PairedRatio(nan, nan, nan, 0)
+    q25, med, q75 = quartiles(r)
+    return PairedRatio(med, q25, q75, len(r))
 
 
 @dataclass(frozen=True)
@@ -34,17 +103,13 @@ class Timing:
 
     @property
     def quartiles(self) -> tuple[float, float, float]:
-        """(q25, median, q75) of the samples (inclusive method; all equal for one sample)."""
-        if len(self.samples) < 2:
-            return (self.median,) * 3
-        q = statistics.quantiles(self.samples, n=4, method="inclusive")
-        return q[0], q[1], q[2]
+        """(q25, median, q75) of the samples (:func:`quartiles`)."""
+        return quartiles(self.samples)
 
     @property
     def iqr(self) -> float:
         """q75 - q25 of the samples (0 with fewer than 2 samples)."""
-        q25, _, q75 = self.quartiles
-        return q75 - q25
+        return iqr(self.samples)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -55,13 +120,37 @@ class Timing:
         }
 
 
-def _inner_count(fn: Callable[[], Any], min_sample_s: float, sync: Callable[[], None]) -> int:
-    """Calls per sample so one sample lasts >= ``min_sample_s`` (at most 1000 calls)."""
-    t0 = time.perf_counter()
-    fn()
-    sync()
-    one = max(time.perf_counter() - t0, 1e-7)
-    return max(1, min(1000, int(min_sample_s / one + 0.999)))
+Sampler = Callable[[Callable[[], Any], int], float]
+
+
+def _wall_sampler(clock: Callable[[], float], sync: Callable[[], None]) -> Sampler:
+    """Seconds per call of ``n`` back-to-back calls, synchronised once at the end."""
+
+    def sample(fn: Callable[[], Any], n: int) -> float:
+        t0 = clock()
+        for _ in range(n):
+            fn()
+        sync()
+        return (clock() - t0) / n
+
+    return sample
+
+
+def _cuda_event_sampler() -> Sampler:
+    """Seconds per call of ``n`` calls between two CUDA events on the current stream."""
+    import torch
+
+    def sample(fn: Callable[[], Any], n: int) -> float:
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(n):
+            fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3 / n
+
+    return sample
 
 
 def time_interleaved(
@@ -72,30 +161,63 @@ def time_interleaved(
     min_sample_s: float = 2e-3,
     seed: int = 0,
     sync: Callable[[], None] | None = None,
+    inner: int | None = None,
+    events: bool = False,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> dict[str, Timing]:
     """Time each callable of ``fns`` ``reps`` times, interleaved in a shuffled order per rep.
 
-    Returns ``{name: Timing}``; ``Timing.median`` is seconds per call.
+    Per candidate: ``warmup`` untimed calls; then ``inner`` (given, else chosen from one
+    timed call so a sample lasts >= ``min_sample_s``, at most 1000); then ``reps`` samples,
+    one per repetition, the candidates' order reshuffled each repetition (``seed``).
+    ``sync`` is called after the warm-up and at the end of each sample (CUDA:
+    ``torch.cuda.synchronize``); ``events=True`` times samples with CUDA events instead of
+    ``clock`` (a host clock; injectable for tests).
+
+    Returns:
+        ``{name: Timing}`` in the order of ``fns``; ``Timing.median`` is seconds per call.
     """
     sync = sync or (lambda: None)
+    sample = _cuda_event_sampler() if events else _wall_sampler(clock, sync)
     for fn in fns.values():
         for _ in range(warmup):
             fn()
         sync()
-    inner = {name: _inner_count(fn, min_sample_s, sync) for name, fn in fns.items()}
+    if inner is not None:
+        counts = {name: max(1, int(inner)) for name in fns}
+    else:
+        counts = {}
+        for name, fn in fns.items():
+            one = max(_wall_sampler(clock, sync)(fn, 1), 1e-7)
+            counts[name] = max(1, min(1000, int(min_sample_s / one + 0.999)))
     samples: dict[str, list[float]] = {name: [] for name in fns}
     order = list(fns)
     rng = random.Random(seed)
     for _ in range(reps):
         rng.shuffle(order)
         for name in order:
-            fn, n = fns[name], inner[name]
-            t0 = time.perf_counter()
-            for _ in range(n):
-                fn()
-            sync()
-            samples[name].append((time.perf_counter() - t0) / n)
-    return {name: Timing(tuple(samples[name]), inner[name]) for name in fns}
+            samples[name].append(sample(fns[name], counts[name]))
+    return {name: Timing(tuple(samples[name]), counts[name]) for name in fns}
+
+
+def measure_latency(
+    models: Mapping[str, Any], x: Any, repeats: int = 50, warmup: int = 5
+) -> dict[str, float]:
+    """Median milliseconds per ``model(x)`` of each model, by :func:`time_interleaved`.
+
+    The models are put in eval mode and run under ``torch.inference_mode``; ``repeats``
+    interleaved samples each (>= 2 ms per sample), after ``warmup`` untimed calls; CUDA
+    inputs are synchronised per sample. The method ``sparsify bench`` uses.
+    """
+    import torch
+
+    for m in models.values():
+        m.eval()
+    sync = torch.cuda.synchronize if getattr(x, "is_cuda", False) else None
+    with torch.inference_mode():
+        fns = {name: (lambda m=m: m(x)) for name, m in models.items()}
+        t = time_interleaved(fns, reps=int(repeats), warmup=int(warmup), sync=sync)
+    return {name: 1e3 * v.median for name, v in t.items()}
 
 
 @contextlib.contextmanager

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from sparsify import L1Prox, SparsifyError, penalize_, soft_threshold
+from sparsify.accel.semi_structured import semi_structured_fits, to_semi_structured_
 from sparsify.penalties import NMProjection, check_nm, nm_project_, penalty_from_dict
-from sparsify.penalties.nm import nm_mask, semi_structured_fits, to_semi_structured_
+from sparsify.penalties.nm import nm_mask
 
 
 @pytest.mark.parametrize(("n", "m"), [(2, 4), (1, 4), (4, 8)])
@@ -109,6 +110,24 @@ def test_semi_structured_shape_rules() -> None:
     assert semi_structured_fits((10, 256), torch.float16) is not None  # 10 rows: too few
     assert semi_structured_fits((4, 4, 4), torch.float16) is not None
     assert semi_structured_fits((128, 128), torch.float64) is not None
+    # the rule is torch's own table, for the backend torch picks (cuSPARSELt unless forced)
+    from torch.sparse import SparseSemiStructuredTensor
+    from torch.sparse.semi_structured import (
+        SparseSemiStructuredTensorCUSPARSELT,
+        SparseSemiStructuredTensorCUTLASS,
+    )
+
+    cls = (
+        SparseSemiStructuredTensorCUTLASS
+        if SparseSemiStructuredTensor._FORCE_CUTLASS
+        else SparseSemiStructuredTensorCUSPARSELT
+    )
+    for dtype, lim in cls._DTYPE_SHAPE_CONSTRAINTS.items():
+        r, c = lim.sparse_min_rows, lim.sparse_min_cols
+        assert semi_structured_fits((r, c), dtype) is None
+        assert semi_structured_fits((3 * r, 2 * c), dtype) is None
+        assert semi_structured_fits((r + 1, c), dtype) is not None
+        assert semi_structured_fits((r, c + 1), dtype) is not None
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")

@@ -19,7 +19,7 @@ from sparsify import (
     penalize_,
     soft_threshold,
 )
-from sparsify.penalties.prox import _soft_threshold_foreach_, _soft_threshold_fused_
+from sparsify.penalties.prox import soft_threshold_foreach_, soft_threshold_fused_
 
 finite = st.floats(-1e3, 1e3, allow_nan=False, width=32)
 
@@ -39,7 +39,7 @@ def test_soft_threshold_formula_and_never_crosses_zero(w: np.ndarray, t: float) 
 @given(arrays(np.float32, st.integers(1, 300), elements=finite), st.floats(0, 10, width=32))
 def test_inplace_paths_bit_identical_to_reference(w: np.ndarray, t: float) -> None:
     ref = soft_threshold(torch.from_numpy(w), t)
-    for path in (_soft_threshold_fused_, _soft_threshold_foreach_):
+    for path in (soft_threshold_fused_, soft_threshold_foreach_):
         x = [torch.from_numpy(w.copy()), torch.from_numpy(w.copy()).reshape(-1, 1)]
         path(x, t)
         assert torch.equal(x[0], ref) and torch.equal(x[1].flatten(), ref)

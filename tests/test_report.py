@@ -4,26 +4,53 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from sparsify.bench.curves import run_curves
 from sparsify.bench.harness import run_bench
 from sparsify.cli import main
 from sparsify.errors import SparsifyError
 from sparsify.fileio import atomic_write_json
+from sparsify.pipeline.zoo import build_model
 from sparsify.report import build_report
+from sparsify.stats import model_stats
+from sparsify.tables import md_table
 
-ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _sweep_result() -> dict:
+    """A sweep's results.json (the keys ``sparsify sweep`` writes), stats from real models."""
+    rows = []
+    for i, lam in enumerate((0.0, 1e-4, 1e-3)):
+        torch.manual_seed(i)
+        model = build_model("lenet300_100")
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(torch.rand_like(p) > 0.4 * i)  # more zeros at larger lambda
+        st = model_stats(model)
+        rows.append(
+            {
+                "kind": "l1_prox",
+                "lam": lam,
+                "run": f"l1_prox_lam_{lam:g}",
+                "train_error": 0.01 * i,
+                "test_error": 0.02 + 0.01 * i,
+                "zero_fraction": st["zero_fraction"],
+                "weight_zero_fraction": st["weight_zero_fraction"],
+                "layers": st["layers"],
+            }
+        )
+    return {"command": "sparsify sweep test.yaml", "rows": rows}
 
 
 @pytest.fixture(scope="module")
 def results_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("results")
-    shutil.copy(ROOT / "results" / "lecture_l1" / "results.json", d / "results.json")
+    atomic_write_json(d / "results.json", _sweep_result())
     bench = run_bench(
         [{"kind": "linear", "in": 64, "out": 32, "density": 0.1}],
         backends=("dense", "torch_csr"), batches=(1, 8), threads=(1,), reps=2, rss=False,
@@ -57,3 +84,11 @@ def test_report_refuses_empty_directory(tmp_path: Path) -> None:
         build_report(tmp_path)
     with pytest.raises(SparsifyError, match="not a directory"):
         build_report(tmp_path / "missing")
+
+
+def test_md_table() -> None:
+    assert md_table(["a", "b"], [[1, "x|y"]], align="lr") == "| a | b |\n|---|---:|\n| 1 | x\\|y |"
+    with pytest.raises(ValueError):
+        md_table(["a"], [[1, 2]])
+    with pytest.raises(ValueError):
+        md_table(["a"], [], align="c")

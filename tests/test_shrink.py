@@ -245,3 +245,59 @@ def test_functional_view_and_linear_residual() -> None:
     assert model.conv.out_channels == 3 and model.a.in_features == 48
     assert model.a.out_features == model.b.out_features == model.b.in_features == 6
     torch.testing.assert_close(model(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def _hook_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """The former forward-hook count: Linear in*out per row, Conv weight[0].numel() per output."""
+    macs: dict[str, int] = {}
+
+    def hook(name: str):
+        def fn(mod: nn.Module, _args: object, out: torch.Tensor) -> None:
+            if isinstance(mod, nn.Linear):
+                per = mod.in_features * mod.out_features * (out[0].numel() // mod.out_features)
+            else:
+                per = mod.weight[0].numel() * out[0].numel()
+            macs[name] = macs.get(name, 0) + per
+
+        return fn
+
+    handles = [
+        m.register_forward_hook(hook(n))
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))
+    ]
+    with torch.no_grad():
+        model.eval()(example[:1])
+    for h in handles:
+        h.remove()
+    return macs
+
+
+class _Mixed(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(4, 8, 3, stride=2, padding=1, groups=2)
+        self.conv1d = nn.Conv1d(8, 6, 3, bias=False)
+        self.tok = nn.Linear(6, 5)  # applied to a (B, T, 6) tensor: T rows per sample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv(x).flatten(2)  # (B, 8, 16)
+        return self.tok(self.conv1d(h).transpose(1, 2))
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [
+        ("lenet300_100", (2, 1, 28, 28)),
+        ("lecture_convnet", (2, 1, 28, 28)),
+        ("mixed", (2, 4, 8, 8)),
+    ],
+)
+def test_count_macs_by_flop_counter_equals_the_layer_formula(name: str, shape: tuple) -> None:
+    torch.manual_seed(0)
+    model = _Mixed() if name == "mixed" else build_model(name)
+    x = torch.randn(shape)
+    got = count_macs(model, x)
+    assert got == _hook_macs(model, x) and all(v > 0 for v in got.values())
+    if name == "lenet300_100":
+        assert got == {"fc1": 784 * 300, "fc2": 300 * 100, "fc3": 100 * 10}

@@ -22,8 +22,9 @@ import torch.nn.functional as F
 
 import sparsify
 from sparsify.fileio import atomic_write_json, atomic_write_text
-from sparsify.penalties.prox import _soft_threshold_foreach_, soft_threshold_
+from sparsify.penalties.prox import soft_threshold_, soft_threshold_foreach_
 from sparsify.pipeline.zoo import build_model
+from sparsify.tables import md_table
 from sparsify.timing import time_interleaved
 
 LAM = 1e-5  # small enough that the weights keep their values over hundreds of repetitions
@@ -63,7 +64,7 @@ def bench_case(arch: str, shape: tuple[int, ...], reps: int, seed: int = 0) -> d
 
     def foreach() -> None:  # the CUDA path, timed on CPU to show why CPU does not use it
         with torch.no_grad():
-            _soft_threshold_foreach_(params, LAM)
+            soft_threshold_foreach_(params, LAM)
 
     fns = {
         "train_step": train_step,
@@ -95,19 +96,28 @@ def to_markdown(res: dict) -> str:
         f"{res['versions']['processor']}, {res['versions']['cpus']} CPUs; medians over interleaved repetitions "
         "(IQR in brackets).",
         "",
-        "| case | threads | params | train step ms | sparsify prox ms | lecture loop ms | foreach (CUDA path) ms "
-        "| prox / step | speed-up vs loop |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
 
     def cell(r: dict, k: str) -> str:
         return f"{r[k]['median_ms']:.3f} [{r[k]['q1_ms']:.3f}-{r[k]['q3_ms']:.3f}]"
 
-    for r in res["rows"]:
-        lines.append(
-            f"| {r['case']} | {r['threads']} | {r['params']:,} | {cell(r, 'train_step')} | {cell(r, 'prox_sparsify')} | "
-            f"{cell(r, 'prox_lecture_loop')} | {cell(r, 'prox_foreach')} | {100 * r['prox_fraction_of_step']:.2f}% | {r['speedup_vs_loop']:.1f}x |"
-        )
+    head = ["case", "threads", "params", "train step ms", "sparsify prox ms", "lecture loop ms"]
+    head += ["foreach (CUDA path) ms", "prox / step", "speed-up vs loop"]
+    body = [
+        [
+            r["case"],
+            r["threads"],
+            f"{r['params']:,}",
+            cell(r, "train_step"),
+            cell(r, "prox_sparsify"),
+            cell(r, "prox_lecture_loop"),
+            cell(r, "prox_foreach"),
+            f"{100 * r['prox_fraction_of_step']:.2f}%",
+            f"{r['speedup_vs_loop']:.1f}x",
+        ]
+        for r in res["rows"]
+    ]
+    lines.append(md_table(head, body))
     return "\n".join(lines) + "\n"
 
 

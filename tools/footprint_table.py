@@ -25,6 +25,7 @@ import torch
 from sparsify.export.footprint import footprint, write_footprint
 from sparsify.fileio import atomic_write_json, atomic_write_text
 from sparsify.pipeline.zoo import build_model
+from sparsify.tables import md_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,12 +104,10 @@ def main() -> int:
         "Targets of issue 3; `prunable` = Linear/Conv weights, `total` = whole model.",
         "",
     ]
-    lines += [
-        "| model | scope | zeros | compact/bound | compact bundle/bound | auto bundle/bound "
-        "| dense/compact | dense fp32 bytes | gzip bytes | compact bytes | compact bundle bytes "
-        "| auto bundle bytes | bound bytes |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    head = ["model", "scope", "zeros", "compact/bound", "compact bundle/bound", "auto bundle/bound"]
+    head += ["dense/compact", "dense fp32 bytes", "gzip bytes", "compact bytes"]
+    head += ["compact bundle bytes", "auto bundle bytes", "bound bytes"]
+    body: list[list[str]] = []
     ckpt = (
         Path(args.checkpoint)
         if args.checkpoint
@@ -136,14 +135,25 @@ def main() -> int:
         }
         for scope in ("prunable", "total"):
             r = result[scope]
-            lines.append(
-                f"| {title} | {scope} | {1 - r['density']:.4f} | {r['compact_ratio']:.3f} | "
-                f"{r['compact_bundle_ratio']:.3f} | {r['compact_zlib_bundle_ratio']:.3f} | "
-                f"{r['dense_bytes'] / r['compact_bytes']:.2f} | {r['dense_bytes']:,} | "
-                f"{r['gzip_bytes']:,} | {r['compact_bytes']:,} | {r['compact_bundle_bytes']:,} | "
-                f"{r['compact_zlib_bundle_bytes']:,} | {r['bound_bytes']:,.0f} |"
+            body.append(
+                [
+                    title,
+                    scope,
+                    f"{1 - r['density']:.4f}",
+                    f"{r['compact_ratio']:.3f}",
+                    f"{r['compact_bundle_ratio']:.3f}",
+                    f"{r['compact_zlib_bundle_ratio']:.3f}",
+                    f"{r['dense_bytes'] / r['compact_bytes']:.2f}",
+                    f"{r['dense_bytes']:,}",
+                    f"{r['gzip_bytes']:,}",
+                    f"{r['compact_bytes']:,}",
+                    f"{r['compact_bundle_bytes']:,}",
+                    f"{r['compact_zlib_bundle_bytes']:,}",
+                    f"{r['bound_bytes']:,.0f}",
+                ]
             )
     lines += [
+        md_table(head, body),
         "",
         "compact = the encoding's payload (all-zero vectors cost 0, other vectors the smaller "
         "of encoded and dense); compact bundle = the whole scipy bundle directory with "

@@ -28,7 +28,9 @@ from sparsify.penalties import GroupLassoProx, freeze_support_, penalize_
 from sparsify.pipeline.data.mnist import load_mnist
 from sparsify.pipeline.loop import evaluate
 from sparsify.pipeline.zoo import build_model
-from sparsify.structure.shrink import measure_latency, shrink_
+from sparsify.structure.shrink import shrink_
+from sparsify.tables import md_table
+from sparsify.timing import measure_latency
 
 # (model, lambdas, epochs, lr, output layer): lambdas bracket "some units gone" .. "most
 # gone"; the output layer is excluded (a dead class row would remove a class)
@@ -174,27 +176,36 @@ def markdown(result: dict[str, Any]) -> str:
         f"{s['loadavg_1min_start_end'][1]} at end: latencies are indicative). `same preds` = the shrunk model predicts the same "
         "class for every test image.",
         "",
-        "| model | lambda | epochs | test error before -> after shrink | same preds | debiased "
-        "| units kept per layer | params | MACs / image | latency b=1 (ms) | latency b=256 (ms) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    head = ["model", "lambda", "epochs", "test error before -> after shrink", "same preds"]
+    head += ["debiased", "units kept per layer", "params", "MACs / image"]
+    head += ["latency b=1 (ms)", "latency b=256 (ms)"]
+    body = []
     for r in result["runs"]:
         kept = ", ".join(
             f"{row['name']} {row['out_after']}/{row['out_before']}" for row in r["layers"]
         )
         lat1, lat256 = r["latency_ms"]["batch_1"], r["latency_ms"]["batch_256"]
-        lines.append(
-            f"| {r['model']} | {r['lam']:g} | {r['epochs']} | {100 * r['test_error_before']:.2f}% -> "
-            f"{100 * r['test_error_after']:.2f}% | {'yes' if r['same_predictions'] else 'NO'} | "
-            f"{100 * r['test_error_debiased']:.2f}% | "
-            f"{kept} | {r['params_before']:,} -> {r['params_after']:,} "
-            f"({r['params_before'] / r['params_after']:.1f}x) | {r['macs_before']:,} -> "
-            f"{r['macs_after']:,} ({r['macs_before'] / r['macs_after']:.1f}x) | "
-            f"{lat1['before']:.3f} -> {lat1['after']:.3f} | "
-            f"{lat256['before']:.2f} -> {lat256['after']:.2f} "
-            f"({lat256['before'] / lat256['after']:.1f}x) |"
+        body.append(
+            [
+                r["model"],
+                f"{r['lam']:g}",
+                r["epochs"],
+                f"{100 * r['test_error_before']:.2f}% -> {100 * r['test_error_after']:.2f}%",
+                "yes" if r["same_predictions"] else "NO",
+                f"{100 * r['test_error_debiased']:.2f}%",
+                kept,
+                f"{r['params_before']:,} -> {r['params_after']:,} "
+                f"({r['params_before'] / r['params_after']:.1f}x)",
+                f"{r['macs_before']:,} -> {r['macs_after']:,} "
+                f"({r['macs_before'] / r['macs_after']:.1f}x)",
+                f"{lat1['before']:.3f} -> {lat1['after']:.3f}",
+                f"{lat256['before']:.2f} -> {lat256['after']:.2f} "
+                f"({lat256['before'] / lat256['after']:.1f}x)",
+            ]
         )
     lines += [
+        md_table(head, body),
         "",
         "Units kept = output neurons (Linear) / channels (Conv) left after removing the rows "
         "and filters the prox set to exactly zero; the output layer is never shrunk. Dead "

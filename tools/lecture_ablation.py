@@ -19,6 +19,7 @@ from sparsify.fileio import atomic_write_json, atomic_write_text
 from sparsify.pipeline.data import load_mnist
 from sparsify.pipeline.loop import train
 from sparsify.pipeline.recipe import Recipe, load_recipe
+from sparsify.tables import md_table
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,16 +92,21 @@ def main() -> None:
                 "threads": m["threads"],
             },
         )
-        lines = [
-            "| change | lambda | train error | test error | exact zeros | final loss | max loss, last 20 epochs |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {r['change']} | {r['lam']:g} | {r['train_error']:.3f} | {r['test_error']:.3f} | "
-            f"{100 * r['zero_fraction']:.1f}% | {r['final_loss']:.3f} | {r['max_loss_last_20_epochs']:.3f} |"
+        head = ["change", "lambda", "train error", "test error", "exact zeros", "final loss"]
+        head.append("max loss, last 20 epochs")
+        body = [
+            [
+                r["change"],
+                f"{r['lam']:g}",
+                f"{r['train_error']:.3f}",
+                f"{r['test_error']:.3f}",
+                f"{100 * r['zero_fraction']:.1f}%",
+                f"{r['final_loss']:.3f}",
+                f"{r['max_loss_last_20_epochs']:.3f}",
+            ]
             for r in rows
         ]
-        atomic_write_text(out / "ablation.md", "\n".join(lines) + "\n")
+        atomic_write_text(out / "ablation.md", md_table(head, body) + "\n")
 
 
 if __name__ == "__main__":

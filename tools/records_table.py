@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from sparsify.fileio import atomic_write_text
+from sparsify.tables import md_table
 
 # (model, label, error, compression x, source); compression is weights / nonzero weights
 ANCHORS = {
@@ -68,13 +69,10 @@ def model_section(model: str, results: dict[str, Any]) -> tuple[str, list[dict[s
                 "kept_after_shrink": r["stages"][-1]["nonzero_weights"],
             }
         )
-    lines = [
-        f"### {model}",
-        "",
-        "| lambda | test error after train | test error debiased | weights kept | compression | "
-        "density per layer | units kept (shrink) | weights after shrink | seconds |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    head = ["lambda", "test error after train", "test error debiased", "weights kept"]
+    head += ["compression", "density per layer", "units kept (shrink)", "weights after shrink"]
+    head.append("seconds")
+    body = []
     for x in rows:
         units = (
             ", ".join(
@@ -83,18 +81,20 @@ def model_section(model: str, results: dict[str, Any]) -> tuple[str, list[dict[s
             if x["shrink"]
             else "-"
         )
-        lines.append(
-            f"| {x['lam']:g} | {100 * x['test_error_train_stage']:.2f}% | "
-            f"{100 * x['test_error']:.2f}% | {x['kept']:,} / {x['weights']:,} | "
-            f"{x['compression']:.1f}x | {x['density']} | {units} | "
-            f"{x['kept_after_shrink']:,} ({x['weights'] / max(x['kept_after_shrink'], 1):.1f}x) | "
-            f"{x['seconds']:.0f} |"
+        body.append(
+            [
+                f"{x['lam']:g}",
+                f"{100 * x['test_error_train_stage']:.2f}%",
+                f"{100 * x['test_error']:.2f}%",
+                f"{x['kept']:,} / {x['weights']:,}",
+                f"{x['compression']:.1f}x",
+                x["density"],
+                units,
+                f"{x['kept_after_shrink']:,} ({x['weights'] / max(x['kept_after_shrink'], 1):.1f}x)",
+                f"{x['seconds']:.0f}",
+            ]
         )
-    lines += [
-        "",
-        "| anchor | their error | their compression | ours: best compression at <= their error |",
-    ]
-    lines.append("|---|---|---|---|")
+    anchors = []
     for label, err, comp in ANCHORS[model]:
         ok = [x for x in rows if x["lam"] > 0 and x["test_error"] <= err + 1e-12]  # sparse runs
         best = max(ok, key=lambda x: x["compression"]) if ok else None
@@ -103,7 +103,10 @@ def model_section(model: str, results: dict[str, Any]) -> tuple[str, list[dict[s
             if best
             else "none of our sparse runs reaches this error"
         )
-        lines.append(f"| {label} | {100 * err:.2f}% | {comp:g}x | {ours} |")
+        anchors.append([label, f"{100 * err:.2f}%", f"{comp:g}x", ours])
+    anchor_head = ["anchor", "their error", "their compression"]
+    anchor_head.append("ours: best compression at <= their error")
+    lines = [f"### {model}", "", md_table(head, body), "", md_table(anchor_head, anchors)]
     return "\n".join(lines) + "\n", rows
 
 

@@ -24,7 +24,6 @@ keeps the layer dense. Nothing is skipped silently: the report lists every layer
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -34,7 +33,7 @@ from torch import nn
 
 from sparsify.accel.layers import KERNELS, conv_supported, make_sparse, panel_width
 from sparsify.errors import SparsifyError, check_choice
-from sparsify.timing import fmt_seconds, time_interleaved, torch_threads
+from sparsify.timing import fmt_seconds, paired_ratio, time_interleaved, torch_threads
 
 MODES = ("calibrate", "cost_model")
 FilterFn = Callable[[nn.Module, str], bool]
@@ -155,19 +154,20 @@ def _record_inputs(
     return shapes
 
 
-def _candidates(model: nn.Module, filter_fn: FilterFn | None) -> list[tuple[str, nn.Module]]:
+def candidate_layers(
+    model: nn.Module, filter_fn: FilterFn | None = None
+) -> list[tuple[str, nn.Module]]:
+    """``(fqn, module)`` of every Linear/Conv2d of ``model`` that ``filter_fn(module, fqn)``
+    accepts (default: all of them), in ``named_modules`` order.
+
+    Replace one with ``model.set_submodule(fqn, new)`` (torch >= 2.2, below the floor).
+    """
     out = []
     for name, m in model.named_modules():
         ok = filter_fn(m, name) if filter_fn is not None else isinstance(m, (nn.Linear, nn.Conv2d))
         if ok and isinstance(m, (nn.Linear, nn.Conv2d)):
             out.append((name, m))
     return out
-
-
-def _set_module(model: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, new)
 
 
 def _decide(
@@ -255,9 +255,9 @@ def _decide(
         d.speedup = 1.0
         return d, None
     # paired per-repetition ratios t_dense / t_kernel: a load spike hits both of a pair
-    ratios = {k: _paired(timings["dense"].samples, timings[k].samples) for k in sparse}
-    best = max(sparse, key=lambda k: ratios[k][1])
-    q25, med = ratios[best]
+    ratios = {k: paired_ratio(timings["dense"].samples, timings[k].samples) for k in sparse}
+    best = max(sparse, key=lambda k: ratios[k].median)
+    q25, med = ratios[best].q25, ratios[best].median
     need = 1.0 / (1.0 - margin)
     if med > need and q25 > 1.0:
         d.chosen, d.speedup = best, med
@@ -269,15 +269,6 @@ def _decide(
         f"needs > {need:.2f}x with the lower quartile > 1"
     )
     return d, None
-
-
-def _paired(dense: tuple[float, ...], other: tuple[float, ...]) -> tuple[float, float]:
-    """(q25, median) of dense[i] / other[i] over repetitions."""
-    r = sorted(a / b for a, b in zip(dense, other))
-    if len(r) < 2:
-        return r[0], r[0]
-    q = statistics.quantiles(r, n=4, method="inclusive")
-    return q[0], statistics.median(r)
 
 
 def _compact_fraction(w: torch.Tensor) -> float:
@@ -358,7 +349,12 @@ def sparsify_inference_(
             f"The 'threads' parameter of sparsify_inference_ must be an integer >= 1 or None. Got {threads!r} instead."
         )
     model.eval()
-    layers = _candidates(model, filter_fn)
+    layers = candidate_layers(model, filter_fn)
+    if any(name == "" for name, _ in layers):
+        raise SparsifyError(
+            f"sparsify_inference_ replaces layers inside a model; got a bare {type(model).__name__}: "
+            "wrap it, e.g. nn.Sequential(layer)."
+        )
     if example_input is not None:
         shapes = _record_inputs(model, [n for n, _ in layers], example_input)
         batch = int(example_input.shape[0])
@@ -381,6 +377,6 @@ def sparsify_inference_(
                 reps=int(reps),
             )
             if new is not None:
-                _set_module(model, name, new)
+                model.set_submodule(name, new)
             decisions.append(d)
     return InferenceReport(mode, batch, n_threads, margin, decisions)

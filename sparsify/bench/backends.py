@@ -172,48 +172,39 @@ def prepare_artifacts(
     unavailable: dict[str, str] = {}
     example = torch.zeros(1, *source.input_shape)
     if {"ort_dense", "ort_compact"} & set(backends):
+        from sparsify.export.onnx import (
+            COMPACT_FILE,
+            DENSE_FILE,
+            compact_model,
+            export_dense_model,
+            save_onnx,
+        )
+
+        t0 = time.perf_counter()
         try:
-            from sparsify.export.onnx import (
-                COMPACT_FILE,
-                DENSE_FILE,
-                compact_model,
-                export_dense_model,
-                save_onnx,
-            )
-        except ImportError as exc:
+            # the source's own input shape, not export_onnx's default guess
+            (workdir / "onnx").mkdir(parents=True, exist_ok=True)
+            dense = export_dense_model(source.model, example)
+            save_onnx(dense, workdir / "onnx" / DENSE_FILE)
+            save_onnx(compact_model(dense)[0], workdir / "onnx" / COMPACT_FILE)
+            paths["ort_dense"] = str(workdir / "onnx" / DENSE_FILE)
+            paths["ort_compact"] = str(workdir / "onnx" / COMPACT_FILE)
+            log(f"  exported ONNX in {time.perf_counter() - t0:.1f} s")
+        except Exception as exc:  # the exporter raises many types
             for b in ("ort_dense", "ort_compact"):
-                unavailable[b] = f"sparsify.export.onnx is missing ({exc})"
-        else:
-            t0 = time.perf_counter()
-            try:
-                # the source's own input shape, not export_onnx's default guess
-                (workdir / "onnx").mkdir(parents=True, exist_ok=True)
-                dense = export_dense_model(source.model, example)
-                save_onnx(dense, workdir / "onnx" / DENSE_FILE)
-                save_onnx(compact_model(dense)[0], workdir / "onnx" / COMPACT_FILE)
-                paths["ort_dense"] = str(workdir / "onnx" / DENSE_FILE)
-                paths["ort_compact"] = str(workdir / "onnx" / COMPACT_FILE)
-                log(f"  exported ONNX in {time.perf_counter() - t0:.1f} s")
-            except Exception as exc:  # the exporter raises many types
-                for b in ("ort_dense", "ort_compact"):
-                    unavailable[b] = f"ONNX export failed ({type(exc).__name__}: {str(exc)[:120]})"
+                unavailable[b] = f"ONNX export failed ({type(exc).__name__}: {str(exc)[:120]})"
     if "scipy_runtime" in backends:
         if source.bundle_dir is not None:
             paths["scipy_runtime"] = str(source.bundle_dir)
         else:
+            from sparsify.export.scipy_bundle import export_scipy_bundle
+
             try:
-                from sparsify.export.scipy_bundle import export_scipy_bundle
-            except ImportError as exc:
-                unavailable["scipy_runtime"] = f"sparsify.export.scipy_bundle is missing ({exc})"
-            else:
-                try:
-                    src = (
-                        source.spec["path"] if source.spec["kind"] == "checkpoint" else source.model
-                    )
-                    export_scipy_bundle(src, workdir / "bundle")
-                    paths["scipy_runtime"] = str(workdir / "bundle")
-                except SparsifyError as exc:
-                    unavailable["scipy_runtime"] = f"bundle export refused: {exc}"
+                src = source.spec["path"] if source.spec["kind"] == "checkpoint" else source.model
+                export_scipy_bundle(src, workdir / "bundle")
+                paths["scipy_runtime"] = str(workdir / "bundle")
+            except SparsifyError as exc:
+                unavailable["scipy_runtime"] = f"bundle export refused: {exc}"
     if "ort_sparse_mm" in backends:
         try:
             data, _ = sparse_mm_model(source.model, 1 + len(source.input_shape))
@@ -227,26 +218,13 @@ def prepare_artifacts(
 # --------------------------------------------------------------------------- runners
 
 
-def _ort_options(threads: int) -> Any:
-    import onnxruntime as ort
+def ort_runner(path: str, threads: int) -> Runner:
+    """A runner on the ONNX file ``path``: :func:`sparsify.export.onnx.ort_session` with
+    ``threads`` intra-op threads and spinning off (spinning ORT threads halve torch's speed in
+    an interleaved run); unverified, the bench's own files carry no need for provenance."""
+    from sparsify.export.onnx import ort_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = int(threads)
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # onnxruntime's pool threads spin after each run by default; interleaved with torch on
-    # the same cores they halve torch's 2-thread speed (Linear 4096, batch 64: 28.4 vs
-    # 13.9 ms, results/bench/ort_spin), which would make every ratio against torch dense a lie
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return opts
-
-
-def _ort_runner(path: str, threads: int) -> Runner:
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise BackendUnavailable(f"onnxruntime is not installed ({exc})") from None
-    sess = ort.InferenceSession(path, _ort_options(threads), providers=["CPUExecutionProvider"])
+    sess = ort_session(path, threads=threads, allow_spinning=False, verify=False)
     name = sess.get_inputs()[0].name
     return Runner(
         fn=lambda x: sess.run(None, {name: x})[0],
@@ -255,12 +233,13 @@ def _ort_runner(path: str, threads: int) -> Runner:
     )
 
 
-def _ort_sparse_mm_runner(path: str, model: nn.Module, threads: int) -> Runner:
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        raise BackendUnavailable(f"onnxruntime is not installed ({exc})") from None
+def ort_sparse_mm_runner(path: str, model: nn.Module, threads: int) -> Runner:
+    """A runner on the :func:`sparse_mm_model` file ``path`` for the Linear chain ``model``:
+    the sparse weights are built once as CSR OrtValues and fed with every call."""
+    import onnxruntime as ort
     import scipy.sparse as sp
+
+    from sparsify.export.onnx import ort_session
 
     chain = linear_chain(model)
     device = ort.OrtDevice.make("cpu", 0)
@@ -277,7 +256,7 @@ def _ort_sparse_mm_runner(path: str, model: nn.Module, threads: int) -> Runner:
             np.array(m.shape, dtype=np.int64), data, inner, outer, device
         )
         feeds[f"W{i}"] = ort.OrtValue.ort_value_from_sparse_tensor(st)
-    sess = ort.InferenceSession(path, _ort_options(threads), providers=["CPUExecutionProvider"])
+    sess = ort_session(path, threads=threads, allow_spinning=False, verify=False)
 
     def fn(x: Any) -> Any:
         return sess.run_with_ort_values(["logits"], {**feeds, "input": x})[0].numpy()
@@ -325,14 +304,14 @@ def build_runner(
             ) from None
         return Runner(fn=compiled, info={"compile_s": round(time.perf_counter() - t0, 2)})
     if name == "torch_csr":
-        from sparsify.accel.convert import _candidates, _set_module
+        from sparsify.accel.convert import candidate_layers
         from sparsify.accel.layers import conv_supported, make_sparse
 
         m = copy.deepcopy(model) if copy_model else model
         n = 0
-        for fqn, mod in _candidates(m, None):
+        for fqn, mod in candidate_layers(m):
             if isinstance(mod, nn.Linear) or conv_supported(mod):
-                _set_module(m, fqn, make_sparse(mod, "torch_csr"))
+                m.set_submodule(fqn, make_sparse(mod, "torch_csr"))
                 n += 1
         return Runner(fn=m, info={"layers_sparse": n})
     if name == "converter":
@@ -343,10 +322,8 @@ def build_runner(
         log("    " + report.summary().replace("\n", "\n    "))
         return Runner(fn=m, info={"report": report.to_dict()})
     if name == "scipy_runtime":
-        try:
-            import sparsify.runtime
-        except ImportError as exc:
-            raise BackendUnavailable(f"sparsify.runtime is missing ({exc})") from None
+        import sparsify.runtime
+
         rt = sparsify.runtime.load(artifacts["paths"]["scipy_runtime"])
         return Runner(
             fn=rt,
@@ -354,9 +331,9 @@ def build_runner(
             info={"threads": 1, "note": "scipy.sparse matmul is single-threaded"},
         )
     if name in ("ort_dense", "ort_compact"):
-        return _ort_runner(artifacts["paths"][name], threads)
+        return ort_runner(artifacts["paths"][name], threads)
     if name == "ort_sparse_mm":
-        return _ort_sparse_mm_runner(artifacts["paths"][name], model, threads)
+        return ort_sparse_mm_runner(artifacts["paths"][name], model, threads)
     raise SparsifyError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}.")
 
 

@@ -14,20 +14,25 @@ measured densities around the crossing (None if it never loses or never wins).
 from __future__ import annotations
 
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from sparsify.bench.backends import SPARSE_MM_FILE, Runner, ort_sparse_mm_runner, sparse_mm_model
 from sparsify.bench.sources import impose_density_
-from sparsify.timing import loadavg, machine_info, time_interleaved, torch_threads
+from sparsify.tables import md_table
+from sparsify.timing import loadavg, machine_info, paired_ratio, time_interleaved, torch_threads
 
 DENSITIES = (0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.05, 0.02, 0.01)
 SIZES = (1024, 4096)
 BATCHES = (1, 64)
-KERNELS = ("torch_csr", "torch_csr_panels", "scipy_csr", "ort_sparse_mm", "converter")
+# kernels a curve can time: accel.KERNELS minus dense_compact, plus ORT and the converter
+CURVE_KERNELS = ("torch_csr", "torch_csr_panels", "scipy_csr", "ort_sparse_mm", "converter")
 
 
 def bandwidth_bound(density: float, idx_bytes: int = 4, val_bytes: int = 4) -> float:
@@ -47,20 +52,15 @@ def break_even(densities: Sequence[float], speedups: Sequence[float | None]) -> 
     return None
 
 
-def _ort_single(linear: nn.Linear, threads: int) -> Callable[[np.ndarray], Any] | None:
-    try:
-        from sparsify.bench.backends import SPARSE_MM_FILE, _ort_sparse_mm_runner, sparse_mm_model
-    except ImportError:
-        return None
-    import tempfile
-    from pathlib import Path
-
+def _ort_single(linear: nn.Linear, threads: int) -> Runner:
+    """An ORT SparseToDenseMatMul runner for one Linear (the file is gone once the session
+    holds the model: :func:`sparsify.export.onnx.ort_session` builds it from memory)."""
     model = nn.Sequential(linear)
     data, _ = sparse_mm_model(model, 2)
-    tmp = Path(tempfile.mkdtemp(prefix="sparsify-curves-"))
-    (tmp / SPARSE_MM_FILE).write_bytes(data)
-    r = _ort_sparse_mm_runner(str(tmp / SPARSE_MM_FILE), model, threads)
-    return r
+    with tempfile.TemporaryDirectory(prefix="sparsify-curves-") as tmp:
+        path = Path(tmp) / SPARSE_MM_FILE
+        path.write_bytes(data)
+        return ort_sparse_mm_runner(str(path), model, threads)
 
 
 def curve_point(
@@ -94,9 +94,8 @@ def curve_point(
                 fns[k] = lambda c=conv: c(x)
             elif k == "ort_sparse_mm":
                 r = _ort_single(lin, threads)
-                if r is not None:
-                    xi = r.prepare(x)
-                    fns[k] = lambda r=r, xi=xi: r.fn(xi)
+                xi = r.prepare(x)
+                fns[k] = lambda r=r, xi=xi: r.fn(xi)
         diffs = {}
         for k, fn in fns.items():
             out = fn()
@@ -109,11 +108,7 @@ def curve_point(
         "zeros": 1.0 - density,
         "times_s": {k: v.median for k, v in t.items()},
         "iqr_s": {k: v.iqr for k, v in t.items()},
-        "speedup": {
-            k: float(np.median([d / s for d, s in zip(dense, v.samples)]))
-            for k, v in t.items()
-            if k != "dense"
-        },
+        "speedup": {k: paired_ratio(dense, v.samples).median for k, v in t.items() if k != "dense"},
         "max_abs_diff": diffs,
         **info,
     }
@@ -126,7 +121,7 @@ def run_curves(
     densities: Sequence[float] = DENSITIES,
     threads: int = 1,
     reps: int = 9,
-    kernels: Sequence[str] = KERNELS,
+    kernels: Sequence[str] = CURVE_KERNELS,
     command: str = "",
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
 ) -> dict[str, Any]:
@@ -225,28 +220,33 @@ def curves_markdown(result: dict[str, Any]) -> str:
     ]
     for c in result["curves"]:
         ks = list(c["break_even_density"])
+        body = [
+            [
+                f"{p['zeros']:.0%}",
+                f"{p['times_s']['dense'] * 1e3:.3f} ms",
+                *[f"{p['speedup'][k]:.2f}x" if k in p["speedup"] else "–" for k in ks],
+                f"{b32:.2f}x",
+                f"{b16:.2f}x",
+            ]
+            for p, b32, b16 in zip(c["points"], c["bound_int32"], c["bound_int16"])
+        ]
+        head = ["zeros", "dense", *ks, "bound int32", "bound 16-bit"]
         lines += [
             f"## Linear {c['n']}x{c['n']}, batch {c['batch']}",
             "",
-            "| zeros | dense | " + " | ".join(ks) + " | bound int32 | bound 16-bit |",
-            "|---:|---:|" + "---:|" * (len(ks) + 2),
+            md_table(head, body, "r" * len(head)),
         ]
-        for p, b32, b16 in zip(c["points"], c["bound_int32"], c["bound_int16"]):
-            cells = [f"{p['speedup'][k]:.2f}x" if k in p["speedup"] else "–" for k in ks]
-            lines.append(
-                f"| {p['zeros']:.0%} | {p['times_s']['dense'] * 1e3:.3f} ms | "
-                + " | ".join(cells)
-                + f" | {b32:.2f}x | {b16:.2f}x |"
-            )
         be = ", ".join(
-            f"{k} {_be_text(v, [p['speedup'].get(k) for p in c['points']])}"
+            f"{k} {break_even_text(v, [p['speedup'].get(k) for p in c['points']])}"
             for k, v in c["break_even_density"].items()
         )
         lines += ["", f"Break-even density: {be}.", ""]
     return "\n".join(lines)
 
 
-def _be_text(v: float | None, speedups: Sequence[float | None]) -> str:
+def break_even_text(v: float | None, speedups: Sequence[float | None]) -> str:
+    """The break-even density ``v`` in words, or why there is none (never measured, never
+    slower, never faster than dense)."""
     if v is not None:
         return f"{v:.3f} ({1 - v:.1%} zeros)"
     got = [s for s in speedups if s is not None]

@@ -8,89 +8,73 @@ Backends, each against ``cuda_dense_fp32`` in one interleaved group:
     cuda_2to4_bf16    Linear weights as ``to_sparse_semi_structured`` (bfloat16; compute
                       capability >= 8.0), only when every Linear weight satisfies 2:4
 
-Timing uses CUDA events around ``inner`` calls per sample (the stream is synchronised
-once per sample, never inside the timed loop). The CPU-side logic here (2:4 checks and
-pruning, case lists, tables) runs and is tested without a GPU.
+Timing is :func:`sparsify.timing.time_interleaved` with CUDA events around ``inner`` calls
+per sample (synchronised once per sample, never inside the timed loop); speed-ups are
+:func:`sparsify.timing.paired_ratio`. The 2:4 rules are :mod:`sparsify.accel.semi_structured`
+(torch's own shape constraints). The CPU-side logic here (case lists, tables) runs and is
+tested without a GPU. The GPU table: ``run_gpu_cases`` (``python -m sparsify.bench.gpu``).
 """
 
 from __future__ import annotations
 
 import copy
-import random
-import statistics
+import sys
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from sparsify.accel.semi_structured import (
+    prune_2to4_,
+    semi_structured_ok,
+    to_semi_structured_,
+)
 from sparsify.errors import SparsifyError
+from sparsify.tables import md_table
+from sparsify.timing import paired_ratio, time_interleaved
 
 GPU_BACKENDS = ("cuda_dense_fp32", "cuda_dense_bf16", "cuda_csr", "cuda_2to4_bf16")
 
 
-def is_2to4(w: torch.Tensor) -> bool:
-    """True when every group of 4 consecutive entries along each row has >= 2 zeros."""
-    if w.dim() != 2 or w.shape[1] % 4:
-        return False
-    groups = (w != 0).reshape(w.shape[0], -1, 4).sum(dim=-1)
-    return bool((groups <= 2).all())
+SIZES = (1024, 4096, 8192)
+BATCHES = (1, 16, 64, 256)
+DENSITIES = (0.5, 0.1, 0.05, 0.01)
 
 
-def prune_2to4_(w: torch.Tensor) -> torch.Tensor:
-    """Zero the 2 smallest-|w| entries of every group of 4 along each row, in place."""
-    if w.dim() != 2 or w.shape[1] % 4:
-        raise SparsifyError(
-            f"2:4 pruning needs a 2-D weight whose columns are a multiple of 4; got {tuple(w.shape)}."
-        )
-    with torch.no_grad():
-        g = w.reshape(w.shape[0], -1, 4)
-        drop = g.abs().topk(2, dim=-1, largest=False).indices
-        g.scatter_(-1, drop, 0.0)
-    return w
+def cases(
+    sizes: Sequence[int] = SIZES, densities: Sequence[float] = DENSITIES
+) -> list[dict[str, Any]]:
+    """One case per (size, sparsity pattern): unstructured densities, then 2:4."""
+    out: list[dict[str, Any]] = []
+    for n in sizes:
+        for d in densities:
+            out.append(
+                {
+                    "n": n,
+                    "pattern": "unstructured",
+                    "density": d,
+                    "label": f"Linear {n} @ {1 - d:.0%} zeros",
+                }
+            )
+        out.append({"n": n, "pattern": "2:4", "density": 0.5, "label": f"Linear {n} @ 2:4"})
+    return out
 
 
-def semi_structured_ok(model: nn.Module) -> tuple[bool, str]:
-    """Whether every Linear of ``model`` can take a 2:4 semi-structured weight, and why not."""
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        return False, "no Linear layer"
-    for m in linears:
-        w = m.weight
-        if not is_2to4(w):
-            return False, "weights do not satisfy 2:4 (use --pattern 2:4 to impose it)"
-        # CUTLASS/cuSPARSELt tile constraints: rows and columns multiples of 64 and 128
-        if w.shape[0] % 64 or w.shape[1] % 128:
-            return False, f"weight {tuple(w.shape)} is not a multiple of (64, 128)"
-    if not torch.cuda.is_available():
-        return False, "CUDA is not available"
-    if torch.cuda.get_device_capability(0) < (8, 0):
-        return False, "2:4 needs compute capability >= 8.0"
-    return True, ""
+def build_case(case: dict[str, Any]) -> nn.Module:
+    """The (CPU) ``nn.Sequential(nn.Linear(n, n))`` of a case: zeros imposed by magnitude,
+    or 2:4-pruned per group of 4 (seeded: the same weights on every run)."""
+    from sparsify.bench.sources import impose_density_
 
-
-def cuda_time_interleaved(
-    fns: dict[str, Callable[[], Any]], reps: int = 20, warmup: int = 3, inner: int = 10
-) -> dict[str, list[float]]:
-    """Seconds per call of each fn: CUDA events around ``inner`` calls, shuffled order per rep."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    torch.cuda.synchronize()
-    samples: dict[str, list[float]] = {k: [] for k in fns}
-    order = list(fns)
-    rng = random.Random(0)
-    for _ in range(reps):
-        rng.shuffle(order)
-        for k in order:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(inner):
-                fns[k]()
-            end.record()
-            end.synchronize()
-            samples[k].append(start.elapsed_time(end) / 1e3 / inner)
-    return samples
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(case["n"], case["n"])).eval()
+    if case["pattern"] == "2:4":
+        prune_2to4_(model[0].weight.data)
+    else:
+        impose_density_(model, case["density"])
+    return model
 
 
 def build_gpu_model(model: nn.Module, backend: str) -> nn.Module:
@@ -106,22 +90,15 @@ def build_gpu_model(model: nn.Module, backend: str) -> nn.Module:
     if backend == "cuda_dense_bf16":
         return m.to(torch.bfloat16)
     if backend == "cuda_csr":
-        from sparsify.accel.convert import _candidates, _set_module
+        from sparsify.accel.convert import candidate_layers
         from sparsify.accel.layers import conv_supported, make_sparse
 
-        for fqn, mod in _candidates(m, None):
+        for fqn, mod in candidate_layers(m):
             if isinstance(mod, nn.Linear) or conv_supported(mod):
-                _set_module(m, fqn, make_sparse(mod, "torch_csr"))
+                m.set_submodule(fqn, make_sparse(mod, "torch_csr"))
         return m
     if backend == "cuda_2to4_bf16":
-        from torch.sparse import to_sparse_semi_structured
-
-        m = m.to(torch.bfloat16)
-        for mod in m.modules():
-            if isinstance(mod, nn.Linear):
-                mod.weight = nn.Parameter(
-                    to_sparse_semi_structured(mod.weight.detach()), requires_grad=False
-                )
+        to_semi_structured_(m, torch.bfloat16)
         return m
     raise SparsifyError(f"unknown GPU backend {backend!r}; choose from {', '.join(GPU_BACKENDS)}.")
 
@@ -153,26 +130,21 @@ def bench_gpu_point(
                     "available": False,
                     "reason": f"{type(exc).__name__}: {str(exc)[:160]}",
                 }
-        samples = cuda_time_interleaved(fns, reps=reps)
-    ref, dense = outs["cuda_dense_fp32"], samples["cuda_dense_fp32"]
-    for b, s in samples.items():
-        ratios = [d / t for d, t in zip(dense, s)]
+        timings = time_interleaved(
+            fns, reps=reps, warmup=3, inner=10, events=True, sync=torch.cuda.synchronize
+        )
+    ref, dense = outs["cuda_dense_fp32"], timings["cuda_dense_fp32"].samples
+    for b, t in timings.items():
+        ratio = paired_ratio(dense, t.samples)
         out["backends"][b] = {
             "available": True,
-            "median_s": statistics.median(s),
-            "iqr_s": _iqr(s),
-            "speedup_vs_dense": statistics.median(ratios),
-            "speedup_iqr": _iqr(ratios),
+            "median_s": t.median,
+            "iqr_s": t.iqr,
+            "speedup_vs_dense": ratio.median,
+            "speedup_iqr": ratio.iqr,
             "max_abs_diff": float((outs[b] - ref).abs().max()),
         }
     return out
-
-
-def _iqr(v: Sequence[float]) -> float:
-    if len(v) < 2:
-        return 0.0
-    q = statistics.quantiles(v, n=4, method="inclusive")
-    return q[2] - q[0]
 
 
 def gpu_table_markdown(rows: Sequence[dict[str, Any]], device: str) -> str:
@@ -182,9 +154,8 @@ def gpu_table_markdown(rows: Sequence[dict[str, Any]], device: str) -> str:
         "",
         "Median time per call (CUDA events), speedup vs cuda_dense_fp32 in parentheses.",
         "",
-        "| case | batch | " + " | ".join(GPU_BACKENDS) + " |",
-        "|---|---:|" + "---:|" * len(GPU_BACKENDS),
     ]
+    body = []
     for r in rows:
         cells = []
         for b in GPU_BACKENDS:
@@ -193,5 +164,74 @@ def gpu_table_markdown(rows: Sequence[dict[str, Any]], device: str) -> str:
                 cells.append(f"{e['median_s'] * 1e6:.1f} µs ({e['speedup_vs_dense']:.2f}x)")
             else:
                 cells.append("–")
-        lines.append(f"| {r['case']} | {r['batch']} | " + " | ".join(cells) + " |")
+        body.append([r["case"], r["batch"], *cells])
+    lines.append(md_table(["case", "batch", *GPU_BACKENDS], body, "lr" + "r" * len(GPU_BACKENDS)))
     return "\n".join(lines) + "\n"
+
+
+def run_gpu_cases(
+    out: str | Path = "results/bench/gpu",
+    *,
+    deadline: float = 270.0,
+    reps: int = 20,
+    batches: Sequence[int] = BATCHES,
+    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+) -> dict[str, Any]:
+    """The whole GPU table (every :func:`cases` entry x ``batches``) into ``out``.
+
+    A ``deadline`` (seconds) stops early and lists the rest as not run, so a run always
+    finishes. Writes ``gpu_bench.json`` and ``gpu_bench.md`` (the device named) and returns
+    the JSON.
+
+    Raises:
+        SparsifyError: no CUDA device is visible.
+    """
+    from sparsify.fileio import atomic_write_json, atomic_write_text
+    from sparsify.timing import machine_info
+
+    if not torch.cuda.is_available():
+        raise SparsifyError(
+            "the GPU table needs a CUDA GPU; none is visible. Run it on a GPU machine."
+        )
+    t0 = time.time()
+    rows, skipped = [], []
+    for case in cases():
+        model = build_case(case)
+        for b in batches:
+            if time.time() - t0 > deadline:
+                skipped.append(f"{case['label']} batch {b}")
+                continue
+            row = bench_gpu_point(model, (case["n"],), b, reps)
+            rows.append({"case": case["label"], **case, **row})
+            log(f"{case['label']} batch {b}: {time.time() - t0:.0f} s")
+        torch.cuda.empty_cache()
+    info = machine_info()
+    result = {"machine": info, "rows": rows, "not_run": skipped, "wall_s": time.time() - t0}
+    atomic_write_json(Path(out) / "gpu_bench.json", result)
+    md = gpu_table_markdown(rows, info.get("gpu", "cuda"))
+    if skipped:
+        md += f"\nNot run (deadline {deadline:.0f} s): {', '.join(skipped)}\n"
+    atomic_write_text(Path(out) / "gpu_bench.md", md)
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m sparsify.bench.gpu --out results/bench/gpu``: the GPU table in < 5 minutes."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="GPU table: Linear layers, dense vs sparse (CUDA).")
+    p.add_argument("--out", default="results/bench/gpu")
+    p.add_argument("--deadline", type=float, default=270.0, help="seconds before stopping early")
+    p.add_argument("--reps", type=int, default=20)
+    args = p.parse_args(argv)
+    try:
+        run_gpu_cases(args.out, deadline=args.deadline, reps=args.reps)
+    except SparsifyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print((Path(args.out) / "gpu_bench.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,7 +10,6 @@ Peak RSS per backend is measured in a fresh process each (:mod:`sparsify.bench.r
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
 import time
@@ -31,18 +30,9 @@ from sparsify.bench.backends import (
 )
 from sparsify.bench.sources import load_source
 from sparsify.errors import SparsifyError
-from sparsify.timing import loadavg, machine_info, time_interleaved, torch_threads
+from sparsify.timing import loadavg, machine_info, paired_ratio, time_interleaved, torch_threads
 
 DEFAULT_BATCHES = (1, 16, 64, 256)
-
-
-def _paired_ratio(dense: Sequence[float], other: Sequence[float]) -> tuple[float, float]:
-    """Median and IQR of dense[i] / other[i] over repetitions i."""
-    r = [d / o for d, o in zip(dense, other) if o > 0]
-    if len(r) < 2:
-        return (r[0] if r else float("nan")), 0.0
-    q = statistics.quantiles(r, n=4, method="inclusive")
-    return statistics.median(r), q[2] - q[0]
 
 
 def bench_point(
@@ -73,13 +63,13 @@ def bench_point(
         timings = time_interleaved(fns, reps=reps, warmup=2, min_sample_s=5e-3, seed=seed)
     ref = outs["dense"]
     for name, t in timings.items():
-        ratio, ratio_iqr = _paired_ratio(timings["dense"].samples, t.samples)
+        ratio = paired_ratio(timings["dense"].samples, t.samples)
         diff = float(np.max(np.abs(outs[name] - ref))) if ref.size else 0.0
         result["backends"][name] = {
             "available": True,
             **t.to_dict(),
-            "speedup_vs_dense": ratio,
-            "speedup_iqr": ratio_iqr,
+            "speedup_vs_dense": ratio.median,
+            "speedup_iqr": ratio.iqr,
             "max_abs_diff": diff,
             "same_predictions": bool(
                 np.array_equal(outs[name].argmax(axis=-1), ref.argmax(axis=-1))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sparsify.tables import md_table
 from sparsify.timing import fmt_seconds
 
 
@@ -43,12 +44,7 @@ def to_markdown(result: dict[str, Any], title: str = "Benchmark") -> str:
         # JSON sorts keys; show the baseline first and the rest in BACKENDS order
         backends = [b for b in BACKENDS if b in seen] + sorted(seen - set(BACKENDS))
         for threads in sorted({p["threads"] for p in src["points"]}):
-            lines += [
-                f"### {threads} thread(s)",
-                "",
-                "| batch | " + " | ".join(backends) + " |",
-                "|---:|" + "---|" * len(backends),
-            ]
+            body = []
             for p in (q for q in src["points"] if q["threads"] == threads):
                 cells = []
                 for b in backends:
@@ -60,24 +56,43 @@ def to_markdown(result: dict[str, Any], title: str = "Benchmark") -> str:
                     if not e.get("same_predictions", True):
                         cell += " ⚠ predictions differ"
                     cells.append(cell)
-                lines.append(f"| {p['batch']} | " + " | ".join(cells) + " |")
-            lines.append("")
+                body.append([p["batch"], *cells])
+            lines += [
+                f"### {threads} thread(s)",
+                "",
+                md_table(["batch", *backends], body, "r" + "l" * len(backends)),
+                "",
+            ]
         if src.get("rss"):
+            body = []
+            for b, e in src["rss"].items():
+                if not e.get("available"):
+                    body.append([b, f"n/a: {e.get('reason', '')}", "", "", "", ""])
+                    continue
+                body.append(
+                    [
+                        b,
+                        _mib(e["rss_after_imports"]),
+                        _mib(e["rss_steady"]),
+                        _mib(e["model_bytes"]),
+                        _mib(e["peak_rss"]),
+                        e["torch_imported"],
+                    ]
+                )
+            head = [
+                "backend",
+                "after imports",
+                "steady",
+                "model (steady - imports)",
+                "peak",
+                "torch loaded",
+            ]
             lines += [
                 "Memory (fresh process per backend, batch 64, 1 thread; MiB):",
                 "",
-                "| backend | after imports | steady | model (steady - imports) | peak | torch loaded |",
-                "|---|---:|---:|---:|---:|---|",
+                md_table(head, body, "lrrrrl"),
+                "",
             ]
-            for b, e in src["rss"].items():
-                if not e.get("available"):
-                    lines.append(f"| {b} | n/a: {e.get('reason', '')} | | | | |")
-                    continue
-                lines.append(
-                    f"| {b} | {_mib(e['rss_after_imports'])} | {_mib(e['rss_steady'])} | "
-                    f"{_mib(e['model_bytes'])} | {_mib(e['peak_rss'])} | {e['torch_imported']} |"
-                )
-            lines.append("")
         notes = dict(src.get("unavailable", {}))
         for p in src["points"]:
             for b, e in p["backends"].items():

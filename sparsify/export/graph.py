@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from sparsify.errors import SparsifyError
+from sparsify.runtime.model import GRAPH_VERSION  # one source: the runtime states what it runs
 
-GRAPH_VERSION = 1
 SUPPORTED = (
     "nn.Linear, nn.Conv2d (groups=1, zero padding), nn.ReLU, nn.MaxPool2d, nn.AvgPool2d, "
     "nn.AdaptiveAvgPool2d, nn.Flatten, nn.BatchNorm1d/2d (running stats), nn.Dropout, "

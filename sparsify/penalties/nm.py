@@ -12,8 +12,8 @@ It is the Euclidean projection onto the N:M set (nonconvex: ties are broken by
 (``NMProjection`` via ``penalize_``) or after an L1 prox: post-step hooks run in the order
 they were registered, so attach ``L1Prox`` first and ``NMProjection`` second.
 
-On CUDA (compute capability >= 8.0) :func:`to_semi_structured_` swaps 2:4 Linear weights
-for ``torch.sparse.to_sparse_semi_structured`` tensors in fp16/bf16.
+This module is the training side only. Turning 2:4 weights into torch's semi-structured
+tensors for inference (one shape rule, torch's own) is :mod:`sparsify.accel.semi_structured`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
 
 from sparsify.errors import SparsifyError
 from sparsify.penalties.base import PenaltyConfig, register
@@ -146,77 +145,3 @@ class NMProjection(PenaltyConfig):
         for p in params:
             out = out + (p.detach().ne(0) & ~nm_mask(p, self.n, self.m)).sum().cpu()
         return out
-
-
-def semi_structured_fits(shape: tuple[int, ...], dtype: torch.dtype) -> str | None:
-    """None when a 2-D weight of ``shape``/``dtype`` fits ``to_sparse_semi_structured``, else why.
-
-    The kernels need each dimension to be a multiple of a per-dtype minimum (CUTLASS fp16/bf16:
-    rows of 32, columns of 64; cuSPARSELt: 16 and 16), read from torch itself.
-    """
-    from torch.sparse import SparseSemiStructuredTensor
-    from torch.sparse.semi_structured import (
-        SparseSemiStructuredTensorCUSPARSELT,
-        SparseSemiStructuredTensorCUTLASS,
-    )
-
-    cls = (
-        SparseSemiStructuredTensorCUTLASS
-        if SparseSemiStructuredTensor._FORCE_CUTLASS
-        else SparseSemiStructuredTensorCUSPARSELT
-    )
-    limits = cls._DTYPE_SHAPE_CONSTRAINTS.get(dtype)
-    if limits is None:
-        return f"dtype {dtype} is not supported by {cls.__name__}"
-    if len(shape) != 2:
-        return f"shape {shape} is not 2-D"
-    rows, cols = shape
-    r, c = limits.sparse_min_rows, limits.sparse_min_cols
-    if rows < r or rows % r or cols < c or cols % c:
-        return f"shape {shape} is not a multiple of ({r}, {c})"
-    return None
-
-
-@torch.no_grad()
-def to_semi_structured_(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> dict[str, str]:
-    """Swap every 2:4 Linear weight of a CUDA ``model`` for a semi-structured sparse tensor.
-
-    The whole model is cast to ``dtype`` (fp16/bf16: the sparse kernels take one dtype for
-    both operands). Linear layers whose weight is not 2:4 or whose shape the kernels refuse
-    stay dense; the returned dict says, per Linear, "converted" or why it was skipped.
-
-    Raises:
-        SparsifyError: no CUDA device, a GPU older than compute capability 8.0, or a dtype
-            other than float16/bfloat16.
-    """
-    if dtype not in (torch.float16, torch.bfloat16):
-        raise SparsifyError(f"to_semi_structured_ needs dtype float16 or bfloat16; got {dtype}.")
-    if not torch.cuda.is_available():
-        raise SparsifyError(
-            "2:4 semi-structured tensors need a CUDA GPU; none is visible (keep the dense model)."
-        )
-    device = next(model.parameters()).device
-    if device.type != "cuda":
-        raise SparsifyError(f"model is on {device}; move it with model.cuda() first.")
-    if torch.cuda.get_device_capability(device) < (8, 0):
-        raise SparsifyError(
-            "2:4 semi-structured sparsity needs compute capability >= 8.0 (Ampere or newer)."
-        )
-    from torch.sparse import to_sparse_semi_structured
-
-    model.to(dtype)
-    report: dict[str, str] = {}
-    for name, mod in model.named_modules():
-        if not isinstance(mod, nn.Linear):
-            continue
-        w = mod.weight
-        if not check_nm(w, 2, 4):
-            report[name] = "skipped: weight is not 2:4"
-        elif (why := semi_structured_fits(tuple(w.shape), dtype)) is not None:
-            report[name] = f"skipped: {why}"
-        else:
-            mod.weight = nn.Parameter(
-                to_sparse_semi_structured(w.detach().contiguous()), requires_grad=False
-            )
-            report[name] = "converted"
-    return report

@@ -29,7 +29,8 @@ def soft_threshold(w: torch.Tensor, t: float) -> torch.Tensor:
     return torch.sign(w) * torch.clamp(w.abs() - t, min=0)
 
 
-def _soft_threshold_foreach_(tensors: Sequence[torch.Tensor], t: float) -> None:
+def soft_threshold_foreach_(tensors: Sequence[torch.Tensor], t: float) -> None:
+    """:func:`soft_threshold_` by multi-tensor ``torch._foreach_*`` ops (the CUDA path)."""
     # w - clamp(w, -t, t) == sign(w) * max(|w| - t, 0), bit for bit: both compute w - t
     # (or w + t) on the survivors and w - w = +0.0 on the rest.
     clipped = torch._foreach_clamp_min(list(tensors), -t)
@@ -37,7 +38,8 @@ def _soft_threshold_foreach_(tensors: Sequence[torch.Tensor], t: float) -> None:
     torch._foreach_sub_(list(tensors), clipped)
 
 
-def _soft_threshold_fused_(tensors: Sequence[torch.Tensor], t: float) -> None:
+def soft_threshold_fused_(tensors: Sequence[torch.Tensor], t: float) -> None:
+    """:func:`soft_threshold_` by in-place ``softshrink``, one tensor at a time (the CPU path)."""
     # softshrink is the soft-threshold in one fused elementwise kernel; writing into its own
     # input needs no temporary: one read and one write per weight. Its CPU kernel returns
     # -0.0 (== 0) for some negative w in [-t, 0); checkpoints store them as +0.0.
@@ -58,9 +60,9 @@ def soft_threshold_(tensors: Sequence[torch.Tensor], t: float) -> None:
     if not tensors or t == 0:
         return
     if tensors[0].is_cuda:
-        _soft_threshold_foreach_(tensors, t)
+        soft_threshold_foreach_(tensors, t)
     else:
-        _soft_threshold_fused_(tensors, t)
+        soft_threshold_fused_(tensors, t)
 
 
 @register

@@ -375,10 +375,6 @@ class Recipe(_Section):
             runs.append(self.model_copy(update={"penalties": penalties}))
         return runs
 
-    def stage_list(self) -> list[TrainStage | DebiasStage | ShrinkStage]:
-        """The stages to run: ``stages`` as given, or ``[train]`` when the recipe gives none."""
-        return list(self.stages) or [TrainStage(kind="train")]
-
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON/YAML-safe); ``Recipe.from_dict(r.to_dict()) == r``.
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from sparsify.errors import SparsifyError
 from sparsify.fileio import atomic_write_bytes, atomic_write_text
+from sparsify.tables import md_table
 
 MAX_FILES = 20  # per kind: a report of a huge tree would not be readable anyway
 
@@ -312,9 +313,7 @@ def render_markdown(title: str, sections: Sequence[Section]) -> str:
             lines += [s.text, ""]
         lines += [f"![{stem}](report_{stem}.png)\n" for stem, _ in s.images]
         for head, body in s.tables:
-            lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            lines += ["| " + " | ".join(row) + " |" for row in body]
-            lines.append("")
+            lines += [md_table(head, body), ""]
     return "\n".join(lines)
 
 

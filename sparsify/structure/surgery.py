@@ -1,7 +1,9 @@
-"""Tensor surgery on Linear/Conv/BatchNorm modules: replace a parameter, resize to a state_dict.
+"""Tensor surgery on Linear/Conv/BatchNorm modules: replace a parameter, slice units in or
+out, add to a bias, resize to a state_dict.
 
 Shared by :mod:`sparsify.structure.shrink` (which slices units out) and checkpoint loading
-(which rebuilds a shrunk model at its saved widths), so it sits below both.
+(which rebuilds a shrunk model at its saved widths), so it sits below both; it imports
+nothing else from :mod:`sparsify.structure` (analysis -> surgery, plan -> analysis + surgery).
 """
 
 from __future__ import annotations
@@ -67,3 +69,56 @@ def resize_to_state_dict_(model: nn.Module, state: Mapping[str, torch.Tensor]) -
             mod.num_features = n
             changed.append(name)
     return changed
+
+
+def expand_index(mask: torch.Tensor, expand: int) -> torch.Tensor:
+    """A per-channel mask repeated ``expand`` times per channel (channel -> its features)."""
+    return mask.repeat_interleave(expand)
+
+
+@torch.no_grad()
+def slice_out(mod: nn.Module, keep: torch.Tensor) -> None:
+    """Keep the output units (rows/filters and bias entries) of ``mod`` where ``keep``."""
+    idx = keep.nonzero().flatten().to(mod.weight.device)
+    set_param(mod, "weight", mod.weight[idx], mod.weight)
+    if mod.bias is not None:
+        set_param(mod, "bias", mod.bias[idx], mod.bias)
+    if isinstance(mod, nn.Linear):
+        mod.out_features = len(idx)
+    else:
+        mod.out_channels = len(idx)
+
+
+@torch.no_grad()
+def add_bias(mod: nn.Module, delta: torch.Tensor) -> None:
+    """``mod.bias += delta`` (a bias is created when ``mod`` has none)."""
+    bias = mod.bias.detach() if mod.bias is not None else torch.zeros_like(delta)
+    set_param(mod, "bias", bias + delta, mod.bias if mod.bias is not None else mod.weight)
+
+
+@torch.no_grad()
+def slice_in(mod: nn.Module, keep: torch.Tensor, expand: int) -> None:
+    """Keep the input channels of ``mod`` where ``keep``; each covers ``expand`` consecutive
+    input features (a flattened C x H x W map read by a Linear)."""
+    w = mod.weight
+    cols = expand_index(keep.to(w.device), expand).nonzero().flatten()
+    set_param(mod, "weight", w[:, cols], w)
+    if isinstance(mod, nn.Linear):
+        mod.in_features = len(cols)
+    else:
+        mod.in_channels = len(cols)
+
+
+@torch.no_grad()
+def slice_bn(mod: nn.Module, keep: torch.Tensor) -> None:
+    """Keep the BatchNorm entries (affine and running statistics) where ``keep``."""
+    idx = keep.nonzero().flatten()
+    for pname in ("weight", "bias"):
+        p = getattr(mod, pname)
+        if p is not None:
+            set_param(mod, pname, p[idx.to(p.device)], p)
+    for bname in ("running_mean", "running_var"):
+        b = getattr(mod, bname)
+        if b is not None:
+            setattr(mod, bname, b[idx.to(b.device)].clone())
+    mod.num_features = len(idx)

@@ -1,6 +1,6 @@
 """Probe, not a feature: reweighted (adaptive) L1 prox on LeNet-300-100, full MNIST.
 
-    .venv/bin/python tools/reweighted_l1_probe.py LAM MODE EPS [SEED] >> results/records/reweighted_probe/runs.jsonl
+    .venv/bin/python results/records/reweighted_probe/run.py LAM MODE EPS [SEED] >> results/records/reweighted_probe/runs.jsonl
 
 MODE ``l1``: the record recipe's first version (45 epochs, lambda warm-up over 30, per-layer
 scales fc1 1 / fc2 0.05 / fc3 0.0125, t = lr * lam, then 10 debias epochs), written out

@@ -1,0 +1,85 @@
+"""sparsify.timing: the paired-ratio rule on fixed numbers and the interleaved timer on a fake clock."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from sparsify.timing import iqr, measure_latency, paired_ratio, quartiles, time_interleaved
+
+
+def test_paired_ratio_is_the_median_of_per_repetition_ratios() -> None:
+    dense = [3.0, 8.0, 6.0, 10.0, 12.0]
+    other = [1.0, 2.0, 3.0, 2.0, 4.0]
+    # r = [3, 4, 2, 5, 3] -> sorted [2, 3, 3, 4, 5]; inclusive quartiles at positions 1, 2, 3
+    r = paired_ratio(dense, other)
+    assert (r.median, r.q25, r.q75, r.n) == (3.0, 3.0, 4.0, 5)
+    assert r.iqr == 1.0
+    # the ratio of the medians (8 / 2 = 4) is not the rule: pairs are compared, then summarised
+    assert r.median != (sorted(dense)[2] / sorted(other)[2])
+
+
+def test_paired_ratio_interpolates_quartiles_and_is_not_symmetric_by_accident() -> None:
+    r = paired_ratio([1.0, 4.0, 8.0, 16.0], [1.0, 2.0, 2.0, 2.0])  # r = [1, 2, 4, 8]
+    assert r.median == 3.0
+    assert r.q25 == pytest.approx(1.75)  # position 0.75 between 1 and 2
+    assert r.q75 == pytest.approx(5.0)  # position 2.25 between 4 and 8
+    inv = paired_ratio([1.0, 2.0, 2.0, 2.0], [1.0, 4.0, 8.0, 16.0])  # slower: ratios < 1
+    assert inv.median == pytest.approx(0.375) and inv.q75 <= 1.0
+
+
+def test_paired_ratio_edge_cases() -> None:
+    one = paired_ratio([2.0, 1.0], [0.0, 0.5])  # the pair with a zero time is dropped
+    assert (one.median, one.iqr, one.n) == (2.0, 0.0, 1)
+    none = paired_ratio([1.0], [0.0])
+    assert math.isnan(none.median) and none.n == 0
+    with pytest.raises(ValueError, match="paired"):
+        paired_ratio([1.0, 2.0], [1.0])
+
+
+def test_quartiles_and_iqr() -> None:
+    assert quartiles([5.0]) == (5.0, 5.0, 5.0) and iqr([5.0]) == 0.0
+    assert quartiles([1.0, 2.0, 3.0, 4.0, 5.0]) == (2.0, 3.0, 4.0)
+    assert iqr([4.0, 1.0, 3.0, 2.0, 5.0]) == 2.0
+    with pytest.raises(ValueError):
+        quartiles([])
+
+
+def test_time_interleaved_on_a_fake_clock() -> None:
+    now = [0.0]
+    calls: list[str] = []
+
+    def make(name: str, dt: float):
+        def fn() -> None:
+            calls.append(name)
+            now[0] += dt
+
+        return fn
+
+    fns = {"a": make("a", 1e-3), "b": make("b", 4e-3)}
+    reps = 8
+    t = time_interleaved(fns, reps=reps, warmup=2, min_sample_s=2.5e-3, clock=lambda: now[0])
+    # inner: a sample lasts >= 2.5 ms -> a runs 3 times per sample, b once
+    assert (t["a"].inner, t["b"].inner) == (3, 1)
+    assert calls.count("a") == 2 + 1 + 3 * reps and calls.count("b") == 2 + 1 + reps
+    assert calls[:6] == ["a", "a", "b", "b", "a", "b"]  # warm-up, then one call to size inner
+    blocks = ["".join(calls[6 + 4 * i : 10 + 4 * i]) for i in range(reps)]
+    assert set(blocks) == {"aaab", "baaa"}  # each rep runs both, in a shuffled order
+    assert all(s == pytest.approx(1e-3) for s in t["a"].samples)
+    assert all(s == pytest.approx(4e-3) for s in t["b"].samples) and len(t["b"].samples) == reps
+    assert paired_ratio(t["b"].samples, t["a"].samples).median == pytest.approx(4.0)
+    fixed = time_interleaved(fns, reps=2, warmup=0, inner=5, clock=lambda: now[0])
+    assert fixed["b"].inner == 5 and fixed["b"].to_dict()["reps"] == 2
+
+
+def test_measure_latency_names_and_units() -> None:
+    models = {
+        "before": nn.Sequential(nn.Linear(64, 64), nn.Dropout(0.5)),
+        "after": nn.Linear(64, 64),
+    }
+    ms = measure_latency(models, torch.randn(4, 64), repeats=3, warmup=1)
+    assert list(ms) == ["before", "after"] and all(v > 0 for v in ms.values())
+    assert not models["before"].training  # timed in eval mode (dropout off)
