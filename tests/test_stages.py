@@ -20,9 +20,8 @@ from sparsify.cli import main
 from sparsify.errors import SparsifyError
 from sparsify.pipeline.checkpoint import SHRUNK, load_checkpoint, save_checkpoint
 from sparsify.pipeline.data.mnist import load_mnist
-from sparsify.pipeline.loop import train
 from sparsify.pipeline.recipe import Recipe, load_recipe
-from sparsify.pipeline.stages import run_recipe
+from sparsify.pipeline.stages import run_recipe, train
 from sparsify.pipeline.zoo import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -314,14 +313,23 @@ def test_checkpoint_and_training_do_not_import_later_stages() -> None:
             "sparsify.structure.shrink",
         ),
     }
+    # the loop takes built objects: it reads no recipe; the data readers know no loop
+    later["sparsify/pipeline/loop.py"] = (
+        "sparsify.pipeline.recipe",
+        "sparsify.pipeline.stages",
+        "sparsify.pipeline.checkpoint",
+        "sparsify.structure.shrink",
+    )
+    later["sparsify/pipeline/task.py"] = ("sparsify.pipeline",)
     later.update(
         {
             str(p.relative_to(ROOT)): (
-                "sparsify.pipeline.checkpoint",
-                "sparsify.structure.shrink",
+                "sparsify.pipeline.recipe",
+                "sparsify.pipeline.loop",
                 "sparsify.pipeline.stages",
+                "sparsify.pipeline.checkpoint",
             )
-            for p in (ROOT / "sparsify" / "train").glob("*.py")
+            for p in (ROOT / "sparsify" / "pipeline" / "data").glob("*.py")
         }
     )
     for rel, banned in later.items():
