@@ -349,6 +349,11 @@ def train(
     log = log or (lambda _msg: None)
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
+    else:  # allowed (a GPU run need not care), but CPU results then vary with the machine
+        log(
+            f"threads is not set: torch uses {torch.get_num_threads()} here and CPU results can "
+            "differ on another machine; set threads: 1 in the recipe to pin it."
+        )
     device = dist.device if dist.enabled else resolve_device(recipe.device)
     _check_model_fits(recipe, data)
     task = make_task(data.task)
