@@ -78,9 +78,14 @@ class DataSpec(_Section):
     val_fraction: float = Field(0.0, ge=0, lt=1)
     augment: bool = False
     num_workers: int = Field(0, ge=0, le=256)
-    image_size: list[Annotated[int, Field(ge=1, le=65_536)]] | None = Field(
-        None, min_length=2, max_length=2
-    )
+    image_size: list[Annotated[int, Field(ge=1, le=65_536)]] | None = None
+
+    @field_validator("image_size")
+    @classmethod
+    def _two_sizes(cls, size: list[int] | None) -> list[int] | None:
+        if size is not None and len(size) != 2:
+            raise ValueError("must be [H, W], two sizes in pixels")
+        return size
 
     @field_validator("dataset")
     @classmethod
