@@ -249,6 +249,40 @@ def test_augmentation_is_seeded_and_off_by_default(tmp_path: Path) -> None:
     assert train(r, build_data(r), progress=False).metrics["data"]["augment"] is False
 
 
+def test_resume_with_augmentation_and_workers_is_bit_exact(tmp_path: Path, monkeypatch) -> None:
+    """A run stopped after epoch 1 and resumed equals the uninterrupted run: the batch order,
+    the workers' seeds and the augmentation draws all come back from the saved state."""
+    from sparsify.pipeline import stages
+
+    root = cifar_folder(tmp_path, "cifar10", n_train=30, n_test=10)
+    recipe = Recipe.from_dict(
+        {
+            **SMALL,
+            "epochs": 3,
+            "batch_size": 10,
+            "model": {"name": "lecture_convnet", "in_channels": 3},
+            "data": {"dataset": "cifar10", "dir": str(root), "augment": True, "num_workers": 1},
+        }
+    )
+    data = build_data(recipe)
+    ref = train(recipe, data, progress=False).model.state_dict()
+
+    real_save = stages.save_train_state
+
+    def save_then_die(state_dir: Path, state: dict) -> Path:
+        real_save(state_dir, state)
+        raise KeyboardInterrupt  # the "kill", right after the epoch-1 state is on disk
+
+    monkeypatch.setattr(stages, "save_train_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, data, progress=False, state_dir=tmp_path / "s")
+    monkeypatch.setattr(stages, "save_train_state", real_save)
+    resumed = train(recipe, data, progress=False, state_dir=tmp_path / "s", resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    for k, v in ref.items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), f"{k} differs after resume"
+
+
 def test_every_shipped_recipe_pins_threads_and_validates() -> None:
     paths = sorted((ROOT / "recipes").rglob("*.yaml"))
     assert len(paths) >= 11

@@ -300,7 +300,9 @@ def data_record(recipe: Recipe, data: DatasetSplits) -> dict[str, Any]:
         **({"split": d.split} if d.split is not None else {}),
         "dir": data.info.get("dir", d.dir),
         "augment": bool(d.augment and data.augmentation is not None),
-        "augmentation": repr(data.augmentation) if d.augment and data.augmentation else None,
+        "augmentation": " ".join(repr(data.augmentation).split())
+        if d.augment and data.augmentation
+        else None,
         "val_images": len(data.val) if data.val is not None else 0,  # type: ignore[arg-type]
         "num_workers": d.num_workers,
         **({"classes": data.info["classes"]} if "classes" in data.info else {}),
