@@ -332,6 +332,26 @@ def test_cli_fashion_mnist_convnet_recipe(tmp_path: Path, capsys) -> None:
     assert load_checkpoint(out).recipe.data.dataset == "fashion_mnist"
 
 
+def test_cli_sweep_reports_val_error(tmp_path: Path) -> None:
+    folder = idx_folder(tmp_path / "k", n_train=60, n_test=20)
+    recipe = tmp_path / "s.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                **SMALL,
+                "epochs": 1,
+                "data": {"dataset": "kmnist", "val_size": 10},
+                "penalties": [{"kind": "l1_prox", "lam": [0.0, 1e-3]}],
+            }
+        )
+    )
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(recipe), "--out", str(out), "--data-dir", str(folder), "-q"]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert len(rows) == 2 and all(0 <= r["val_error"] <= 1 for r in rows)
+    assert "| lambda | train error | val error | test error |" in (out / "results.md").read_text()
+
+
 def test_cli_resnet18_on_a_png_image_folder(tmp_path: Path) -> None:
     root = png_folder(tmp_path / "images", {"red": 12, "green": 12}, test_per_class=4)
     recipe = _recipe_copy(
