@@ -42,6 +42,7 @@ _LAZY = {
     "soft_threshold": "sparsify.penalties",
     "soft_threshold_": "sparsify.penalties",
     "shrink_": "sparsify.structure.shrink",
+    "register_dataset": "sparsify.pipeline.data.registry",
 }
 __all__ = ["__version__", *sorted(_LAZY)]
 

@@ -13,8 +13,8 @@ from safetensors.torch import save_file
 
 from sparsify.pipeline.data import load_mnist
 from sparsify.pipeline.distributed import distributed
-from sparsify.pipeline.loop import train
 from sparsify.pipeline.recipe import Recipe
+from sparsify.pipeline.stages import train
 
 
 def main() -> None:

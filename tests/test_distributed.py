@@ -13,8 +13,8 @@ from conftest import train_args
 from safetensors.torch import load_file
 
 from sparsify.pipeline.data import load_mnist
-from sparsify.pipeline.loop import train
 from sparsify.pipeline.recipe import Recipe
+from sparsify.pipeline.stages import train
 
 HERE = Path(__file__).resolve().parent
 RECIPE = {

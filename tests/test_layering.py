@@ -28,7 +28,16 @@ PIPELINE_ORDER = {
     "sparsify/pipeline/zoo.py": ("checkpoint", "stages", "loop"),
     "sparsify/pipeline/recipe.py": ("checkpoint", "stages", "loop"),
     "sparsify/pipeline/checkpoint.py": ("stages", "loop"),
+    # the loop takes built objects: it reads no recipe; the data readers know no loop
+    "sparsify/pipeline/loop.py": ("recipe", "stages", "checkpoint"),
+    "sparsify/pipeline/task.py": ("recipe", "loop", "stages", "checkpoint", "data"),
 }
+PIPELINE_ORDER.update(
+    {
+        str(p.relative_to(ROOT)): ("recipe", "loop", "stages", "checkpoint")
+        for p in (ROOT / "sparsify" / "pipeline" / "data").glob("*.py")
+    }
+)
 
 
 def _imports(path: Path) -> list[tuple[str, list[str]]]:

@@ -148,7 +148,17 @@ CASES: list[tuple[str, str, str]] = [
         "'optimizer.name' should be 'sgd', 'adam' or 'adamw'",
     ),
     ("unknown-device", "device: tpu", "'device' should be 'auto', 'cpu' or 'cuda'"),
-    ("unknown-dataset", "data: {dataset: cifar10}", "'data.dataset' should be 'mnist'"),
+    (
+        "unknown-dataset",
+        "data: {dataset: imagenet}",
+        "unknown dataset 'imagenet'; choose one of cifar10, cifar100, emnist, fashion_mnist",
+    ),
+    ("val-both", "data: {val_size: 5, val_fraction: 0.1}", "give either val_size or val_fraction"),
+    (
+        "image-size-1d",
+        "data: {image_size: [64]}",
+        "'data.image_size' must be [H, W], two sizes in pixels; got [64]",
+    ),
     (
         "unknown-unit",
         "penalties: [{kind: l1_prox, lam: 1, schedule: {kind: linear_warmup, unit: hours}}]",
@@ -166,8 +176,8 @@ CASES: list[tuple[str, str, str]] = [
     ),
     (
         "subset-huge",
-        "data: {train_subset: 70000}",
-        "'data.train_subset' should be less than or equal to 60000",
+        "data: {train_subset: 200000000}",
+        "'data.train_subset' should be less than or equal to 100000000",
     ),
     (
         "test-subset-zero",
@@ -204,7 +214,22 @@ RUNTIME_CASES: list[tuple[str, str, str]] = [
     (
         "wrong-channels",
         TINY.replace("{name: lenet300_100}", "{name: lenet5, in_channels: 3}"),
-        "cannot take input of shape (1, 28, 28)",
+        "dataset 'mnist' has 1-channel images but model.in_channels is 3",
+    ),
+    (
+        "subset-beyond-the-data",
+        TINY.replace("train_subset: 100", "train_subset: 70000"),
+        "data.train_subset must be in [1, 60000]; got 70000.",
+    ),
+    (
+        "split-on-mnist",
+        TINY.replace("test_subset: 100", "test_subset: 100, split: letters"),
+        "mnist has no splits",
+    ),
+    (
+        "classes-mismatch",
+        TINY.replace("lenet300_100", "lenet300_100, num_classes: 47"),
+        "set model.num_classes: 10",
     ),
     (
         "too-small-for-28x28",

@@ -19,9 +19,8 @@ from sparsify.cli import main
 from sparsify.errors import SparsifyError
 from sparsify.pipeline.checkpoint import SHRUNK, load_checkpoint, save_checkpoint
 from sparsify.pipeline.data.mnist import load_mnist
-from sparsify.pipeline.loop import train
 from sparsify.pipeline.recipe import Recipe, load_recipe
-from sparsify.pipeline.stages import run_recipe
+from sparsify.pipeline.stages import run_recipe, train
 from sparsify.pipeline.zoo import build_model
 
 ROOT = Path(__file__).resolve().parents[1]

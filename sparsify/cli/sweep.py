@@ -67,9 +67,11 @@ def _stage_table(rows: list[dict[str, Any]]) -> str:
 
 def _main_table(rows: list[dict[str, Any]], recipe: Recipe, command: str) -> str:
     tensors = list(rows[0]["layers"]) if rows else []
+    has_val = bool(rows) and "val_error" in rows[0]
     head = [
         "lambda",
         "train error",
+        *(["val error"] if has_val else []),
         "test error",
         "zeros (all params)",
         *[f"zeros {t}" for t in tensors],
@@ -87,6 +89,7 @@ def _main_table(rows: list[dict[str, Any]], recipe: Recipe, command: str) -> str
         cells = [
             f"{r['lam']:g}",
             f"{r['train_error']:.3f}",
+            *([f"{r['val_error']:.3f}"] if has_val else []),
             f"{r['test_error']:.3f}",
             f"{100 * r['zero_fraction']:.1f}%",
             *[f"{100 * r['layers'][t]['zero_fraction']:.1f}%" for t in tensors],
@@ -132,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
                 for n, e in m["layers"].items()
             },
         }
+        if "val_error" in m:  # a validation split: the number to choose lambda on
+            row["val_error"] = m["val_error"]
         if "stages" in m:  # staged recipe: every stage's numbers (the top level is the last's)
             row["stages"] = m["stages"]
         rows.append(row)

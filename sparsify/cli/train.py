@@ -48,8 +48,9 @@ def run(args: argparse.Namespace) -> int:
             f"{row['nonzero_weights']:,} of {row['weight_numel']:,} weights nonzero, "
             f"{row['seconds']:.1f} s"
         )
+    val = f", val error {metrics['val_error']:.4f}" if "val_error" in metrics else ""
     print(
-        f"{recipe.name}: train error {metrics['train_error']:.4f}, test error {metrics['test_error']:.4f}, "
+        f"{recipe.name}: train error {metrics['train_error']:.4f}{val}, test error {metrics['test_error']:.4f}, "
         f"exact zeros {100 * metrics['zero_fraction']:.2f}% of {metrics['numel']:,} parameters, "
         f"{metrics['seconds']:.1f} s -> {out}"
     )

@@ -1,46 +1,30 @@
-"""The training loop behind ``sparsify train``: recipe + data in, trained model + metrics out.
+"""The epoch loop: built objects in (model, optimizer, batches, task), trained model out.
 
-Plain mini-batch training on tensors held in memory (MNIST fits), cross-entropy loss,
-penalties attached with :func:`~sparsify.penalties.penalize.penalize_` exactly as a user would
-attach them to their own loop. :func:`train` is a recipe's train stage and :func:`debias`
-its debias stage (same epoch loop, :func:`run_epochs`); :mod:`sparsify.pipeline.stages` chains them
-with the shrink stage.
+Plain mini-batch training: each step computes the task's loss summed over this rank's share
+of the batch, scales it by ``W / B`` (W ranks, B the global batch size), back-propagates and
+steps the optimizer; penalties are whatever hooks the caller attached with
+:func:`~sparsify.penalties.penalize.penalize_`, exactly as in a user's own loop. Nothing here
+reads a recipe: :mod:`sparsify.pipeline.stages` takes the recipe apart and calls these.
 """
 
 from __future__ import annotations
 
 import math
 import platform
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from sparsify.errors import SparsifyError
-from sparsify.penalties.base import penalty_from_dict
-from sparsify.penalties.freeze import freeze_support_
-from sparsify.penalties.penalize import PenaltyHandle, penalize_
-from sparsify.pipeline.data.mnist import MnistSplits
+from sparsify.pipeline.data.loader import FixedBatches, TrainBatches, batch_loader
+from sparsify.pipeline.data.registry import DatasetSplits
 from sparsify.pipeline.distributed import DistContext
-from sparsify.pipeline.recipe import DebiasStage, OptimizerSpec, Recipe
-from sparsify.pipeline.state import load_train_state, save_train_state
-from sparsify.pipeline.zoo import build_model
+from sparsify.pipeline.task import Classification, Task
 from sparsify.stats import model_stats
-
-
-@dataclass
-class TrainResult:
-    """The trained model, its metrics (what ``metrics.json`` holds) and per-epoch history."""
-
-    model: nn.Module
-    metrics: dict[str, Any]
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -54,60 +38,51 @@ def resolve_device(spec: str) -> torch.device:
     return torch.device(spec)
 
 
-def build_optimizer(spec: OptimizerSpec, params: Any) -> torch.optim.Optimizer:
-    """The torch.optim optimizer named by ``spec``."""
-    if spec.name == "sgd":
-        return torch.optim.SGD(
-            params,
-            lr=spec.lr,
-            momentum=spec.momentum,
-            nesterov=spec.nesterov,
-            weight_decay=spec.weight_decay,
-        )
-    cls = torch.optim.Adam if spec.name == "adam" else torch.optim.AdamW
-    return cls(params, lr=spec.lr, betas=tuple(spec.betas), weight_decay=spec.weight_decay)
-
-
-def build_lr_scheduler(
-    spec: OptimizerSpec, optimizer: torch.optim.Optimizer, total_steps: int
-) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """Cosine decay to 0 over ``total_steps`` optimizer steps, or None for a constant LR."""
-    if spec.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-    return None
+def wrap_ddp(model: nn.Module, dist: DistContext) -> nn.Module:
+    """``model`` in DistributedDataParallel under DDP, else ``model`` itself."""
+    if not dist.enabled:
+        return model
+    device = next(model.parameters()).device
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
 
 
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    dataset: Dataset,
+    task: Task | None = None,
     batch_size: int = 1000,
     dist: DistContext | None = None,
+    num_workers: int = 0,
 ) -> tuple[float, float]:
-    """(error rate, mean cross-entropy) of ``model`` in eval mode on ``x``, ``y``.
+    """(error, mean loss) of ``model`` in eval mode on ``dataset``: ``task.error_sum`` and
+    ``task.loss_sum`` summed over the items, divided by the item count.
 
-    Under DDP each rank evaluates its shard and the counts are summed over ranks.
+    Classification by default (error = misclassified fraction, loss = mean cross-entropy).
+    Under DDP each rank evaluates its shard and the sums are added over ranks.
     """
     dist = dist or DistContext()
+    task = task or Classification()
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    idx = dist.shard(torch.arange(len(x)))
+    n = len(dataset)  # type: ignore[arg-type]
     wrong, loss = 0.0, 0.0
-    for i in range(0, len(idx), batch_size):
-        sel = idx[i : i + batch_size]
-        xb, yb = x[sel].to(device), y[sel].to(device)
+    loader = batch_loader(dataset, FixedBatches(n, batch_size, dist), num_workers=num_workers)
+    for xb, yb in loader:
+        xb, yb = xb.to(device), yb.to(device)
         out = model(xb)
-        loss += F.cross_entropy(out, yb, reduction="sum").item()
-        wrong += (out.argmax(1) != yb).sum().item()
+        loss += task.loss_sum(out, yb).item()
+        wrong += task.error_sum(out, yb)
     model.train(was_training)
     wrong, loss = dist.all_reduce_sum([wrong, loss])
-    return wrong / len(x), loss / len(x)
+    return wrong / n, loss / n
 
 
 def check_input_shape(model: nn.Module, sample: torch.Tensor, name: str) -> None:
-    """Run one sample through ``model`` so a shape mismatch fails now, with a clear message."""
+    """Run one sample (1, C, H, W) through ``model`` so a shape mismatch fails now, clearly."""
     try:
         with torch.no_grad():
             model.eval()(sample)
@@ -115,7 +90,7 @@ def check_input_shape(model: nn.Module, sample: torch.Tensor, name: str) -> None
         first = str(exc).strip().splitlines()[0][:200]
         raise SparsifyError(
             f"model {name!r} cannot take input of shape {tuple(sample.shape[1:])} ({first}); "
-            "fix model.in_channels or choose a model for 28x28 images."
+            "fix model.in_channels or choose a model for this dataset's images."
         ) from None
     finally:
         model.train()
@@ -134,195 +109,44 @@ def versions() -> dict[str, str]:
     }
 
 
-def attach_penalties(
-    recipe: Recipe, model: nn.Module, optimizer: torch.optim.Optimizer, steps_per_epoch: int
-) -> list[PenaltyHandle]:
-    """``penalize_`` each penalty of the (expanded) recipe."""
-    return [
-        penalize_(
-            model, optimizer, penalty_from_dict(p.to_config_dict()), steps_per_epoch=steps_per_epoch
-        )
-        for p in recipe.penalties
-    ]
-
-
-def train(
-    recipe: Recipe,
-    data: MnistSplits,
-    *,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
-    dist: DistContext | None = None,
-    state_dir: Path | None = None,
-    resume: bool = False,
-    checkpoint_every: int = 1,
-) -> TrainResult:
-    """Train ``recipe.model`` on ``data`` for ``recipe.epochs`` and measure it.
-
-    Args:
-        dist: DDP context from :func:`sparsify.pipeline.distributed.distributed` (None: one process).
-        state_dir: where to save the resume state every ``checkpoint_every`` epochs (None: never).
-        resume: continue from the state in ``state_dir`` if there is one.
-
-    Returns metrics with at least ``train_error``, ``test_error``, ``zero_fraction`` and
-    per-tensor ``numel``/``zeros`` under ``layers``.
-    """
-    if recipe.sweep() is not None:
-        raise SparsifyError("this recipe is a sweep (a lambda list); run it with 'sparsify sweep'.")
-    dist = dist or DistContext()
-    log = log or (lambda _msg: None)
-    if recipe.threads:
-        torch.set_num_threads(recipe.threads)
-    device = dist.device if dist.enabled else resolve_device(recipe.device)
-    torch.manual_seed(recipe.seed)
-    model = build_model(recipe.model.name, recipe.model.num_classes, recipe.model.in_channels).to(
-        device
-    )
-    check_input_shape(model, data.train_x[:1].to(device), recipe.model.name)
-    n = len(data.train_x)
-    steps_per_epoch = math.ceil(n / recipe.batch_size)
-    total_steps = steps_per_epoch * recipe.epochs
-    optimizer = build_optimizer(recipe.optimizer, model.parameters())
-    scheduler = build_lr_scheduler(recipe.optimizer, optimizer, total_steps)
-    handles = attach_penalties(recipe, model, optimizer, steps_per_epoch)
-    for h in handles:
-        log(h.summary())
-    net: nn.Module = model
-    if dist.enabled:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-
-    gen = torch.Generator().manual_seed(recipe.seed)
-    history: list[dict[str, float]] = []
-    first_epoch, elapsed = 0, 0.0
-    saved = load_train_state(state_dir) if (resume and state_dir is not None) else None
-    if saved is not None:
-        if saved["recipe"] != recipe.to_dict():
-            raise SparsifyError(
-                f"{state_dir}: the resume state was made by a different recipe; resume with the same recipe "
-                "or delete resume.pt to start over."
-            )
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(saved["scheduler"])
-        for h, hs in zip(handles, saved["penalties"]):
-            h.load_state_dict(hs)
-        gen.set_state(saved["generator"])
-        torch.set_rng_state(saved["torch_rng"])
-        first_epoch, history, elapsed = saved["epoch"], saved["history"], saved["seconds"]
-        log(f"resumed from {state_dir} after epoch {first_epoch}")
-
-    start = time.perf_counter() - elapsed
-
-    def save_state(epoch: int) -> None:
-        if (
-            state_dir is not None
-            and dist.is_main
-            and (epoch + 1) % checkpoint_every == 0
-            and epoch + 1 < recipe.epochs
-        ):
-            save_train_state(
-                state_dir,
-                {
-                    "recipe": recipe.to_dict(),
-                    "epoch": epoch + 1,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "penalties": [{"step": h.step} for h in handles],
-                    "generator": gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),
-                    "history": history,
-                    "seconds": time.perf_counter() - start,
-                },
-            )
-
-    run_epochs(
-        net,
-        model,
-        optimizer,
-        scheduler,
-        data,
-        batch_size=recipe.batch_size,
-        epochs=range(first_epoch, recipe.epochs),
-        gen=gen,
-        dist=dist,
-        history=history,
-        desc=recipe.name,
-        progress=progress,
-        after_epoch=save_state,
-    )
-    seconds = time.perf_counter() - start
-    for h in handles:
-        h.remove()
-
-    measured = measure(model, data, dist)
-    metrics = {
-        "name": recipe.name,
-        **{k: measured[k] for k in ("train_error", "test_error", "train_loss", "test_loss")},
-        **{k: measured[k] for k in ("zero_fraction", "weight_zero_fraction", "numel", "zeros")},
-        "layers": measured["layers"],
-        "penalties": [h.summary() for h in handles],
-        "epochs": recipe.epochs,
-        "steps": total_steps,
-        "seconds": seconds,
-        "seconds_per_epoch": seconds / recipe.epochs,
-        "train_images": n,
-        "test_images": len(data.test_x),
-        "normalisation": {"mean": data.mean, "std": data.std},
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-        "world_size": dist.world_size,
-        "versions": versions(),
-    }
-    return TrainResult(model=model, metrics=metrics, history=history)
-
-
 def run_epochs(
     net: nn.Module,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-    data: MnistSplits,
+    batches: TrainBatches,
+    task: Task,
     *,
-    batch_size: int,
     epochs: range,
-    gen: torch.Generator,
     dist: DistContext,
     history: list[dict[str, float]],
     desc: str,
     progress: bool,
     after_epoch: Callable[[int], None] | None = None,
 ) -> None:
-    """Mini-batch cross-entropy training of ``net`` (``model``, or its DDP wrapper) in place.
+    """Mini-batch training of ``net`` (``model``, or its DDP wrapper) in place.
 
-    One shuffled pass over ``data.train_x`` per epoch (order from ``gen``); the scheduler
+    Per step: ``loss = task.loss_sum(net(x), y) * W / B`` over this rank's share x of a
+    global batch of B items; DDP's gradient average over W ranks then equals the gradient of
+    the mean loss over the global batch. One pass over ``batches`` per epoch; the scheduler
     steps once per optimizer step. Appends ``{epoch, loss, zero_fraction}`` to ``history``
-    and calls ``after_epoch(epoch)`` after each epoch (0-based ``epoch``).
+    (loss: mean over the epoch's items) and calls ``after_epoch(epoch)`` (0-based).
 
     Raises:
         SparsifyError: the loss is not finite after an epoch.
     """
     device = next(model.parameters()).device
-    x, y = data.train_x.to(device), data.train_y.to(device)
-    n = len(x)
+    n = batches.n
     bar = tqdm(
         epochs, desc=desc, unit="epoch", disable=not (progress and dist.is_main), leave=False
     )
     net.train()
     for epoch in bar:
-        perm = torch.randperm(n, generator=gen)
         total = 0.0
-        for i in range(0, n, batch_size):
-            batch = perm[i : i + batch_size]
-            mine = dist.shard(batch).to(device)
-            # sum over this shard scaled by W/B: DDP's gradient average then equals the
-            # gradient of the mean loss over the whole global batch (see distributed.py)
-            loss_sum = F.cross_entropy(net(x[mine]), y[mine], reduction="sum")
+        for xb, yb, global_len in batches:
+            loss_sum = task.loss_sum(net(xb.to(device)), yb.to(device))
             optimizer.zero_grad(set_to_none=True)
-            (loss_sum * (dist.world_size / len(batch))).backward()
+            (loss_sum * (dist.world_size / global_len)).backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
@@ -341,87 +165,29 @@ def run_epochs(
             after_epoch(epoch)
 
 
-def measure(model: nn.Module, data: MnistSplits, dist: DistContext | None = None) -> dict[str, Any]:
-    """Errors and losses on both splits plus :func:`~sparsify.stats.model_stats` of ``model``.
+def measure(
+    model: nn.Module,
+    data: DatasetSplits,
+    task: Task | None = None,
+    dist: DistContext | None = None,
+    num_workers: int = 0,
+) -> dict[str, Any]:
+    """Errors and losses on every split (train, val when carved, test) plus
+    :func:`~sparsify.stats.model_stats` of ``model``.
 
     ``nonzero_weights = weight_numel - weight_zeros`` counts the Linear/Conv weights a
     sparse format stores (biases excluded), the number compression ratios are quoted on.
     """
-    train_error, train_loss = evaluate(model, data.train_x, data.train_y, dist=dist)
-    test_error, test_loss = evaluate(model, data.test_x, data.test_y, dist=dist)
+    splits = {"train": data.train, **({"val": data.val} if data.val is not None else {})}
+    splits["test"] = data.test
+    out: dict[str, Any] = {}
+    for name, ds in splits.items():
+        err, loss = evaluate(model, ds, task, dist=dist, num_workers=num_workers)
+        out[f"{name}_error"], out[f"{name}_loss"] = err, loss
     stats = model_stats(model)
     return {
-        "train_error": train_error,
-        "test_error": test_error,
-        "train_loss": train_loss,
-        "test_loss": test_loss,
+        **out,
         **{k: v for k, v in stats.items() if k != "layers"},
         "nonzero_weights": stats["weight_numel"] - stats["weight_zeros"],
         "layers": stats["layers"],
-    }
-
-
-def debias(
-    model: nn.Module,
-    recipe: Recipe,
-    stage: DebiasStage,
-    data: MnistSplits,
-    *,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
-    dist: DistContext | None = None,
-) -> dict[str, Any]:
-    """The debias stage: fine-tune ``model`` in place with its zeros frozen, no penalty.
-
-    A fresh optimizer (``stage.optimizer``, else the recipe's) trains for ``stage.epochs``
-    epochs of ``recipe.batch_size``; :func:`~sparsify.penalties.freeze.freeze_support_` keeps
-    every selected weight that is 0 now at exactly 0 (gradient, optimizer state and weight
-    masked). Penalty hooks must already be removed (``train`` removes its own).
-
-    Returns:
-        ``{epochs, steps, seconds, frozen (summary line), support_density, history}``.
-    """
-    dist = dist or DistContext()
-    log = log or (lambda _msg: None)
-    spec = stage.optimizer or recipe.optimizer
-    steps_per_epoch = math.ceil(len(data.train_x) / recipe.batch_size)
-    optimizer = build_optimizer(spec, model.parameters())
-    scheduler = build_lr_scheduler(spec, optimizer, steps_per_epoch * stage.epochs)
-    frozen = freeze_support_(
-        model, optimizer, scope=stage.scope, include=stage.include, exclude=stage.exclude
-    )
-    log(frozen.summary())
-    net: nn.Module = model
-    if dist.enabled:
-        device = next(model.parameters()).device
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    # its own stream of batch orders: the train stage's is not needed to reproduce this one
-    gen = torch.Generator().manual_seed(recipe.seed + 1)
-    history: list[dict[str, float]] = []
-    start = time.perf_counter()
-    run_epochs(
-        net,
-        model,
-        optimizer,
-        scheduler,
-        data,
-        batch_size=recipe.batch_size,
-        epochs=range(stage.epochs),
-        gen=gen,
-        dist=dist,
-        history=history,
-        desc=f"{recipe.name} {stage.name}",
-        progress=progress,
-    )
-    seconds = time.perf_counter() - start
-    frozen.remove()
-    return {
-        "epochs": stage.epochs,
-        "steps": steps_per_epoch * stage.epochs,
-        "seconds": seconds,
-        "frozen": frozen.summary(),
-        "support_density": frozen.density(),
-        "history": history,
     }

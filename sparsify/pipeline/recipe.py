@@ -55,12 +55,66 @@ class ModelSpec(_Section):
 
 
 class DataSpec(_Section):
-    """MNIST, the first ``train_subset``/``test_subset`` images (null = all)."""
+    """Which data: a registered dataset, a folder, subsets, a validation split, augmentation.
 
-    dataset: Literal["mnist"] = "mnist"
+    ``dataset`` is a name from :mod:`sparsify.pipeline.data.registry` (built-in: mnist,
+    fashion_mnist, kmnist, emnist, cifar10, cifar100, svhn, image_folder; users register
+    more). ``dir``: the dataset's folder (``--data-dir`` overrides it; null: the cache
+    ``~/.cache/sparsify/<name>``, downloaded when online; image_folder needs it). ``split``:
+    the dataset's variant (emnist: balanced, byclass, bymerge, digits, letters, mnist).
+    ``val_size`` items (or ``val_fraction`` of the training subset) are carved out of the
+    training set as a validation split, chosen by the recipe's seed. ``augment``: the
+    dataset's standard training augmentation (crop + flip for natural images; none for the
+    MNIST family). ``image_size``: [H, W] images are resized to (image_folder).
+    """
+
+    dataset: str = "mnist"
     dir: str | None = None
-    train_subset: int | None = Field(None, ge=1, le=60_000)
-    test_subset: int | None = Field(None, ge=1, le=10_000)
+    split: str | None = None
+    train_subset: int | None = Field(None, ge=1, le=100_000_000)
+    test_subset: int | None = Field(None, ge=1, le=100_000_000)
+    val_size: int = Field(0, ge=0, le=100_000_000)
+    val_fraction: float = Field(0.0, ge=0, lt=1)
+    augment: bool = False
+    num_workers: int = Field(0, ge=0, le=256)
+    image_size: list[Annotated[int, Field(ge=1, le=65_536)]] | None = None
+
+    @field_validator("image_size")
+    @classmethod
+    def _two_sizes(cls, size: list[int] | None) -> list[int] | None:
+        if size is not None and len(size) != 2:
+            raise ValueError("must be [H, W], two sizes in pixels")
+        return size
+
+    @field_validator("dataset")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from sparsify.pipeline.data.registry import dataset_names
+
+        if name not in dataset_names():
+            raise PydanticCustomError(
+                "recipe_rule",
+                f"unknown dataset {name!r}; choose one of {', '.join(dataset_names())}; "
+                "register your own with sparsify.register_dataset",
+            )
+        return name
+
+    @model_validator(mode="after")
+    def _one_val(self) -> DataSpec:
+        if self.val_size and self.val_fraction:
+            raise ValueError("give either val_size or val_fraction, not both")
+        return self
+
+
+# keys added to ``data`` after version 1 shipped: left out of to_dict() while at their default
+DATA_KEYS_ADDED = {
+    "split": None,
+    "val_size": 0,
+    "val_fraction": 0.0,
+    "augment": False,
+    "num_workers": 0,
+    "image_size": None,
+}
 
 
 class OptimizerSpec(_Section):
@@ -379,11 +433,14 @@ class Recipe(_Section):
         """Plain data (JSON/YAML-safe); ``Recipe.from_dict(r.to_dict()) == r``.
 
         Keys added after version 1 shipped (``stages`` when empty, kind-specific penalty
-        fields when not given) are left out, so older recipes dump exactly as before.
+        fields when not given, the newer ``data`` keys at their defaults) are left out, so older recipes dump exactly as before.
         """
         d = self.model_dump(mode="json")
         if not d["stages"]:
             del d["stages"]
+        for key, default in DATA_KEYS_ADDED.items():
+            if d["data"][key] == default:
+                del d["data"][key]
         for p in d["penalties"]:
             for key in KIND_FIELDS:
                 if p[key] is None:

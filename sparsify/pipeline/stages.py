@@ -1,25 +1,28 @@
 """Staged recipes: train (with penalties) -> debias (zeros frozen) -> shrink (dead units removed).
 
+This is where a recipe is taken apart: :func:`build_data` turns its ``data`` section into
+datasets (registry, validation split), :func:`train` and :func:`debias` build the model,
+optimizer, schedule, penalties, batches and task and hand them to the plain epoch loop of
+:mod:`sparsify.pipeline.loop`, which never sees a recipe.
+
 A recipe's ``stages:`` list names the stages to run, in that order, each at most once:
 
     train   the recipe's top-level ``epochs``, ``optimizer`` and ``penalties`` (:func:`train`);
             the penalty hooks are removed when it ends
     debias  ``epochs`` more epochs without penalty, every selected zero frozen
-            (:func:`~sparsify.pipeline.loop.debias`, built on ``freeze_support_``)
-    shrink  ``shrink_`` on ``example_batch`` random inputs of the data's image shape: dead
+            (:func:`debias`, built on ``freeze_support_``)
+    shrink  ``shrink_`` on ``example_batch`` random inputs of the data's input shape: dead
             output neurons/channels are removed, same outputs within 1e-5
 
-After every stage the model is measured (errors on both splits, exact zeros per tensor) and
+After every stage the model is measured (errors on every split, exact zeros per tensor) and
 the stage's row goes to ``metrics["stages"]``. A recipe without ``stages`` runs the train
 stage alone and its metrics are exactly what :func:`train` returns (no ``stages`` key).
-
-This module sits after :mod:`sparsify.pipeline.checkpoint` and :mod:`sparsify.structure.shrink` in the data
-flow (it uses both); the training code it drives does not import it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,12 +31,30 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset, TensorDataset
 
+from sparsify.errors import SparsifyError
+from sparsify.penalties.base import penalty_from_dict
+from sparsify.penalties.freeze import freeze_support_
+from sparsify.penalties.penalize import PenaltyHandle, penalize_
 from sparsify.pipeline.checkpoint import SHRUNK
+from sparsify.pipeline.data.loader import TrainBatches
 from sparsify.pipeline.data.mnist import MnistSplits
+from sparsify.pipeline.data.registry import DataRequest, DatasetSplits, load_dataset
+from sparsify.pipeline.data.splits import Augmented, carve_validation, validation_size
 from sparsify.pipeline.distributed import DistContext
-from sparsify.pipeline.loop import debias, measure, train
-from sparsify.pipeline.recipe import DebiasStage, Recipe, ShrinkStage
+from sparsify.pipeline.loop import (
+    check_input_shape,
+    measure,
+    resolve_device,
+    run_epochs,
+    versions,
+    wrap_ddp,
+)
+from sparsify.pipeline.recipe import DebiasStage, OptimizerSpec, Recipe, ShrinkStage
+from sparsify.pipeline.state import load_train_state, save_train_state
+from sparsify.pipeline.task import make_task
+from sparsify.pipeline.zoo import build_model
 from sparsify.structure.shrink import layer_widths, shrink_
 
 # per-stage fields copied from measure(); per-tensor detail is kept for the final model only
@@ -70,18 +91,19 @@ def _row(name: str, kind: str, measured: dict[str, Any], **extra: Any) -> dict[s
         "name": name,
         "kind": kind,
         **{k: measured[k] for k in ROW_KEYS},
+        **{k: measured[k] for k in ("val_error", "val_loss") if k in measured},
         "layers": layers,
         **extra,
     }
 
 
 def _shrink_stage(
-    model: nn.Module, stage: ShrinkStage, data: MnistSplits, seed: int, log: Callable[[str], None]
+    model: nn.Module, stage: ShrinkStage, data: DatasetSplits, seed: int, log: Callable[[str], None]
 ) -> dict[str, Any]:
     device = next(model.parameters()).device
     # random inputs reach every unit; a seeded generator makes every DDP rank shrink alike
     gen = torch.Generator().manual_seed(seed)
-    example = torch.randn((stage.example_batch, *data.train_x.shape[1:]), generator=gen)
+    example = torch.randn((stage.example_batch, *data.input_shape), generator=gen)
     start = time.perf_counter()
     report = shrink_(model, example.to(device), exclude=stage.exclude)
     seconds = time.perf_counter() - start
@@ -91,7 +113,7 @@ def _shrink_stage(
 
 def run_recipe(
     recipe: Recipe,
-    data: MnistSplits,
+    data: DatasetSplits | MnistSplits,
     *,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
@@ -113,6 +135,7 @@ def run_recipe(
         ``metrics["seconds"]`` is the sum over stages.
     """
     log = log or (lambda _msg: None)
+    data = as_splits(data)
     result = train(
         recipe,
         data,
@@ -145,7 +168,7 @@ def run_recipe(
         else:
             info = _shrink_stage(model, stage, data, recipe.seed, log)
             extra_metadata[SHRUNK] = json.dumps(layer_widths(model))
-        measured = measure(model, data, dist)
+        measured = measure(model, data, make_task(data.task), dist, recipe.data.num_workers)
         rows.append(_row(stage.name, stage.kind, measured, **info))
         log(
             f"{stage.name}: test error {measured['test_error']:.4f}, "
@@ -154,6 +177,9 @@ def run_recipe(
     if measured:  # the final model's numbers replace the train stage's at the top level
         for key in ("train_error", "test_error", "train_loss", "test_loss", "zero_fraction"):
             metrics[key] = measured[key]
+        for key in ("val_error", "val_loss"):
+            if key in measured:
+                metrics[key] = measured[key]
         metrics["weight_zero_fraction"] = measured["weight_zero_fraction"]
         metrics["numel"], metrics["zeros"] = measured["numel"], measured["zeros"]
         metrics["layers"] = measured["layers"]
@@ -168,3 +194,355 @@ def _weight_counts(metrics: dict[str, Any]) -> dict[str, Any]:
     numel = sum(e["numel"] for e in weights.values())
     zeros = sum(e["zeros"] for e in weights.values())
     return {"weight_numel": numel, "nonzero_weights": numel - zeros}
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def build_optimizer(spec: OptimizerSpec, params: Any) -> torch.optim.Optimizer:
+    """The torch.optim optimizer named by ``spec``."""
+    if spec.name == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=spec.lr,
+            momentum=spec.momentum,
+            nesterov=spec.nesterov,
+            weight_decay=spec.weight_decay,
+        )
+    cls = torch.optim.Adam if spec.name == "adam" else torch.optim.AdamW
+    return cls(params, lr=spec.lr, betas=tuple(spec.betas), weight_decay=spec.weight_decay)
+
+
+def build_lr_scheduler(
+    spec: OptimizerSpec, optimizer: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """Cosine decay to 0 over ``total_steps`` optimizer steps, or None for a constant LR."""
+    if spec.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    return None
+
+
+def attach_penalties(
+    recipe: Recipe, model: nn.Module, optimizer: torch.optim.Optimizer, steps_per_epoch: int
+) -> list[PenaltyHandle]:
+    """``penalize_`` each penalty of the (expanded) recipe."""
+    return [
+        penalize_(
+            model, optimizer, penalty_from_dict(p.to_config_dict()), steps_per_epoch=steps_per_epoch
+        )
+        for p in recipe.penalties
+    ]
+
+
+def data_request(recipe: Recipe) -> DataRequest:
+    """The dataset factory's request for ``recipe.data``."""
+    d = recipe.data
+    return DataRequest(
+        name=d.dataset,
+        root=Path(d.dir) if d.dir else None,
+        split=d.split,
+        train_subset=d.train_subset,
+        test_subset=d.test_subset,
+        image_size=tuple(d.image_size) if d.image_size else None,  # type: ignore[arg-type]
+    )
+
+
+def build_data(recipe: Recipe) -> DatasetSplits:
+    """The datasets ``recipe.data`` names, with its validation split carved out.
+
+    ``val_size`` (or ``val_fraction`` of the training subset) items move from the training set
+    to ``val``, chosen by the recipe's seed (:func:`~sparsify.pipeline.data.splits.carve_validation`).
+    """
+    splits = load_dataset(data_request(recipe))
+    n = len(splits.train)  # type: ignore[arg-type]
+    size = validation_size(n, recipe.data.val_size, recipe.data.val_fraction)
+    return carve_validation(splits, size, recipe.seed)
+
+
+def as_splits(data: DatasetSplits | MnistSplits) -> DatasetSplits:
+    """``data`` as :class:`DatasetSplits` (in-memory ``MnistSplits`` are wrapped as they are)."""
+    if isinstance(data, DatasetSplits):
+        return data
+    return DatasetSplits(
+        train=TensorDataset(data.train_x, data.train_y),
+        test=TensorDataset(data.test_x, data.test_y),
+        input_shape=tuple(data.train_x.shape[1:]),  # type: ignore[arg-type]
+        num_classes=10,
+        info={"normalisation": {"mean": data.mean, "std": data.std}},
+    )
+
+
+def training_set(recipe: Recipe, data: DatasetSplits) -> Dataset:
+    """The set the train loop draws from: ``data.train``, augmented when the recipe asks."""
+    if recipe.data.augment and data.augmentation is not None:
+        return Augmented(data.train, data.augmentation)
+    return data.train
+
+
+def _check_model_fits(recipe: Recipe, data: DatasetSplits) -> None:
+    if data.task == "classification" and recipe.model.num_classes != data.num_classes:
+        raise SparsifyError(
+            f"dataset {recipe.data.dataset!r} has {data.num_classes} classes but "
+            f"model.num_classes is {recipe.model.num_classes}; set model.num_classes: {data.num_classes}."
+        )
+    if recipe.model.in_channels != data.input_shape[0]:
+        raise SparsifyError(
+            f"dataset {recipe.data.dataset!r} has {data.input_shape[0]}-channel images but "
+            f"model.in_channels is {recipe.model.in_channels}; set model.in_channels: {data.input_shape[0]}."
+        )
+
+
+def data_record(recipe: Recipe, data: DatasetSplits) -> dict[str, Any]:
+    """What metrics.json says about the data: dataset, split, folder, augmentation, sizes."""
+    d = recipe.data
+    return {
+        "dataset": d.dataset,
+        **({"split": d.split} if d.split is not None else {}),
+        "dir": data.info.get("dir", d.dir),
+        "augment": bool(d.augment and data.augmentation is not None),
+        "augmentation": " ".join(repr(data.augmentation).split())
+        if d.augment and data.augmentation
+        else None,
+        "val_images": len(data.val) if data.val is not None else 0,  # type: ignore[arg-type]
+        "num_workers": d.num_workers,
+        **({"classes": data.info["classes"]} if "classes" in data.info else {}),
+    }
+
+
+@dataclass
+class TrainResult:
+    """The trained model, its metrics (what ``metrics.json`` holds) and per-epoch history."""
+
+    model: nn.Module
+    metrics: dict[str, Any]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def train(
+    recipe: Recipe,
+    data: DatasetSplits | MnistSplits,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    dist: DistContext | None = None,
+    state_dir: Path | None = None,
+    resume: bool = False,
+    checkpoint_every: int = 1,
+) -> TrainResult:
+    """The train stage: train ``recipe.model`` on ``data`` for ``recipe.epochs`` and measure it.
+
+    Batch order: ``randperm(n)`` per epoch from a generator seeded with ``recipe.seed``
+    (:class:`~sparsify.pipeline.data.loader.ShuffledBatches`); DataLoader workers are seeded
+    from a second generator (seed + 2**32 stream), so torch's global RNG is left to the model.
+
+    Args:
+        dist: DDP context from :func:`sparsify.pipeline.distributed.distributed` (None: one process).
+        state_dir: where to save the resume state every ``checkpoint_every`` epochs (None: never).
+        resume: continue from the state in ``state_dir`` if there is one.
+
+    Returns metrics with at least ``train_error``, ``test_error`` (``val_error`` with a
+    validation split), ``zero_fraction``, per-tensor ``numel``/``zeros`` under ``layers``,
+    ``input_shape``, ``task`` and ``data`` (what was used).
+    """
+    if recipe.sweep() is not None:
+        raise SparsifyError("this recipe is a sweep (a lambda list); run it with 'sparsify sweep'.")
+    data = as_splits(data)
+    dist = dist or DistContext()
+    log = log or (lambda _msg: None)
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
+    else:  # allowed (a GPU run need not care), but CPU results then vary with the machine
+        log(
+            f"threads is not set: torch uses {torch.get_num_threads()} here and CPU results can "
+            "differ on another machine; set threads: 1 in the recipe to pin it."
+        )
+    device = dist.device if dist.enabled else resolve_device(recipe.device)
+    _check_model_fits(recipe, data)
+    task = make_task(data.task)
+    torch.manual_seed(recipe.seed)
+    model = build_model(recipe.model.name, recipe.model.num_classes, recipe.model.in_channels).to(
+        device
+    )
+    check_input_shape(model, torch.zeros((1, *data.input_shape), device=device), recipe.model.name)
+    gen = torch.Generator().manual_seed(recipe.seed)
+    worker_gen = torch.Generator().manual_seed(recipe.seed + 2**32)
+    batches = TrainBatches(
+        training_set(recipe, data),
+        recipe.batch_size,
+        gen,
+        dist,
+        num_workers=recipe.data.num_workers,
+        worker_generator=worker_gen,
+    )
+    n = batches.n
+    steps_per_epoch = math.ceil(n / recipe.batch_size)
+    total_steps = steps_per_epoch * recipe.epochs
+    optimizer = build_optimizer(recipe.optimizer, model.parameters())
+    scheduler = build_lr_scheduler(recipe.optimizer, optimizer, total_steps)
+    handles = attach_penalties(recipe, model, optimizer, steps_per_epoch)
+    for h in handles:
+        log(h.summary())
+    net = wrap_ddp(model, dist)
+
+    history: list[dict[str, float]] = []
+    first_epoch, elapsed = 0, 0.0
+    saved = load_train_state(state_dir) if (resume and state_dir is not None) else None
+    if saved is not None:
+        if saved["recipe"] != recipe.to_dict():
+            raise SparsifyError(
+                f"{state_dir}: the resume state was made by a different recipe; resume with the same recipe "
+                "or delete resume.pt to start over."
+            )
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(saved["scheduler"])
+        for h, hs in zip(handles, saved["penalties"]):
+            h.load_state_dict(hs)
+        gen.set_state(saved["generator"])
+        if "worker_generator" in saved:  # states written before DataLoaders lack it
+            worker_gen.set_state(saved["worker_generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        first_epoch, history, elapsed = saved["epoch"], saved["history"], saved["seconds"]
+        log(f"resumed from {state_dir} after epoch {first_epoch}")
+
+    start = time.perf_counter() - elapsed
+
+    def save_state(epoch: int) -> None:
+        if (
+            state_dir is not None
+            and dist.is_main
+            and (epoch + 1) % checkpoint_every == 0
+            and epoch + 1 < recipe.epochs
+        ):
+            save_train_state(
+                state_dir,
+                {
+                    "recipe": recipe.to_dict(),
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                    "penalties": [{"step": h.step} for h in handles],
+                    "generator": gen.get_state(),
+                    "worker_generator": worker_gen.get_state(),
+                    "torch_rng": torch.get_rng_state(),
+                    "history": history,
+                    "seconds": time.perf_counter() - start,
+                },
+            )
+
+    run_epochs(
+        net,
+        model,
+        optimizer,
+        scheduler,
+        batches,
+        task,
+        epochs=range(first_epoch, recipe.epochs),
+        dist=dist,
+        history=history,
+        desc=recipe.name,
+        progress=progress,
+        after_epoch=save_state,
+    )
+    seconds = time.perf_counter() - start
+    for h in handles:
+        h.remove()
+
+    measured = measure(model, data, task, dist, recipe.data.num_workers)
+    errors = [k for k in measured if k.endswith(("_error", "_loss"))]
+    metrics = {
+        "name": recipe.name,
+        **{k: measured[k] for k in errors},
+        **{k: measured[k] for k in ("zero_fraction", "weight_zero_fraction", "numel", "zeros")},
+        "layers": measured["layers"],
+        "penalties": [h.summary() for h in handles],
+        "epochs": recipe.epochs,
+        "steps": total_steps,
+        "seconds": seconds,
+        "seconds_per_epoch": seconds / recipe.epochs,
+        "train_images": n,
+        "test_images": len(data.test),  # type: ignore[arg-type]
+        **({"val_images": len(data.val)} if data.val is not None else {}),  # type: ignore[arg-type]
+        "normalisation": data.info.get("normalisation"),
+        "task": task.name,
+        "error_metric": task.error_name,
+        "input_shape": list(data.input_shape),
+        "num_classes": data.num_classes,
+        "data": data_record(recipe, data),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "world_size": dist.world_size,
+        "versions": versions(),
+    }
+    return TrainResult(model=model, metrics=metrics, history=history)
+
+
+def debias(
+    model: nn.Module,
+    recipe: Recipe,
+    stage: DebiasStage,
+    data: DatasetSplits | MnistSplits,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+    dist: DistContext | None = None,
+) -> dict[str, Any]:
+    """The debias stage: fine-tune ``model`` in place with its zeros frozen, no penalty.
+
+    A fresh optimizer (``stage.optimizer``, else the recipe's) trains for ``stage.epochs``
+    epochs of ``recipe.batch_size``; :func:`~sparsify.penalties.freeze.freeze_support_` keeps
+    every selected weight that is 0 now at exactly 0 (gradient, optimizer state and weight
+    masked). Penalty hooks must already be removed (``train`` removes its own).
+
+    Returns:
+        ``{epochs, steps, seconds, frozen (summary line), support_density, history}``.
+    """
+    data = as_splits(data)
+    dist = dist or DistContext()
+    log = log or (lambda _msg: None)
+    spec = stage.optimizer or recipe.optimizer
+    # its own stream of batch orders: the train stage's is not needed to reproduce this one
+    gen = torch.Generator().manual_seed(recipe.seed + 1)
+    batches = TrainBatches(
+        training_set(recipe, data),
+        recipe.batch_size,
+        gen,
+        dist,
+        num_workers=recipe.data.num_workers,
+        worker_generator=torch.Generator().manual_seed(recipe.seed + 1 + 2**32),
+    )
+    steps_per_epoch = math.ceil(batches.n / recipe.batch_size)
+    optimizer = build_optimizer(spec, model.parameters())
+    scheduler = build_lr_scheduler(spec, optimizer, steps_per_epoch * stage.epochs)
+    frozen = freeze_support_(
+        model, optimizer, scope=stage.scope, include=stage.include, exclude=stage.exclude
+    )
+    log(frozen.summary())
+    net = wrap_ddp(model, dist)
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    run_epochs(
+        net,
+        model,
+        optimizer,
+        scheduler,
+        batches,
+        make_task(data.task),
+        epochs=range(stage.epochs),
+        dist=dist,
+        history=history,
+        desc=f"{recipe.name} {stage.name}",
+        progress=progress,
+    )
+    seconds = time.perf_counter() - start
+    frozen.remove()
+    return {
+        "epochs": stage.epochs,
+        "steps": steps_per_epoch * stage.epochs,
+        "seconds": seconds,
+        "frozen": frozen.summary(),
+        "support_density": frozen.density(),
+        "history": history,
+    }
