@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import TensorDataset
 
 import sparsify
 from sparsify.fileio import atomic_write_json, atomic_write_text
@@ -97,10 +98,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             continue
         for lam in lams:
             model, seconds = train_one(name, lam, epochs, lr, output, data, args.seed)
-            err_before, _ = evaluate(model, data.test_x, data.test_y)
+            err_before, _ = evaluate(model, TensorDataset(data.test_x, data.test_y))
             before = copy.deepcopy(model)
             report = shrink_(model, example)
-            err_after, _ = evaluate(model, data.test_x, data.test_y)
+            err_after, _ = evaluate(model, TensorDataset(data.test_x, data.test_y))
             same = bool(
                 torch.equal(predictions(before, data.test_x), predictions(model, data.test_x))
             )
@@ -111,7 +112,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for b in (1, 256)
             }
             debias_seconds = debias(model, lr, data, DEBIAS_EPOCHS)
-            err_debiased, _ = evaluate(model, data.test_x, data.test_y)
+            err_debiased, _ = evaluate(model, TensorDataset(data.test_x, data.test_y))
             row = {
                 "model": name,
                 "lam": lam,

@@ -17,8 +17,8 @@ from typing import Any
 
 from sparsify.fileio import atomic_write_json, atomic_write_text
 from sparsify.pipeline.data import load_mnist
-from sparsify.pipeline.loop import train
 from sparsify.pipeline.recipe import Recipe, load_recipe
+from sparsify.pipeline.stages import train
 from sparsify.tables import md_table
 
 ROOT = Path(__file__).resolve().parents[1]
