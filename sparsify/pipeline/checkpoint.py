@@ -50,7 +50,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 from torch import nn
 
-from sparsify.errors import SparsifyError
+from sparsify.errors import SparsifyError, check_input_shape
 from sparsify.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from sparsify.pipeline import zoo
 from sparsify.pipeline.recipe import Recipe, dump_recipe
@@ -75,7 +75,6 @@ RESERVED = (
     INPUT_SHAPE,
 )
 V1_ZOO_HW = (28, 28)  # the only input-size fallback: version-1 zoo checkpoints (MNIST)
-_MAX_DIMS, _MAX_DIM = 8, 1 << 20
 
 
 @dataclass
@@ -134,7 +133,7 @@ class Checkpoint:
             SparsifyError: neither is known (one line: pass --input-shape).
         """
         if override is not None:
-            return check_input_shape(override, "input_shape")
+            return check_input_shape("input_shape", override)
         shape = self.input_shape
         if shape is None:
             raise SparsifyError(
@@ -251,7 +250,9 @@ class Checkpoint:
         if prov.get(MODEL_ARGS) is not None:
             metadata[MODEL_ARGS] = json.dumps(prov[MODEL_ARGS], sort_keys=True)
         if prov.get(INPUT_SHAPE) is not None:
-            metadata[INPUT_SHAPE] = json.dumps(list(check_input_shape(prov[INPUT_SHAPE], path)))
+            metadata[INPUT_SHAPE] = json.dumps(
+                list(check_input_shape(str(path), prov[INPUT_SHAPE]))
+            )
         elif recipe is not None and recipe.model.name in zoo.BUILTIN_NAMES:
             # a bundle exported before input_shape was recorded came from a v1 zoo checkpoint
             metadata["format_version"] = "1"
@@ -264,27 +265,6 @@ class Checkpoint:
                 "is unknown; export it from a checkpoint that names its model."
             )
         return cls(path=path, state_dict=state_dict, recipe=recipe, metadata=metadata)
-
-
-def check_input_shape(shape: Any, where: Any) -> tuple[int, ...]:
-    """``shape`` as a tuple of 1-8 positive ints (one input, no batch dimension).
-
-    Raises:
-        SparsifyError: anything else (one line naming ``where``).
-    """
-    ok = (
-        isinstance(shape, (list, tuple))
-        and 1 <= len(shape) <= _MAX_DIMS
-        and all(
-            isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= _MAX_DIM for d in shape
-        )
-    )
-    if not ok:
-        raise SparsifyError(
-            f"{where}: input_shape must be 1-{_MAX_DIMS} positive integers without the batch "
-            f"dimension, e.g. [3, 64, 64]; got {shape!r}."
-        )
-    return tuple(int(d) for d in shape)
 
 
 def tensors_digest(state: Mapping[str, torch.Tensor]) -> str:
@@ -380,7 +360,7 @@ def save_checkpoint(
     if input_shape is None and recipe is not None and recipe.model.name in zoo.BUILTIN_NAMES:
         input_shape = (recipe.model.in_channels, *V1_ZOO_HW)  # the zoo's MNIST loader
     if input_shape is not None:
-        metadata[INPUT_SHAPE] = json.dumps(list(check_input_shape(input_shape, "input_shape")))
+        metadata[INPUT_SHAPE] = json.dumps(list(check_input_shape("save_checkpoint", input_shape)))
     for key, value in (extra_metadata or {}).items():
         if key in RESERVED or not isinstance(value, str):
             raise SparsifyError(
@@ -459,7 +439,7 @@ def _check_header(p: Path, metadata: Mapping[str, str]) -> None:
             shape = json.loads(metadata[INPUT_SHAPE])
         except json.JSONDecodeError:
             shape = metadata[INPUT_SHAPE]
-        check_input_shape(shape, f"{p}: header")
+        check_input_shape(f"{p}: header", shape)
     if MODEL_ARGS in metadata:
         try:
             args = json.loads(metadata[MODEL_ARGS])
