@@ -207,10 +207,7 @@ def prepare_artifacts(
                 unavailable["scipy_runtime"] = f"sparsify.export.scipy_bundle is missing ({exc})"
             else:
                 try:
-                    src = (
-                        source.spec["path"] if source.spec["kind"] == "checkpoint" else source.model
-                    )
-                    export_scipy_bundle(src, workdir / "bundle")
+                    export_scipy_bundle(source.model, workdir / "bundle")
                     paths["scipy_runtime"] = str(workdir / "bundle")
                 except SparsifyError as exc:
                     unavailable["scipy_runtime"] = f"bundle export refused: {exc}"

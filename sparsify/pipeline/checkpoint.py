@@ -311,7 +311,8 @@ def save_checkpoint(
         extra_metadata: more string header entries (e.g. ``shrunk``); the format's own keys
             are refused.
         input_shape: one input without the batch dimension, e.g. ``(3, 64, 64)``; default
-            for a zoo recipe ``(in_channels, 28, 28)`` (the MNIST loader's), else unrecorded.
+            the registry's declared shape for the model (the built-ins: ``(in_channels, 28,
+            28)``), else unrecorded (torchvision models take any size: pass it).
         model_name: the registry name to rebuild it with; default the recipe's model.
         model_args: keyword arguments for that builder; default the recipe's
             ``num_classes``/``in_channels`` (none without a recipe).
@@ -357,8 +358,10 @@ def save_checkpoint(
             raise SparsifyError(
                 f"model_args {dict(model_args)!r} must be JSON (numbers, strings, lists, dicts)."
             ) from None
-    if input_shape is None and recipe is not None and recipe.model.name in zoo.BUILTIN_NAMES:
-        input_shape = (recipe.model.in_channels, *V1_ZOO_HW)  # the zoo's MNIST loader
+    if input_shape is None and name:
+        # the shape the registry declares for it (the built-ins: (in_channels, 28, 28))
+        channels = recipe.model.in_channels if recipe is not None else None
+        input_shape = zoo.declared_input_shape(name, channels)
     if input_shape is not None:
         metadata[INPUT_SHAPE] = json.dumps(list(check_input_shape("save_checkpoint", input_shape)))
     for key, value in (extra_metadata or {}).items():

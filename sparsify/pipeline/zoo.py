@@ -19,13 +19,13 @@ import importlib.metadata
 import os
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from sparsify.errors import SparsifyError
+from sparsify.errors import SparsifyError, check_input_shape
 
 
 class LectureConvNet(nn.Module):
@@ -93,6 +93,9 @@ MODELS: dict[str, ModelFn] = {  # the registry: built-ins first, then register_m
     "lenet5": LeNet5,
 }
 BUILTIN_NAMES = tuple(MODELS)
+# the input each entry is built for, without the batch (channels first: in_channels
+# replaces the first entry); the LeNets' and the lecture convnet's Linear sizes fix 28x28
+INPUT_SHAPES: dict[str, tuple[int, ...]] = {name: (1, 28, 28) for name in BUILTIN_NAMES}
 TORCHVISION_PREFIX = "torchvision:"
 ENTRY_POINT_GROUP = "sparsify.models"  # [project.entry-points."sparsify.models"] name = "pkg:fn"
 # modules named by ``--plugin`` (comma-separated); child processes (bench's memory probes)
@@ -106,12 +109,20 @@ _plugins_loaded: set[str] = set()
 _entry_points_loaded = False
 
 
-def register_model(name: str, fn: ModelFn, *, overwrite: bool = False) -> None:
+def register_model(
+    name: str,
+    fn: ModelFn,
+    *,
+    input_shape: Sequence[int] | None = None,
+    overwrite: bool = False,
+) -> None:
     """Make ``name`` buildable by :func:`build_model`, recipes and checkpoints.
 
     ``fn(**kwargs) -> nn.Module`` builds a freshly initialised model. From a recipe it is
     called with ``num_classes=`` and ``in_channels=`` (``model:`` section); from a checkpoint
-    saved without a recipe, with the ``model_args`` recorded there (default none). Names are
+    saved without a recipe, with the ``model_args`` recorded there (default none).
+    ``input_shape`` (one input without the batch, e.g. ``(3, 64, 64)``) is what the model
+    takes when neither a checkpoint nor ``--input-shape`` says otherwise. Names are
     plain identifiers (letters, digits, ``_ - . /``); ``torchvision:`` and the built-ins are
     reserved. Registering the same ``fn`` again is a no-op; another ``fn`` under a taken name
     needs ``overwrite=True``.
@@ -137,6 +148,20 @@ def register_model(name: str, fn: ModelFn, *, overwrite: bool = False) -> None:
             "another name or pass overwrite=True."
         )
     MODELS[name] = fn
+    if input_shape is not None:
+        INPUT_SHAPES[name] = check_input_shape(f"register_model({name!r})", input_shape)
+    else:
+        INPUT_SHAPES.pop(name, None)
+
+
+def declared_input_shape(name: str, in_channels: int | None = None) -> tuple[int, ...] | None:
+    """The input shape ``name`` was registered with (channels replaced by ``in_channels``
+    when given), or None: torchvision classifiers and models registered without one take
+    any size, so the caller must say (``--input-shape``)."""
+    shape = INPUT_SHAPES.get(name)
+    if shape is None:
+        return None
+    return (in_channels, *shape[1:]) if in_channels is not None else shape
 
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_\-./]{0,99}")

@@ -97,7 +97,7 @@ def export_dense_model(model: nn.Module, example_input: torch.Tensor) -> onnx.Mo
         )
     if not isinstance(example_input, torch.Tensor) or example_input.dim() < 1:
         raise SparsifyError(
-            "example_input must be a tensor with a batch dimension, e.g. torch.randn(1, 1, 28, 28)."
+            "example_input must be a tensor with a batch dimension, e.g. torch.randn(1, 3, 64, 64)."
         )
     modes = {m: m.training for m in model.modules()}
     model.eval()
