@@ -49,7 +49,7 @@ from sparsify.export.encoding import (
     entropy_bound_bytes,
     stored_count,
 )
-from sparsify.export.onnx.integrity import _COMPACT_KEY, _STAMP_KEYS, _unstamp
+from sparsify.export.onnx.integrity import COMPACT_KEY, STAMP_KEYS, unstamp
 
 _ROWS_COLS = "rows_cols+"
 COMPACT_SCHEMES = (
@@ -362,7 +362,7 @@ def compact_model(
     """
     for scheme in schemes:
         check_choice("compact_model", "schemes", scheme, COMPACT_SCHEMES)
-    if any(p.key == _COMPACT_KEY for p in model.metadata_props):
+    if any(p.key == COMPACT_KEY for p in model.metadata_props):
         raise SparsifyError(
             "this ONNX model is already compact; compact the dense export (model.dense.onnx)."
         )
@@ -431,8 +431,8 @@ def compact_model(
         helper.set_model_props(
             out,
             {
-                **{p.key: p.value for p in out.metadata_props if p.key not in _STAMP_KEYS},
-                _COMPACT_KEY: json.dumps(
+                **{p.key: p.value for p in out.metadata_props if p.key not in STAMP_KEYS},
+                COMPACT_KEY: json.dumps(
                     {c.name: c.scheme for c in choices if c.scheme != "dense"}, sort_keys=True
                 ),
             },
@@ -451,7 +451,7 @@ def sparse_initializer_model(model: onnx.ModelProto) -> onnx.ModelProto:
     """
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    _unstamp(out)  # the stamp of ``model`` would not match this graph
+    unstamp(out)  # the stamp of ``model`` would not match this graph
     graph = out.graph
     overridable = {i.name for i in graph.input}
     kept: list[TensorProto] = []

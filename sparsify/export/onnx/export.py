@@ -31,7 +31,7 @@ from torch import nn
 
 from sparsify.errors import SparsifyError, check_input_shape
 from sparsify.export.onnx.compact import compact_model, sparse_initializer_model
-from sparsify.export.onnx.integrity import SOURCE_KEY, _model_files
+from sparsify.export.onnx.integrity import SOURCE_KEY, write_model_files
 from sparsify.fileio import atomic_directory
 
 OPSET = 20
@@ -236,14 +236,14 @@ def export_onnx(
         helper.set_model_props(dense, props)
     onnx.checker.check_model(dense, full_check=True)
     writers: dict[str, Callable[[Path], None]] = {
-        DENSE_FILE: lambda d: _model_files(dense, DENSE_FILE, d)
+        DENSE_FILE: lambda d: write_model_files(dense, DENSE_FILE, d)
     }
     if compact:
         small, _ = compact_model(dense)
         onnx.checker.check_model(small, full_check=True)
-        writers[COMPACT_FILE] = lambda d: _model_files(small, COMPACT_FILE, d)
+        writers[COMPACT_FILE] = lambda d: write_model_files(small, COMPACT_FILE, d)
     if sparse_initializer:
         sparse = sparse_initializer_model(dense)
         onnx.checker.check_model(sparse)
-        writers[SPARSE_INIT_FILE] = lambda d: _model_files(sparse, SPARSE_INIT_FILE, d)
+        writers[SPARSE_INIT_FILE] = lambda d: write_model_files(sparse, SPARSE_INIT_FILE, d)
     return _publish(Path(out_dir), writers)

@@ -37,7 +37,7 @@ from sparsify.fileio import atomic_write_bytes
 
 # protobuf cannot serialize a message of 2 GiB or more; leave room for the graph itself
 _PROTO_LIMIT = 2**31 - 2**24
-_COMPACT_KEY = "sparsify.compact"  # model metadata: {initializer: scheme}
+COMPACT_KEY = "sparsify.compact"  # model metadata: {initializer: scheme}
 # model metadata every exported file carries (see load_onnx)
 ONNX_FORMAT = "sparsify.onnx"
 ONNX_FORMAT_VERSION = "1"
@@ -47,7 +47,7 @@ _TOOLKIT_KEY = "sparsify.version"
 _SHA_KEY = "sparsify.sha256"
 _EXTERNAL_KEY = "sparsify.external_sha256"  # {".data" file: sha256}, only when there is one
 SOURCE_KEY = "sparsify.source"  # JSON provenance given to the exporter (covered by the sha256)
-_STAMP_KEYS = (_FORMAT_KEY, _VERSION_KEY, _TOOLKIT_KEY, _SHA_KEY, _EXTERNAL_KEY)
+STAMP_KEYS = (_FORMAT_KEY, _VERSION_KEY, _TOOLKIT_KEY, _SHA_KEY, _EXTERNAL_KEY)
 
 
 # --------------------------------------------------------------------------- writing
@@ -66,9 +66,9 @@ def _digest(model: onnx.ModelProto) -> str:
             entry.value = saved
 
 
-def _unstamp(model: onnx.ModelProto) -> None:
+def unstamp(model: onnx.ModelProto) -> None:
     """Drop the ``sparsify.*`` verification metadata (not ``sparsify.compact``), in place."""
-    keep = [(p.key, p.value) for p in model.metadata_props if p.key not in _STAMP_KEYS]
+    keep = [(p.key, p.value) for p in model.metadata_props if p.key not in STAMP_KEYS]
     helper.set_model_props(model, dict(keep))
 
 
@@ -84,7 +84,7 @@ def stamp_metadata(
     """
     import sparsify
 
-    props = {p.key: p.value for p in model.metadata_props if p.key not in _STAMP_KEYS}
+    props = {p.key: p.value for p in model.metadata_props if p.key not in STAMP_KEYS}
     props[_FORMAT_KEY] = ONNX_FORMAT
     props[_VERSION_KEY] = ONNX_FORMAT_VERSION
     props[_TOOLKIT_KEY] = sparsify.__version__
@@ -105,7 +105,7 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _model_files(model: onnx.ModelProto, file_name: str, directory: Path) -> None:
+def write_model_files(model: onnx.ModelProto, file_name: str, directory: Path) -> None:
     """Stamp ``model`` (in place) and write it into ``directory``: one file, or file + ``.data``
     when its tensors exceed protobuf's 2 GiB limit."""
     tensor_bytes = sum(len(t.raw_data) for t in model.graph.initializer)
@@ -135,7 +135,7 @@ def save_onnx(model: onnx.ModelProto, path: str | os.PathLike[str]) -> Path:
     path = Path(path)
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    _model_files(copy, path.name, path.parent)
+    write_model_files(copy, path.name, path.parent)
     return path
 
 
@@ -151,11 +151,13 @@ _FOREIGN_MAGIC = (
 )
 
 
-def _fail(path: Path, what: str) -> SparsifyError:
+def onnx_error(path: Path, what: str) -> SparsifyError:
+    """The one-line error about ONNX file ``path``: ``"<path>: <what>"``."""
     return SparsifyError(f"{path}: {what}")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its type name if empty), at most 200 characters."""
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
@@ -184,7 +186,9 @@ def _node_tensors(node: onnx.NodeProto) -> Iterator[tuple[str, TensorProto]]:
             yield from _graph_tensors(g)
 
 
-def _model_tensors(model: onnx.ModelProto) -> Iterator[tuple[str, TensorProto]]:
+def model_tensors(model: onnx.ModelProto) -> Iterator[tuple[str, TensorProto]]:
+    """(kind, tensor) for every tensor stored anywhere in ``model``: initializers, sparse
+    initializers (``indices`` for their index tensors), node attributes, subgraphs, functions."""
     yield from _graph_tensors(model.graph)
     for f in model.functions:
         for node in f.node:
@@ -202,7 +206,7 @@ def _external_location(path: Path, location: str) -> Path:
         or PureWindowsPath(location).is_absolute()
         or any(part in ("..", "") for part in location.split("/"))
     ):
-        raise _fail(
+        raise onnx_error(
             path,
             f"refusing external data location {location!r} (must be a file name relative to "
             "the model's folder, without '..'); the file was edited or is not from sparsify.",
@@ -210,13 +214,13 @@ def _external_location(path: Path, location: str) -> Path:
     root = path.parent.resolve()
     target = (path.parent / location).resolve()
     if not target.is_relative_to(root):
-        raise _fail(path, f"external data {location!r} resolves outside {root}; refusing it.")
+        raise onnx_error(path, f"external data {location!r} resolves outside {root}; refusing it.")
     return target
 
 
 def _check_external(path: Path, model: onnx.ModelProto, verify: bool) -> bool:
     """Check every external-data reference before onnx reads one; load them. True if any."""
-    refs = [t for _, t in _model_tensors(model) if t.data_location == TensorProto.EXTERNAL]
+    refs = [t for _, t in model_tensors(model) if t.data_location == TensorProto.EXTERNAL]
     if not refs:
         return False
     declared: dict[str, Any] = {}
@@ -235,11 +239,11 @@ def _check_external(path: Path, model: onnx.ModelProto, verify: bool) -> bool:
         target = _external_location(path, location)
         if target not in checked:
             if not target.is_file():
-                raise _fail(
+                raise onnx_error(
                     path, f"external data file {location!r} is missing; copy it beside the model."
                 )
             if verify and declared.get(location) != _file_sha256(target):
-                raise _fail(
+                raise onnx_error(
                     path,
                     f"external data file {location!r} does not match its sha256 in the model; "
                     "it is truncated, corrupted or from another export. Re-export the model.",
@@ -251,7 +255,7 @@ def _check_external(path: Path, model: onnx.ModelProto, verify: bool) -> bool:
         except ValueError:
             offset = length = -1
         if offset < 0 or length < 0 or offset + length > checked[target]:
-            raise _fail(
+            raise onnx_error(
                 path,
                 f"tensor {t.name!r}: external data range (offset {info.get('offset')}, length "
                 f"{info.get('length')}) is not inside {location!r}; re-export the model.",
@@ -259,21 +263,21 @@ def _check_external(path: Path, model: onnx.ModelProto, verify: bool) -> bool:
     try:
         external_data_helper.load_external_data_for_model(model, str(path.parent))
     except Exception as exc:  # onnx raises several types; the user's fix is the same
-        raise _fail(
-            path, f"cannot read its external data ({_first_line(exc)}); re-export the model."
+        raise onnx_error(
+            path, f"cannot read its external data ({first_line(exc)}); re-export the model."
         ) from None
     return True
 
 
 def _check_tensors(path: Path, model: onnx.ModelProto) -> None:
     """Every stored tensor decodes to its declared dims and type; weights are finite."""
-    for kind, t in _model_tensors(model):
+    for kind, t in model_tensors(model):
         if any(d < 0 for d in t.dims):
-            raise _fail(
+            raise onnx_error(
                 path, f"tensor {t.name!r} has negative dims {list(t.dims)}; re-export the model."
             )
         if t.data_type == TensorProto.UNDEFINED or t.data_type not in TensorProto.DataType.values():
-            raise _fail(
+            raise onnx_error(
                 path,
                 f"tensor {t.name!r} has unknown element type {t.data_type}; the file was edited "
                 "or is corrupted. Re-export the model.",
@@ -281,15 +285,15 @@ def _check_tensors(path: Path, model: onnx.ModelProto) -> None:
         try:
             array = numpy_helper.to_array(t)
         except Exception as exc:  # wrong byte count, unknown type, ... (onnx raises many types)
-            raise _fail(
+            raise onnx_error(
                 path,
                 f"tensor {t.name!r} does not match its dims {list(t.dims)} and type "
-                f"({_first_line(exc)}); the file was edited or is corrupted. Re-export the model.",
+                f"({first_line(exc)}); the file was edited or is corrupted. Re-export the model.",
             ) from None
         if kind == "initializer" and array.dtype.kind == "f":
             bad = int(array.size - np.count_nonzero(np.isfinite(array)))
             if bad:
-                raise _fail(
+                raise onnx_error(
                     path,
                     f"weight {t.name!r} holds {bad} NaN/inf values; retrain or export a "
                     "finite checkpoint.",
@@ -322,21 +326,23 @@ def load_onnx(path: str | os.PathLike[str], verify: bool = True) -> onnx.ModelPr
     """
     path = Path(path)
     if not path.is_file():
-        raise _fail(
+        raise onnx_error(
             path, "does not exist or is not a file; give an .onnx file from sparsify export."
         )
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise _fail(path, f"cannot read it ({exc.strerror or exc}).") from None
+        raise onnx_error(path, f"cannot read it ({exc.strerror or exc}).") from None
     if not data:
-        raise _fail(path, "is empty (0 bytes); the export was interrupted. Re-export the model.")
+        raise onnx_error(
+            path, "is empty (0 bytes); the export was interrupted. Re-export the model."
+        )
     # ModelProto field 1 is ir_version, and protobuf writes fields in number order
     if data[:1] != b"\x08":
         kind = next((what for magic, what in _FOREIGN_MAGIC if data.startswith(magic)), None)
         if data[8:9] == b"{" and kind is None:
             kind = "a safetensors file"
-        raise _fail(
+        raise onnx_error(
             path,
             f"not an ONNX model ({kind or 'it does not start with an ir_version field'}); "
             "give an .onnx file from sparsify export.",
@@ -345,34 +351,36 @@ def load_onnx(path: str | os.PathLike[str], verify: bool = True) -> onnx.ModelPr
     try:
         model.ParseFromString(data)
     except (DecodeError, ValueError, RuntimeError) as exc:
-        raise _fail(
+        raise onnx_error(
             path,
-            f"not a valid ONNX protobuf ({_first_line(exc)}); the file is truncated or "
+            f"not a valid ONNX protobuf ({first_line(exc)}); the file is truncated or "
             "corrupted. Re-export the model.",
         ) from None
     del data
     if not model.HasField("graph") or not model.graph.node:
-        raise _fail(path, "holds no ONNX graph; the file is truncated or not an ONNX model.")
+        raise onnx_error(path, "holds no ONNX graph; the file is truncated or not an ONNX model.")
     props = {p.key: p.value for p in model.metadata_props}
     if verify:
         fmt = props.get(_FORMAT_KEY)
         if fmt is None:
-            raise _fail(
+            raise onnx_error(
                 path,
                 "has no sparsify metadata (truncated, or not written by sparsify export); "
                 "re-export it, or pass verify=False for an ONNX file from another tool.",
             )
         if fmt != ONNX_FORMAT:
-            raise _fail(path, f"format is {fmt!r}, expected {ONNX_FORMAT!r}; re-export the model.")
+            raise onnx_error(
+                path, f"format is {fmt!r}, expected {ONNX_FORMAT!r}; re-export the model."
+            )
         version = props.get(_VERSION_KEY)
         if version != ONNX_FORMAT_VERSION:
-            raise _fail(
+            raise onnx_error(
                 path,
                 f"sparsify ONNX format version {version!r} is not supported (this sparsify "
                 f"reads {ONNX_FORMAT_VERSION}); upgrade sparsify or re-export the model.",
             )
         if props.get(_SHA_KEY) != _digest(model):
-            raise _fail(
+            raise onnx_error(
                 path,
                 "sha256 does not match the model; the file is truncated, bit-flipped or was "
                 "edited. Re-export the model.",
@@ -383,9 +391,9 @@ def load_onnx(path: str | os.PathLike[str], verify: bool = True) -> onnx.ModelPr
     try:
         onnx.checker.check_model(str(path) if external else model, full_check=full)
     except Exception as exc:  # ValidationError, InferenceError, ...
-        raise _fail(
+        raise onnx_error(
             path,
-            f"fails onnx.checker ({_first_line(exc)}); the file is corrupted or was edited. "
+            f"fails onnx.checker ({first_line(exc)}); the file is corrupted or was edited. "
             "Re-export the model.",
         ) from None
     return model

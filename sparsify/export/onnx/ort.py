@@ -18,7 +18,7 @@ from typing import Any
 from onnx import TensorProto
 
 from sparsify.errors import SparsifyError
-from sparsify.export.onnx.integrity import _fail, _first_line, _model_tensors, load_onnx
+from sparsify.export.onnx.integrity import first_line, load_onnx, model_tensors, onnx_error
 from sparsify.probe import ChildFailed, run_json_child
 
 
@@ -90,15 +90,15 @@ def ort_session(
     opts = session_options(threads, allow_spinning=allow_spinning, options=options)
     import onnxruntime as ort
 
-    external = any(t.data_location == TensorProto.EXTERNAL for _, t in _model_tensors(model))
+    external = any(t.data_location == TensorProto.EXTERNAL for _, t in model_tensors(model))
     source: Any = str(path) if external else model.SerializeToString()
     del model
     try:
         return ort.InferenceSession(source, opts, providers=providers or ["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's pybind errors derive from Exception only
-        raise _fail(
+        raise onnx_error(
             path,
-            f"onnxruntime cannot create a session ({_first_line(exc)}); the model uses an op "
+            f"onnxruntime cannot create a session ({first_line(exc)}); the model uses an op "
             "or type this onnxruntime lacks, or was edited. Re-export it or upgrade onnxruntime.",
         ) from None
 
