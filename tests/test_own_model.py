@@ -220,3 +220,26 @@ def test_registry_rules() -> None:
         sparsify.register_model("test_registry_linear", nn.Linear)
     with pytest.raises(SparsifyError, match="Unknown torchvision classifier 'resnet19'"):
         sparsify.build_model("torchvision:resnet19")
+
+
+def test_entry_points_register_models(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An installed package's ``[project.entry-points."sparsify.models"]`` is found on the
+    first unknown name; a broken one is skipped with a warning, not a crash."""
+    (tmp_path / "ep_pkg").mkdir()
+    (tmp_path / "ep_pkg" / "__init__.py").write_text(
+        "from torch import nn\n\ndef build(num_classes=10, in_channels=1):\n"
+        "    return nn.Linear(4, num_classes)\n"
+    )
+    info = tmp_path / "ep_pkg-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-pkg\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[sparsify.models]\nep_linear = ep_pkg:build\nep_broken = ep_pkg:missing\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(zoo, "_entry_points_loaded", False)
+    monkeypatch.setattr(zoo, "MODELS", dict(zoo.MODELS))
+    with pytest.warns(UserWarning, match="ep_broken"):
+        assert zoo.is_known("ep_linear")
+    assert zoo.build_model("ep_linear", num_classes=3)(torch.zeros(2, 4)).shape == (2, 3)
+    assert not zoo.is_known("ep_broken")
