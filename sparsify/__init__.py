@@ -43,6 +43,12 @@ _LAZY = {
     "soft_threshold_": "sparsify.penalties",
     "shrink_": "sparsify.structure.shrink",
     "register_dataset": "sparsify.pipeline.data.registry",
+    # the pipeline application: your own models and checkpoints
+    "register_model": "sparsify.pipeline.zoo",
+    "build_model": "sparsify.pipeline.zoo",
+    "load_checkpoint": "sparsify.pipeline.checkpoint",
+    "save_checkpoint": "sparsify.pipeline.checkpoint",
+    "checkpoint_from_module": "sparsify.pipeline.checkpoint",
 }
 __all__ = ["__version__", *sorted(_LAZY)]
 

@@ -39,3 +39,25 @@ def check_choice(owner: str, name: str, value: Any, choices: tuple[str, ...]) ->
             f"The '{name}' parameter of {owner} must be one of {options}. Got {value!r} instead."
         )
     return value
+
+
+MAX_INPUT_DIMS, MAX_INPUT_DIM = 8, 1 << 20
+
+
+def check_input_shape(where: str, shape: Any) -> tuple[int, ...]:
+    """``shape`` as a tuple of 1-8 ints in [1, 2**20]: one model input without the batch
+    dimension (``(3, 64, 64)``). Raise SparsifyError naming ``where`` otherwise."""
+    ok = (
+        isinstance(shape, (list, tuple))
+        and 1 <= len(shape) <= MAX_INPUT_DIMS
+        and all(
+            isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= MAX_INPUT_DIM
+            for d in shape
+        )
+    )
+    if not ok:
+        raise SparsifyError(
+            f"{where}: input_shape must be 1-{MAX_INPUT_DIMS} positive integers without the "
+            f"batch dimension, e.g. [3, 64, 64]; got {shape!r}."
+        )
+    return tuple(int(d) for d in shape)

@@ -25,6 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from sparsify.errors import SparsifyError
 from sparsify.export import onnx as ox
+from sparsify.export.onnx import integrity
 
 WEIGHT = "fc1.weight"  # a (200, 256) Gemm weight
 
@@ -35,9 +36,9 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> Path:
     weights in ``model.dense.onnx.data`` (the >2 GiB path, forced with a zero limit)."""
     root = tmp_path_factory.mktemp("onnx")
     model = sparse_lecture_convnet(0.9)
-    ox.export_onnx(model, root, sparse_initializer=True)
+    ox.export_onnx(model, root, input_shape=(1, 28, 28), sparse_initializer=True)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ox, "_PROTO_LIMIT", 0)
+        mp.setattr(integrity, "_PROTO_LIMIT", 0)
         (root / "ext").mkdir()
         ox.save_onnx(ox.load_onnx(root / ox.DENSE_FILE), root / "ext" / ox.DENSE_FILE)
     return root

@@ -14,7 +14,7 @@ from torch import nn
 from sparsify.cli import main
 from sparsify.errors import SparsifyError
 from sparsify.export.encoding import encode, encoded_nbytes, entropy_bound_bytes
-from sparsify.export.footprint import footprint, to_markdown, write_footprint
+from sparsify.footprint import footprint, to_markdown, write_footprint
 from sparsify.pipeline.checkpoint import save_checkpoint
 from sparsify.pipeline.recipe import Recipe
 from sparsify.pipeline.zoo import build_model

@@ -209,7 +209,7 @@ RUNTIME_CASES: list[tuple[str, str, str]] = [
     (
         "unknown-torchvision",
         TINY.replace("lenet300_100", "'torchvision:resnet19'"),
-        "Unknown torchvision classifier",
+        "unknown torchvision classifier 'resnet19'",  # refused when the recipe is read
     ),
     (
         "wrong-channels",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from sparsify.pipeline.checkpoint import load_checkpoint, save_checkpoint
 from sparsify.pipeline.data.mnist import load_mnist
 from sparsify.pipeline.recipe import load_recipe
 from sparsify.pipeline.zoo import build_model
+from sparsify.probe import vm_rss
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHS = ("lecture_convnet", "lenet5", "torchvision:resnet18")
@@ -212,10 +214,12 @@ def _checkpoint(tmp_path: Path) -> Path:
 
 
 def test_export_onnx_writes_checked_files(tmp_path: Path, mnist: torch.Tensor) -> None:
-    ckpt_dir = _checkpoint(tmp_path)
-    model = load_checkpoint(ckpt_dir).build_model()
+    ckpt = load_checkpoint(_checkpoint(tmp_path))
+    model = ckpt.build_model()
     out = tmp_path / "onnx"
-    written = ox.export_onnx(ckpt_dir, out, sparse_initializer=True)
+    written = ox.export_onnx(
+        model, out, ckpt.example_input(), sparse_initializer=True, provenance=ckpt.provenance()
+    )
     assert set(written) == {ox.DENSE_FILE, ox.COMPACT_FILE, ox.SPARSE_INIT_FILE}
     assert sorted(p.name for p in out.iterdir()) == sorted(written)
     for name, size in written.items():
@@ -225,6 +229,9 @@ def test_export_onnx_writes_checked_files(tmp_path: Path, mnist: torch.Tensor) -
     for name in written:  # stamped: the verifying loader accepts every file
         props = {p.key: p.value for p in ox.load_onnx(out / name).metadata_props}
         assert props["sparsify.format_version"] == ox.ONNX_FORMAT_VERSION
+        source = json.loads(props[ox.SOURCE_KEY])  # provenance, under the sha256
+        assert source["checkpoint_sha256"] == ckpt.metadata["sha256"]
+        assert source["input_shape"] == [1, 28, 28]
     for name in (ox.DENSE_FILE, ox.COMPACT_FILE):
         loaded = onnx.load(str(out / name))
         assert not any(
@@ -246,14 +253,15 @@ def test_export_onnx_writes_checked_files(tmp_path: Path, mnist: torch.Tensor) -
 
     # into an existing folder: other files survive, ours are replaced
     (out / "bundle.json").write_text("{}")
-    again = ox.export_onnx(load_checkpoint(ckpt_dir), out, compact=False)
+    again = ox.export_onnx(model, out, input_shape=(1, 28, 28), compact=False)
     assert set(again) == {ox.DENSE_FILE}
     assert (out / "bundle.json").read_text() == "{}"
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left over
 
 
 def test_resident_memory_is_measured(tmp_path: Path) -> None:
-    written = ox.export_onnx(_checkpoint(tmp_path), tmp_path / "onnx")
+    ckpt = load_checkpoint(_checkpoint(tmp_path))
+    written = ox.export_onnx(ckpt.build_model(), tmp_path / "onnx", ckpt.example_input())
     dense = ox.ort_resident_memory(tmp_path / "onnx" / ox.DENSE_FILE)
     compact = ox.ort_resident_memory(tmp_path / "onnx" / ox.COMPACT_FILE)
     for rss in (dense, compact):
@@ -291,18 +299,41 @@ def test_failed_export_leaves_no_output(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_default_example_input_comes_from_the_first_layer(tmp_path: Path) -> None:
-    """A bare Linear gets (1, in_features), not an image; a Flatten-first MLP and a convnet
-    keep their (1, C, 28, 28) image; a first layer of another kind is refused clearly."""
+def test_resident_memory_is_the_childs_own_peak(tmp_path: Path) -> None:
+    """ru_maxrss carries over from the forking parent across exec: a child of a big parent
+    reported the parent's size. The child's VmHWM is its own."""
+    model = nn.Sequential(nn.Linear(64, 32))
+    ox.export_onnx(model, tmp_path / "onnx", compact=False)
+    ballast = np.ones(600 * 2**20 // 8)  # 600 MB resident in this (the parent) process
+    parent = vm_rss()
+    assert parent > 600 * 2**20
+    rss = ox.ort_resident_memory(tmp_path / "onnx" / ox.DENSE_FILE)
+    assert 0 < rss["peak_rss"] < parent - 400 * 2**20, (rss, parent)
+    assert rss["peak_rss"] >= rss["rss_after_session"]
+    del ballast
+
+
+def test_nothing_guesses_an_image_shape(tmp_path: Path) -> None:
+    """Only a plain Linear first determines the input, (1, in_features); images (a Flatten
+    or a Conv first) could be any size: refused with the fix, and input_shape exports them."""
     guess = lambda m: tuple(ox.default_example_input(m).shape)  # noqa: E731
     assert guess(nn.Sequential(nn.Linear(4096, 4096))) == (1, 4096)
     assert guess(nn.Sequential(nn.Linear(784, 10))) == (1, 784)
-    assert guess(build_model("lenet300_100")) == (1, 1, 28, 28)
-    assert guess(build_model("lecture_convnet", in_channels=3)) == (1, 3, 28, 28)
-    with pytest.raises(SparsifyError, match="pass example_input"):
-        guess(nn.Sequential(nn.Conv1d(2, 4, 3), nn.Flatten(), nn.Linear(4, 2)))
-    with pytest.raises(SparsifyError, match="pass example_input"):
-        guess(nn.Sequential(nn.PReLU()))
+    for model in (
+        build_model("lenet300_100"),
+        build_model("lecture_convnet", in_channels=3),
+        nn.Sequential(nn.Conv1d(2, 4, 3), nn.Flatten(), nn.Linear(4, 2)),
+        nn.Sequential(nn.PReLU()),
+    ):
+        with pytest.raises(SparsifyError, match="pass example_input=.* or input_shape="):
+            guess(model)
+    convnet = build_model("lecture_convnet", in_channels=3).eval()
+    with pytest.raises(SparsifyError, match="--input-shape"):
+        ox.export_onnx(convnet, tmp_path / "img")
+    ox.export_onnx(convnet, tmp_path / "img", input_shape=(3, 28, 28), compact=False)
+    dense = ox.load_onnx(tmp_path / "img" / ox.DENSE_FILE)
+    x = torch.randn(2, 3, 28, 28)
+    np.testing.assert_allclose(_run(dense, x), convnet(x).detach().numpy(), **TOL)
     model = nn.Sequential(nn.Linear(64, 32)).eval()
     written = ox.export_onnx(model, tmp_path / "out", compact=False)  # used to guess 1x1x28x28
     assert ox.DENSE_FILE in written
@@ -312,10 +343,14 @@ def test_default_example_input_comes_from_the_first_layer(tmp_path: Path) -> Non
 
 
 def test_bad_arguments_are_refused(tmp_path: Path) -> None:
-    with pytest.raises(SparsifyError, match="Checkpoint, a checkpoint path or an nn.Module"):
+    with pytest.raises(SparsifyError, match="needs an nn.Module"):
         ox.export_onnx(42, tmp_path / "out")
-    with pytest.raises(SparsifyError, match="does not exist"):
+    with pytest.raises(
+        SparsifyError, match="needs an nn.Module"
+    ):  # a checkpoint is resolved by the caller
         ox.export_onnx(tmp_path / "no-such-checkpoint", tmp_path / "out")
+    with pytest.raises(SparsifyError, match="input_shape must be"):
+        ox.export_onnx(nn.Linear(2, 2), tmp_path / "out", input_shape=(0, 2))
     dense = onnx.helper.make_model(onnx.helper.make_graph([], "g", [], []))
     with pytest.raises(SparsifyError, match="'schemes' parameter"):
         ox.compact_model(dense, schemes=("gzip",))

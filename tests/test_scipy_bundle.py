@@ -16,7 +16,7 @@ from sparsify.errors import SparsifyError
 from sparsify.export import bundle_format as bf
 from sparsify.export.bundle_reader import load_bundle
 from sparsify.export.scipy_bundle import export_scipy_bundle, load_state_dict
-from sparsify.pipeline.checkpoint import load_checkpoint, save_checkpoint
+from sparsify.pipeline.checkpoint import load_checkpoint, save_checkpoint, tensors_digest
 from sparsify.pipeline.recipe import Recipe
 from sparsify.pipeline.zoo import build_model
 
@@ -46,6 +46,10 @@ def ckpt_dir(tmp_path: Path) -> Path:
     return tmp_path / "ckpt"
 
 
+def _model(ckpt_dir: Path) -> nn.Module:
+    return load_checkpoint(ckpt_dir).build_model()
+
+
 def _bits(t: torch.Tensor | np.ndarray) -> bytes:
     a = t.numpy() if isinstance(t, torch.Tensor) else t
     return a.tobytes()
@@ -67,12 +71,18 @@ def test_round_trip_is_bit_identical(
     ckpt = load_checkpoint(ckpt_dir)
     out = tmp_path / "bundle"
     manifest = export_scipy_bundle(
-        ckpt, out, sparse_format=sparse_format, blocksize=blocksize, store=store
+        ckpt.build_model(),
+        out,
+        provenance=ckpt.provenance(),
+        sparse_format=sparse_format,
+        blocksize=blocksize,
+        store=store,
     )
-    assert manifest["state_sha256"] == ckpt.metadata["sha256"]  # same digest as the checkpoint
+    assert manifest["state_sha256"] == tensors_digest(ckpt.state_dict)  # the same tensors
+    assert manifest["source"]["checkpoint_sha256"] == ckpt.metadata["sha256"]
     bundle = load_bundle(out)
     state = load_state_dict(out)
-    assert list(state) == list(ckpt.state_dict)
+    assert sorted(state) == sorted(ckpt.state_dict)
     for name, t in ckpt.state_dict.items():
         assert state[name].dtype == t.dtype and state[name].shape == t.shape
         assert _bits(state[name]) == _bits(t), name
@@ -89,8 +99,9 @@ def test_round_trip_is_bit_identical(
     assert manifest["source"]["recipe"]["name"] == "bundle"
 
 
-def test_nan_inf_and_negative_zero_survive_from_a_module(tmp_path: Path) -> None:
-    """Checkpoints refuse NaN/inf, but a module can hold them: the bundle keeps every bit."""
+def test_nan_inf_survive_and_negative_zero_is_zero_from_a_module(tmp_path: Path) -> None:
+    """Checkpoints refuse NaN/inf, but a module can hold them: the bundle keeps every bit,
+    except that -0.0 is a zero and stored as +0.0 (as a checkpoint stores it)."""
     model = zero_(nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)), 0.7)
     with torch.no_grad():
         model[0].weight.view(-1)[:4] = torch.tensor(
@@ -102,13 +113,14 @@ def test_nan_inf_and_negative_zero_survive_from_a_module(tmp_path: Path) -> None
         )
         state = load_state_dict(tmp_path / fmt)
         for name, t in model.state_dict().items():
-            assert _bits(state[name]) == _bits(t), (fmt, name)
+            assert _bits(state[name]) == _bits(t + 0.0), (fmt, name)  # -0.0 + 0.0 is +0.0
+        assert not torch.signbit(state["0.weight"].view(-1)[0])
 
 
 def test_manifest_describes_every_tensor(ckpt_dir: Path, tmp_path: Path) -> None:
     import sparsify
 
-    export_scipy_bundle(ckpt_dir, tmp_path / "b")
+    export_scipy_bundle(_model(ckpt_dir), tmp_path / "b")
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
     assert manifest["format"] == bf.FORMAT and manifest["format_version"] == bf.FORMAT_VERSION
     assert manifest["sparsify_version"] == sparsify.__version__
@@ -143,7 +155,7 @@ def test_manifest_describes_every_tensor(ckpt_dir: Path, tmp_path: Path) -> None
 
 def test_zero_and_sparse_small_tensors_are_stored_compactly(tmp_path: Path) -> None:
     """All-zero buffers store no array; a float32 bias with zeros stores its encoding;
-    the round trip stays bit-exact (-0.0, NaN and int buffers included)."""
+    the round trip stays bit-exact (NaN and int buffers included), -0.0 stored as +0.0."""
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 300))
     with torch.no_grad():
         model[3].bias.zero_()
@@ -154,7 +166,7 @@ def test_zero_and_sparse_small_tensors_are_stored_compactly(tmp_path: Path) -> N
     assert by_name["1.bias"]["storage"] == "zeros" and "arrays" not in by_name["1.bias"]
     assert by_name["1.running_mean"]["storage"] == "zeros"
     assert by_name["1.num_batches_tracked"]["storage"] == "zeros"
-    assert by_name["1.running_var"]["storage"] == "dense"  # -0.0 and ones: no saving
+    assert by_name["1.running_var"]["storage"] == "compact"  # its -0.0 is a zero: 3 values
     bias = by_name["3.bias"]
     assert bias["storage"] == "compact" and bias["nonfinite"] == 1
     assert sum(r["bytes"] for r in bias["compact"]["arrays"].values()) < 4 * 300
@@ -162,7 +174,8 @@ def test_zero_and_sparse_small_tensors_are_stored_compactly(tmp_path: Path) -> N
     for name, t in model.state_dict().items():
         got = bundle.state_dict[name]
         assert got.dtype == t.numpy().dtype and got.shape == tuple(t.shape), name
-        assert _bits(got) == _bits(t), name
+        want = t + 0.0 if t.is_floating_point() else t  # -0.0 + 0.0 is +0.0
+        assert _bits(got) == _bits(want), name
     assert "3.bias" not in bundle.sparse and "3.bias" not in bundle.compact
 
 
@@ -232,21 +245,21 @@ def test_a_failed_export_leaves_no_output_directory(
 
     monkeypatch.setattr(sb, "encode", failing)
     with pytest.raises(RuntimeError, match="disk full"):
-        export_scipy_bundle(ckpt_dir, tmp_path / "b")
+        export_scipy_bundle(_model(ckpt_dir), tmp_path / "b")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no partial or temp dir
 
 
 def test_refuses_to_replace_a_directory_that_is_not_a_bundle(ckpt_dir: Path) -> None:
     with pytest.raises(SparsifyError, match="not a sparsify bundle"):
-        export_scipy_bundle(ckpt_dir, ckpt_dir)
+        export_scipy_bundle(_model(ckpt_dir), ckpt_dir)
     assert (ckpt_dir / "model.safetensors").is_file()
 
 
 def test_bad_arguments_are_refused(ckpt_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(SparsifyError, match="sparse_format"):
-        export_scipy_bundle(ckpt_dir, tmp_path / "b", sparse_format="dok")
+        export_scipy_bundle(_model(ckpt_dir), tmp_path / "b", sparse_format="dok")
     with pytest.raises(SparsifyError, match="'conv1.weight': BSR blocksize"):
-        export_scipy_bundle(ckpt_dir, tmp_path / "b", sparse_format="bsr", blocksize=(3, 3))
+        export_scipy_bundle(_model(ckpt_dir), tmp_path / "b", sparse_format="bsr", blocksize=(3, 3))
     assert not (tmp_path / "b").exists()
 
 
@@ -261,7 +274,7 @@ def test_cli_export_scipy_and_missing_checkpoint(ckpt_dir: Path, tmp_path: Path,
 def test_reader_does_not_import_torch(ckpt_dir: Path, tmp_path: Path) -> None:
     import subprocess
 
-    export_scipy_bundle(ckpt_dir, tmp_path / "b")
+    export_scipy_bundle(_model(ckpt_dir), tmp_path / "b")
     code = (
         "import sys; from sparsify.export.bundle_reader import load_bundle; "
         f"b = load_bundle({str(tmp_path / 'b')!r}); sys.exit(('torch' in sys.modules) or len(b.sparse) != 4)"

@@ -200,8 +200,7 @@ def prepare_artifacts(
             from sparsify.export.scipy_bundle import export_scipy_bundle
 
             try:
-                src = source.spec["path"] if source.spec["kind"] == "checkpoint" else source.model
-                export_scipy_bundle(src, workdir / "bundle")
+                export_scipy_bundle(source.model, workdir / "bundle")
                 paths["scipy_runtime"] = str(workdir / "bundle")
             except SparsifyError as exc:
                 unavailable["scipy_runtime"] = f"bundle export refused: {exc}"

@@ -34,15 +34,12 @@ def _child(job: dict[str, Any]) -> dict[str, Any]:
     if backend in ("ort_dense", "ort_compact"):
         import onnxruntime as ort
 
+        from sparsify.export.onnx.ort import session_options
+
         base = vm_rss()
-        # Not sparsify.export.onnx.ort_session: importing it loads torch, and this child
-        # measures the onnxruntime stack alone (torch would add ~300 MB to every figure).
-        # Same settings as ort_session(threads=1): one thread, sequential, no spinning.
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # ort_session's settings (one thread, sequential, no spinning) without its verified
+        # load: that would hold a second, protobuf copy of the model in the measured process
+        opts = session_options(threads=1)
         sess = ort.InferenceSession(job["path"], opts, providers=["CPUExecutionProvider"])
         name = sess.get_inputs()[0].name
 

@@ -1,13 +1,20 @@
 """What a benchmark runs: a source described by a JSON-able spec, rebuilt alike in any process.
 
-Specs (``kind`` first):
+Specs (``kind`` first; ``input_shape`` [C, H, W...] optional everywhere it applies):
     {"kind": "checkpoint", "path": P}              a sparsify checkpoint directory
-    {"kind": "bundle", "path": P}                  an exported scipy bundle (its recipe names
-                                                   the architecture for the torch backends)
+    {"kind": "bundle", "path": P}                  an exported scipy bundle (the checkpoint
+                                                   facts it records name the architecture
+                                                   for the torch backends)
     {"kind": "linear", "in": N, "out": M, "density": d, "seed": s}
                                                    one nn.Linear with zeros imposed
     {"kind": "model", "name": NAME, "density": d, "seed": s}
-                                                   a zoo model with zeros imposed
+                                                   a registered model with zeros imposed
+
+Models are rebuilt one way only, :meth:`~sparsify.pipeline.checkpoint.Checkpoint.build_model`
+(a bundle's weights become a Checkpoint through ``Checkpoint.from_provenance``), so a shrunk
+checkpoint's widths survive export. The input shape is the spec's ``input_shape``, else what
+the checkpoint (or the registry, for ``model``) records; nothing is guessed. A model
+registered by a ``--plugin`` package is found in child processes through ``SPARSIFY_PLUGINS``.
 
 "Zeros imposed at density d" keeps the round(d * numel) largest-magnitude entries of every
 Linear/Conv weight (magnitude pruning, the pattern training tends to leave) and zeroes the
@@ -25,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparsify.errors import SparsifyError
+from sparsify.errors import SparsifyError, check_input_shape
 
 
 @dataclass
@@ -58,49 +65,47 @@ def impose_density_(model: nn.Module, density: float) -> None:
                 w[w == 0] = 0.0  # -0.0 from the multiply is stored by exporters; make it +0.0
 
 
-def _image_shape(model: nn.Module, in_channels: int) -> tuple[int, ...]:
-    return (in_channels, 28, 28)
+def _shape(spec: dict[str, Any], recorded: tuple[int, ...] | None, what: str) -> tuple[int, ...]:
+    """The spec's ``input_shape``, else ``recorded``; refuses to guess."""
+    if spec.get("input_shape") is not None:
+        return check_input_shape("--input-shape", list(spec["input_shape"]))
+    if recorded is None:
+        raise SparsifyError(f"{what} records no input shape; pass --input-shape C H W.")
+    return recorded
 
 
 def load_source(spec: dict[str, Any]) -> Source:
     """Build the model of ``spec`` (see the module docstring) in eval mode.
 
     Raises:
-        SparsifyError: unknown kind, unreadable checkpoint or bundle, bad density.
+        SparsifyError: unknown kind, unreadable checkpoint or bundle, bad density, unknown
+            input shape.
     """
-    from sparsify.pipeline.zoo import build_model
+    from sparsify.pipeline import zoo
+    from sparsify.pipeline.checkpoint import Checkpoint, load_checkpoint
 
     kind = spec.get("kind")
     if kind == "checkpoint":
-        from sparsify.pipeline.checkpoint import load_checkpoint
-
         ckpt = load_checkpoint(spec["path"])
         model = ckpt.build_model()
-        return Source(
-            spec,
-            Path(spec["path"]).name,
-            model,
-            _image_shape(model, ckpt.recipe.model.in_channels),
-        )
+        shape = _shape(spec, ckpt.input_shape, str(ckpt.path))
+        return Source(spec, Path(spec["path"]).name, model, shape)
     if kind == "bundle":
         from sparsify.export.bundle_format import MANIFEST
         from sparsify.export.scipy_bundle import load_state_dict
-        from sparsify.pipeline.recipe import Recipe
 
         path = Path(spec["path"])
         manifest = json.loads((path / MANIFEST).read_text())
-        recipe_data = (manifest.get("source") or {}).get("recipe")
-        if recipe_data is None:
+        source = manifest.get("source") or {}
+        if not isinstance(source, dict) or source.get("kind") != "checkpoint":
             raise SparsifyError(
-                f"{path}: the bundle carries no recipe, so its architecture is unknown; "
-                "export it from a checkpoint, or bench the checkpoint itself."
+                f"{path}: the bundle was not exported from a checkpoint, so its architecture "
+                "is unknown; export it with sparsify export CHECKPOINT, or bench the checkpoint."
             )
-        recipe = Recipe.from_dict(recipe_data, source=f"{path} (bundle recipe)")
-        model = build_model(recipe.model.name, recipe.model.num_classes, recipe.model.in_channels)
-        model.load_state_dict(load_state_dict(path), strict=True)
-        return Source(
-            spec, path.name, model.eval(), _image_shape(model, recipe.model.in_channels), path
-        )
+        ckpt = Checkpoint.from_provenance(path, load_state_dict(path), source)
+        model = ckpt.build_model()
+        shape = _shape(spec, ckpt.input_shape, str(path))
+        return Source(spec, path.name, model, shape, path)
     if kind == "linear":
         torch.manual_seed(int(spec.get("seed", 0)))
         n_in, n_out, d = int(spec["in"]), int(spec["out"]), float(spec["density"])
@@ -110,9 +115,10 @@ def load_source(spec: dict[str, Any]) -> Source:
     if kind == "model":
         torch.manual_seed(int(spec.get("seed", 0)))
         d = float(spec["density"])
-        model = build_model(spec["name"]).eval()
+        model = zoo.build_model(spec["name"]).eval()
         impose_density_(model, d)
-        return Source(spec, f"{spec['name']} @ {1 - d:.0%} zeros", model, _image_shape(model, 1))
+        shape = _shape(spec, zoo.declared_input_shape(spec["name"]), f"model {spec['name']!r}")
+        return Source(spec, f"{spec['name']} @ {1 - d:.0%} zeros", model, shape)
     raise SparsifyError(f"unknown source kind {kind!r}; use checkpoint, bundle, linear or model.")
 
 

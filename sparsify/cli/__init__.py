@@ -1,6 +1,10 @@
 """Command line: ``sparsify <command>``. This module only wires the subcommand modules.
 
 User errors (SparsifyError) print one line on stderr and exit with status 2; no traceback.
+
+``--plugin PKG`` (repeatable, before or after the command) imports PKG first: a package that
+calls ``sparsify.register_model(name, fn)`` when imported makes ``name`` usable in recipes
+and checkpoints. Child processes (bench's memory probes) import it too (``SPARSIFY_PLUGINS``).
 """
 
 from __future__ import annotations
@@ -34,10 +38,30 @@ def build_parser() -> argparse.ArgumentParser:
         prog="sparsify", description="Make neural networks sparse for real."
     )
     parser.add_argument("--version", action="version", version=f"sparsify {sparsify.__version__}")
+    parser.add_argument("--plugin", **_PLUGIN_ARG, default=[])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"sparsify.cli.{name}").register(sub)
+    for command in sub.choices.values():  # also accepted after the command
+        command.add_argument("--plugin", **_PLUGIN_ARG, dest="plugins_after", default=[])
     return parser
+
+
+_PLUGIN_ARG = {
+    "action": "append",
+    "metavar": "PKG",
+    "help": "import PKG first (it registers its models with sparsify.register_model); repeatable",
+}
+
+
+def load_plugins(modules: Sequence[str]) -> None:
+    """Import each ``--plugin`` module (see :func:`sparsify.pipeline.zoo.load_plugin`)."""
+    if not modules:
+        return
+    from sparsify.pipeline.zoo import load_plugin
+
+    for module in modules:
+        load_plugin(module)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        load_plugins([*args.plugin, *getattr(args, "plugins_after", [])])
         return int(args.func(args) or 0)
     except SparsifyError as exc:
         print(f"sparsify {args.command}: error: {exc}", file=sys.stderr)

@@ -12,7 +12,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from sparsify.errors import SparsifyError
+from sparsify.cli.shapes import add_input_shape
+from sparsify.errors import SparsifyError, check_input_shape
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="NAME",
-        help="a zoo model (e.g. lenet300_100) with zeros imposed at --density",
+        help="a registered model (e.g. lenet300_100) with zeros imposed at --density",
     )
     p.add_argument(
         "--density",
@@ -60,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="cuda: cuBLAS/cuSPARSE/2:4 backends (see tools/gpu_bench.py)",
     )
     p.add_argument("--out", required=True, help="directory for bench.json and bench.md")
+    add_input_shape(p)
     p.set_defaults(func=run)
 
 
@@ -100,6 +102,9 @@ def _specs(args: argparse.Namespace) -> list[dict]:
         specs += [{"kind": "model", "name": name, "density": d, "seed": 0} for d in args.density]
     if not specs:
         raise SparsifyError("nothing to benchmark; give a checkpoint/bundle, --linear or --model.")
+    if args.input_shape is not None:  # for checkpoints, bundles and models (a Linear has its own)
+        shape = list(check_input_shape("--input-shape", args.input_shape))
+        specs = [s if s["kind"] == "linear" else {**s, "input_shape": shape} for s in specs]
     return specs
 
 

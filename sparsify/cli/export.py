@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from sparsify.errors import SparsifyError
+from sparsify.cli.shapes import add_input_shape
 
 FORMATS = ("scipy", "onnx", "all")
 
@@ -41,21 +41,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "zlib: always; none: raw (lossless in every case)",
     )
     p.add_argument(
-        "--no-graph", action="store_true", help="weights only: skip capturing the forward"
+        "--no-graph",
+        action="store_true",
+        help="weights only: skip capturing the forward (no model is built: works for a "
+        "checkpoint that names no registered model)",
     )
+    add_input_shape(p)
     p.set_defaults(func=run)
-
-
-def _export_onnx(ckpt: Any, out: Path) -> dict[str, Any]:
-    try:
-        from sparsify.export.onnx import export_onnx
-    except ModuleNotFoundError as exc:
-        if exc.name != "sparsify.export.onnx":
-            raise
-        raise SparsifyError(
-            "ONNX export is not available in this build of sparsify; use --format scipy."
-        ) from None
-    return export_onnx(ckpt, out)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,12 +55,18 @@ def run(args: argparse.Namespace) -> int:
     from sparsify.pipeline.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(args.checkpoint)
+    provenance: dict[str, Any] = ckpt.provenance()
+    if args.input_shape is not None:
+        provenance["input_shape"] = list(ckpt.resolve_input_shape(args.input_shape))
     out = Path(args.out)
+    needs_model = args.format != "scipy" or not args.no_graph
+    model = ckpt.build_model() if needs_model else None
     if args.format in ("scipy", "all"):
         target = out / "scipy" if args.format == "all" else out
         manifest = export_scipy_bundle(
-            ckpt,
+            model if model is not None else ckpt.state_dict,
             target,
+            provenance=provenance,
             sparse_format=args.sparse_format,
             blocksize=tuple(args.blocksize) if args.blocksize else None,
             store=args.store,
@@ -85,7 +83,11 @@ def run(args: argparse.Namespace) -> int:
             f"{total:,} bytes"
         )
     if args.format in ("onnx", "all"):
+        from sparsify.export.onnx import export_onnx
+
         target = out / "onnx" if args.format == "all" else out
-        _export_onnx(ckpt, target)
-        print(f"wrote {target}")
+        example = ckpt.example_input(input_shape=args.input_shape)
+        assert model is not None  # built above for every ONNX format
+        export_onnx(model, target, example, provenance=provenance)
+        print(f"wrote {target} (input shape {list(example.shape[1:])}, dynamic batch)")
     return 0

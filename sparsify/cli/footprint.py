@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from sparsify.cli.shapes import add_input_shape
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,14 +20,26 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="scipy layout measured in the scipy column (default csr)",
     )
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX and onnxruntime columns")
+    add_input_shape(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from sparsify.export.footprint import footprint, onnx_columns, to_markdown, write_footprint
+    from sparsify.footprint import footprint, onnx_columns, to_markdown, write_footprint
+    from sparsify.pipeline.checkpoint import load_checkpoint
 
-    extra = None if args.no_onnx else onnx_columns(args.checkpoint)
-    result = footprint(args.checkpoint, sparse_format=args.sparse_format, extra_columns=extra)
+    ckpt = load_checkpoint(args.checkpoint)
+    extra = None
+    if not args.no_onnx:  # the ONNX columns trace the model: its input shape is needed
+        example = ckpt.example_input(input_shape=args.input_shape)
+        extra = onnx_columns(ckpt.build_model(), example)
+    result = footprint(
+        ckpt.state_dict,
+        sparse_format=args.sparse_format,
+        extra_columns=extra,
+        checkpoint_file=ckpt.path,
+        provenance=ckpt.provenance(),
+    )
     json_path, md_path = write_footprint(result, args.out, title=f"Footprint of {args.checkpoint}")
     print(to_markdown(result, f"Footprint of {args.checkpoint}"))
     print(f"wrote {json_path} and {md_path}")

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import torch
 
+from sparsify.cli.shapes import add_input_shape
 from sparsify.errors import SparsifyError
-from sparsify.pipeline.checkpoint import SHRUNK, load_checkpoint, save_checkpoint
-from sparsify.structure.shrink import build_checkpoint_model, layer_widths, measure_latency, shrink_
+from sparsify.pipeline.checkpoint import SHRUNK, Checkpoint, load_checkpoint, save_checkpoint
+from sparsify.structure.shrink import layer_widths, measure_latency, shrink_
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,13 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", help="run directory or its model.safetensors")
     p.add_argument("--out", required=True, help="directory for the shrunk checkpoint")
+    add_input_shape(p)
     p.add_argument(
         "--input-size",
         type=int,
         nargs=2,
-        default=(28, 28),
         metavar=("H", "W"),
-        help="spatial size of one input image (default: 28 28, MNIST)",
+        help="older spelling: the spatial size only, channels from the checkpoint",
     )
     p.add_argument(
         "--batch-size", type=int, default=64, help="batch used for the latency timing (default 64)"
@@ -49,10 +50,12 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.repeats < 1 or args.threads < 1:
         raise SparsifyError("--batch-size, --repeats and --threads must be >= 1.")
     ckpt = load_checkpoint(args.checkpoint)
-    model = build_checkpoint_model(ckpt)
+    shape = _input_shape(ckpt, args)
+    # resize=True: a state_dict shrunk by hand (no ``shrunk`` mark) still loads
+    model = ckpt.build_model(resize=True)
     before = copy.deepcopy(model)
     torch.manual_seed(0)  # the example input only has to exercise every path
-    x = torch.randn(args.batch_size, ckpt.recipe.model.in_channels, *args.input_size)
+    x = torch.randn(args.batch_size, *shape)
     report = shrink_(model, x)
     torch.set_num_threads(args.threads)
     latency = measure_latency({"before": before, "after": model}, x, repeats=args.repeats)
@@ -75,8 +78,11 @@ def run(args: argparse.Namespace) -> int:
         ckpt.recipe,
         {**metrics, "shrink": result},
         # marks the checkpoint as shrunk: load_checkpoint(...).build_model() (and so
-        # `sparsify stats`/`export`) resize the recipe's model to these widths
+        # `sparsify stats`/`export`/`bench`) resize the registry's model to these widths
         extra_metadata={SHRUNK: json.dumps(layer_widths(model))},
+        input_shape=shape,
+        model_name=ckpt.model_name,
+        model_args=ckpt.model_args,
     )
     if args.json:
         print(json.dumps(result, indent=2))
@@ -89,3 +95,22 @@ def run(args: argparse.Namespace) -> int:
         )
         print(f"wrote {Path(args.out)}")
     return 0
+
+
+def _input_shape(ckpt: Checkpoint, args: argparse.Namespace) -> tuple[int, ...]:
+    """``--input-shape``, else ``--input-size H W`` with the recorded channels, else the
+    checkpoint's input shape."""
+    if args.input_shape is not None and args.input_size is not None:
+        raise SparsifyError("give --input-shape C H W or --input-size H W, not both.")
+    if args.input_size is not None:
+        recorded = ckpt.input_shape
+        if recorded is not None:
+            channels = recorded[0]
+        elif ckpt.recipe is not None:
+            channels = ckpt.recipe.model.in_channels
+        else:
+            raise SparsifyError(
+                f"{ckpt.path}: the checkpoint records no input shape; pass --input-shape C H W."
+            )
+        return ckpt.resolve_input_shape([channels, *args.input_size])
+    return ckpt.resolve_input_shape(args.input_shape)

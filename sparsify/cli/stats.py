@@ -16,11 +16,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+# buffers a checkpoint of an unnamed model may hold: not weights, so not counted
+_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
 def run(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.checkpoint)
-    params = {
-        k: v for k, v in ckpt.state_dict.items() if k in dict(ckpt.build_model().named_parameters())
-    }
+    if ckpt.model_name is not None:  # the parameters are what the model says they are
+        names = dict(ckpt.build_model().named_parameters())
+    else:  # a user's module saved without a name: every tensor but BatchNorm's buffers
+        names = {k: None for k in ckpt.state_dict if k.rsplit(".", 1)[-1] not in _BUFFERS}
+    params = {k: v for k, v in ckpt.state_dict.items() if k in names}
     stats = state_dict_stats(params)
     print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
     return 0

@@ -14,8 +14,11 @@ float32 value: :func:`entropy_bound_bytes`. Four schemes, chosen per tensor by s
     bitmask              np.packbits(mask, bitorder="big") (ceil(n/8) bytes) + the values.
     dense                every value; no positions.
 
-"Zero" means the bit pattern of +0.0: -0.0 is stored like any non-zero so that decoding
-is bit-exact for every input, NaN and inf included. numpy only: no torch import here.
+"Zero" means the bit pattern of +0.0: the codec itself is bit-exact for every input (NaN,
+inf and -0.0 included). Its callers decide what a zero is: the scipy bundle and ONNX
+compaction pass -0.0 as +0.0 (``a + 0.0``), since -0.0 is a zero and storing it as a
+value would undo the sparsity ``prune.remove`` or ``w * mask`` leave. numpy only: no
+torch import here.
 """
 
 from __future__ import annotations

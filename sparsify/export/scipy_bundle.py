@@ -1,10 +1,12 @@
-"""Write a checkpoint as a scipy bundle: sparse weights, compact encodings, a JSON manifest.
+"""Write a model as a scipy bundle: sparse weights, compact encodings, a JSON manifest.
 
 Layout and format: :mod:`sparsify.export.bundle_format`. The reader is torch-free
 (:func:`sparsify.export.bundle_reader.load_bundle`, re-exported by :mod:`sparsify.runtime`); :func:`load_state_dict` here is the torch-side
-helper that turns a bundle back into a torch state_dict, bit-identical to the checkpoint.
+helper that turns a bundle back into a torch state_dict, bit-identical to the source (whose
+-0.0 entries are stored as +0.0, as a checkpoint stores them).
 
-    export_scipy_bundle("runs/quickstart", "runs/quickstart_scipy")   # csr + compact + graph
+    ckpt = load_checkpoint("runs/quickstart")
+    export_scipy_bundle(ckpt.build_model(), "runs/quickstart_scipy", provenance=ckpt.provenance())
 """
 
 from __future__ import annotations
@@ -24,43 +26,42 @@ from sparsify.export import bundle_format as bf
 from sparsify.export.encoding import EncodedTensor, encode, encoded_nbytes
 from sparsify.fileio import atomic_directory
 
-Source = Any  # Checkpoint | str | os.PathLike | nn.Module | Mapping[str, torch.Tensor]
+Source = nn.Module | Mapping[str, Any]  # a module, or a state_dict (no graph)
 
 
 def resolve_source(
-    source: Source,
+    source: Source, provenance: Mapping[str, Any] | None = None
 ) -> tuple[dict[str, torch.Tensor], nn.Module | None, dict[str, Any]]:
-    """(state_dict, model or None, provenance) from a Checkpoint, a checkpoint path, a module
-    or a state_dict. A checkpoint's model is built only when the graph is needed.
-    """
-    from sparsify.pipeline.checkpoint import Checkpoint, load_checkpoint
+    """(state_dict, model or None, provenance) of a module or a state_dict mapping.
 
+    ``provenance`` (JSON-able facts the caller knows: a checkpoint's digest and recipe...)
+    replaces the default ``{"kind": "module" | "state_dict", ...}``. A checkpoint is the
+    caller's to resolve: ``ckpt.build_model()`` and ``ckpt.provenance()``.
+
+    Raises:
+        SparsifyError: anything else (a path, a Checkpoint object...).
+    """
+    if isinstance(source, nn.Module):
+        state = {k: v.detach().cpu() for k, v in source.state_dict().items()}
+        default = {"kind": "module", "class": type(source).__name__, "recipe": None}
+        return state, source, dict(provenance) if provenance is not None else default
     if isinstance(source, Mapping):
         state = {
             k: v if isinstance(v, torch.Tensor) else torch.from_numpy(np.asarray(v))
             for k, v in source.items()
         }
-        return state, None, {"kind": "state_dict", "recipe": None}
-    if isinstance(source, nn.Module):
-        state = {k: v.detach().cpu() for k, v in source.state_dict().items()}
-        return state, source, {"kind": "module", "class": type(source).__name__, "recipe": None}
-    if isinstance(source, (str, os.PathLike)):
-        source = load_checkpoint(source)
-    if isinstance(source, Checkpoint):
-        prov = {
-            "kind": "checkpoint",
-            "path": str(source.path),
-            "checkpoint_sha256": source.metadata.get("sha256"),
-            "recipe": source.recipe.to_dict(),
-        }
-        return dict(source.state_dict), None, prov
+        default = {"kind": "state_dict", "recipe": None}
+        return state, None, dict(provenance) if provenance is not None else default
     raise SparsifyError(
-        f"cannot export a {type(source).__name__}; give a checkpoint path, a Checkpoint or an nn.Module."
+        f"cannot export a {type(source).__name__}; give an nn.Module or a state_dict (for a "
+        "checkpoint: load_checkpoint(path).build_model())."
     )
 
 
 def tensor_to_numpy(name: str, t: torch.Tensor) -> np.ndarray:
-    """``t`` as a numpy array (CPU, contiguous); refuses bfloat16 and torch sparse layouts."""
+    """``t`` as a numpy array (CPU, contiguous), floating -0.0 as +0.0 (a zero is a zero:
+    ``w * mask`` and ``prune.remove`` leave -0.0, which would otherwise be stored as a
+    value); refuses bfloat16 and torch sparse layouts."""
     if t.layout != torch.strided:
         raise SparsifyError(
             f"tensor {name!r} is a torch sparse tensor; save it dense (exact zeros)."
@@ -69,7 +70,10 @@ def tensor_to_numpy(name: str, t: torch.Tensor) -> np.ndarray:
         raise SparsifyError(
             f"tensor {name!r} is bfloat16, which numpy cannot hold; cast the model to float32 first."
         )
-    return t.detach().cpu().contiguous().numpy()
+    a = t.detach().cpu().contiguous().numpy()
+    if a.dtype.kind == "f":
+        a = a + a.dtype.type(0)  # -0.0 + 0.0 == +0.0; every other value (NaN too) unchanged
+    return a
 
 
 def _check_out_dir(out: Path) -> None:
@@ -88,6 +92,7 @@ def export_scipy_bundle(
     source: Source,
     out_dir: str | os.PathLike[str],
     *,
+    provenance: Mapping[str, Any] | None = None,
     sparse_format: str = "csr",
     blocksize: tuple[int, int] | None = None,
     store: str = "both",
@@ -104,9 +109,11 @@ def export_scipy_bundle(
     or not at all.
 
     Args:
-        source: checkpoint directory / ``model.safetensors`` path, a ``Checkpoint``, an
-            ``nn.Module`` or a state_dict mapping (the last two carry no recipe; a mapping
-            needs ``graph=False``).
+        source: an ``nn.Module`` or a state_dict mapping (a mapping needs ``graph=False``).
+            Floating -0.0 is stored as +0.0 and counted as a zero.
+        provenance: JSON-able facts about the source, stored as the manifest's ``source``
+            (the CLI gives a checkpoint's ``provenance()``: digest, recipe, model name,
+            input shape); default ``{"kind": "module", "class": ...}``.
         out_dir: the bundle directory; an existing one is replaced only if it is empty or a bundle.
         sparse_format: ``csr`` (default), ``csc``, ``coo`` or ``bsr``.
         blocksize: BSR block (rows, cols); must divide the matrix; default (1, 1).
@@ -126,7 +133,7 @@ def export_scipy_bundle(
     check_choice("export_scipy_bundle", "sparse_format", sparse_format, bf.SPARSE_FORMATS)
     check_choice("export_scipy_bundle", "store", store, bf.STORES)
     check_choice("export_scipy_bundle", "codec", codec, bf.CODECS)
-    state, model, provenance = resolve_source(source)
+    state, model, provenance = resolve_source(source, provenance)
     if not state:
         raise SparsifyError(
             "refusing to export an empty model: its state_dict has no tensors; "
@@ -136,7 +143,11 @@ def export_scipy_bundle(
     if graph:
         from sparsify.export.graph import capture_graph
 
-        graph_json = capture_graph(model if model is not None else _model_of(source))
+        if model is None:
+            raise SparsifyError(
+                "a bare state_dict has no forward to capture; pass the nn.Module, or graph=False."
+            )
+        graph_json = capture_graph(model)
     arrays = {name: tensor_to_numpy(name, t) for name, t in state.items()}
     out = Path(out_dir)
     _check_out_dir(out)
@@ -256,20 +267,8 @@ def _sparse_entry(
     return entry
 
 
-def _model_of(source: Source) -> nn.Module:
-    from sparsify.pipeline.checkpoint import Checkpoint, load_checkpoint
-
-    if isinstance(source, Mapping):
-        raise SparsifyError(
-            "a bare state_dict has no forward to capture; pass the nn.Module or a checkpoint, "
-            "or graph=False."
-        )
-    ckpt = source if isinstance(source, Checkpoint) else load_checkpoint(source)
-    return ckpt.build_model()
-
-
 def load_state_dict(bundle_dir: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """The bundle's state_dict as torch tensors (verified, bit-identical to the source)."""
+    """The bundle's state_dict as torch tensors (verified, bit-identical to what was stored)."""
     from sparsify.export.bundle_reader import load_bundle
 
     bundle = load_bundle(bundle_dir)

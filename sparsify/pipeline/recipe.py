@@ -28,15 +28,9 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-ZOO_NAMES = (
-    "lecture_convnet",
-    "lenet300_100",
-    "lenet5",
-)  # sparsify.pipeline.zoo.MODELS (test-checked)
-
-
 class ModelSpec(_Section):
-    """Which network: a zoo name or ``torchvision:<classifier>``."""
+    """Which network: a name in the model registry (:mod:`sparsify.pipeline.zoo`): a built-in,
+    ``torchvision:<classifier>``, or one registered with ``sparsify.register_model``."""
 
     name: str = "lecture_convnet"
     num_classes: int = Field(10, ge=2, le=100_000)
@@ -45,12 +39,11 @@ class ModelSpec(_Section):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in ZOO_NAMES and not (
-            name.startswith("torchvision:") and len(name) > len("torchvision:")
-        ):
-            raise ValueError(
-                f"is not a known model; choose one of {', '.join(ZOO_NAMES)} or 'torchvision:<classifier>'"
-            )
+        from sparsify.pipeline import zoo  # lazy: importing the schema imports no torch
+
+        if not zoo.is_known(name):
+            # printed as "<source>: 'model.name' <this>; got '<name>'."
+            raise ValueError(zoo.unknown_model_message(name, subject="is not"))
         return name
 
 

@@ -1,17 +1,31 @@
-"""Model zoo: the lecture's convnet, LeNet-300-100, LeNet-5 (Caffe) and torchvision classifiers.
+"""Model registry: the lecture's convnet, LeNet-300-100, LeNet-5 (Caffe), torchvision
+classifiers and the user's own models.
 
-``build_model(name)`` is the one entry point; a name ``torchvision:<fn>`` builds any
-torchvision classifier with ``num_classes`` outputs and its stem adapted to ``in_channels``.
+``build_model(name)`` is the one entry point. Names are
+    a built-in          ``lecture_convnet``, ``lenet300_100``, ``lenet5``
+    ``torchvision:<fn>`` any torchvision classifier with ``num_classes`` outputs and its
+                        stem adapted to ``in_channels``
+    a registered name   ``sparsify.register_model(name, fn)`` (from a package passed to the
+                        CLI as ``--plugin PKG``) or an entry point of group ``sparsify.models``
+
+Recipes and checkpoints name models, never import paths: a recipe stays plain data, and
+a checkpoint a user was handed can only build a model already registered on this machine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import importlib.metadata
+import os
+import re
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from sparsify.errors import SparsifyError
+from sparsify.errors import SparsifyError, check_input_shape
 
 
 class LectureConvNet(nn.Module):
@@ -72,12 +86,163 @@ class LeNet5(nn.Module):
         return self.fc2(x)
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
+ModelFn = Callable[..., nn.Module]
+MODELS: dict[str, ModelFn] = {  # the registry: built-ins first, then register_model entries
     "lecture_convnet": LectureConvNet,
     "lenet300_100": LeNet300100,
     "lenet5": LeNet5,
 }
+BUILTIN_NAMES = tuple(MODELS)
+# the input each entry is built for, without the batch (channels first: in_channels
+# replaces the first entry); the LeNets' and the lecture convnet's Linear sizes fix 28x28
+INPUT_SHAPES: dict[str, tuple[int, ...]] = {name: (1, 28, 28) for name in BUILTIN_NAMES}
 TORCHVISION_PREFIX = "torchvision:"
+ENTRY_POINT_GROUP = "sparsify.models"  # [project.entry-points."sparsify.models"] name = "pkg:fn"
+# modules named by ``--plugin`` (comma-separated); child processes (bench's memory probes)
+# inherit it, so a model registered by a plugin is known there too
+PLUGIN_ENV = "SPARSIFY_PLUGINS"
+HOW_TO_REGISTER = (
+    "register your own with sparsify.register_model(name, fn) in a package you pass as "
+    "--plugin PKG, or a 'sparsify.models' entry point"
+)
+_plugins_loaded: set[str] = set()
+_entry_points_loaded = False
+
+
+def register_model(
+    name: str,
+    fn: ModelFn,
+    *,
+    input_shape: Sequence[int] | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Make ``name`` buildable by :func:`build_model`, recipes and checkpoints.
+
+    ``fn(**kwargs) -> nn.Module`` builds a freshly initialised model. From a recipe it is
+    called with ``num_classes=`` and ``in_channels=`` (``model:`` section); from a checkpoint
+    saved without a recipe, with the ``model_args`` recorded there (default none).
+    ``input_shape`` (one input without the batch, e.g. ``(3, 64, 64)``) is what the model
+    takes when neither a checkpoint nor ``--input-shape`` says otherwise. Names are
+    plain identifiers (letters, digits, ``_ - . /``); ``torchvision:`` and the built-ins are
+    reserved. Registering the same ``fn`` again is a no-op; another ``fn`` under a taken name
+    needs ``overwrite=True``.
+
+    Raises:
+        SparsifyError: a reserved or malformed name, ``fn`` not callable, or a taken name.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise SparsifyError(
+            f"register_model: name {name!r} must be 1-100 letters, digits or '_-./', "
+            "starting with a letter; e.g. 'my_net'."
+        )
+    if not callable(fn):
+        raise SparsifyError(
+            f"register_model({name!r}, fn): fn must be callable (a class or a function "
+            f"returning an nn.Module); got {type(fn).__name__}."
+        )
+    if name in BUILTIN_NAMES:
+        raise SparsifyError(f"register_model: {name!r} is a built-in model; choose another name.")
+    if name in MODELS and MODELS[name] is not fn and not overwrite:
+        raise SparsifyError(
+            f"register_model: {name!r} is already registered to another function; choose "
+            "another name or pass overwrite=True."
+        )
+    MODELS[name] = fn
+    if input_shape is not None:
+        INPUT_SHAPES[name] = check_input_shape(f"register_model({name!r})", input_shape)
+    else:
+        INPUT_SHAPES.pop(name, None)
+
+
+def declared_input_shape(name: str, in_channels: int | None = None) -> tuple[int, ...] | None:
+    """The input shape ``name`` was registered with (channels replaced by ``in_channels``
+    when given), or None: torchvision classifiers and models registered without one take
+    any size, so the caller must say (``--input-shape``)."""
+    shape = INPUT_SHAPES.get(name)
+    if shape is None:
+        return None
+    return (in_channels, *shape[1:]) if in_channels is not None else shape
+
+
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_\-./]{0,99}")
+
+
+def load_plugin(module: str) -> None:
+    """Import ``module`` (which registers its models when imported) and remember it in the
+    ``SPARSIFY_PLUGINS`` environment variable, so child processes import it too.
+
+    Raises:
+        SparsifyError: the module cannot be imported (one line naming it and the cause).
+    """
+    if module in _plugins_loaded:
+        return
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise SparsifyError(
+            f"--plugin {module}: cannot import it ({exc}); install the package or add its "
+            "folder to PYTHONPATH."
+        ) from None
+    _plugins_loaded.add(module)
+    listed = [m for m in os.environ.get(PLUGIN_ENV, "").split(",") if m]
+    if module not in listed:
+        os.environ[PLUGIN_ENV] = ",".join([*listed, module])
+
+
+def _load_plugins() -> None:
+    """Import the ``SPARSIFY_PLUGINS`` modules and the ``sparsify.models`` entry points, once."""
+    global _entry_points_loaded
+    for module in os.environ.get(PLUGIN_ENV, "").split(","):
+        if module and module not in _plugins_loaded:
+            load_plugin(module)
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in MODELS:
+            continue  # an explicit register_model wins over an installed entry point
+        try:
+            fn = ep.load()
+        except Exception as exc:  # a broken third-party package must not break sparsify
+            warnings.warn(
+                f"entry point {ep.name!r} ({ep.value}) of group {ENTRY_POINT_GROUP!r} could "
+                f"not be loaded ({type(exc).__name__}: {exc}); skipped.",
+                stacklevel=2,
+            )
+            continue
+        register_model(ep.name, fn)
+
+
+def _torchvision_archs() -> list[str]:
+    import torchvision
+
+    return list(torchvision.models.list_models(module=torchvision.models))
+
+
+def is_known(name: str) -> bool:
+    """True when :func:`build_model` can build ``name`` (registered, or a torchvision classifier)."""
+    if name.startswith(TORCHVISION_PREFIX):
+        return name[len(TORCHVISION_PREFIX) :] in _torchvision_archs()
+    if name not in MODELS:
+        _load_plugins()
+    return name in MODELS
+
+
+def unknown_model_message(name: str, subject: str = "") -> str:
+    """The one-line reason ``name`` is refused, listing the choices and how to add one.
+
+    ``subject="is not"`` words it for a message that already shows the name (a recipe key).
+    """
+    if name.startswith(TORCHVISION_PREFIX):
+        hint = "choose one of torchvision.models.list_models(), e.g. 'torchvision:resnet18'"
+        arch = name[len(TORCHVISION_PREFIX) :]
+        head = f"unknown torchvision classifier {arch!r}"
+        if subject:
+            head = f"{subject} a known model ({head})"
+    else:
+        hint = f"choose one of {', '.join(model_names())}, or {HOW_TO_REGISTER}"
+        head = f"{subject} a known model" if subject else f"unknown model {name!r}"
+    return f"{head}; {hint}"
 
 
 def _adapt_stem(model: nn.Module, in_channels: int) -> None:
@@ -106,33 +271,64 @@ def _adapt_stem(model: nn.Module, in_channels: int) -> None:
     )
 
 
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def model_names() -> list[str]:
     """Names accepted by :func:`build_model` (torchvision ones are listed by prefix)."""
+    _load_plugins()
     return sorted(MODELS) + [TORCHVISION_PREFIX + "<classifier>"]
 
 
-def build_model(name: str, num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+def build_model(name: str, num_classes: int = 10, in_channels: int = 1, **kwargs: Any) -> nn.Module:
     """Return a freshly initialised model by name (see :func:`model_names`).
 
+    Built-ins and torchvision classifiers take ``num_classes`` and ``in_channels``; a
+    registered ``fn`` is called as ``fn(num_classes=, in_channels=, **kwargs)``.
+
     Raises:
-        SparsifyError: unknown name, or a torchvision name that is not a classifier builder.
+        SparsifyError: unknown name (the message lists the choices and how to register
+            one), a builder that refuses the arguments or does not return an nn.Module.
     """
-    if name in MODELS:
-        return MODELS[name](num_classes=num_classes, in_channels=in_channels)
     if name.startswith(TORCHVISION_PREFIX):
         import torchvision
 
+        if not is_known(name):
+            raise SparsifyError(_capital(unknown_model_message(name)) + ".")
         arch = name[len(TORCHVISION_PREFIX) :]
-        available = torchvision.models.list_models(module=torchvision.models)
-        if arch not in available:
-            raise SparsifyError(
-                f"Unknown torchvision classifier {arch!r} in model.name; choose one of "
-                f"torchvision.models.list_models(), e.g. 'torchvision:resnet18'."
-            )
-        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
         if in_channels != 3:
             _adapt_stem(model, in_channels)
         return model
-    raise SparsifyError(
-        f"Unknown model {name!r} in model.name; choose one of {', '.join(model_names())}."
+    if not is_known(name):
+        raise SparsifyError(_capital(unknown_model_message(name)) + ".")
+    return call_builder(
+        name, MODELS[name], {"num_classes": num_classes, "in_channels": in_channels, **kwargs}
     )
+
+
+def call_builder(name: str, fn: ModelFn, kwargs: dict[str, Any]) -> nn.Module:
+    """``fn(**kwargs)``, checked: a TypeError from the call or a non-module result is one line."""
+    try:
+        model = fn(**kwargs)
+    except TypeError as exc:
+        raise SparsifyError(
+            f"model {name!r}: its builder refused the arguments {sorted(kwargs)} ({exc}); "
+            "make it accept them, e.g. def build(num_classes=10, in_channels=3, **kw)."
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise SparsifyError(
+            f"model {name!r}: its builder returned a {type(model).__name__}, not an nn.Module."
+        )
+    return model
+
+
+def build_registered(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    """Build ``name`` with exactly ``kwargs`` (no defaults added): how a checkpoint saved
+    without a recipe rebuilds a user's model from its recorded ``model_args``."""
+    if name.startswith(TORCHVISION_PREFIX):
+        return build_model(name, **kwargs)
+    if not is_known(name):
+        raise SparsifyError(_capital(unknown_model_message(name)) + ".")
+    return call_builder(name, MODELS[name], dict(kwargs))
