@@ -1,8 +1,10 @@
 """sparsify: make neural networks sparse for real.
 
-Stages, in the order data flows (no module imports a later stage):
-    data, models, recipe  ->  train  ->  checkpoint  ->  shrink, stages, export  ->  runtime
-        ->  bench  ->  report
+Two layers. The core is a torch library that knows no recipe, dataset or CLI: penalties
+(train) -> structure (shrink) -> stats -> export -> runtime, plus accel (sparse inference),
+timing and probe (measurement). The pipeline application sits on it (recipe, model and
+dataset registries, loop, stages, checkpoint), then bench, report and cli. Nothing imports
+up (tests/test_layering.py).
 
 One line adds exact zeros to any training loop::
 
@@ -42,6 +44,11 @@ _LAZY = {
     "soft_threshold": "sparsify.penalties",
     "soft_threshold_": "sparsify.penalties",
     "shrink_": "sparsify.structure.shrink",
+    # export, runtime, inference: the headline features, one import away
+    "export_onnx": "sparsify.export.onnx",
+    "load_onnx": "sparsify.export.onnx",
+    "export_scipy_bundle": "sparsify.export.scipy_bundle",
+    "sparsify_inference_": "sparsify.accel",
     "register_dataset": "sparsify.pipeline.data.registry",
     # the pipeline application: your own models and checkpoints
     "register_model": "sparsify.pipeline.zoo",

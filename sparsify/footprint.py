@@ -2,7 +2,6 @@
 
 A measurement, not an export (it writes nothing but its table), so it sits at the top of
 the core, beside ``stats``: it runs the exporters into a temporary folder and counts bytes.
-``sparsify.export.footprint`` re-exports it for old imports.
 
 For each tensor of n entries with nnz nonzero entries (-0.0 is a zero and stored as +0.0):
 

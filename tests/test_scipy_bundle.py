@@ -250,9 +250,28 @@ def test_a_failed_export_leaves_no_output_directory(
 
 
 def test_refuses_to_replace_a_directory_that_is_not_a_bundle(ckpt_dir: Path) -> None:
-    with pytest.raises(SparsifyError, match="not a sparsify bundle"):
+    with pytest.raises(SparsifyError, match="not an output of this command"):
         export_scipy_bundle(_model(ckpt_dir), ckpt_dir)
     assert (ckpt_dir / "model.safetensors").is_file()
+
+
+def test_a_user_folder_holding_a_manifest_json_is_never_deleted(
+    ckpt_dir: Path, tmp_path: Path
+) -> None:
+    user = tmp_path / "user"
+    (user / "photos").mkdir(parents=True)
+    (user / "photos" / "a.png").write_bytes(b"png")
+    (user / "manifest.json").write_text('{"mine": true}')
+    with pytest.raises(SparsifyError, match="not an output of this command"):
+        export_scipy_bundle(_model(ckpt_dir), user)
+    assert (user / "photos" / "a.png").read_bytes() == b"png"
+    assert (user / "manifest.json").read_text() == '{"mine": true}'
+    # a real bundle, or an empty folder, is replaced
+    export_scipy_bundle(_model(ckpt_dir), tmp_path / "b")
+    export_scipy_bundle(_model(ckpt_dir), tmp_path / "b")
+    (tmp_path / "empty").mkdir()
+    export_scipy_bundle(_model(ckpt_dir), tmp_path / "empty")
+    assert (tmp_path / "empty" / "manifest.json").is_file()
 
 
 def test_bad_arguments_are_refused(ckpt_dir: Path, tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ from sparsify.pipeline.checkpoint import load_checkpoint, save_checkpoint
 from sparsify.pipeline.recipe import Recipe
 from sparsify.pipeline.zoo import build_model
 from sparsify.structure.shrink import (
-    build_checkpoint_model,
     count_macs,
     resize_to_state_dict_,
     shrink_,
@@ -156,7 +155,7 @@ def test_shrunk_checkpoint_saves_and_loads(tmp_path) -> None:
     ckpt = load_checkpoint(tmp_path / "run")
     with pytest.raises(SparsifyError, match="do not fit"):
         ckpt.build_model()  # the dense architecture: the strict loader refuses the widths
-    loaded = build_checkpoint_model(ckpt)
+    loaded = ckpt.build_model(resize=True)
     torch.testing.assert_close(loaded(x), model(x), rtol=0, atol=0)
     fresh = build_model("lenet5")
     assert set(resize_to_state_dict_(fresh, model.state_dict())) == {"conv1", "conv2", "fc1", "fc2"}
@@ -176,7 +175,7 @@ def test_cli_shrink_writes_checkpoint_and_report(tmp_path, capsys) -> None:
     assert metrics["test_error"] == 0.5
     assert metrics["shrink"]["params_after"] < metrics["shrink"]["params_before"]
     assert set(metrics["shrink"]["latency_ms"]) == {"before", "after"}
-    loaded = build_checkpoint_model(load_checkpoint(out))
+    loaded = load_checkpoint(out).build_model()
     x = torch.randn(3, 1, 28, 28)
     torch.testing.assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-5)
     assert main(["shrink", str(tmp_path / "nothing"), "--out", str(out)]) == 2

@@ -22,8 +22,9 @@ from typing import Any
 
 import torch
 
-from sparsify.export.footprint import footprint, write_footprint
 from sparsify.fileio import atomic_write_json, atomic_write_text
+from sparsify.footprint import footprint, write_footprint
+from sparsify.pipeline.checkpoint import load_checkpoint
 from sparsify.pipeline.zoo import build_model
 from sparsify.tables import md_table
 
@@ -124,8 +125,12 @@ def main() -> int:
                 f"resnet18, {fraction:.0%} random zeros",
             )
         )
-    for stem, path, fraction, title in jobs:
-        result = footprint(path)
+    for stem, source, fraction, title in jobs:
+        if isinstance(source, Path):  # a trained checkpoint: measure its saved tensors
+            saved = load_checkpoint(source)
+            result = footprint(saved.state_dict, checkpoint_file=saved.path)
+        else:
+            result = footprint(source)
         write_footprint(result, out, stem=stem, title=f"Footprint: {title}")
         zeros = 1.0 - result["prunable"]["density"]
         summary[stem] = {

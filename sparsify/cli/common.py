@@ -92,8 +92,7 @@ def run_one(
             recipe,
             {**result.metrics, "history": result.history},
             extra_metadata=result.extra_metadata,
-            # TODO(lead): pass input_shape=tuple(data.input_shape) here once save_checkpoint
-            # (helper "model") accepts it; metrics.json["input_shape"] holds it meanwhile.
+            input_shape=tuple(data.input_shape),
         )
         clear_train_state(out)
     return result.metrics

@@ -31,6 +31,7 @@ is kept as a stored entry, so dense -> sparse -> dense is bit-exact for every in
 from __future__ import annotations
 
 import hashlib
+import json
 import zlib
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -44,6 +45,28 @@ FORMAT = "sparsify.scipy_bundle"
 FORMAT_VERSION = "2"
 MANIFEST = "manifest.json"
 DATA_FILE = "arrays.bin"
+
+
+def is_bundle_dir(path: Path) -> bool:
+    """True when ``path`` is empty or holds exactly a bundle this module's writer made: only
+    ``manifest.json`` and ``arrays.bin``, the manifest a small JSON object naming this format.
+    A folder that merely holds a file called ``manifest.json`` is not one (it is never replaced).
+    """
+    names = {p.name for p in path.iterdir()}
+    if not names:
+        return True
+    if not names <= {MANIFEST, DATA_FILE} or MANIFEST not in names:
+        return False
+    manifest = path / MANIFEST
+    if not manifest.is_file() or manifest.is_symlink() or manifest.stat().st_size > 64 << 20:
+        return False
+    try:
+        head = json.loads(manifest.read_bytes())
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(head, dict) and head.get("format") == FORMAT
+
+
 SPARSE_FORMATS = ("csr", "csc", "coo", "bsr")
 STORES = ("both", "scipy", "compact")
 # auto: per array, zlib where that is smaller than the raw bytes, else none

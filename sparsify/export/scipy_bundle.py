@@ -76,18 +76,6 @@ def tensor_to_numpy(name: str, t: torch.Tensor) -> np.ndarray:
     return a
 
 
-def _check_out_dir(out: Path) -> None:
-    """Replace only an empty directory or an earlier bundle: never a checkpoint or a home dir."""
-    if not out.exists():
-        return
-    if not out.is_dir():
-        raise SparsifyError(f"--out {out} is a file; choose a directory path.")
-    if any(out.iterdir()) and not (out / bf.MANIFEST).is_file():
-        raise SparsifyError(
-            f"--out {out} exists and is not a sparsify bundle; choose a new or empty directory."
-        )
-
-
 def export_scipy_bundle(
     source: Source,
     out_dir: str | os.PathLike[str],
@@ -150,9 +138,11 @@ def export_scipy_bundle(
         graph_json = capture_graph(model)
     arrays = {name: tensor_to_numpy(name, t) for name, t in state.items()}
     out = Path(out_dir)
-    _check_out_dir(out)
     entries: list[dict[str, Any]] = []
-    with atomic_directory(out) as tmp, open(tmp / bf.DATA_FILE, "wb") as f:
+    with (
+        atomic_directory(out, is_ours=bf.is_bundle_dir) as tmp,
+        open(tmp / bf.DATA_FILE, "wb") as f,
+    ):
         # written in place: the whole directory is published atomically, or not at all
         container = _Container(f, codec)
         for name, a in arrays.items():

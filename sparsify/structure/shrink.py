@@ -41,7 +41,6 @@ from sparsify.timing import measure_latency
 
 __all__ = [
     "ShrinkReport",
-    "build_checkpoint_model",
     "count_macs",
     "count_params",
     "layer_widths",
@@ -254,20 +253,6 @@ def shrink_(
         )
     finally:
         model.train(was_training)
-
-
-def build_checkpoint_model(ckpt: Any) -> nn.Module:
-    """The model of a (possibly shrunk) :class:`~sparsify.pipeline.checkpoint.Checkpoint`, in eval mode.
-
-    Builds the recipe's architecture, gives it the checkpoint's widths with
-    :func:`resize_to_state_dict_`, then loads the weights strictly (names must all match).
-    Unlike ``Checkpoint.build_model`` it resizes even without the ``shrunk`` metadata (a
-    state_dict saved from a model shrunk by hand).
-
-    Raises:
-        SparsifyError: the weights' names do not fit the recipe's model.
-    """
-    return ckpt.build_model(resize=True)
 
 
 def layer_widths(model: nn.Module) -> dict[str, list[int]]:
