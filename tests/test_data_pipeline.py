@@ -364,7 +364,19 @@ def test_cli_resnet18_on_a_png_image_folder(tmp_path: Path) -> None:
     assert m["input_shape"] == [3, 32, 32] and m["num_classes"] == 2
     assert m["data"]["classes"] == ["green", "red"] and m["data"]["augment"] is True
     assert m["train_images"] + m["val_images"] == 24 and m["test_images"] == 8
-    assert load_checkpoint(out).recipe.model.name == "torchvision:resnet18"
+    ckpt = load_checkpoint(out)
+    assert ckpt.recipe.model.name == "torchvision:resnet18"
+    assert list(ckpt.input_shape) == [3, 32, 32]  # the dataset's shape, recorded: never guessed
+    exported = tmp_path / "export"
+    assert main(["export", str(out), "--format", "all", "--out", str(exported)]) == 0
+    import numpy as np
+
+    from sparsify.export.onnx import COMPACT_FILE, INPUT_NAME, ort_session
+
+    x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    logits = ort_session(exported / "onnx" / COMPACT_FILE).run(None, {INPUT_NAME: x})[0]
+    assert logits.shape == (3, 2)
+    assert main(["stats", str(out)]) == 0
 
 
 def test_cli_image_folder_without_a_folder_is_one_line(tmp_path: Path, capsys) -> None:
