@@ -50,13 +50,18 @@ __all__ = [
     "spmm",
 ]
 
-# vectors per output tile in the matrix product (x VW floats); 4 on AVX2 = 32 batch columns
-DEFAULT_TILE_VECTORS = 4
+# floats per output tile (batch columns or output positions): 64 = 8 AVX2 / 4 AVX-512
+# registers of accumulators; measured best at batch 64 (results/kernels/README.md)
+DEFAULT_TILE_FLOATS = 64
 _scratch = threading.local()
 
 
 def _lib(flags: tuple[str, ...] | None = None) -> build.Library | None:
     return build.load(flags)
+
+
+def _default_nv(lib: build.Library) -> int:
+    return max(1, min(8, DEFAULT_TILE_FLOATS // lib.vector_width))
 
 
 def available() -> bool:
@@ -138,7 +143,16 @@ def _bias(bias: Any, n: int) -> np.ndarray | None:
 
 
 def _ptr(a: np.ndarray | None) -> int | None:
-    return None if a is None else a.ctypes.data
+    """The data address of ``a`` (None for None); cheaper than ``a.ctypes.data``."""
+    return None if a is None else a.__array_interface__["data"][0]
+
+
+def _weight_ptrs(sw: SparseWeight) -> tuple[int, int, int]:
+    """(ptr, idx, val) addresses, cached: the arrays are owned and read-only."""
+    ptrs = sw._cache.get("ptrs")
+    if ptrs is None:
+        ptrs = sw._cache["ptrs"] = (_ptr(sw.ptr), _ptr(sw.idx), _ptr(sw.val))
+    return ptrs
 
 
 def spmm(
@@ -159,7 +173,8 @@ def spmm(
         out: optional result buffer (float32, C-contiguous, (batch, rows)).
         bias: optional (rows,) added to every row of the result.
         threads: OpenMP threads (None: all cores).
-        tile_vectors: output tile width in vectors (1, 2, 4, 8; None: 4); a tuning knob.
+        tile_vectors: output tile width in vectors (1, 2, 4, 8; None: 64 floats); a tuning
+            knob.
 
     Batch 1 runs a gather-based dot product per row (memory-bound); larger batches the
     register-tiled product over the transposed activation (see spk.c).
@@ -188,17 +203,15 @@ def spmm(
         return y
     if batch == 1:
         rc = lib.lib.spk_spmv(
-            rows, cols, sw.panel, sw.nkb, _ptr(sw.ptr), _ptr(sw.idx), _ptr(sw.val),
-            _ptr(xa), _ptr(y), _ptr(b), nt,
+            rows, cols, sw.panel, sw.nkb, *_weight_ptrs(sw), _ptr(xa), _ptr(y), _ptr(b), nt,
         )  # fmt: skip
     else:
         vw = lib.vector_width
         bpad = -(-batch // vw) * vw
         xt = _buffer("xt", cols * bpad, np.float32)
         rc = lib.lib.spk_spmm(
-            rows, cols, sw.panel, sw.nkb, _ptr(sw.ptr), _ptr(sw.idx), _ptr(sw.val),
-            _ptr(xa), batch, _ptr(y), _ptr(b), _ptr(xt),
-            tile_vectors or DEFAULT_TILE_VECTORS, nt,
+            rows, cols, sw.panel, sw.nkb, *_weight_ptrs(sw), _ptr(xa), batch, _ptr(y), _ptr(b), _ptr(xt),
+            tile_vectors or _default_nv(lib), nt,
         )  # fmt: skip
     if rc != 0:
         raise MemoryError(f"sparsify.kernels: spmm failed with code {rc} (out of memory)")
@@ -322,11 +335,12 @@ def sparse_conv2d(
     scratch = _buffer("phases", phase_floats, np.float32)
     colmap = _buffer("colmap", sw.shape[1], np.int32)
     rc = lib.lib.spk_conv2d(
-        oc, ic, kh, kw, sw.panel, sw.nkb, _ptr(sw.ptr), _ptr(sw.idx), _ptr(sw.val),
-        _ptr(xa), n, h, w, s[0], s[1], p[0], p[1], d[0], d[1], ho, wo,
+        oc, ic, kh, kw, sw.panel, sw.nkb, *_weight_ptrs(sw), _ptr(xa), n, h, w, s[0], s[1], p[0], p[1], d[0], d[1], ho, wo,
         _ptr(y), _ptr(b), _ptr(scratch), hq, wq, phase_floats, _ptr(colmap),
-        tile_vectors or DEFAULT_TILE_VECTORS, nt,
+        tile_vectors or _default_nv(lib), nt,
     )  # fmt: skip
+    if rc == -3:
+        raise SparsifyError(f"sparse_conv2d: strides above 64 are not supported; got {s}.")
     if rc != 0:
         raise MemoryError(f"sparsify.kernels: sparse_conv2d failed with code {rc} (out of memory)")
     return y

@@ -29,8 +29,8 @@ from sparsify.errors import SparsifyError
 
 LAYOUTS = ("auto", "csr", "blocked")
 # default blocking (see results/kernels/README.md for the measurements behind them)
-DEFAULT_PANEL = 64
-DEFAULT_KBLOCK = 256
+DEFAULT_PANEL = 128
+DEFAULT_KBLOCK = 128
 INT32_MAX = 2**31 - 1
 
 
@@ -74,6 +74,7 @@ class SparseWeight:
     def ensure_checked(self) -> None:
         """Re-run check() if someone made an array writable again (cheap otherwise)."""
         if self.ptr.flags.writeable or self.idx.flags.writeable or self.val.flags.writeable:
+            self._cache.pop("ptrs", None)
             self.check()
             for a in (self.ptr, self.idx, self.val):
                 a.flags.writeable = False
@@ -81,7 +82,7 @@ class SparseWeight:
     @property
     def nkb(self) -> int:
         """Number of column blocks."""
-        return max(1, math.ceil(self.shape[1] / self.kblock))
+        return max(1, -(-self.shape[1] // self.kblock))
 
     @property
     def npanels(self) -> int:
@@ -231,8 +232,8 @@ def pack(
         layout: ``csr`` (one column block: best at batch 1), ``blocked`` (column blocks of
             ``kblock``: best for batches >= 16 and convolutions), ``auto`` = ``blocked``
             unless the weight has fewer than 2 * kblock columns.
-        panel: rows per panel (default 64).
-        kblock: columns per block for ``blocked`` (default 256).
+        panel: rows per panel (default 128).
+        kblock: columns per block for ``blocked`` (default 128).
 
     Returns:
         A checked, read-only SparseWeight.

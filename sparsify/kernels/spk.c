@@ -264,10 +264,15 @@ int spk_spmm(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
                      NULL, yt);
             const int T = nv * VW;
             const int64_t nb = batch - b0 < T ? batch - b0 : T;
-            for (int64_t b = 0; b < nb; b++) {
-                float *yr = y + (b0 + b) * rows + r0;
-                for (int q = 0; q < nr; q++)
-                    yr[q] = yt[(int64_t)q * T + b] + (bias ? bias[r0 + q] : 0.0f);
+            /* transpose the (nr, T) tile into y's (batch, rows) layout 16 rows at a time, so
+             * the 16 tile rows being read stay in L1 while the batch columns sweep */
+            for (int q0 = 0; q0 < nr; q0 += 16) {
+                const int q1 = q0 + 16 < nr ? q0 + 16 : nr;
+                for (int64_t b = 0; b < nb; b++) {
+                    float *yr = y + (b0 + b) * rows + r0;
+                    for (int q = q0; q < q1; q++)
+                        yr[q] = yt[(int64_t)q * T + b] + (bias ? bias[r0 + q] : 0.0f);
+                }
             }
         }
         free(yt);
@@ -364,6 +369,11 @@ int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int
                                     (int64_t)i * dh / sh * Wq + (int64_t)j * dw / sw;
                 colmap[(ic * kh + i) * kw + j] = (int32_t)off;
             }
+    /* phases some tap reads (a strided 1x1 conv reads one of sh * sw) */
+    char need_h[64] = {0}, need_w[64] = {0};
+    if (sh > 64 || sw > 64) return -3;
+    for (int i = 0; i < kh; i++) need_h[(int64_t)i * dh % sh] = 1;
+    for (int j = 0; j < kw; j++) need_w[(int64_t)j * dw % sw] = 1;
     const int64_t wide = Ho * Wq;
     const int64_t wpad = (wide + VW - 1) / VW * VW;
     const tiling tl = make_tiling(wpad, nvmax);
@@ -381,6 +391,7 @@ int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int
         for (int64_t ic = 0; ic < IC; ic++) {
             for (int a = 0; a < sh; a++)
                 for (int b = 0; b < sw; b++) {
+                    if (!(need_h[a] && need_w[b])) continue; /* no tap reads this phase */
                     float *dst = scratch + ((ic * sh + a) * sw + b) * plane;
                     for (int64_t u = 0; u < Hq; u++) {
                         const int64_t yy = u * sh + a - ph; /* row in the unpadded image */
@@ -397,10 +408,17 @@ int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int
                             memcpy(d + lo, src, (size_t)(hi - lo) * sizeof(float));
                             if (hi < Wq) memset(d + hi, 0, (size_t)(Wq - hi) * sizeof(float));
                         } else {
-                            for (int64_t v = 0; v < Wq; v++) {
-                                const int64_t xx = v * sw + b - pw;
-                                d[v] = (v * sw + b < Wp && xx >= 0 && xx < W) ? src[xx] : 0.0f;
-                            }
+                            /* columns v with 0 <= v * sw + b - pw < W (and inside Wp) */
+                            int64_t lo = pw - b > 0 ? (pw - b + sw - 1) / sw : 0;
+                            int64_t hi = (pw + W - b + sw - 1) / sw; /* first v past the image */
+                            const int64_t hp = (Wp - b + sw - 1) / sw;
+                            if (hi > hp) hi = hp;
+                            if (hi > Wq) hi = Wq;
+                            if (lo > hi) lo = hi;
+                            for (int64_t v = 0; v < lo; v++) d[v] = 0.0f;
+                            const float *sv = src + lo * sw + b - pw;
+                            for (int64_t v = lo; v < hi; v++) d[v] = sv[(v - lo) * sw];
+                            for (int64_t v = hi; v < Wq; v++) d[v] = 0.0f;
                         }
                     }
                 }
@@ -428,15 +446,22 @@ int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int
                 run_tile(nv, 1, ptr + p * nkb * (int64_t)P, idx, val, nkb, P, nr,
                          scratch + q0, colmap, yt);
                 const int T = nv * VW;
+                /* the tile covers wide positions [q0, q0 + T): runs of one output row each;
+                 * copy the part of each run with ow < Wo */
+                const int64_t oh0 = q0 / Wq, ow0 = q0 % Wq;
                 for (int q = 0; q < nr; q++) {
                     float *yo = yn + (r0 + q) * Ho * Wo;
                     const float bq = bias ? bias[r0 + q] : 0.0f;
                     const float *src = yt + (int64_t)q * T;
-                    int64_t oh = q0 / Wq, ow = q0 % Wq;
-                    for (int k = 0; k < T; k++) {
-                        if (oh >= Ho) break;
-                        if (ow < Wo) yo[oh * Wo + ow] = src[k] + bq;
-                        if (++ow == Wq) {
+                    int64_t oh = oh0, ow = ow0;
+                    for (int k = 0; k < T && oh < Ho;) {
+                        const int64_t run = Wq - ow < T - k ? Wq - ow : T - k;
+                        const int64_t keep = Wo - ow < run ? (Wo - ow > 0 ? Wo - ow : 0) : run;
+                        float *dst = yo + oh * Wo + ow;
+                        for (int64_t m = 0; m < keep; m++) dst[m] = src[k + m] + bq;
+                        k += (int)run;
+                        ow += run;
+                        if (ow == Wq) {
                             ow = 0;
                             oh++;
                         }
