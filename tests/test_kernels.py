@@ -96,6 +96,10 @@ def test_thread_counts_give_identical_bits():
     for batch in (1, 5, 64):
         x = rng.standard_normal((batch, 400)).astype(np.float32)
         assert np.array_equal(K.spmm(sw, x, threads=1), K.spmm(sw, x, threads=2))
+    # one panel and one tile: two threads split the panel into row chunks
+    small = K.pack(_weight(rng, (120, 400), 0.1))
+    x = rng.standard_normal((64, 400)).astype(np.float32)
+    assert np.array_equal(K.spmm(small, x, threads=1), K.spmm(small, x, threads=2))
     wc = _weight(rng, (24, 8, 3, 3), 0.2)
     swc = K.pack(wc, panel=8, kblock=16)
     img = rng.standard_normal((2, 8, 15, 13)).astype(np.float32)

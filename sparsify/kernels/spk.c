@@ -241,7 +241,12 @@ int spk_spmm(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
     }
 
     const int64_t npanels = (rows + P - 1) / P;
-    const int64_t nwork = npanels * ntiles;
+    /* small layers: cut panels into row chunks so every thread gets work (a row's result
+     * does not depend on the chunking, so this keeps results identical across threads) */
+    int64_t nsub = 1;
+    while (nt > 1 && npanels * ntiles * nsub < 4 * nt && P / (nsub * 2) >= 8) nsub *= 2;
+    const int64_t sub = (P + nsub - 1) / nsub;
+    const int64_t nwork = npanels * nsub * ntiles;
     int err = 0;
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -254,14 +259,17 @@ int spk_spmm(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
 #pragma omp for schedule(dynamic, 1)
         for (int64_t w = 0; w < nwork; w++) {
             if (!yt) continue;
-            const int64_t p = w / ntiles;
-            const int64_t r0 = p * P;
-            const int nr = (int)(rows - r0 < P ? rows - r0 : P);
+            const int64_t p = w / (ntiles * nsub);
+            const int64_t qa = (w / ntiles) % nsub * sub;
+            const int64_t r0 = p * P + qa;
+            const int64_t pend = (p + 1) * P < rows ? (p + 1) * P : rows;
+            if (r0 >= pend) continue;
+            const int nr = (int)(pend - r0 < sub ? pend - r0 : sub);
             int nv;
             int64_t b0;
             tile_at(&tl, w % ntiles, &b0, &nv);
-            run_tile(nv, 0, ptr + p * nkb * (int64_t)P, idx, val, nkb, P, nr, xt + b0 * cols,
-                     NULL, yt);
+            run_tile(nv, 0, ptr + p * nkb * (int64_t)P + qa, idx, val, nkb, P, nr,
+                     xt + b0 * cols, NULL, yt);
             const int T = nv * VW;
             const int64_t nb = batch - b0 < T ? batch - b0 : T;
             /* transpose the (nr, T) tile into y's (batch, rows) layout 16 rows at a time, so
