@@ -73,6 +73,9 @@ def test_spmm_matches_dense(shape, density):
             _assert_fp32_close(K.spmm(packs[1], x, threads=1, tile_vectors=tv), ref, scale)
         for sw in packs:
             _assert_fp32_close(K.spmm(sw, x, bias=bias), refb, scaleb)
+        # the transposed layout: (in, batch) -> (out, batch)
+        yt = K.spmm_t(packs[2], np.ascontiguousarray(x.T), bias=bias, threads=1)
+        _assert_fp32_close(yt, refb.T, scaleb.T)
 
 
 def test_empty_rows_and_empty_column_blocks():
@@ -96,6 +99,8 @@ def test_thread_counts_give_identical_bits():
     for batch in (1, 5, 64):
         x = rng.standard_normal((batch, 400)).astype(np.float32)
         assert np.array_equal(K.spmm(sw, x, threads=1), K.spmm(sw, x, threads=2))
+        xt = np.ascontiguousarray(x.T)
+        assert np.array_equal(K.spmm_t(sw, xt, threads=1), K.spmm_t(sw, xt, threads=2))
     # one panel and one tile: two threads split the panel into row chunks
     small = K.pack(_weight(rng, (120, 400), 0.1))
     x = rng.standard_normal((64, 400)).astype(np.float32)
@@ -121,6 +126,10 @@ def test_out_buffer_and_pack_sources():
     w4 = _weight(rng, (4, 3, 2, 5), 0.5)
     assert np.array_equal(K.pack(w4).to_dense(), w4)
     assert K.pack(w).nnz == np.count_nonzero(w)
+    # auto picks the column block by density; csr when the weight is narrow
+    assert K.pack(_weight(rng, (8, 4096), 0.01)).kblock == 1024
+    assert K.pack(_weight(rng, (8, 4096), 0.5)).kblock == 128
+    assert K.pack(_weight(rng, (8, 100), 0.5)).layout == "csr"
 
 
 CONV_CASES = [
@@ -170,9 +179,9 @@ def test_fallback_when_switched_off(monkeypatch):
     for batch in (1, 6):
         x = rng.standard_normal((batch, 45)).astype(np.float32)
         ref, scale = _linear_ref(w, x, bias)
-        _assert_fp32_close(
-            K.spmm(K.pack(w, "blocked", panel=4, kblock=8), x, bias=bias), ref, scale
-        )
+        sw = K.pack(w, "blocked", panel=4, kblock=8)
+        _assert_fp32_close(K.spmm(sw, x, bias=bias), ref, scale)
+        _assert_fp32_close(K.spmm_t(sw, np.ascontiguousarray(x.T), bias=bias), ref.T, scale.T)
     wc = _weight(rng, (6, 3, 3, 3), 0.4)
     img = rng.standard_normal((2, 3, 9, 8)).astype(np.float32)
     xt, wt = torch.from_numpy(img).double(), torch.from_numpy(wc).double()
@@ -286,6 +295,8 @@ def test_mutation_after_pack_is_caught_before_c():
         (lambda sw: K.spmm(sw, np.ones((2, 10)), threads=0), "'threads'"),
         (lambda sw: K.spmm(sw, np.ones((2, 10)), bias=np.ones(5)), "'bias'"),
         (lambda sw: K.spmm("w", np.ones((2, 10))), "needs a SparseWeight"),
+        (lambda sw: K.spmm_t(sw, np.ones((2, 10))), r"shape \(10, batch\)"),
+        (lambda sw: K.spmm_t(sw, np.ones((10, 2)), out=np.empty((2, 6), np.float32)), "'out'"),
         (lambda sw: K.sparse_conv2d(sw, np.ones((1, 10, 4, 4))), "4-D"),
     ],
 )

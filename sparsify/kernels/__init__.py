@@ -48,6 +48,7 @@ __all__ = [
     "pack",
     "sparse_conv2d",
     "spmm",
+    "spmm_t",
 ]
 
 # floats per output tile (batch columns or output positions): 64 = 8 AVX2 / 4 AVX-512
@@ -215,6 +216,60 @@ def spmm(
         )  # fmt: skip
     if rc != 0:
         raise MemoryError(f"sparsify.kernels: spmm failed with code {rc} (out of memory)")
+    return y
+
+
+def spmm_t(
+    sw: SparseWeight,
+    xt: Any,
+    out: np.ndarray | None = None,
+    *,
+    bias: Any = None,
+    threads: int | None = None,
+    tile_vectors: int | None = None,
+    _flags: tuple[str, ...] | None = None,
+) -> np.ndarray:
+    """``y = W @ xt + bias[:, None]`` in the transposed layout: xt (cols, batch) -> (rows, batch).
+
+    Same kernels and contract as ``spmm`` without its two transpositions (activation in,
+    result out): a chain of sparse layers can keep its activations as (features, batch).
+    Batch 1 runs the same gather-based dot product as ``spmm``.
+    """
+    if not isinstance(sw, SparseWeight):
+        raise SparsifyError(
+            f"spmm_t needs a SparseWeight from kernels.pack; got {type(sw).__name__}."
+        )
+    sw.ensure_checked()
+    nt = _threads(threads)
+    rows, cols = sw.shape
+    xa = _f32("xt", xt)
+    if xa.ndim != 2 or xa.shape[0] != cols:
+        raise SparsifyError(f"spmm_t: xt must have shape ({cols}, batch); got {xa.shape}.")
+    batch = xa.shape[1]
+    y = _check_out(out, (rows, batch))
+    b = _bias(bias, rows)
+    lib = _lib(_flags)
+    if batch == 0 or rows == 0:
+        return y
+    if lib is None:
+        res = np.asarray(sw.to_scipy() @ xa)
+        y[...] = res if b is None else res + b[:, None]
+        return y
+    if batch == 1:  # (cols, 1) and (rows, 1) are plain vectors
+        rc = lib.lib.spk_spmv(
+            rows, cols, sw.panel, sw.nkb, *_weight_ptrs(sw), _ptr(xa), _ptr(y), _ptr(b), nt,
+        )  # fmt: skip
+        if rc != 0:
+            raise MemoryError(f"sparsify.kernels: spmm_t failed with code {rc}")
+        return y
+    vw = lib.vector_width
+    scratch = _buffer("xt", cols * (-(-batch // vw) * vw), np.float32)
+    rc = lib.lib.spk_spmm_t(
+        rows, cols, sw.panel, sw.nkb, *_weight_ptrs(sw), _ptr(xa), batch, _ptr(y), _ptr(b),
+        _ptr(scratch), tile_vectors or _default_nv(lib), nt,
+    )  # fmt: skip
+    if rc != 0:
+        raise MemoryError(f"sparsify.kernels: spmm_t failed with code {rc} (out of memory)")
     return y
 
 

@@ -143,6 +143,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.spk_max_threads.restype = i32
     lib.spk_spmm.restype = i32
     lib.spk_spmm.argtypes = [i64, i64, i32, i32, vp, vp, vp, vp, i64, vp, vp, vp, i32, i32]
+    lib.spk_spmm_t.restype = i32
+    lib.spk_spmm_t.argtypes = [i64, i64, i32, i32, vp, vp, vp, vp, i64, vp, vp, vp, i32, i32]
     lib.spk_spmv.restype = i32
     lib.spk_spmv.argtypes = [i64, i64, i32, i32, vp, vp, vp, vp, vp, vp, i32]
     lib.spk_conv2d.restype = i32

@@ -217,6 +217,19 @@ def _as_coo(w: Any) -> tuple[tuple[int, int], np.ndarray, np.ndarray, np.ndarray
     return arr.shape, rows, cols, arr[rows, cols], kernel_size
 
 
+def auto_kblock(density: float) -> int:
+    """Column block for ``layout="auto"``: the power of two nearest 12.8 / density, >= 128.
+
+    A row's segment in a block then holds ~13 nonzeros or more (shorter segments pay the
+    per-segment overhead, a loop exit and an accumulator reload, on too little work), and at
+    density >= 0.1 the block stays at 128 columns, whose activation slice (128 x 64 floats)
+    fits L1. Measured on Linear 4096^2, batch 16-256 (results/kernels/NOTES.md).
+    """
+    if density <= 0:
+        return DEFAULT_KBLOCK
+    return max(DEFAULT_KBLOCK, 2 ** round(math.log2(12.8 / density)))
+
+
 def pack(
     w: Any,
     layout: str = "auto",
@@ -231,9 +244,10 @@ def pack(
             takes, e.g. a CPU torch tensor), or a 2-D scipy sparse matrix. Zeros are dropped.
         layout: ``csr`` (one column block: best at batch 1), ``blocked`` (column blocks of
             ``kblock``: best for batches >= 16 and convolutions), ``auto`` = ``blocked``
-            unless the weight has fewer than 2 * kblock columns.
+            with ``kblock`` from ``auto_kblock(density)`` unless given, and ``csr`` when
+            the weight has fewer than 2 * kblock columns.
         panel: rows per panel (default 128).
-        kblock: columns per block for ``blocked`` (default 128).
+        kblock: columns per block for ``blocked`` (default 128; ``auto``: by density).
 
     Returns:
         A checked, read-only SparseWeight.
@@ -249,6 +263,8 @@ def pack(
     kb = DEFAULT_KBLOCK if kblock is None else int(kblock)
     if panel < 1 or kb < 1:
         raise SparsifyError(f"pack: panel ({panel}) and kblock ({kb}) must be >= 1.")
+    if layout == "auto" and kblock is None and n_rows * n_cols:
+        kb = auto_kblock(vals.shape[0] / (n_rows * n_cols))
     if layout == "csr" or (layout == "auto" and n_cols < 2 * kb):
         kb = max(n_cols, 1)
     nkb = max(1, math.ceil(n_cols / kb))

@@ -188,6 +188,12 @@ static inline void tile_at(const tiling *t, int64_t i, int64_t *p0, int *nv) {
     }
 }
 
+/* scratch for one (P, nvmax * VW) output tile; C11 wants the size a multiple of 64 */
+static float *tile_alloc(int P, int nvmax) {
+    size_t bytes = (size_t)P * nvmax * VW * sizeof(float);
+    return aligned_alloc(64, (bytes + 63) / 64 * 64);
+}
+
 static int clamp_nv(int nvmax) {
     if (nvmax >= 8) return 8;
     if (nvmax >= 4) return 4;
@@ -204,13 +210,15 @@ static int nthreads(int threads) {
 #endif
 }
 
-/* ---- Y = X W^T (linear layer), batch >= 2 ------------------------------------------------
- * x: (batch, cols) row-major; y: (batch, rows) row-major; bias: (rows,) or NULL.
- * xt: scratch of cols * round_up(batch, VW) floats (the transposed, zero-padded activation).
- * Returns 0, or a negative code on allocation failure (y untouched is not guaranteed). */
-int spk_spmm(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
-             const int32_t *idx, const float *val, const float *x, int64_t batch, float *y,
-             const float *bias, float *xt, int nvmax, int threads) {
+/* ---- matrix product, batch >= 2 ----------------------------------------------------------
+ * transposed == 0: x (batch, cols), y (batch, rows); transposed == 1: x (cols, batch),
+ * y (rows, batch); all row-major; bias: (rows,) or NULL. xt: scratch of
+ * cols * round_up(batch, VW) floats, filled with the activation packed tile by tile.
+ * Returns 0, or -1 on allocation failure. */
+static int spmm_core(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
+                     const int32_t *idx, const float *val, const float *x, int transposed,
+                     int64_t batch, float *y, const float *bias, float *xt, int nvmax,
+                     int threads) {
     const int nt = nthreads(threads);
     const int64_t bpad = (batch + VW - 1) / VW * VW;
     nvmax = clamp_nv(nvmax);
@@ -230,8 +238,16 @@ int spk_spmm(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
         const int64_t c0 = (w % nchunks) * 64;
         const int64_t c1 = c0 + 64 < cols ? c0 + 64 : cols;
         float *dst = xt + b0 * cols;
+        const int64_t nb = batch - b0 < T ? batch - b0 : T;
+        if (transposed) { /* x is (cols, batch): copy row slices, no transposition */
+            for (int64_t c = c0; c < c1; c++) {
+                memcpy(dst + c * T, x + c * batch + b0, (size_t)nb * sizeof(float));
+                for (int64_t b = nb; b < T; b++) dst[c * T + b] = 0.0f;
+            }
+            continue;
+        }
         for (int b = 0; b < T; b++) {
-            if (b0 + b < batch) {
+            if (b < nb) {
                 const float *xr = x + (b0 + b) * cols;
                 for (int64_t c = c0; c < c1; c++) dst[c * T + b] = xr[c];
             } else {
@@ -251,7 +267,7 @@ int spk_spmm(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        float *yt = aligned_alloc(64, (size_t)P * nvmax * VW * sizeof(float));
+        float *yt = tile_alloc(P, nvmax);
         if (!yt) {
 #pragma omp atomic write
             err = -1;
@@ -272,6 +288,14 @@ int spk_spmm(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
                      xt + b0 * cols, NULL, yt);
             const int T = nv * VW;
             const int64_t nb = batch - b0 < T ? batch - b0 : T;
+            if (transposed) { /* y is (rows, batch): tile rows are contiguous runs */
+                for (int q = 0; q < nr; q++) {
+                    float *yr = y + (r0 + q) * batch + b0;
+                    const float bq = bias ? bias[r0 + q] : 0.0f;
+                    for (int64_t b = 0; b < nb; b++) yr[b] = yt[(int64_t)q * T + b] + bq;
+                }
+                continue;
+            }
             /* transpose the (nr, T) tile into y's (batch, rows) layout 16 rows at a time, so
              * the 16 tile rows being read stay in L1 while the batch columns sweep */
             for (int q0 = 0; q0 < nr; q0 += 16) {
@@ -286,6 +310,24 @@ int spk_spmm(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
         free(yt);
     }
     return err;
+}
+
+/* Y = X W^T: x (batch, cols) row-major -> y (batch, rows) row-major.
+ * xt: scratch of cols * round_up(batch, VW) floats. */
+int spk_spmm(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
+             const int32_t *idx, const float *val, const float *x, int64_t batch, float *y,
+             const float *bias, float *xt, int nvmax, int threads) {
+    return spmm_core(rows, cols, P, nkb, ptr, idx, val, x, 0, batch, y, bias, xt, nvmax,
+                     threads);
+}
+
+/* Y^T = W X^T: x (cols, batch) -> y (rows, batch), both row-major; no transpositions, so
+ * a chain of layers can keep activations as (features, batch). Same scratch as spk_spmm. */
+int spk_spmm_t(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
+               const int32_t *idx, const float *val, const float *x, int64_t batch, float *y,
+               const float *bias, float *xt, int nvmax, int threads) {
+    return spmm_core(rows, cols, P, nkb, ptr, idx, val, x, 1, batch, y, bias, xt, nvmax,
+                     threads);
 }
 
 /* ---- y = W x (batch 1): dot product per row, gathers from x --------------------------- */
@@ -437,7 +479,7 @@ int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
         {
-            float *yt = aligned_alloc(64, (size_t)P * nvmax * VW * sizeof(float));
+            float *yt = tile_alloc(P, nvmax);
             if (!yt) {
 #pragma omp atomic write
                 err = -1;
