@@ -7,7 +7,11 @@ Linear (out x in, default 4096 x 4096) with random unstructured zeros; per (zero
 threads) every candidate is timed interleaved (shuffled order per repetition, medians;
 sparsify.timing.time_interleaved), threads pinned per candidate:
 
-    sparsify_csr / sparsify_blocked   sparsify.kernels.spmm on the two layouts
+    sparsify_csr / sparsify_auto      sparsify.kernels.spmm on the csr layout and on the
+                                      blocked one that pack(layout="auto") picks
+    sparsify_t                        sparsify.kernels.spmm_t (auto layout) on the activation
+                                      already transposed, (in, batch) -> (out, batch): what a
+                                      runtime that keeps activations transposed pays
     torch_dense                       x @ W.T (torch.set_num_threads)
     ort_dense                         onnxruntime MatMul session, intra_op threads pinned,
                                       session.intra_op.allow_spinning = 0
@@ -144,7 +148,7 @@ def bench_linear(args: argparse.Namespace, probe_out: dict[str, Any]) -> list[di
     for z, w in weights.items():
         nnz = int(np.count_nonzero(w))
         sw_csr = K.pack(w, "csr")
-        sw_blk = K.pack(w, "blocked")
+        sw_blk = K.pack(w, "auto")
         csr = sp.csr_matrix(w)
         tcsr = torch.from_numpy(w).to_sparse_csr()
         tw = torch.from_numpy(w)
@@ -152,14 +156,19 @@ def bench_linear(args: argparse.Namespace, probe_out: dict[str, Any]) -> list[di
         for batch in args.batches:
             x = rng.standard_normal((batch, in_f)).astype(np.float32)
             tx = torch.from_numpy(x)
+            xt = np.ascontiguousarray(x.T)
             out = np.empty((batch, out_f), np.float32)
+            out_t = np.empty((out_f, batch), np.float32)
             for threads in args.threads:
                 sess = sessions[threads]
                 fns = {
                     "sparsify_csr": lambda sw=sw_csr, x=x, out=out, t=threads: K.spmm(
                         sw, x, out, threads=t
                     ),
-                    "sparsify_blocked": lambda sw=sw_blk, x=x, out=out, t=threads: K.spmm(
+                    "sparsify_auto": lambda sw=sw_blk, x=x, out=out, t=threads: K.spmm(
+                        sw, x, out, threads=t
+                    ),
+                    "sparsify_t": lambda sw=sw_blk, x=xt, out=out_t, t=threads: K.spmm_t(
                         sw, x, out, threads=t
                     ),
                     "torch_dense": lambda tx=tx, tw=tw: tx @ tw.T,
@@ -173,7 +182,7 @@ def bench_linear(args: argparse.Namespace, probe_out: dict[str, Any]) -> list[di
                     timings = time_interleaved(fns, reps=args.reps, min_sample_s=args.min_sample_s)
                     load_after = loadavg()
                 ms = {k: v.median * 1e3 for k, v in timings.items()}
-                best = min(("sparsify_csr", "sparsify_blocked"), key=ms.__getitem__)
+                best = min(("sparsify_csr", "sparsify_auto"), key=ms.__getitem__)
                 row = {
                     "zeros_pct": z,
                     "nnz": nnz,
@@ -183,6 +192,7 @@ def bench_linear(args: argparse.Namespace, probe_out: dict[str, Any]) -> list[di
                     "iqr_ms": {k: v.iqr * 1e3 for k, v in timings.items()},
                     "gflops_nnz": {k: 2 * nnz * batch / (v / 1e3) / 1e9 for k, v in ms.items()},
                     "best_sparsify": best,
+                    "auto_kblock": sw_blk.kblock,
                     "speedup_vs_ort_dense": ms["ort_dense"] / ms[best],
                     "load_before": load_before,
                     "load_after": load_after,
@@ -296,10 +306,18 @@ def markdown(report: dict[str, Any]) -> str:
     lines += [
         f"## Linear {report['shape'][0]}x{report['shape'][1]}: median ms (effective GFLOP/s on nonzeros)",
         "",
+        "Best = the faster of sparsify_csr and sparsify_auto (same input and output layout as "
+        "torch and onnxruntime); sparsify_t takes the activation transposed (in, batch) and "
+        "returns (out, batch), what a runtime keeping activations transposed would pay. "
+        "% BW bound (batch 1) = (bytes the kernel must read / one-core read bandwidth over an "
+        "array that size, x threads) / measured time. Two-thread rows mean nothing while the "
+        "load average is above ~0.5 on this 2-core machine.",
+        "",
     ]
     names = [
         "sparsify_csr",
-        "sparsify_blocked",
+        "sparsify_auto",
+        "sparsify_t",
         "torch_dense",
         "ort_dense",
         "torch_csr",
