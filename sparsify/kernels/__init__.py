@@ -3,10 +3,15 @@
     from sparsify import kernels
     sw = kernels.pack(weight)                  # (out, in) or (out, in, kh, kw), zeros dropped
     y = kernels.spmm(sw, x, bias=b)            # x (batch, in) -> y (batch, out) = x W^T + b
+    yt = kernels.spmm_t(sw, xt)                # xt (in, batch) -> (out, batch): no transposes
     y = kernels.sparse_conv2d(sw4, img, stride=2, padding=1)   # (N, C, H, W) -> (N, OC, Ho, Wo)
     kernels.info()                             # ISA, compiler, flags, library path
 
 Contracts:
+- Layouts (``pack(w, layout)``): ``csr`` for batch 1 (a gather-based dot product per row,
+  memory-bound); ``blocked``/``auto`` for batches >= 2 and convolutions (register-tiled
+  product, column blocks sized by density). The converter should pick per layer and batch by
+  timing both; results/kernels/README.md has the measured crossovers.
 - Formulas: ``spmm`` computes ``y[b, o] = sum_i W[o, i] * x[b, i] + bias[o]`` (torch's
   ``F.linear``); ``sparse_conv2d`` computes torch's ``F.conv2d(x, W, bias, stride, padding,
   dilation, groups=1)``. fp32 in, fp32 out, fp32 accumulation (the sum order differs from
