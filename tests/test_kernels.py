@@ -113,6 +113,36 @@ def test_thread_counts_give_identical_bits():
     )
 
 
+def _fork_child(sw, x, q) -> None:
+    q.put((K.spmm(sw, x, threads=2), K.info()["available"]))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_does_not_hang():
+    """GNU OpenMP hangs in a child forked after a parallel region: the child falls back."""
+    import multiprocessing as mp
+
+    rng = np.random.default_rng(7)
+    sw = K.pack(_weight(rng, (300, 400), 0.2))
+    x = rng.standard_normal((64, 400)).astype(np.float32)
+    parent = K.spmm(sw, x, threads=2)  # starts the OpenMP pool in this process
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_fork_child, args=(sw, x, q))
+    proc.start()
+    try:
+        child, child_available = q.get(timeout=60)  # before join: the pipe holds ~77 KB
+    finally:
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+    assert proc.exitcode == 0
+    assert not child_available
+    ref, scale = _linear_ref(sw.to_dense(), x)
+    _assert_fp32_close(child, ref, scale)
+    _assert_fp32_close(parent, ref, scale)
+
+
 def test_out_buffer_and_pack_sources():
     rng = np.random.default_rng(3)
     w = _weight(rng, (40, 50), 0.2)

@@ -19,7 +19,9 @@ Contracts:
   ~ sqrt(nnz per row) * 2^-24 * sum |W x|).
 - Threads: ``threads=None`` uses all cores (OpenMP), an int pins that many. Every output is
   computed by one thread in an order fixed by the layout and the batch, so results are
-  bitwise identical for any thread count.
+  bitwise identical for any thread count. A process forked after this one ran a
+  multi-threaded call uses the scipy fallback (GNU OpenMP would hang in the child); use the
+  "spawn" start method, or threads=1 in the parent, to keep the kernels in children.
 - Inputs are taken as float32 C-contiguous (converted with a copy otherwise); ``out`` if
   given must already be float32, C-contiguous and of the result's shape.
 - Depthwise and other grouped convolutions are not handled here: at 1-9 weights per output
@@ -35,6 +37,7 @@ The C source is ``spk.c``; ``build.py`` says why it is compiled at first use, an
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -63,6 +66,8 @@ _scratch = threading.local()
 
 
 def _lib(flags: tuple[str, ...] | None = None) -> build.Library | None:
+    if _forked_after_pool:
+        return None  # see _after_fork_in_child
     return build.load(flags)
 
 
@@ -81,7 +86,10 @@ def info() -> dict[str, Any]:
     and ``reason`` when the fallback runs."""
     lib = _lib()
     if lib is None:
-        return {"available": False, "reason": build.failure_reason(), "fallback": "scipy.sparse"}
+        reason = build.failure_reason()
+        if _forked_after_pool:
+            reason = "forked after an OpenMP parallel region (GNU OpenMP is not fork-safe)"
+        return {"available": False, "reason": reason, "fallback": "scipy.sparse"}
     return {
         "available": True,
         "isa": lib.isa,
@@ -107,14 +115,35 @@ def _buffer(name: str, n: int, dtype: type) -> np.ndarray:
     return buf
 
 
+# GNU OpenMP is not fork-safe: a child forked after the parent ran a parallel region hangs
+# in its next OpenMP call, even a one-thread one (libgomp waits for the parent's pool threads,
+# which do not exist in the child). So we remember whether this process started the pool,
+# and a child forked after that computes with the scipy fallback: slower, never hung.
+_pool_started = False
+_forked_after_pool = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_after_pool
+    _forked_after_pool = _forked_after_pool or _pool_started
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def _threads(threads: int | None) -> int:
-    if threads is None:
-        return 0  # C side: all cores
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+    """The thread count for the C side (0 = all cores); 1 in a child forked after the pool."""
+    global _pool_started
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
         raise SparsifyError(
             f"The 'threads' parameter must be an int >= 1 or None. Got {threads!r} instead."
         )
-    return threads
+    if threads != 1:
+        _pool_started = True
+    return 0 if threads is None else threads
 
 
 def _f32(name: str, a: Any) -> np.ndarray:
