@@ -20,8 +20,8 @@ Contracts:
 - Threads: ``threads=None`` uses all cores (OpenMP), an int pins that many. Every output is
   computed by one thread in an order fixed by the layout and the batch, so results are
   bitwise identical for any thread count. A process forked after this one ran a
-  multi-threaded call uses the scipy fallback (GNU OpenMP would hang in the child); use the
-  "spawn" start method, or threads=1 in the parent, to keep the kernels in children.
+  multi-threaded call runs the kernels built without OpenMP, on one thread (GNU OpenMP would
+  hang in the child); the "spawn" start method keeps all cores in children.
 - Inputs are taken as float32 C-contiguous (converted with a copy otherwise); ``out`` if
   given must already be float32, C-contiguous and of the result's shape.
 - Depthwise and other grouped convolutions are not handled here: at 1-9 weights per output
@@ -66,9 +66,11 @@ _scratch = threading.local()
 
 
 def _lib(flags: tuple[str, ...] | None = None) -> build.Library | None:
-    if _forked_after_pool:
-        return None  # see _after_fork_in_child
-    return build.load(flags)
+    lib = build.load(flags)
+    if lib is not None and _forked_after_pool and lib.openmp:
+        # see _after_fork_in_child: the same source built without OpenMP (cached on disk)
+        return build.load(tuple(f for f in lib.flags if f != "-fopenmp"))
+    return lib
 
 
 def _default_nv(lib: build.Library) -> int:
@@ -86,10 +88,7 @@ def info() -> dict[str, Any]:
     and ``reason`` when the fallback runs."""
     lib = _lib()
     if lib is None:
-        reason = build.failure_reason()
-        if _forked_after_pool:
-            reason = "forked after an OpenMP parallel region (GNU OpenMP is not fork-safe)"
-        return {"available": False, "reason": reason, "fallback": "scipy.sparse"}
+        return {"available": False, "reason": build.failure_reason(), "fallback": "scipy.sparse"}
     return {
         "available": True,
         "isa": lib.isa,
@@ -118,7 +117,8 @@ def _buffer(name: str, n: int, dtype: type) -> np.ndarray:
 # GNU OpenMP is not fork-safe: a child forked after the parent ran a parallel region hangs
 # in its next OpenMP call, even a one-thread one (libgomp waits for the parent's pool threads,
 # which do not exist in the child). So we remember whether this process started the pool,
-# and a child forked after that computes with the scipy fallback: slower, never hung.
+# and a child forked after that loads the same kernels built without OpenMP (one thread;
+# compiled once, then cached like the main library) and never touches libgomp.
 _pool_started = False
 _forked_after_pool = False
 
