@@ -1,0 +1,435 @@
+"""Sparse-weight x dense-activation kernels for CPU inference (no torch needed).
+
+    from sparsify import kernels
+    sw = kernels.pack(weight)                  # (out, in) or (out, in, kh, kw), zeros dropped
+    y = kernels.spmm(sw, x, bias=b)            # x (batch, in) -> y (batch, out) = x W^T + b
+    yt = kernels.spmm_t(sw, xt)                # xt (in, batch) -> (out, batch): no transposes
+    y = kernels.sparse_conv2d(sw4, img, stride=2, padding=1)   # (N, C, H, W) -> (N, OC, Ho, Wo)
+    kernels.info()                             # ISA, compiler, flags, library path
+
+Contracts:
+- Layouts (``pack(w, layout)``): ``csr`` for batch 1 (a gather-based dot product per row,
+  memory-bound); ``blocked``/``auto`` for batches >= 2 and convolutions (register-tiled
+  product, column blocks sized by density). The converter should pick per layer and batch by
+  timing both; results/kernels/README.md has the measured crossovers.
+- Formulas: ``spmm`` computes ``y[b, o] = sum_i W[o, i] * x[b, i] + bias[o]`` (torch's
+  ``F.linear``); ``sparse_conv2d`` computes torch's ``F.conv2d(x, W, bias, stride, padding,
+  dilation, groups=1)``. fp32 in, fp32 out, fp32 accumulation (the sum order differs from
+  dense kernels: results agree with a float64 reference within fp32 rounding noise,
+  ~ sqrt(nnz per row) * 2^-24 * sum |W x|).
+- Threads: ``threads=None`` uses all cores (OpenMP), an int pins that many. Every output is
+  computed by one thread in an order fixed by the layout and the batch, so results are
+  bitwise identical for any thread count. A process forked after this one ran a
+  multi-threaded call runs the kernels built without OpenMP, on one thread (GNU OpenMP would
+  hang in the child); the "spawn" start method keeps all cores in children.
+- Inputs are taken as float32 C-contiguous (converted with a copy otherwise); ``out`` if
+  given must already be float32, C-contiguous and of the result's shape.
+- Depthwise and other grouped convolutions are not handled here: at 1-9 weights per output
+  they are memory-bound stencils that dense kernels (onnxruntime, torch) run at the limit;
+  callers keep them dense.
+- Fallback: when the C library cannot be built (no compiler, failed compilation) or
+  ``SPARSIFY_KERNELS=off``, the same functions compute with scipy's CSR product (one warning
+  line at first use; ``available()`` tells which path runs).
+
+The C source is ``spk.c``; ``build.py`` says why it is compiled at first use, and
+``layouts.py`` documents the packed format.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import numpy as np
+
+from sparsify.errors import SparsifyError
+from sparsify.kernels import build
+from sparsify.kernels.layouts import LAYOUTS, SparseWeight, pack
+
+__all__ = [
+    "LAYOUTS",
+    "SparseWeight",
+    "available",
+    "conv_output_size",
+    "info",
+    "pack",
+    "sparse_conv2d",
+    "spmm",
+    "spmm_t",
+]
+
+# floats per output tile (batch columns or output positions): 64 = 8 AVX2 / 4 AVX-512
+# registers of accumulators; measured best at batch 64 (results/kernels/README.md)
+DEFAULT_TILE_FLOATS = 64
+_scratch = threading.local()
+
+
+def _lib(flags: tuple[str, ...] | None = None) -> build.Library | None:
+    lib = build.load(flags)
+    if lib is not None and _forked_after_pool and lib.openmp:
+        # see _after_fork_in_child: the same source built without OpenMP (cached on disk)
+        return build.load(tuple(f for f in lib.flags if f != "-fopenmp"))
+    return lib
+
+
+def _default_nv(lib: build.Library) -> int:
+    return max(1, min(8, DEFAULT_TILE_FLOATS // lib.vector_width))
+
+
+def available() -> bool:
+    """True when the compiled kernels run (False: the scipy fallback runs)."""
+    return _lib() is not None
+
+
+def info() -> dict[str, Any]:
+    """How the kernels were built: ``available``, ``isa``, ``vector_width`` (floats),
+    ``openmp``, ``max_threads``, ``compiler``, ``compiler_version``, ``flags``, ``library``,
+    and ``reason`` when the fallback runs."""
+    lib = _lib()
+    if lib is None:
+        return {"available": False, "reason": build.failure_reason(), "fallback": "scipy.sparse"}
+    return {
+        "available": True,
+        "isa": lib.isa,
+        "vector_width": lib.vector_width,
+        "openmp": lib.openmp,
+        "max_threads": int(lib.lib.spk_max_threads()),
+        "compiler": lib.compiler,
+        "compiler_version": lib.compiler_version,
+        "flags": " ".join(lib.flags),
+        "library": str(lib.path),
+    }
+
+
+def _buffer(name: str, n: int, dtype: type) -> np.ndarray:
+    """A per-thread scratch array of at least n elements (grown, never shrunk)."""
+    store = getattr(_scratch, "bufs", None)
+    if store is None:
+        store = _scratch.bufs = {}
+    buf = store.get(name)
+    if buf is None or buf.shape[0] < n:
+        buf = np.empty(max(n, 1), dtype=dtype)
+        store[name] = buf
+    return buf
+
+
+# GNU OpenMP is not fork-safe: a child forked after the parent ran a parallel region hangs
+# in its next OpenMP call, even a one-thread one (libgomp waits for the parent's pool threads,
+# which do not exist in the child). So we remember whether this process started the pool,
+# and a child forked after that loads the same kernels built without OpenMP (one thread;
+# compiled once, then cached like the main library) and never touches libgomp.
+_pool_started = False
+_forked_after_pool = False
+
+
+def _after_fork_in_child() -> None:
+    global _forked_after_pool
+    _forked_after_pool = _forked_after_pool or _pool_started
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _threads(threads: int | None) -> int:
+    """The thread count for the C side (0 = all cores); 1 in a child forked after the pool."""
+    global _pool_started
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise SparsifyError(
+            f"The 'threads' parameter must be an int >= 1 or None. Got {threads!r} instead."
+        )
+    if threads != 1:
+        _pool_started = True
+    return 0 if threads is None else threads
+
+
+def _f32(name: str, a: Any) -> np.ndarray:
+    arr = np.ascontiguousarray(a, dtype=np.float32)
+    return arr
+
+
+def _check_out(out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    if out is None:
+        return np.empty(shape, dtype=np.float32)
+    if (
+        not isinstance(out, np.ndarray)
+        or out.dtype != np.float32
+        or not out.flags.c_contiguous
+        or not out.flags.writeable
+        or out.shape != shape
+    ):
+        got = getattr(out, "shape", type(out).__name__)
+        raise SparsifyError(
+            f"'out' must be a writable C-contiguous float32 array of shape {shape}; got {got}."
+        )
+    return out
+
+
+def _bias(bias: Any, n: int) -> np.ndarray | None:
+    if bias is None:
+        return None
+    b = _f32("bias", bias)
+    if b.shape != (n,):
+        raise SparsifyError(f"'bias' must have shape ({n},); got {b.shape}.")
+    return b
+
+
+def _ptr(a: np.ndarray | None) -> int | None:
+    """The data address of ``a`` (None for None); cheaper than ``a.ctypes.data``."""
+    return None if a is None else a.__array_interface__["data"][0]
+
+
+def _weight_ptrs(sw: SparseWeight) -> tuple[int, int, int]:
+    """(ptr, idx, val) addresses, cached: the arrays are owned and read-only."""
+    ptrs = sw._cache.get("ptrs")
+    if ptrs is None:
+        ptrs = sw._cache["ptrs"] = (_ptr(sw.ptr), _ptr(sw.idx), _ptr(sw.val))
+    return ptrs
+
+
+def spmm(
+    sw: SparseWeight,
+    x: Any,
+    out: np.ndarray | None = None,
+    *,
+    bias: Any = None,
+    threads: int | None = None,
+    tile_vectors: int | None = None,
+    _flags: tuple[str, ...] | None = None,
+) -> np.ndarray:
+    """``y = x @ W.T + bias`` for a packed W (rows, cols): x (batch, cols) -> y (batch, rows).
+
+    Args:
+        sw: the packed weight (a 2-D one; a convolution weight works on its matrix view).
+        x: (batch, cols) activations, row-major as torch and onnxruntime hold them.
+        out: optional result buffer (float32, C-contiguous, (batch, rows)).
+        bias: optional (rows,) added to every row of the result.
+        threads: OpenMP threads (None: all cores).
+        tile_vectors: output tile width in vectors (1, 2, 4, 8; None: 64 floats); a tuning
+            knob.
+
+    Batch 1 runs a gather-based dot product per row (memory-bound); larger batches the
+    register-tiled product over the transposed activation (see spk.c).
+    """
+    if not isinstance(sw, SparseWeight):
+        raise SparsifyError(
+            f"spmm needs a SparseWeight from kernels.pack; got {type(sw).__name__}."
+        )
+    sw.ensure_checked()
+    nt = _threads(threads)
+    rows, cols = sw.shape
+    xa = _f32("x", x)
+    if xa.ndim != 2 or xa.shape[1] != cols:
+        raise SparsifyError(f"spmm: x must have shape (batch, {cols}); got {xa.shape}.")
+    batch = xa.shape[0]
+    y = _check_out(out, (batch, rows))
+    b = _bias(bias, rows)
+    lib = _lib(_flags)
+    if batch == 0 or rows == 0:
+        return y
+    if lib is None:
+        res = (sw.to_scipy() @ xa.T).T
+        if b is not None:
+            res = res + b
+        y[...] = res
+        return y
+    if batch == 1:
+        rc = lib.lib.spk_spmv(
+            rows, cols, sw.panel, sw.nkb, *_weight_ptrs(sw), _ptr(xa), _ptr(y), _ptr(b), nt,
+        )  # fmt: skip
+    else:
+        vw = lib.vector_width
+        bpad = -(-batch // vw) * vw
+        xt = _buffer("xt", cols * bpad, np.float32)
+        rc = lib.lib.spk_spmm(
+            rows, cols, sw.panel, sw.nkb, *_weight_ptrs(sw), _ptr(xa), batch, _ptr(y), _ptr(b), _ptr(xt),
+            tile_vectors or _default_nv(lib), nt,
+        )  # fmt: skip
+    if rc != 0:
+        raise MemoryError(f"sparsify.kernels: spmm failed with code {rc} (out of memory)")
+    return y
+
+
+def spmm_t(
+    sw: SparseWeight,
+    xt: Any,
+    out: np.ndarray | None = None,
+    *,
+    bias: Any = None,
+    threads: int | None = None,
+    tile_vectors: int | None = None,
+    _flags: tuple[str, ...] | None = None,
+) -> np.ndarray:
+    """``y = W @ xt + bias[:, None]`` in the transposed layout: xt (cols, batch) -> (rows, batch).
+
+    Same kernels and contract as ``spmm`` without its two transpositions (activation in,
+    result out): a chain of sparse layers can keep its activations as (features, batch).
+    Batch 1 runs the same gather-based dot product as ``spmm``.
+    """
+    if not isinstance(sw, SparseWeight):
+        raise SparsifyError(
+            f"spmm_t needs a SparseWeight from kernels.pack; got {type(sw).__name__}."
+        )
+    sw.ensure_checked()
+    nt = _threads(threads)
+    rows, cols = sw.shape
+    xa = _f32("xt", xt)
+    if xa.ndim != 2 or xa.shape[0] != cols:
+        raise SparsifyError(f"spmm_t: xt must have shape ({cols}, batch); got {xa.shape}.")
+    batch = xa.shape[1]
+    y = _check_out(out, (rows, batch))
+    b = _bias(bias, rows)
+    lib = _lib(_flags)
+    if batch == 0 or rows == 0:
+        return y
+    if lib is None:
+        res = np.asarray(sw.to_scipy() @ xa)
+        y[...] = res if b is None else res + b[:, None]
+        return y
+    if batch == 1:  # (cols, 1) and (rows, 1) are plain vectors
+        rc = lib.lib.spk_spmv(
+            rows, cols, sw.panel, sw.nkb, *_weight_ptrs(sw), _ptr(xa), _ptr(y), _ptr(b), nt,
+        )  # fmt: skip
+        if rc != 0:
+            raise MemoryError(f"sparsify.kernels: spmm_t failed with code {rc}")
+        return y
+    vw = lib.vector_width
+    scratch = _buffer("xt", cols * (-(-batch // vw) * vw), np.float32)
+    rc = lib.lib.spk_spmm_t(
+        rows, cols, sw.panel, sw.nkb, *_weight_ptrs(sw), _ptr(xa), batch, _ptr(y), _ptr(b),
+        _ptr(scratch), tile_vectors or _default_nv(lib), nt,
+    )  # fmt: skip
+    if rc != 0:
+        raise MemoryError(f"sparsify.kernels: spmm_t failed with code {rc} (out of memory)")
+    return y
+
+
+def _pair(name: str, v: Any, minimum: int) -> tuple[int, int]:
+    t = (v, v) if isinstance(v, int) and not isinstance(v, bool) else tuple(v)
+    if len(t) != 2 or any(isinstance(a, bool) or not isinstance(a, int) or a < minimum for a in t):
+        raise SparsifyError(
+            f"The '{name}' parameter of sparse_conv2d must be an int >= {minimum} or a pair of "
+            f"them. Got {v!r} instead."
+        )
+    return int(t[0]), int(t[1])
+
+
+def conv_output_size(
+    size: tuple[int, int],
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> tuple[int, int]:
+    """(Ho, Wo) = floor((H + 2p - d (k - 1) - 1) / s) + 1 per axis (torch's formula)."""
+    return tuple(  # type: ignore[return-value]
+        (n + 2 * p - d * (k - 1) - 1) // s + 1
+        for n, k, s, p, d in zip(size, kernel_size, stride, padding, dilation)
+    )
+
+
+def _conv_fallback(
+    sw: SparseWeight,
+    x: np.ndarray,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    ho: int,
+    wo: int,
+) -> np.ndarray:
+    """im2col + scipy CSR: (N, C, H, W) -> (N, OC, Ho, Wo)."""
+    kh, kw = sw.kernel_size or (1, 1)
+    (sh, sw_), (ph, pw), (dh, dw) = stride, padding, dilation
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    cols = np.empty((x.shape[0], x.shape[1], kh, kw, ho, wo), dtype=np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, i, j] = xp[
+                :,
+                :,
+                i * dh : i * dh + sh * (ho - 1) + 1 : sh,
+                j * dw : j * dw + sw_ * (wo - 1) + 1 : sw_,
+            ]
+    cols = cols.reshape(x.shape[0], -1, ho * wo)
+    csr = sw.to_scipy()
+    return np.stack([np.asarray(csr @ c) for c in cols]).reshape(x.shape[0], sw.shape[0], ho, wo)
+
+
+def sparse_conv2d(
+    sw: SparseWeight,
+    x: Any,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    *,
+    bias: Any = None,
+    out: np.ndarray | None = None,
+    threads: int | None = None,
+    tile_vectors: int | None = None,
+    _flags: tuple[str, ...] | None = None,
+) -> np.ndarray:
+    """torch's ``conv2d(x, W, bias, stride, padding, dilation, groups=1)`` with a sparse W.
+
+    Args:
+        sw: a weight packed from a 4-D (OC, IC, kh, kw) array.
+        x: (N, IC, H, W) input (NCHW, as torch and onnxruntime hold it).
+        stride, padding, dilation: ints or (h, w) pairs (zero padding).
+        bias, out, threads, tile_vectors: as in ``spmm``; out is (N, OC, Ho, Wo).
+
+    No im2col: each nonzero (oc, ic, i, j) adds its value times a shifted run of the
+    (padded, stride-phase-split) input plane ic to a run of output row oc; 1x1 convolutions
+    are the matrix product on the (C, H*W) layout. Depthwise/grouped convolutions are not
+    supported (keep them dense).
+    """
+    if not isinstance(sw, SparseWeight) or sw.kernel_size is None:
+        raise SparsifyError(
+            "sparse_conv2d needs a SparseWeight packed from a 4-D (out, in, kh, kw) weight."
+        )
+    sw.ensure_checked()
+    nt = _threads(threads)
+    s, p, d = (
+        _pair("stride", stride, 1),
+        _pair("padding", padding, 0),
+        _pair("dilation", dilation, 1),
+    )
+    xa = _f32("x", x)
+    ic, (kh, kw), oc = sw.in_channels, sw.kernel_size, sw.shape[0]
+    if xa.ndim != 4 or xa.shape[1] != ic:
+        raise SparsifyError(f"sparse_conv2d: x must have shape (N, {ic}, H, W); got {xa.shape}.")
+    n, _, h, w = xa.shape
+    ho, wo = conv_output_size((h, w), (kh, kw), s, p, d)
+    if ho < 1 or wo < 1:
+        raise SparsifyError(
+            f"sparse_conv2d: input {h}x{w} is smaller than the (dilated) kernel {kh}x{kw} "
+            f"after padding {p}."
+        )
+    y = _check_out(out, (n, oc, ho, wo))
+    b = _bias(bias, oc)
+    lib = _lib(_flags)
+    if n == 0 or oc == 0:
+        return y
+    hq = -(-(h + 2 * p[0]) // s[0])
+    wq = -(-(w + 2 * p[1]) // s[1])
+    used = ic * s[0] * s[1] * hq * wq
+    if lib is None or used + wq * (ho + 2) > np.iinfo(np.int32).max:
+        res = _conv_fallback(sw, xa, s, p, d, ho, wo)
+        if b is not None:
+            res = res + b[:, None, None]
+        y[...] = res
+        return y
+    phase_floats = used + wq + 2 * lib.vector_width
+    scratch = _buffer("phases", phase_floats, np.float32)
+    colmap = _buffer("colmap", sw.shape[1], np.int32)
+    rc = lib.lib.spk_conv2d(
+        oc, ic, kh, kw, sw.panel, sw.nkb, *_weight_ptrs(sw), _ptr(xa), n, h, w, s[0], s[1], p[0], p[1], d[0], d[1], ho, wo,
+        _ptr(y), _ptr(b), _ptr(scratch), hq, wq, phase_floats, _ptr(colmap),
+        tile_vectors or _default_nv(lib), nt,
+    )  # fmt: skip
+    if rc == -3:
+        raise SparsifyError(f"sparse_conv2d: strides above 64 are not supported; got {s}.")
+    if rc != 0:
+        raise MemoryError(f"sparsify.kernels: sparse_conv2d failed with code {rc} (out of memory)")
+    return y

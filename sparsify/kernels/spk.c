@@ -1,0 +1,573 @@
+/* spk.c: sparse-weight x dense-activation kernels for sparsify (see sparsify/kernels/__init__.py).
+ *
+ * One layout, two knobs. A weight W (rows x cols, fp32) is stored as a *blocked CSR*:
+ * rows are cut into panels of P rows, columns into blocks of KB columns, and the nonzeros
+ * are ordered by (panel, column block, row, column). ptr has npanels * nkb * P + 1 entries;
+ * the nonzeros of row r (in panel p, local row q) inside column block k are
+ *     idx/val[ptr[(p * nkb + k) * P + q] .. ptr[(p * nkb + k) * P + q + 1])
+ * Plain CSR is the case nkb == 1. Missing rows of the last panel are empty segments.
+ *
+ * The one compute core (tile_*) computes, for a panel of rows and a tile of T consecutive
+ * "columns" of the dense operand (T = NV vectors of VW floats),
+ *     Yt[q][0:T] = sum_{j in row q} val[j] * X[off(j) + 0 : off(j) + T]
+ * with off(j) = idx[j] * T (matrix product: X is the tile's slice of the activation,
+ * transposed and packed contiguously, (cols, T)),
+ * or off(j) = colmap[idx[j]] (convolution: X holds shifted input planes, see spk_conv2d).
+ * The T outputs of a row live in registers while the row's nonzeros stream by (U groups of
+ * accumulators so U * NV independent FMA chains hide the FMA latency); the column blocks
+ * keep the slice of X that a block's nonzeros read small enough to stay in L1/L2.
+ *
+ * Determinism: every output element is computed by one thread in an order fixed by the
+ * layout and the batch size alone, so results are bitwise identical for any thread count.
+ *
+ * Vector code uses GCC/Clang vector extensions: one source that compiles to AVX-512
+ * (VW = 16), AVX/AVX2 (VW = 8) or 128-bit SSE/NEON/scalar code (VW = 4).
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+#if defined(__AVX512F__)
+#define VW 16
+#define SPK_ISA "avx512f"
+#elif defined(__AVX2__) && defined(__FMA__)
+#define VW 8
+#define SPK_ISA "avx2+fma"
+#elif defined(__AVX__)
+#define VW 8
+#define SPK_ISA "avx"
+#else
+#define VW 4
+#define SPK_ISA "generic-128bit"
+#endif
+
+#define SPK_ABI 1
+
+typedef float vf __attribute__((vector_size(VW * 4)));
+
+static inline vf ldu(const float *p) {
+    vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void stu(float *p, vf v) { memcpy(p, &v, sizeof v); }
+
+const char *spk_isa(void) { return SPK_ISA; }
+int spk_vector_width(void) { return VW; }
+int spk_abi(void) { return SPK_ABI; }
+int spk_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+int spk_max_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+/* ---- compute core -------------------------------------------------------------------- */
+
+/* OFFSET(j): where nonzero j's slice of X starts. MAPPED selects the conv form. */
+#define DEF_TILE(NAME, NV, U, MAPPED)                                                       \
+    static void NAME(const int64_t *ptr, const int32_t *idx, const float *val, int nkb,      \
+                     int P, int rows, const float *X, const int32_t *colmap, float *yt) {   \
+        for (int kb = 0; kb < nkb; kb++) {                                                  \
+            const int64_t *pk = ptr + (int64_t)kb * P;                                      \
+            for (int q = 0; q < rows; q++) {                                                \
+                const int64_t s = pk[q], e = pk[q + 1];                                     \
+                float *yq = yt + (int64_t)q * (NV * VW);                                    \
+                if (s == e) {                                                               \
+                    if (kb == 0)                                                            \
+                        for (int n = 0; n < NV; n++) stu(yq + n * VW, (vf){0});             \
+                    continue;                                                               \
+                }                                                                           \
+                vf acc[U][NV];                                                              \
+                _Pragma("GCC unroll 8") for (int u = 0; u < U; u++)                         \
+                _Pragma("GCC unroll 8") for (int n = 0; n < NV; n++) acc[u][n] = (vf){0};   \
+                if (kb > 0)                                                                 \
+                    _Pragma("GCC unroll 8") for (int n = 0; n < NV; n++) acc[0][n] =        \
+                        ldu(yq + n * VW);                                                   \
+                int64_t j = s;                                                              \
+                for (; j + U <= e; j += U) {                                                \
+                    _Pragma("GCC unroll 8") for (int u = 0; u < U; u++) {                   \
+                        const float *xp =                                                   \
+                            X + (MAPPED ? (int64_t)colmap[idx[j + u]]                       \
+                                        : (int64_t)idx[j + u] * (NV * VW));                 \
+                        const float v = val[j + u];                                         \
+                        _Pragma("GCC unroll 8") for (int n = 0; n < NV; n++) acc[u][n] +=   \
+                            v * ldu(xp + n * VW);                                           \
+                    }                                                                       \
+                }                                                                           \
+                for (; j < e; j++) {                                                        \
+                    const float *xp = X + (MAPPED ? (int64_t)colmap[idx[j]]                 \
+                                                  : (int64_t)idx[j] * (NV * VW));           \
+                    const float v = val[j];                                                 \
+                    _Pragma("GCC unroll 8") for (int n = 0; n < NV; n++) acc[0][n] +=       \
+                        v * ldu(xp + n * VW);                                               \
+                }                                                                           \
+                _Pragma("GCC unroll 8") for (int u = 1; u < U; u++)                         \
+                _Pragma("GCC unroll 8") for (int n = 0; n < NV; n++) acc[0][n] += acc[u][n];\
+                _Pragma("GCC unroll 8") for (int n = 0; n < NV; n++) stu(yq + n * VW,       \
+                                                                         acc[0][n]);        \
+            }                                                                               \
+        }                                                                                   \
+    }
+
+/* U * NV >= 8 independent accumulator chains: 2 FMA ports x 4 cycles latency */
+DEF_TILE(tile1, 1, 8, 0)
+DEF_TILE(tile2, 2, 4, 0)
+DEF_TILE(tile4, 4, 2, 0)
+DEF_TILE(tile8, 8, 1, 0)
+DEF_TILE(tile1m, 1, 8, 1)
+DEF_TILE(tile2m, 2, 4, 1)
+DEF_TILE(tile4m, 4, 2, 1)
+DEF_TILE(tile8m, 8, 1, 1)
+
+static void run_tile(int nv, int mapped, const int64_t *ptr, const int32_t *idx,
+                     const float *val, int nkb, int P, int rows, const float *X,
+                     const int32_t *colmap, float *yt) {
+    if (mapped) {
+        switch (nv) {
+        case 8: tile8m(ptr, idx, val, nkb, P, rows, X, colmap, yt); break;
+        case 4: tile4m(ptr, idx, val, nkb, P, rows, X, colmap, yt); break;
+        case 2: tile2m(ptr, idx, val, nkb, P, rows, X, colmap, yt); break;
+        default: tile1m(ptr, idx, val, nkb, P, rows, X, colmap, yt); break;
+        }
+    } else {
+        switch (nv) {
+        case 8: tile8(ptr, idx, val, nkb, P, rows, X, colmap, yt); break;
+        case 4: tile4(ptr, idx, val, nkb, P, rows, X, colmap, yt); break;
+        case 2: tile2(ptr, idx, val, nkb, P, rows, X, colmap, yt); break;
+        default: tile1(ptr, idx, val, nkb, P, rows, X, colmap, yt); break;
+        }
+    }
+}
+
+/* Tiles over [0, width) (width a multiple of VW): nfull tiles of nvmax vectors, then the
+ * rest in at most three 4/2/1-vector tiles. */
+typedef struct {
+    int64_t nfull, ntiles, rem_t0[4];
+    int nvmax, rem_nv[4];
+} tiling;
+
+static tiling make_tiling(int64_t width, int nvmax) {
+    tiling t;
+    t.nvmax = nvmax;
+    t.nfull = width / ((int64_t)nvmax * VW);
+    int64_t p = t.nfull * nvmax * VW;
+    int n = 0;
+    for (int nv = nvmax >> 1; nv >= 1; nv >>= 1)
+        if (width - p >= (int64_t)nv * VW) {
+            t.rem_t0[n] = p;
+            t.rem_nv[n] = nv;
+            p += (int64_t)nv * VW;
+            n++;
+        }
+    t.ntiles = t.nfull + n;
+    return t;
+}
+
+static inline void tile_at(const tiling *t, int64_t i, int64_t *p0, int *nv) {
+    if (i < t->nfull) {
+        *p0 = i * t->nvmax * VW;
+        *nv = t->nvmax;
+    } else {
+        *p0 = t->rem_t0[i - t->nfull];
+        *nv = t->rem_nv[i - t->nfull];
+    }
+}
+
+/* scratch for one (P, nvmax * VW) output tile; C11 wants the size a multiple of 64 */
+static float *tile_alloc(int P, int nvmax) {
+    size_t bytes = (size_t)P * nvmax * VW * sizeof(float);
+    return aligned_alloc(64, (bytes + 63) / 64 * 64);
+}
+
+static int clamp_nv(int nvmax) {
+    if (nvmax >= 8) return 8;
+    if (nvmax >= 4) return 4;
+    if (nvmax >= 2) return 2;
+    return 1;
+}
+
+static int nthreads(int threads) {
+#ifdef _OPENMP
+    return threads > 0 ? threads : omp_get_max_threads();
+#else
+    (void)threads;
+    return 1;
+#endif
+}
+
+/* ---- matrix product, batch >= 2 ----------------------------------------------------------
+ * transposed == 0: x (batch, cols), y (batch, rows); transposed == 1: x (cols, batch),
+ * y (rows, batch); all row-major; bias: (rows,) or NULL. xt: scratch of
+ * cols * round_up(batch, VW) floats, filled with the activation packed tile by tile.
+ * Returns 0, or -1 on allocation failure. */
+static int spmm_core(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
+                     const int32_t *idx, const float *val, const float *x, int transposed,
+                     int64_t batch, float *y, const float *bias, float *xt, int nvmax,
+                     int threads) {
+    const int nt = nthreads(threads);
+    const int64_t bpad = (batch + VW - 1) / VW * VW;
+    nvmax = clamp_nv(nvmax);
+
+    const tiling tl = make_tiling(bpad, nvmax);
+    const int64_t ntiles = tl.ntiles;
+    const int64_t nchunks = (cols + 63) / 64;
+
+    /* transpose x into xt, tile by tile: tile (b0, T) holds x[b0:b0+T, :]^T as a
+     * contiguous (cols, T) block at xt + b0 * cols (rows past the batch are zeros) */
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t w = 0; w < ntiles * nchunks; w++) {
+        int nv;
+        int64_t b0;
+        tile_at(&tl, w / nchunks, &b0, &nv);
+        const int T = nv * VW;
+        const int64_t c0 = (w % nchunks) * 64;
+        const int64_t c1 = c0 + 64 < cols ? c0 + 64 : cols;
+        float *dst = xt + b0 * cols;
+        const int64_t nb = batch - b0 < T ? batch - b0 : T;
+        if (transposed) { /* x is (cols, batch): copy row slices, no transposition */
+            for (int64_t c = c0; c < c1; c++) {
+                memcpy(dst + c * T, x + c * batch + b0, (size_t)nb * sizeof(float));
+                for (int64_t b = nb; b < T; b++) dst[c * T + b] = 0.0f;
+            }
+            continue;
+        }
+        for (int b = 0; b < T; b++) {
+            if (b < nb) {
+                const float *xr = x + (b0 + b) * cols;
+                for (int64_t c = c0; c < c1; c++) dst[c * T + b] = xr[c];
+            } else {
+                for (int64_t c = c0; c < c1; c++) dst[c * T + b] = 0.0f;
+            }
+        }
+    }
+
+    const int64_t npanels = (rows + P - 1) / P;
+    /* small layers: cut panels into row chunks so every thread gets work (a row's result
+     * does not depend on the chunking, so this keeps results identical across threads) */
+    int64_t nsub = 1;
+    while (nt > 1 && npanels * ntiles * nsub < 4 * nt && P / (nsub * 2) >= 8) nsub *= 2;
+    const int64_t sub = (P + nsub - 1) / nsub;
+    const int64_t nwork = npanels * nsub * ntiles;
+    int err = 0;
+
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *yt = tile_alloc(P, nvmax);
+        if (!yt) {
+#pragma omp atomic write
+            err = -1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t w = 0; w < nwork; w++) {
+            if (!yt) continue;
+            const int64_t p = w / (ntiles * nsub);
+            const int64_t qa = (w / ntiles) % nsub * sub;
+            const int64_t r0 = p * P + qa;
+            const int64_t pend = (p + 1) * P < rows ? (p + 1) * P : rows;
+            if (r0 >= pend) continue;
+            const int nr = (int)(pend - r0 < sub ? pend - r0 : sub);
+            int nv;
+            int64_t b0;
+            tile_at(&tl, w % ntiles, &b0, &nv);
+            run_tile(nv, 0, ptr + p * nkb * (int64_t)P + qa, idx, val, nkb, P, nr,
+                     xt + b0 * cols, NULL, yt);
+            const int T = nv * VW;
+            const int64_t nb = batch - b0 < T ? batch - b0 : T;
+            if (transposed) { /* y is (rows, batch): tile rows are contiguous runs */
+                for (int q = 0; q < nr; q++) {
+                    float *yr = y + (r0 + q) * batch + b0;
+                    const float bq = bias ? bias[r0 + q] : 0.0f;
+                    for (int64_t b = 0; b < nb; b++) yr[b] = yt[(int64_t)q * T + b] + bq;
+                }
+                continue;
+            }
+            /* transpose the (nr, T) tile into y's (batch, rows) layout 16 rows at a time, so
+             * the 16 tile rows being read stay in L1 while the batch columns sweep */
+            for (int q0 = 0; q0 < nr; q0 += 16) {
+                const int q1 = q0 + 16 < nr ? q0 + 16 : nr;
+                for (int64_t b = 0; b < nb; b++) {
+                    float *yr = y + (b0 + b) * rows + r0;
+                    for (int q = q0; q < q1; q++)
+                        yr[q] = yt[(int64_t)q * T + b] + (bias ? bias[r0 + q] : 0.0f);
+                }
+            }
+        }
+        free(yt);
+    }
+    return err;
+}
+
+/* Y = X W^T: x (batch, cols) row-major -> y (batch, rows) row-major.
+ * xt: scratch of cols * round_up(batch, VW) floats. */
+int spk_spmm(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
+             const int32_t *idx, const float *val, const float *x, int64_t batch, float *y,
+             const float *bias, float *xt, int nvmax, int threads) {
+    return spmm_core(rows, cols, P, nkb, ptr, idx, val, x, 0, batch, y, bias, xt, nvmax,
+                     threads);
+}
+
+/* Y^T = W X^T: x (cols, batch) -> y (rows, batch), both row-major; no transpositions, so
+ * a chain of layers can keep activations as (features, batch). Same scratch as spk_spmm. */
+int spk_spmm_t(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
+               const int32_t *idx, const float *val, const float *x, int64_t batch, float *y,
+               const float *bias, float *xt, int nvmax, int threads) {
+    return spmm_core(rows, cols, P, nkb, ptr, idx, val, x, 1, batch, y, bias, xt, nvmax,
+                     threads);
+}
+
+/* ---- y = W x (batch 1): dot product per row, gathers from x --------------------------- */
+static inline float dot_seg(const int32_t *idx, const float *val, int64_t s, int64_t e,
+                            const float *x) {
+    int64_t j = s;
+    float sum = 0.0f;
+#if defined(SPK_NO_GATHER)
+#elif defined(__AVX512F__)
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    for (; j + 32 <= e; j += 32) {
+        __m512i i0 = _mm512_loadu_si512((const void *)(idx + j));
+        __m512i i1 = _mm512_loadu_si512((const void *)(idx + j + 16));
+        a0 = _mm512_fmadd_ps(_mm512_loadu_ps(val + j), _mm512_i32gather_ps(i0, x, 4), a0);
+        a1 = _mm512_fmadd_ps(_mm512_loadu_ps(val + j + 16), _mm512_i32gather_ps(i1, x, 4), a1);
+    }
+    sum = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+#elif defined(__AVX2__) && defined(__FMA__)
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    for (; j + 16 <= e; j += 16) {
+        __m256i i0 = _mm256_loadu_si256((const __m256i *)(idx + j));
+        __m256i i1 = _mm256_loadu_si256((const __m256i *)(idx + j + 8));
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(val + j), _mm256_i32gather_ps(x, i0, 4), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(val + j + 8), _mm256_i32gather_ps(x, i1, 4), a1);
+    }
+    __m256 a = _mm256_add_ps(a0, a1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    sum = _mm_cvtss_f32(h);
+#endif
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+    for (; j + 4 <= e; j += 4) {
+        s0 += val[j] * x[idx[j]];
+        s1 += val[j + 1] * x[idx[j + 1]];
+        s2 += val[j + 2] * x[idx[j + 2]];
+        s3 += val[j + 3] * x[idx[j + 3]];
+    }
+    for (; j < e; j++) s0 += val[j] * x[idx[j]];
+    return sum + ((s0 + s1) + (s2 + s3));
+}
+
+/* x: (cols,), y: (rows,), bias: (rows,) or NULL. */
+int spk_spmv(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
+             const int32_t *idx, const float *val, const float *x, float *y, const float *bias,
+             int threads) {
+    (void)cols;
+    const int nt = nthreads(threads);
+    const int64_t npanels = (rows + P - 1) / P;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t p = 0; p < npanels; p++) {
+        const int64_t r0 = p * P;
+        const int nr = (int)(rows - r0 < P ? rows - r0 : P);
+        const int64_t *pp = ptr + p * nkb * (int64_t)P;
+        for (int q = 0; q < nr; q++) y[r0 + q] = bias ? bias[r0 + q] : 0.0f;
+        for (int kb = 0; kb < nkb; kb++) {
+            const int64_t *pk = pp + (int64_t)kb * P;
+            for (int q = 0; q < nr; q++) y[r0 + q] += dot_seg(idx, val, pk[q], pk[q + 1], x);
+        }
+    }
+    return 0;
+}
+
+/* ---- 2-D convolution (groups = 1) as implicit GEMM over the sparse filters ---------------
+ * W: (OC, IC * kh * kw) in the blocked layout, column c = (ic * kh + i) * kw + j.
+ * Per image the zero-padded input is split into sh * sw stride phases
+ *     ph[ic][a][b][u][v] = xpad[ic][u * sh + a][v * sw + b],   u < Hq, v < Wq,
+ * so tap (i, j) of channel ic reads phase (i*dh % sh, j*dw % sw) shifted by
+ * (i*dh / sh) rows and (j*dw / sw) columns: one constant offset colmap[c] per column.
+ * Output position (oh, ow) is computed at "wide" index oh * Wq + ow (ow < Wq; the columns
+ * ow >= Wo are computed and dropped), so every nonzero adds val * (a contiguous run of the
+ * phase plane) to a contiguous run of wide outputs: the matrix-product core with the
+ * spatial positions as the dense dimension and no im2col.
+ * x: (N, IC, H, W); y: (N, OC, Ho, Wo); scratch: phase_floats floats (see Python);
+ * colmap: IC * kh * kw int32 scratch, filled here. */
+int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int64_t *ptr,
+               const int32_t *idx, const float *val, const float *x, int64_t N, int64_t H,
+               int64_t W, int sh, int sw, int ph, int pw, int dh, int dw, int64_t Ho,
+               int64_t Wo, float *y, const float *bias, float *scratch, int64_t Hq,
+               int64_t Wq, int64_t phase_floats, int32_t *colmap, int nvmax, int threads) {
+    const int nt = nthreads(threads);
+    nvmax = clamp_nv(nvmax);
+    const int64_t plane = Hq * Wq;
+    for (int64_t ic = 0; ic < IC; ic++)
+        for (int i = 0; i < kh; i++)
+            for (int j = 0; j < kw; j++) {
+                const int64_t a = (int64_t)i * dh % sh, b = (int64_t)j * dw % sw;
+                const int64_t off = ((ic * sh + a) * sw + b) * plane +
+                                    (int64_t)i * dh / sh * Wq + (int64_t)j * dw / sw;
+                colmap[(ic * kh + i) * kw + j] = (int32_t)off;
+            }
+    /* phases some tap reads (a strided 1x1 conv reads one of sh * sw) */
+    char need_h[64] = {0}, need_w[64] = {0};
+    if (sh > 64 || sw > 64) return -3;
+    for (int i = 0; i < kh; i++) need_h[(int64_t)i * dh % sh] = 1;
+    for (int j = 0; j < kw; j++) need_w[(int64_t)j * dw % sw] = 1;
+    const int64_t wide = Ho * Wq;
+    const int64_t wpad = (wide + VW - 1) / VW * VW;
+    const tiling tl = make_tiling(wpad, nvmax);
+    const int64_t ntiles = tl.ntiles;
+    const int64_t npanels = (OC + P - 1) / P;
+    const int64_t nwork = npanels * ntiles;
+    const int64_t Hp = H + 2 * (int64_t)ph, Wp = W + 2 * (int64_t)pw;
+    int err = 0;
+
+    for (int64_t n = 0; n < N; n++) {
+        const float *xn = x + n * IC * H * W;
+        float *yn = y + n * OC * Ho * Wo;
+        /* stride phases of the padded image; the slack after the planes stays zero */
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+        for (int64_t ic = 0; ic < IC; ic++) {
+            for (int a = 0; a < sh; a++)
+                for (int b = 0; b < sw; b++) {
+                    if (!(need_h[a] && need_w[b])) continue; /* no tap reads this phase */
+                    float *dst = scratch + ((ic * sh + a) * sw + b) * plane;
+                    for (int64_t u = 0; u < Hq; u++) {
+                        const int64_t yy = u * sh + a - ph; /* row in the unpadded image */
+                        float *d = dst + u * Wq;
+                        if (u * sh + a >= Hp || yy < 0 || yy >= H) {
+                            memset(d, 0, (size_t)Wq * sizeof(float));
+                            continue;
+                        }
+                        const float *src = xn + (ic * H + yy) * W;
+                        if (sw == 1) {
+                            const int64_t lo = pw < Wq ? pw : Wq;
+                            const int64_t hi = pw + W < Wq ? pw + W : Wq;
+                            memset(d, 0, (size_t)lo * sizeof(float));
+                            memcpy(d + lo, src, (size_t)(hi - lo) * sizeof(float));
+                            if (hi < Wq) memset(d + hi, 0, (size_t)(Wq - hi) * sizeof(float));
+                        } else {
+                            /* columns v with 0 <= v * sw + b - pw < W (and inside Wp) */
+                            int64_t lo = pw - b > 0 ? (pw - b + sw - 1) / sw : 0;
+                            int64_t hi = (pw + W - b + sw - 1) / sw; /* first v past the image */
+                            const int64_t hp = (Wp - b + sw - 1) / sw;
+                            if (hi > hp) hi = hp;
+                            if (hi > Wq) hi = Wq;
+                            if (lo > hi) lo = hi;
+                            for (int64_t v = 0; v < lo; v++) d[v] = 0.0f;
+                            const float *sv = src + lo * sw + b - pw;
+                            for (int64_t v = lo; v < hi; v++) d[v] = sv[(v - lo) * sw];
+                            for (int64_t v = hi; v < Wq; v++) d[v] = 0.0f;
+                        }
+                    }
+                }
+        }
+        const int64_t used = IC * sh * sw * plane;
+        if (n == 0 && phase_floats > used)
+            memset(scratch + used, 0, (size_t)(phase_floats - used) * sizeof(float));
+
+#pragma omp parallel num_threads(nt) if (nt > 1)
+        {
+            float *yt = tile_alloc(P, nvmax);
+            if (!yt) {
+#pragma omp atomic write
+                err = -1;
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t w = 0; w < nwork; w++) {
+                if (!yt) continue;
+                const int64_t p = w / ntiles;
+                const int64_t r0 = p * P;
+                const int nr = (int)(OC - r0 < P ? OC - r0 : P);
+                int nv;
+                int64_t q0;
+                tile_at(&tl, w % ntiles, &q0, &nv);
+                run_tile(nv, 1, ptr + p * nkb * (int64_t)P, idx, val, nkb, P, nr,
+                         scratch + q0, colmap, yt);
+                const int T = nv * VW;
+                /* the tile covers wide positions [q0, q0 + T): runs of one output row each;
+                 * copy the part of each run with ow < Wo */
+                const int64_t oh0 = q0 / Wq, ow0 = q0 % Wq;
+                for (int q = 0; q < nr; q++) {
+                    float *yo = yn + (r0 + q) * Ho * Wo;
+                    const float bq = bias ? bias[r0 + q] : 0.0f;
+                    const float *src = yt + (int64_t)q * T;
+                    int64_t oh = oh0, ow = ow0;
+                    for (int k = 0; k < T && oh < Ho;) {
+                        const int64_t run = Wq - ow < T - k ? Wq - ow : T - k;
+                        const int64_t keep = Wo - ow < run ? (Wo - ow > 0 ? Wo - ow : 0) : run;
+                        float *dst = yo + oh * Wo + ow;
+                        for (int64_t m = 0; m < keep; m++) dst[m] = src[k + m] + bq;
+                        k += (int)run;
+                        ow += run;
+                        if (ow == Wq) {
+                            ow = 0;
+                            oh++;
+                        }
+                    }
+                }
+            }
+            free(yt);
+        }
+        if (err) return err;
+    }
+    return err;
+}
+
+/* Sum of n floats, read once (a memory-bandwidth probe for the benchmark). */
+float spk_read_bandwidth_probe(const float *a, int64_t n, int threads) {
+    const int nt = nthreads(threads);
+    float total = 0.0f;
+#pragma omp parallel for num_threads(nt) reduction(+ : total) schedule(static) if (nt > 1)
+    for (int64_t c = 0; c < n; c += 4096) {
+        const int64_t e = c + 4096 < n ? c + 4096 : n;
+        vf s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+        int64_t i = c;
+        for (; i + 4 * VW <= e; i += 4 * VW) {
+            s0 += ldu(a + i);
+            s1 += ldu(a + i + VW);
+            s2 += ldu(a + i + 2 * VW);
+            s3 += ldu(a + i + 3 * VW);
+        }
+        vf s = (s0 + s1) + (s2 + s3);
+        float t = 0.0f;
+        for (int k = 0; k < VW; k++) t += s[k];
+        for (; i < e; i++) t += a[i];
+        total += t;
+    }
+    return total;
+}
+
+/* iters x 12 independent vector FMAs, operands in registers: the core's FMA peak
+ * (2 * VW * 12 * iters flops), a compute probe for the benchmark. */
+float spk_fma_peak_probe(int64_t iters) {
+    vf m = {0}, c = {0};
+    for (int k = 0; k < VW; k++) {
+        m[k] = 0.999999f;
+        c[k] = 1e-7f;
+    }
+    vf a0 = m, a1 = m * 2, a2 = m * 3, a3 = m * 4, a4 = m * 5, a5 = m * 6;
+    vf a6 = m * 7, a7 = m * 8, a8 = m * 9, a9 = m * 10, a10 = m * 11, a11 = m * 12;
+    for (int64_t i = 0; i < iters; i++) {
+        a0 = a0 * m + c; a1 = a1 * m + c; a2 = a2 * m + c; a3 = a3 * m + c;
+        a4 = a4 * m + c; a5 = a5 * m + c; a6 = a6 * m + c; a7 = a7 * m + c;
+        a8 = a8 * m + c; a9 = a9 * m + c; a10 = a10 * m + c; a11 = a11 * m + c;
+        __asm__ volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5));
+        __asm__ volatile("" : "+x"(a6), "+x"(a7), "+x"(a8), "+x"(a9), "+x"(a10), "+x"(a11));
+    }
+    vf s = ((a0 + a1) + (a2 + a3)) + ((a4 + a5) + (a6 + a7)) + ((a8 + a9) + (a10 + a11));
+    float t = 0.0f;
+    for (int k = 0; k < VW; k++) t += s[k];
+    return t;
+}

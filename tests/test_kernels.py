@@ -1,0 +1,351 @@
+"""sparsify.kernels against dense float64 references: every kernel, layout, tile width and the
+scipy fallback, on odd shapes, all-zero and fully dense layers, empty rows; corrupt layouts
+are refused before any C code runs."""
+
+from __future__ import annotations
+
+import os
+import stat
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from sparsify import kernels as K
+from sparsify.errors import SparsifyError
+from sparsify.kernels import build
+from sparsify.kernels.layouts import SparseWeight
+
+PORTABLE = ("-O2", "-shared", "-fPIC")  # no -march, no OpenMP: the 128-bit/scalar variant
+
+
+def _weight(rng: np.random.Generator, shape: tuple[int, ...], density: float) -> np.ndarray:
+    w = rng.standard_normal(shape).astype(np.float32)
+    return np.where(rng.random(shape) < density, w, 0).astype(np.float32)
+
+
+def _assert_fp32_close(y: np.ndarray, ref: np.ndarray, scale: np.ndarray) -> None:
+    """|y - ref| <= 1e-5 * (|W| |x|): fp32 accumulation noise, reordered sums included."""
+    assert y.shape == ref.shape
+    err = np.abs(y.astype(np.float64) - ref)
+    bound = 1e-5 * scale + 1e-30
+    assert np.all(err <= bound), f"max err {err.max():.3g}, worst ratio {(err / bound).max():.3g}"
+
+
+def _linear_ref(w: np.ndarray, x: np.ndarray, bias: np.ndarray | None = None):
+    w64, x64 = w.astype(np.float64), x.astype(np.float64)
+    ref = x64 @ w64.T + (0 if bias is None else bias.astype(np.float64))
+    scale = np.abs(x64) @ np.abs(w64).T + (0 if bias is None else np.abs(bias))
+    return ref, scale
+
+
+def test_builds_and_reports():
+    assert K.available(), K.info()
+    info = K.info()
+    assert info["isa"] in ("avx512f", "avx2+fma", "avx", "generic-128bit")
+    assert info["vector_width"] in (4, 8, 16)
+    folder = os.path.dirname(info["library"])
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+
+
+SHAPES = [(1, 1), (1, 37), (37, 1), (17, 33), (64, 300), (130, 513)]
+DENSITIES = [0.0, 0.01, 0.1, 0.5, 1.0]
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("density", DENSITIES)
+def test_spmm_matches_dense(shape, density):
+    rng = np.random.default_rng(hash((shape, density)) % 2**32)
+    w = _weight(rng, shape, density)
+    bias = rng.standard_normal(shape[0]).astype(np.float32)
+    packs = [
+        K.pack(w, "csr"),
+        K.pack(w, "blocked", panel=8, kblock=32),
+        K.pack(w, "blocked", panel=5, kblock=7),
+    ]
+    for batch in (1, 3, 16, 64, 100):
+        x = rng.standard_normal((batch, shape[1])).astype(np.float32)
+        ref, scale = _linear_ref(w, x)
+        refb, scaleb = _linear_ref(w, x, bias)
+        for tv in (1, 2, 4, 8):  # every tile kernel, with remainder tiles
+            _assert_fp32_close(K.spmm(packs[1], x, threads=1, tile_vectors=tv), ref, scale)
+        for sw in packs:
+            _assert_fp32_close(K.spmm(sw, x, bias=bias), refb, scaleb)
+        # the transposed layout: (in, batch) -> (out, batch)
+        yt = K.spmm_t(packs[2], np.ascontiguousarray(x.T), bias=bias, threads=1)
+        _assert_fp32_close(yt, refb.T, scaleb.T)
+
+
+def test_empty_rows_and_empty_column_blocks():
+    rng = np.random.default_rng(1)
+    w = _weight(rng, (70, 200), 0.3)
+    w[:, 64:128] = 0  # an empty column block
+    w[:, -1] = 1.5  # the last (partial) block holds something
+    w[::3] = 0  # empty rows
+    x = rng.standard_normal((33, 200)).astype(np.float32)
+    ref, scale = _linear_ref(w, x)
+    for sw in (K.pack(w, "csr"), K.pack(w, "blocked", panel=16, kblock=64)):
+        _assert_fp32_close(K.spmm(sw, x), ref, scale)
+        _assert_fp32_close(K.spmm(sw, x[:1]), ref[:1], scale[:1])
+        assert np.array_equal(K.spmm(sw, x)[:, ::3], np.zeros_like(ref[:, ::3]))
+
+
+def test_thread_counts_give_identical_bits():
+    rng = np.random.default_rng(2)
+    w = _weight(rng, (300, 400), 0.1)
+    sw = K.pack(w, "blocked", panel=16, kblock=64)
+    for batch in (1, 5, 64):
+        x = rng.standard_normal((batch, 400)).astype(np.float32)
+        assert np.array_equal(K.spmm(sw, x, threads=1), K.spmm(sw, x, threads=2))
+        xt = np.ascontiguousarray(x.T)
+        assert np.array_equal(K.spmm_t(sw, xt, threads=1), K.spmm_t(sw, xt, threads=2))
+    # one panel and one tile: two threads split the panel into row chunks
+    small = K.pack(_weight(rng, (120, 400), 0.1))
+    x = rng.standard_normal((64, 400)).astype(np.float32)
+    assert np.array_equal(K.spmm(small, x, threads=1), K.spmm(small, x, threads=2))
+    wc = _weight(rng, (24, 8, 3, 3), 0.2)
+    swc = K.pack(wc, panel=8, kblock=16)
+    img = rng.standard_normal((2, 8, 15, 13)).astype(np.float32)
+    assert np.array_equal(
+        K.sparse_conv2d(swc, img, 2, 1, threads=1), K.sparse_conv2d(swc, img, 2, 1, threads=2)
+    )
+
+
+def _fork_child(sw, x, q) -> None:
+    q.put((K.spmm(sw, x, threads=2), K.info()))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_does_not_hang():
+    """GNU OpenMP hangs in a child forked after a parallel region: the child runs the
+    kernels built without OpenMP."""
+    import multiprocessing as mp
+
+    rng = np.random.default_rng(7)
+    sw = K.pack(_weight(rng, (300, 400), 0.2))
+    x = rng.standard_normal((64, 400)).astype(np.float32)
+    parent = K.spmm(sw, x, threads=2)  # starts the OpenMP pool in this process
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_fork_child, args=(sw, x, q))
+    proc.start()
+    try:
+        child, child_info = q.get(timeout=120)  # before join: the pipe holds ~77 KB
+    finally:
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+    assert proc.exitcode == 0
+    assert child_info["available"] and not child_info["openmp"]
+    ref, scale = _linear_ref(sw.to_dense(), x)
+    _assert_fp32_close(child, ref, scale)
+    _assert_fp32_close(parent, ref, scale)
+
+
+def test_out_buffer_and_pack_sources():
+    rng = np.random.default_rng(3)
+    w = _weight(rng, (40, 50), 0.2)
+    x = rng.standard_normal((7, 50)).astype(np.float64)  # converted to float32
+    ref, scale = _linear_ref(w, x.astype(np.float32))
+    out = np.full((7, 40), np.nan, dtype=np.float32)
+    assert K.spmm(K.pack(sp.csr_matrix(w)), x, out=out) is out
+    _assert_fp32_close(out, ref, scale)
+    _assert_fp32_close(K.spmm(K.pack(torch.from_numpy(w)), x), ref, scale)
+    assert np.array_equal(K.pack(w, "blocked", panel=3, kblock=9).to_dense(), w)
+    w4 = _weight(rng, (4, 3, 2, 5), 0.5)
+    assert np.array_equal(K.pack(w4).to_dense(), w4)
+    assert K.pack(w).nnz == np.count_nonzero(w)
+    # auto picks the column block by density; csr when the weight is narrow
+    assert K.pack(_weight(rng, (8, 4096), 0.01)).kblock == 1024
+    assert K.pack(_weight(rng, (8, 4096), 0.5)).kblock == 128
+    assert K.pack(_weight(rng, (8, 100), 0.5)).layout == "csr"
+
+
+CONV_CASES = [
+    # (oc, ic, kernel, H, W, stride, padding, dilation, N)
+    (16, 8, (3, 3), 13, 11, 1, 1, 1, 2),
+    (7, 5, (3, 3), 10, 9, 2, 1, 1, 1),
+    (9, 4, (1, 1), 7, 8, 1, 0, 1, 2),  # 1x1: the product on the (C, H*W) layout
+    (9, 4, (1, 1), 7, 8, 2, 0, 1, 1),  # strided 1x1 (resnet downsample)
+    (6, 3, (5, 5), 17, 15, 2, 2, 2, 1),
+    (4, 3, (1, 3), 9, 10, (1, 2), (0, 1), (2, 1), 1),
+    (5, 2, (7, 7), 23, 21, 2, 3, 1, 1),  # resnet stem shape
+    (1, 1, (3, 3), 3, 3, 1, 0, 1, 3),  # one output pixel
+    (33, 17, (3, 3), 6, 5, 1, 1, 1, 1),
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("density", [0.0, 0.3, 1.0])
+def test_sparse_conv2d_matches_torch(case, density):
+    oc, ic, ks, h, w_, s, p, d, n = case
+    rng = np.random.default_rng(hash((case, density)) % 2**32)
+    w = _weight(rng, (oc, ic, *ks), density)
+    x = rng.standard_normal((n, ic, h, w_)).astype(np.float32)
+    b = rng.standard_normal(oc).astype(np.float32)
+    xt, wt = torch.from_numpy(x).double(), torch.from_numpy(w).double()
+    ref = torch.nn.functional.conv2d(xt, wt, torch.from_numpy(b).double(), s, p, d).numpy()
+    scale = torch.nn.functional.conv2d(
+        xt.abs(), wt.abs(), torch.from_numpy(b).double().abs(), s, p, d
+    )
+    for sw in (K.pack(w), K.pack(w, "blocked", panel=4, kblock=9)):
+        for tv in (1, 4, 8):
+            y = K.sparse_conv2d(sw, x, s, p, d, bias=b, threads=1, tile_vectors=tv)
+            _assert_fp32_close(y, ref, scale.numpy())
+
+
+def test_fallback_when_switched_off(monkeypatch):
+    monkeypatch.setenv("SPARSIFY_KERNELS", "off")
+    assert not K.available()
+    assert K.info() == {
+        "available": False,
+        "reason": "SPARSIFY_KERNELS=off",
+        "fallback": "scipy.sparse",
+    }
+    rng = np.random.default_rng(4)
+    w = _weight(rng, (30, 45), 0.2)
+    bias = rng.standard_normal(30).astype(np.float32)
+    for batch in (1, 6):
+        x = rng.standard_normal((batch, 45)).astype(np.float32)
+        ref, scale = _linear_ref(w, x, bias)
+        sw = K.pack(w, "blocked", panel=4, kblock=8)
+        _assert_fp32_close(K.spmm(sw, x, bias=bias), ref, scale)
+        _assert_fp32_close(K.spmm_t(sw, np.ascontiguousarray(x.T), bias=bias), ref.T, scale.T)
+    wc = _weight(rng, (6, 3, 3, 3), 0.4)
+    img = rng.standard_normal((2, 3, 9, 8)).astype(np.float32)
+    xt, wt = torch.from_numpy(img).double(), torch.from_numpy(wc).double()
+    ref = torch.nn.functional.conv2d(xt, wt, None, 2, 1, 2).numpy()
+    scale = torch.nn.functional.conv2d(xt.abs(), wt.abs(), None, 2, 1, 2).numpy()
+    _assert_fp32_close(K.sparse_conv2d(K.pack(wc), img, 2, 1, 2), ref, scale)
+
+
+def test_compiler_failure_warns_once_and_falls_back(monkeypatch):
+    monkeypatch.setenv("CC", "/nonexistent/cc-for-sparsify-tests")
+    monkeypatch.setattr(build, "_warned", False)
+    rng = np.random.default_rng(5)
+    w = _weight(rng, (12, 20), 0.3)
+    x = rng.standard_normal((4, 20)).astype(np.float32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        y = K.spmm(K.pack(w), x)
+        K.spmm(K.pack(w), x)
+    assert not K.available()
+    assert "no C compiler" in K.info()["reason"]
+    msgs = [str(c.message) for c in caught if "sparsify.kernels" in str(c.message)]
+    assert len(msgs) == 1 and "\n" not in msgs[0]
+    ref, scale = _linear_ref(w, x)
+    _assert_fp32_close(y, ref, scale)
+
+
+def test_portable_variant_compiles_and_matches(monkeypatch, tmp_path):
+    """The 128-bit/scalar build (no -march, no OpenMP) is what other CPUs get: check it here."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    lib = build.load(PORTABLE)
+    assert lib is not None and lib.path.is_relative_to(tmp_path)
+    assert stat.S_IMODE(os.stat(lib.path.parent).st_mode) == 0o700
+    assert not [f for f in os.listdir(lib.path.parent) if f != "libspk.so"]  # no temp left
+    rng = np.random.default_rng(6)
+    w = _weight(rng, (50, 70), 0.2)
+    sw = K.pack(w, "blocked", panel=8, kblock=16)
+    for batch in (1, 9, 40):
+        x = rng.standard_normal((batch, 70)).astype(np.float32)
+        ref, scale = _linear_ref(w, x)
+        _assert_fp32_close(K.spmm(sw, x, _flags=PORTABLE), ref, scale)
+    wc = _weight(rng, (5, 4, 3, 3), 0.5)
+    img = rng.standard_normal((1, 4, 8, 9)).astype(np.float32)
+    xt, wt = torch.from_numpy(img).double(), torch.from_numpy(wc).double()
+    ref = torch.nn.functional.conv2d(xt, wt, None, 1, 1).numpy()
+    scale = torch.nn.functional.conv2d(xt.abs(), wt.abs(), None, 1, 1).numpy()
+    _assert_fp32_close(K.sparse_conv2d(K.pack(wc), img, 1, 1, _flags=PORTABLE), ref, scale)
+
+
+def _good() -> SparseWeight:
+    w = np.zeros((6, 10), np.float32)
+    w[0, 1], w[2, 9], w[5, 4] = 1.0, 2.0, 3.0
+    return K.pack(w, "blocked", panel=4, kblock=5)
+
+
+def _fields(sw: SparseWeight, **change):
+    base = dict(shape=sw.shape, panel=sw.panel, kblock=sw.kblock, ptr=sw.ptr.copy(),
+                idx=sw.idx.copy(), val=sw.val.copy(), kernel_size=sw.kernel_size)  # fmt: skip
+    base.update(change)
+    return base
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"idx": np.array([1, 9, 10], np.int32)}, "column indices span"),
+        ({"idx": np.array([-1, 9, 4], np.int32)}, "column indices span"),
+        ({"idx": np.array([1, 4, 9], np.int32)}, "outside their row panel or column block"),
+        ({"ptr": np.zeros(3, np.int64)}, "ptr has 3 entries"),
+        ({"idx": np.array([1, 9, 4], np.int64)}, "int32"),
+        ({"val": np.array([1.0, 2.0], np.float32)}, "do not describe one layout"),
+        ({"shape": (4, 10)}, "ptr has"),
+        ({"kernel_size": (3, 3)}, "does not divide"),
+        ({"panel": 0}, "invalid"),
+    ],
+)
+def test_corrupt_layout_is_refused(change, message):
+    with pytest.raises(SparsifyError, match=message) as err:
+        SparseWeight(**_fields(_good(), **change))
+    assert "\n" not in str(err.value)
+
+
+def test_ptr_must_rise():
+    sw = _good()
+    ptr = sw.ptr.copy()
+    ptr[3], ptr[4] = ptr[4] + 1, ptr[3]
+    with pytest.raises(SparsifyError, match="must rise"):
+        SparseWeight(**_fields(sw, ptr=ptr))
+
+
+def test_mutation_after_pack_is_caught_before_c():
+    sw = _good()
+    with pytest.raises(ValueError, match="read-only"):
+        sw.idx[0] = 10**6
+    sw.idx.flags.writeable = True
+    sw.idx[0] = 10**6  # a deliberate corruption
+    with pytest.raises(SparsifyError, match="column indices span"):
+        K.spmm(sw, np.ones((2, 10), np.float32))
+    view_src = _good()
+    idx = view_src.idx.copy()
+    sw2 = SparseWeight(**_fields(view_src, idx=idx[:]))  # a view: copied, so idx cannot alias
+    idx[0] = 10**6
+    assert sw2.idx[0] != 10**6
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda sw: K.spmm(sw, np.ones((2, 9), np.float32)), r"shape \(batch, 10\)"),
+        (lambda sw: K.spmm(sw, np.ones(10, np.float32)), r"shape \(batch, 10\)"),
+        (lambda sw: K.spmm(sw, np.ones((2, 10)), out=np.empty((2, 6))), "'out' must be"),
+        (lambda sw: K.spmm(sw, np.ones((2, 10)), threads=0), "'threads'"),
+        (lambda sw: K.spmm(sw, np.ones((2, 10)), bias=np.ones(5)), "'bias'"),
+        (lambda sw: K.spmm("w", np.ones((2, 10))), "needs a SparseWeight"),
+        (lambda sw: K.spmm_t(sw, np.ones((2, 10))), r"shape \(10, batch\)"),
+        (lambda sw: K.spmm_t(sw, np.ones((10, 2)), out=np.empty((2, 6), np.float32)), "'out'"),
+        (lambda sw: K.sparse_conv2d(sw, np.ones((1, 10, 4, 4))), "4-D"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(call, message):
+    with pytest.raises(SparsifyError, match=message) as err:
+        call(_good())
+    assert "\n" not in str(err.value)
+
+
+def test_conv_argument_errors():
+    sw = K.pack(np.ones((2, 3, 3, 3), np.float32))
+    with pytest.raises(SparsifyError, match="shape \\(N, 3, H, W\\)"):
+        K.sparse_conv2d(sw, np.ones((1, 4, 5, 5), np.float32))
+    with pytest.raises(SparsifyError, match="smaller than the"):
+        K.sparse_conv2d(sw, np.ones((1, 3, 2, 2), np.float32))
+    with pytest.raises(SparsifyError, match="'stride'"):
+        K.sparse_conv2d(sw, np.ones((1, 3, 5, 5), np.float32), stride=0)
+    with pytest.raises(SparsifyError, match="NaN"):
+        K.pack(np.full((2, 2), np.nan, np.float32))
+    with pytest.raises(SparsifyError, match="'layout'"):
+        K.pack(np.ones((2, 2), np.float32), "ell")
