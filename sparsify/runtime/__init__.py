@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sparsify.errors import SparsifyError
 from sparsify.export.bundle_format import MANIFEST
 from sparsify.export.bundle_reader import Bundle, load_bundle
 from sparsify.runtime.model import RuntimeModel
-from sparsify.runtime.onnx_model import OnnxModel, WeightMemory, load_onnx_model
+
+if TYPE_CHECKING:
+    from sparsify.runtime.onnx_model import OnnxModel, WeightMemory, load_onnx_model
 
 __all__ = [
     "Bundle",
@@ -31,6 +34,18 @@ __all__ = [
     "load_bundle",
     "load_onnx_model",
 ]
+
+_ONNX_NAMES = ("OnnxModel", "WeightMemory", "load_onnx_model")
+
+
+def __getattr__(name: str) -> Any:
+    """The ONNX runtime's names, imported on first use: a bundle needs numpy + scipy only."""
+    if name in _ONNX_NAMES:
+        from sparsify.runtime import onnx_model
+
+        return getattr(onnx_model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _COMPACT_FILE = "model.compact.onnx"  # what export_onnx writes (sparsify.export.onnx.COMPACT_FILE)
 
@@ -45,6 +60,8 @@ def load(path: str | os.PathLike[str]) -> RuntimeModel | OnnxModel:
         SparsifyError: the file or bundle fails verification, or a bundle exported without
             a graph.
     """
+    from sparsify.runtime.onnx_model import load_onnx_model
+
     p = Path(path)
     if p.is_file() or p.suffix == ".onnx":
         return load_onnx_model(p)

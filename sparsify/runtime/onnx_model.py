@@ -53,6 +53,7 @@ import scipy.sparse as sp
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.op_run import OpRun
+from scipy.special import expit
 
 from sparsify.errors import SparsifyError
 from sparsify.export.onnx_load import load_onnx
@@ -374,6 +375,15 @@ class MaxPool(OpRun):
         return (_pool(x, "max", attrs),)
 
 
+class Sigmoid(OpRun):
+    """ONNX Sigmoid as scipy's expit: the reference's ``1 / (1 + exp(-x))`` warns of overflow."""
+
+    op_domain = ""
+
+    def _run(self, x: np.ndarray) -> tuple[np.ndarray]:
+        return (expit(x).astype(x.dtype, copy=False),)
+
+
 class AveragePool(OpRun):
     """ONNX AveragePool on windows."""
 
@@ -559,7 +569,6 @@ class OnnxModel:
         new_inits = kept + [
             numpy_helper.from_array(np.asarray(v), k) for k, v in dense_inits.items()
         ]
-        memory.dense_bytes = int(sum(numpy_helper.to_array(t).nbytes for t in new_inits))
         nodes = [replaced.get(id(n), n) for n in live_nodes]
         new_graph = helper.make_graph(
             nodes,
@@ -587,12 +596,14 @@ class OnnxModel:
         }
         self.output_names = [o.name for o in graph.output]
         self._evaluator = ReferenceEvaluator(
-            rewritten, new_ops=[*_op_classes(weights), Conv, MaxPool, AveragePool]
+            rewritten, new_ops=[*_op_classes(weights), Conv, MaxPool, AveragePool, Sigmoid]
         )
         # the evaluator converted every initializer to numpy; drop the protobuf copies so the
         # dense weights are not held twice (it never reads them again)
         for tensor in rewritten.graph.initializer:
             tensor.ClearField("raw_data")
+        # rt_inits_: the evaluator's {name: array} of initializers, what it holds at run time
+        memory.dense_bytes = int(sum(v.nbytes for v in self._evaluator.rt_inits_.values()))
 
     @staticmethod
     def _sparse_node(node: onnx.NodeProto, key: str, shape: tuple[int, ...]) -> onnx.NodeProto:
