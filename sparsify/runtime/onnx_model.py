@@ -576,6 +576,7 @@ class OnnxModel:
             list(graph.input),
             list(graph.output),
             initializer=new_inits,
+            value_info=list(graph.value_info),  # types for ops whose kernel depends on them
         )
         opsets = [o for o in model.opset_import if o.domain != DOMAIN]
         opsets.append(helper.make_opsetid(DOMAIN, 1))
