@@ -45,6 +45,8 @@ def zero_(model: nn.Module, fraction: float = 0.9, seed: int = 0) -> nn.Module:
             if isinstance(m, nn.MultiheadAttention) and m.in_proj_weight is not None:
                 weights.append(m.in_proj_weight)
             for w in weights:
+                if not w.any():  # zero-initialised (ViT's head): the output would be constant
+                    w.normal_(0.0, 0.1, generator=g)
                 w[torch.rand(w.shape, generator=g) < fraction] = 0.0
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.running_mean.normal_(0.0, 0.1, generator=g)
