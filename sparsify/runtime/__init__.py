@@ -1,33 +1,77 @@
-"""Torch-free runtime: run an exported scipy bundle with numpy + scipy only.
+"""Torch-free runtime: run an exported ONNX file or scipy bundle with numpy + scipy only.
 
     import sparsify.runtime
-    model = sparsify.runtime.load("runs/quickstart_scipy")
-    logits = model(images)          # (B, 1, 28, 28) float32 numpy -> (B, 10) numpy
+    model = sparsify.runtime.load("out/model.compact.onnx")   # or a bundle directory
+    logits = model(images)          # float32 numpy in, float32 numpy out
 
-Nothing here imports torch (a test runs it where ``import torch`` fails).
+An ``.onnx`` file (dense or compact, from :func:`sparsify.export.onnx.export_onnx`) runs in
+:class:`OnnxModel` (onnx's reference evaluator with sparse CSR kernels for MatMul/Gemm/Conv,
+:mod:`sparsify.runtime.onnx_model`): any op ONNX defines, sparse weights kept sparse. A bundle
+directory runs in :class:`RuntimeModel` (its own op list). Nothing here imports torch (tests
+run both where ``import torch`` fails).
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from sparsify.errors import SparsifyError
+from sparsify.export.bundle_format import MANIFEST
 from sparsify.export.bundle_reader import Bundle, load_bundle
 from sparsify.runtime.model import RuntimeModel
 
-__all__ = ["Bundle", "RuntimeModel", "load", "load_bundle"]
+if TYPE_CHECKING:
+    from sparsify.runtime.onnx_model import OnnxModel, WeightMemory, load_onnx_model
+
+__all__ = [
+    "Bundle",
+    "OnnxModel",
+    "RuntimeModel",
+    "WeightMemory",
+    "load",
+    "load_bundle",
+    "load_onnx_model",
+]
+
+_ONNX_NAMES = ("OnnxModel", "WeightMemory", "load_onnx_model")
 
 
-def load(bundle_dir: str | os.PathLike[str]) -> RuntimeModel:
-    """Load and verify the bundle in ``bundle_dir`` and return its model (numpy in, numpy out).
+def __getattr__(name: str) -> Any:
+    """The ONNX runtime's names, imported on first use: a bundle needs numpy + scipy only."""
+    if name in _ONNX_NAMES:
+        from sparsify.runtime import onnx_model
+
+        return getattr(onnx_model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_COMPACT_FILE = "model.compact.onnx"  # what export_onnx writes (sparsify.export.onnx.COMPACT_FILE)
+
+
+def load(path: str | os.PathLike[str]) -> RuntimeModel | OnnxModel:
+    """Load and verify a model for the torch-free runtime (numpy in, numpy out).
+
+    ``path`` is an ``.onnx`` file (:func:`load_onnx_model`), a bundle directory, or a
+    directory holding only ``model.compact.onnx`` (no bundle manifest), which is loaded.
 
     Raises:
-        SparsifyError: the bundle fails verification, or was exported without a graph.
+        SparsifyError: the file or bundle fails verification, or a bundle exported without
+            a graph.
     """
-    bundle = load_bundle(bundle_dir)
+    from sparsify.runtime.onnx_model import load_onnx_model
+
+    p = Path(path)
+    if p.is_file() or p.suffix == ".onnx":
+        return load_onnx_model(p)
+    if p.is_dir() and not (p / MANIFEST).exists() and (p / _COMPACT_FILE).is_file():
+        return load_onnx_model(p / _COMPACT_FILE)
+    bundle = load_bundle(p)
     if bundle.graph is None:
         raise SparsifyError(
             f"{bundle.path}: the bundle has no graph (exported with graph=False); re-export it "
-            "with the graph to run it."
+            "with the graph, or export ONNX (sparsify.export.onnx.export_onnx) and load "
+            f"{_COMPACT_FILE}."
         )
     return RuntimeModel(bundle.graph, bundle.state_dict, bundle.sparse)
