@@ -17,6 +17,9 @@ BANNED = {"core": ("pipeline", "bench", "report", "cli"), "pipeline": ("bench", 
 BANNED["bench"] = ("report", "cli")
 TORCH_FREE = ["sparsify/runtime/*.py", "sparsify/export/encoding.py"]
 TORCH_FREE += ["sparsify/export/bundle_format.py", "sparsify/export/bundle_reader.py"]
+# the ONNX loader the torch-free runtime uses, and the session builder memory probes use
+TORCH_FREE += ["sparsify/export/onnx/integrity.py", "sparsify/export/onnx/ort.py"]
+TORCH_FREE += ["sparsify/export/onnx/__init__.py", "sparsify/kernels/*.py"]
 # inside the application: the definitions sit below the runner
 PIPELINE_ORDER = {
     "sparsify/pipeline/zoo.py": ("checkpoint", "stages", "loop"),

@@ -26,7 +26,7 @@ from torch import nn
 import sparsify.runtime
 from sparsify.errors import SparsifyError
 from sparsify.export import onnx as sonnx
-from sparsify.export.onnx_load import load_onnx as load_onnx_torch_free
+from sparsify.export.onnx.integrity import load_onnx as load_onnx_torch_free
 from sparsify.pipeline.zoo import build_model
 from sparsify.runtime import OnnxModel, load_onnx_model, sparse_ops
 

@@ -34,9 +34,8 @@ Resize ...), and the exported file is the one onnxruntime runs, so parity with o
 is checked on the same bytes. Transient memory at load is bounded by one weight's decode
 (the rank/mask of a bitmask tensor is numel-sized), not by the model.
 
-Files are verified like :func:`sparsify.export.onnx.load_onnx` (sha256 stamp, external
-data inside the model's folder) by :func:`sparsify.export.onnx_load.load_onnx`, which does
-not import torch; nothing here imports torch.
+Files are verified by :func:`sparsify.export.onnx.load_onnx` itself (sha256 stamp, external
+data inside the model's folder); its module imports no torch, and nothing here does.
 """
 
 from __future__ import annotations
@@ -56,7 +55,7 @@ from onnx.reference.op_run import OpRun
 from scipy.special import expit
 
 from sparsify.errors import SparsifyError
-from sparsify.export.onnx_load import load_onnx
+from sparsify.export.onnx.integrity import load_onnx
 from sparsify.runtime import sparse_ops
 
 DOMAIN = "sparsify.runtime"
