@@ -47,3 +47,31 @@ def sparse_lecture_convnet(zeros: float = 0.9, seed: int = 0):
             if p.dim() >= 2:
                 p[torch.rand(p.shape, generator=g) < zeros] = 0.0
     return model
+
+
+def run_runtime_without_torch(artifact: Path, x, tmp_path: Path):
+    """``sparsify.runtime.load(artifact)(x)`` in a fresh Python where ``import torch`` fails;
+    asserts torch stayed out of ``sys.modules`` and returns the output array."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", x)
+    blocker = tmp_path / "blocker"
+    blocker.mkdir(exist_ok=True)
+    (blocker / "torch.py").write_text("raise ImportError('torch is blocked in this test')\n")
+    code = (
+        "import sys, numpy as np\n"
+        "try:\n    import torch\nexcept ImportError:\n    pass\nelse:\n    sys.exit('torch imported')\n"
+        "import sparsify.runtime\n"
+        f"m = sparsify.runtime.load({str(artifact)!r})\n"
+        f"np.save({str(tmp_path / 'y.npy')!r}, m(np.load({str(tmp_path / 'x.npy')!r})))\n"
+        "assert not any(k == 'torch' or k.startswith('torch.') for k in sys.modules)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), str(root)])}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return np.load(tmp_path / "y.npy")

@@ -3,15 +3,13 @@ and runs where torch cannot be imported."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import run_runtime_without_torch
 from torch import nn
 
 import sparsify.runtime
@@ -163,21 +161,7 @@ def test_runtime_runs_where_torch_cannot_be_imported(tmp_path: Path) -> None:
     model = zero_(build_model("lenet5"), 0.9)
     export_scipy_bundle(model, tmp_path / "b")
     x = np.random.default_rng(2).standard_normal((3, 1, 28, 28)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    blocker = tmp_path / "blocker"
-    blocker.mkdir()
-    (blocker / "torch.py").write_text("raise ImportError('torch is blocked in this test')\n")
-    code = (
-        "import sys, numpy as np\n"
-        "try:\n    import torch\nexcept ImportError:\n    pass\nelse:\n    sys.exit('torch imported')\n"
-        "import sparsify.runtime\n"
-        f"m = sparsify.runtime.load({str(tmp_path / 'b')!r})\n"
-        f"np.save({str(tmp_path / 'y.npy')!r}, m(np.load({str(tmp_path / 'x.npy')!r})))\n"
-        "assert not any(k == 'torch' or k.startswith('torch.') for k in sys.modules)\n"
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), str(ROOT)])}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    y = run_runtime_without_torch(tmp_path / "b", x, tmp_path)
     with torch.no_grad():
         ref = model(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(np.load(tmp_path / "y.npy"), ref, rtol=0, atol=ATOL)
+    np.testing.assert_allclose(y, ref, rtol=0, atol=ATOL)

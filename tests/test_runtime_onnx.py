@@ -10,9 +10,6 @@ to be nearly exact (randomly initialised nets can have tiny logits, so it is not
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from conftest import run_runtime_without_torch
 from torch import nn
 
 import sparsify.runtime
@@ -284,22 +282,8 @@ def test_onnx_runtime_runs_where_torch_cannot_be_imported(
 ) -> None:
     model, folder = exported["transformer_encoder"]
     x = np.random.default_rng(5).standard_normal((3, 7, 32)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    blocker = tmp_path / "blocker"
-    blocker.mkdir()
-    (blocker / "torch.py").write_text("raise ImportError('torch is blocked in this test')\n")
-    code = (
-        "import sys, numpy as np\n"
-        "try:\n    import torch\nexcept ImportError:\n    pass\nelse:\n    sys.exit('torch imported')\n"
-        "import sparsify.runtime\n"
-        f"m = sparsify.runtime.load({str(folder / sonnx.COMPACT_FILE)!r})\n"
-        f"np.save({str(tmp_path / 'y.npy')!r}, m(np.load({str(tmp_path / 'x.npy')!r})))\n"
-        "assert not any(k == 'torch' or k.startswith('torch.') for k in sys.modules)\n"
-    )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocker), str(ROOT)])}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    err = _errors(model, x, {"runtime": np.load(tmp_path / "y.npy")})
+    y = run_runtime_without_torch(folder / sonnx.COMPACT_FILE, x, tmp_path)
+    err = _errors(model, x, {"runtime": y})
     assert err["runtime"] <= _bound(err), err
 
 
