@@ -75,7 +75,7 @@ def seeds_markdown(rows: list[dict[str, Any]]) -> str:
     return (
         "Mean ± sample standard deviation over the seeds (errors in %):\n\n"
         + md_table(head, body)
-        + "\nEvery run:\n"
+        + "\n\nEvery run:\n"
     )
 
 
