@@ -1,7 +1,7 @@
 """Import layering, read from the source (function-local imports included).
 
-core (errors, fileio, probe, timing, stats, tables, penalties, structure, accel, export,
-runtime) <- pipeline <- bench <- report, cli. No ``from sparsify.X import _private`` across
+core (errors, fileio, probe, timing, stats, tables, footprint, penalties, structure, accel,
+kernels, export, runtime) <- pipeline <- bench <- report, cli. No ``from sparsify.X import _private`` across
 top-level packages (in sparsify/ or tools/). runtime/ and the bundle readers never import torch.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = {"errors", "fileio", "probe", "timing", "stats", "tables", "penalties", "structure"}
-CORE |= {"accel", "export", "runtime"}
+CORE |= {"accel", "export", "runtime", "kernels", "footprint"}
 BANNED = {"core": ("pipeline", "bench", "report", "cli"), "pipeline": ("bench", "report", "cli")}
 BANNED["bench"] = ("report", "cli")
 TORCH_FREE = ["sparsify/runtime/*.py", "sparsify/export/encoding.py"]
