@@ -61,3 +61,44 @@ def check_input_shape(where: str, shape: Any) -> tuple[int, ...]:
             f"batch dimension, e.g. [3, 64, 64]; got {shape!r}."
         )
     return tuple(int(d) for d in shape)
+
+
+def one_line(text: str) -> str:
+    """``text`` safe to print as one terminal line: newlines, escape sequences and other
+    control characters shown as Python escapes (a file name or key may hold any of them)."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
+_ERRNO_FIX = {
+    "ENOSPC": "free some disk space and run again",
+    "EDQUOT": "free some disk space and run again",
+    "EFBIG": "the file-size limit was reached (ulimit -f); raise it or write elsewhere",
+    "EACCES": "choose a folder you can write to, or fix its permissions",
+    "EPERM": "choose a folder you can write to, or fix its permissions",
+    "EROFS": "the filesystem is read-only; choose another --out",
+    "ENOENT": "check the path",
+    "ENOTDIR": "a part of the path is a file, not a folder; check the path",
+    "EISDIR": "the path is a folder; give a file",
+}
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for an error that is not a :class:`SparsifyError`: what failed, on which
+    file, and the fix (the CLI prints it and exits with status 2)."""
+    import errno
+
+    if isinstance(exc, OSError):
+        name = errno.errorcode.get(exc.errno or 0, "")
+        where = f" ({exc.filename})" if exc.filename else ""
+        what = exc.strerror or str(exc) or type(exc).__name__
+        fix = _ERRNO_FIX.get(name, "check the file and the disk")
+        return one_line(f"{what}{where}; {fix}; nothing half-written was left in place.")
+    if isinstance(exc, MemoryError):
+        return "out of memory; use a smaller batch, model or input, or a machine with more memory."
+    if isinstance(exc, RecursionError):
+        return "input nested too deeply to read; check the file (rerun with --debug for where)."
+    first = (str(exc).strip().splitlines() or [""])[0][:300]
+    return one_line(
+        f"unexpected {type(exc).__name__}: {first}; rerun with --debug for the traceback "
+        "and report it if the input was valid."
+    )

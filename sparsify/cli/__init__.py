@@ -1,6 +1,9 @@
 """Command line: ``sparsify <command>``. This module only wires the subcommand modules.
 
 User errors (SparsifyError) print one line on stderr and exit with status 2; no traceback.
+So do disk and permission errors, file-size limits, memory exhaustion, runaway recursion and
+any unexpected library error (one line naming the file and the fix); ``--debug`` shows the
+traceback instead.
 
 ``--plugin PKG`` (repeatable, before or after the command) imports PKG first: a package that
 calls ``sparsify.register_model(name, fn)`` when imported makes ``name`` usable in recipes
@@ -13,7 +16,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from sparsify.errors import SparsifyError
+from sparsify.errors import SparsifyError, describe_failure, one_line
 
 COMMANDS = (
     "train",
@@ -39,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"sparsify {sparsify.__version__}")
     parser.add_argument("--plugin", **_PLUGIN_ARG, default=[])
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error instead of one line"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"sparsify.cli.{name}").register(sub)
@@ -66,14 +72,25 @@ def load_plugins(modules: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sparsify`` console script; returns the exit status."""
+    import signal
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    if hasattr(signal, "SIGXFSZ"):  # past `ulimit -f` a write fails with EFBIG, not a kill
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     try:
         load_plugins([*args.plugin, *getattr(args, "plugins_after", [])])
         return int(args.func(args) or 0)
     except SparsifyError as exc:
-        print(f"sparsify {args.command}: error: {exc}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"sparsify {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"sparsify {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - every failure reaches the user as one line
+        if args.debug:
+            raise
+        print(f"sparsify {args.command}: error: {describe_failure(exc)}", file=sys.stderr)
+        return 2
