@@ -16,11 +16,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import TensorDataset
 
 from sparsify.errors import SparsifyError
 from sparsify.pipeline.data.registry import DataRequest, DatasetSplits, default_root
-from sparsify.pipeline.data.splits import crop_flip, normalised_images, take_subset
+from sparsify.pipeline.data.splits import crop_flip, in_memory_image_splits
 
 IMAGE_BYTES = 3 * 32 * 32
 # name -> (folder in the archive, train files, test files, label bytes, classes, url, md5)
@@ -111,21 +110,8 @@ def load_cifar(name: str, request: DataRequest) -> DatasetSplits:
     tr_x = np.concatenate([p[0] for p in parts])
     tr_y = np.concatenate([p[1] for p in parts])
     te_x, te_y = read_cifar_bin(folder / test_files[0], label_bytes, classes)
-    tr_x, tr_y = (
-        take_subset(tr_x, request.train_subset, "train_subset"),
-        tr_y[: request.train_subset],
-    )
-    te_x, te_y = take_subset(te_x, request.test_subset, "test_subset"), te_y[: request.test_subset]
-    train, test, mean, std = normalised_images(tr_x, te_x)
-    import torch
-
-    return DatasetSplits(
-        train=TensorDataset(train, torch.from_numpy(tr_y)),
-        test=TensorDataset(test, torch.from_numpy(te_y)),
-        input_shape=(3, 32, 32),
-        num_classes=classes,
-        augmentation=crop_flip((32, 32)),
-        info={"normalisation": {"mean": mean, "std": std}, "dir": str(folder)},
+    return in_memory_image_splits(
+        (tr_x, tr_y), (te_x, te_y), request, classes, crop_flip((32, 32)), folder
     )
 
 

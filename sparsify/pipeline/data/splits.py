@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from sparsify.errors import SparsifyError
-from sparsify.pipeline.data.registry import DatasetSplits
+from sparsify.pipeline.data.registry import DataRequest, DatasetSplits
 
 
 def take_subset(array: np.ndarray, n: int | None, key: str) -> np.ndarray:
@@ -40,6 +40,30 @@ def normalised_images(
     tr.sub_(mean[:, None, None]).div_(std[:, None, None])
     te.sub_(mean[:, None, None]).div_(std[:, None, None])
     return tr, te, mean.tolist(), std.tolist()
+
+
+def in_memory_image_splits(
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    request: DataRequest,
+    num_classes: int,
+    augmentation: Callable[[torch.Tensor], torch.Tensor] | None,
+    folder: object,
+) -> DatasetSplits:
+    """Subsets (``request.train_subset``/``test_subset``), per-channel normalisation with the
+    training subset's statistics, and the ``DatasetSplits`` of uint8 (N, C, H, W) images."""
+    tr_x = take_subset(train[0], request.train_subset, "train_subset")
+    te_x = take_subset(test[0], request.test_subset, "test_subset")
+    tr_y, te_y = train[1][: request.train_subset], test[1][: request.test_subset]
+    tr, te, mean, std = normalised_images(tr_x, te_x)
+    return DatasetSplits(
+        train=TensorDataset(tr, torch.from_numpy(tr_y)),
+        test=TensorDataset(te, torch.from_numpy(te_y)),
+        input_shape=tuple(tr.shape[1:]),
+        num_classes=num_classes,
+        augmentation=augmentation,
+        info={"normalisation": {"mean": mean, "std": std}, "dir": str(folder)},
+    )
 
 
 def crop_flip(size: tuple[int, int], flip: bool = True) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -11,12 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import TensorDataset
 
 from sparsify.errors import SparsifyError
 from sparsify.pipeline.data.registry import DataRequest, DatasetSplits, default_root
-from sparsify.pipeline.data.splits import crop_flip, normalised_images, take_subset
+from sparsify.pipeline.data.splits import crop_flip, in_memory_image_splits
 
 FILES = {"train": "train_32x32.mat", "test": "test_32x32.mat"}
 
@@ -91,17 +89,7 @@ def svhn(request: DataRequest) -> DatasetSplits:
         )
     tr_x, tr_y = read_svhn_mat(root / FILES["train"])
     te_x, te_y = read_svhn_mat(root / FILES["test"])
-    tr_x, tr_y = (
-        take_subset(tr_x, request.train_subset, "train_subset"),
-        tr_y[: request.train_subset],
-    )
-    te_x, te_y = take_subset(te_x, request.test_subset, "test_subset"), te_y[: request.test_subset]
-    train, test, mean, std = normalised_images(tr_x, te_x)
-    return DatasetSplits(
-        train=TensorDataset(train, torch.from_numpy(tr_y)),
-        test=TensorDataset(test, torch.from_numpy(te_y)),
-        input_shape=(3, 32, 32),
-        num_classes=10,
-        augmentation=crop_flip((32, 32), flip=False),
-        info={"normalisation": {"mean": mean, "std": std}, "dir": str(root)},
+    # no flip: a mirrored digit is not that digit
+    return in_memory_image_splits(
+        (tr_x, tr_y), (te_x, te_y), request, 10, crop_flip((32, 32), flip=False), root
     )
