@@ -132,6 +132,17 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _checked(sw: Any, who: str, threads: int | None) -> int:
+    """Refuse anything but a valid :class:`SparseWeight` (re-checked if it was made writable)
+    before C touches it; return the thread count to use."""
+    if not isinstance(sw, SparseWeight):
+        raise SparsifyError(
+            f"{who} needs a SparseWeight from kernels.pack; got {type(sw).__name__}."
+        )
+    sw.ensure_checked()
+    return _threads(threads)
+
+
 def _threads(threads: int | None) -> int:
     """The thread count for the C side (0 = all cores); 1 in a child forked after the pool."""
     global _pool_started
@@ -214,13 +225,7 @@ def spmm(
     Batch 1 runs a gather-based dot product per row (memory-bound); larger batches the
     register-tiled product over the transposed activation (see spk.c).
     """
-    if not isinstance(sw, SparseWeight):
-        raise SparsifyError(
-            f"spmm needs a SparseWeight from kernels.pack; got {type(sw).__name__}."
-        )
-    sw.ensure_checked()
-    nt = _threads(threads)
-    rows, cols = sw.shape
+    nt, (rows, cols) = _checked(sw, "spmm", threads), sw.shape
     xa = _f32("x", x)
     if xa.ndim != 2 or xa.shape[1] != cols:
         raise SparsifyError(f"spmm: x must have shape (batch, {cols}); got {xa.shape}.")
@@ -269,13 +274,7 @@ def spmm_t(
     result out): a chain of sparse layers can keep its activations as (features, batch).
     Batch 1 runs the same gather-based dot product as ``spmm``.
     """
-    if not isinstance(sw, SparseWeight):
-        raise SparsifyError(
-            f"spmm_t needs a SparseWeight from kernels.pack; got {type(sw).__name__}."
-        )
-    sw.ensure_checked()
-    nt = _threads(threads)
-    rows, cols = sw.shape
+    nt, (rows, cols) = _checked(sw, "spmm_t", threads), sw.shape
     xa = _f32("xt", xt)
     if xa.ndim != 2 or xa.shape[0] != cols:
         raise SparsifyError(f"spmm_t: xt must have shape ({cols}, batch); got {xa.shape}.")
