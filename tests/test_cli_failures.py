@@ -88,3 +88,15 @@ def test_failures_are_described_with_the_file_and_the_fix(exc: BaseException, ne
     assert needle in line and "\n" not in line
     if isinstance(exc, OSError):
         assert exc.filename in line
+
+
+def test_train_refuses_an_out_that_is_a_file_before_training(tmp_path: Path, capsys) -> None:
+    target = tmp_path / "metrics.json"
+    target.write_text("mine")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: {name: lenet300_100}\nepochs: 1\n")
+    for command in ("train", "sweep"):
+        assert main([command, str(recipe), "--out", str(target), "-q"]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {target} is a file" in err and err.count("\n") == 1
+    assert target.read_text() == "mine"

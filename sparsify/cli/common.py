@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from sparsify.errors import SparsifyError
 from sparsify.pipeline.checkpoint import save_checkpoint
 from sparsify.pipeline.data.registry import DatasetSplits
 from sparsify.pipeline.distributed import DistContext
@@ -50,6 +51,13 @@ def apply_overrides(recipe: Recipe, args: argparse.Namespace) -> Recipe:
     if getattr(args, "threads", None) is not None:
         data["threads"] = args.threads
     return Recipe.from_dict(data, source="command line")
+
+
+def check_out_dir(out: Path) -> Path:
+    """Refuse, before any training, an ``--out`` that exists and is not a folder."""
+    if out.exists() and not out.is_dir():
+        raise SparsifyError(f"--out {out} is a file; choose a folder (it is created if missing).")
+    return out
 
 
 def load_data(recipe: Recipe) -> DatasetSplits:

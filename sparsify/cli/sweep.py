@@ -8,7 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sparsify.cli.common import add_run_options, apply_overrides, load_data, run_one
+from sparsify.cli.common import (
+    add_run_options,
+    apply_overrides,
+    check_out_dir,
+    load_data,
+    run_one,
+)
 from sparsify.errors import SparsifyError
 from sparsify.fileio import atomic_write_json, atomic_write_text
 from sparsify.pipeline.recipe import Recipe, load_recipe
@@ -160,7 +166,7 @@ def _main_table(rows: list[dict[str, Any]], recipe: Recipe, command: str) -> str
 
 def run(args: argparse.Namespace) -> int:
     recipe = apply_overrides(load_recipe(args.recipe), args)
-    out = Path(args.out or recipe.output.dir)
+    out = check_out_dir(Path(args.out or recipe.output.dir))
     sweep = recipe.sweep()
     index = sweep[0] if sweep else 0
     seeds = list(dict.fromkeys(args.seeds)) if args.seeds else [recipe.seed]

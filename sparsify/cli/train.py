@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sparsify.cli.common import add_run_options, apply_overrides, load_data, run_one
+from sparsify.cli.common import (
+    add_run_options,
+    apply_overrides,
+    check_out_dir,
+    load_data,
+    run_one,
+)
 from sparsify.errors import SparsifyError
 from sparsify.pipeline.distributed import distributed
 from sparsify.pipeline.recipe import load_recipe
@@ -35,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.checkpoint_every < 0:
         raise SparsifyError(f"--checkpoint-every must be >= 0; got {args.checkpoint_every}.")
-    out = Path(args.out or recipe.output.dir)
+    out = check_out_dir(Path(args.out or recipe.output.dir))
     with distributed(recipe.device) as dist:
         metrics = run_one(
             recipe, load_data(recipe), out, args.quiet, dist, args.resume, args.checkpoint_every

@@ -46,8 +46,9 @@ def _pair(v: Any) -> list[int]:
 def _refuse(node: torch.fx.Node, what: str) -> SparsifyError:
     return SparsifyError(
         f"cannot export the graph: {what} (node {node.name!r}) is not supported by "
-        f"sparsify.runtime; supported: {SUPPORTED}. Export with graph=False (--no-graph) "
-        "for the weights alone."
+        f"the bundle's op list; supported: {SUPPORTED}. Export --format onnx instead "
+        "(sparsify.runtime.load runs the compact ONNX, any op included), or --no-graph for "
+        "the weights alone."
     )
 
 
