@@ -52,6 +52,8 @@ class PenaltyHandle:
         self.skipped = skipped
         self.steps_per_epoch = steps_per_epoch
         self.step = 0
+        # a controller's multiplier on every lambda (1: the config's); saved for resume
+        self.lam_scale = 1.0
         self._buckets = self._make_buckets()
         if config.uses_optimizer_metric():
             check_supported(optimizer)
@@ -78,9 +80,9 @@ class PenaltyHandle:
         return [_Bucket(g, lam, ps) for (g, lam), ps in by_key.items() if lam > 0]
 
     def coefficients(self) -> list[float]:
-        """Per-bucket coefficient for the current step: lam * schedule(step) [* lr] (the
-        "optimizer" convention multiplies by the optimizer's step later, per coordinate)."""
-        factor = self.config.schedule.factor(self.step, self.steps_per_epoch)
+        """Per-bucket coefficient for the current step: lam * lam_scale * schedule(step) [* lr]
+        (the "optimizer" convention multiplies by the optimizer's step later, per coordinate)."""
+        factor = self.lam_scale * self.config.schedule.factor(self.step, self.steps_per_epoch)
         out = []
         for b in self._buckets:
             c = b.lam * factor
@@ -108,12 +110,13 @@ class PenaltyHandle:
         return float(sum(self.config.value(b.params, b.lam) for b in self._buckets))
 
     def state_dict(self) -> dict[str, Any]:
-        """What a resumed run needs: the step count that drives the schedule."""
-        return {"step": self.step, "config": self.config.to_dict()}
+        """What a resumed run needs: the step count that drives the schedule, the lambda scale."""
+        return {"step": self.step, "lam_scale": self.lam_scale, "config": self.config.to_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the step count saved by :meth:`state_dict`."""
+        """Restore the step count (and lambda scale, 1 when absent) saved by :meth:`state_dict`."""
         self.step = int(state["step"])
+        self.lam_scale = float(state.get("lam_scale", 1.0))
 
     def summary(self) -> str:
         """One line: what was selected and what was skipped (never skip silently)."""

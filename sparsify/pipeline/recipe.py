@@ -278,6 +278,89 @@ def _check_regexes(patterns: list[str]) -> list[str]:
     return patterns
 
 
+SPARSITY_METHODS = ("prox", "magnitude")
+# method-specific sparsity fields: (field, methods it applies to); None means "not given"
+METHOD_FIELDS: dict[str, tuple[str, ...]] = {
+    "schedule": ("magnitude",),
+    "start": ("magnitude",),
+    "end": ("magnitude",),
+    "every": ("magnitude",),
+    "control": ("prox",),
+}
+
+
+class SparsitySpec(_Section):
+    """A sparsity target, reached exactly at the end of the train stage, and how.
+
+    ``target``: the fraction of zeros among the selected weights (Linear/Conv weights,
+    narrowed by ``include``/``exclude`` regexes), over all of them (``granularity: global``,
+    one magnitude threshold) or in each tensor (``layer``). At the end of the train stage the
+    smallest-|w| selected weights are set to 0 until exactly ``round(target * N)`` are zero
+    (``prune_to_sparsity_``); a debias stage then fine-tunes the survivors with those zeros
+    frozen. ``method``:
+
+    prox       the recipe's penalties train (``control: true`` rescales their lambdas after
+               each epoch towards a cubic sparsity ramp ending at the target, so little is
+               left for the projection); then the projection
+    magnitude  magnitude pruning: ``schedule: oneshot`` (default) prunes once at the end of
+               the train stage (train dense, prune, fine-tune); ``gradual`` prunes along Zhu &
+               Gupta's cubic schedule from epoch ``start`` to ``end`` every ``every`` epochs
+               (``GradualPruning``), pruned weights held at 0
+    """
+
+    target: float = Field(gt=0, lt=1, allow_inf_nan=False)
+    granularity: Literal["global", "layer"] = "global"
+    method: Literal[SPARSITY_METHODS] = "prox"  # type: ignore[valid-type]
+    include: list[str] = []
+    exclude: list[str] = []
+    schedule: Literal["oneshot", "gradual"] | None = None
+    start: NonNeg | None = None
+    end: NonNeg | None = None
+    every: Positive | None = None
+    control: bool | None = None
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _regex(cls, patterns: list[str]) -> list[str]:
+        return _check_regexes(patterns)
+
+    @model_validator(mode="after")
+    def _fields_apply(self) -> SparsitySpec:
+        for name, methods in METHOD_FIELDS.items():
+            if getattr(self, name) is not None and self.method not in methods:
+                raise ValueError(
+                    f"'{name}' applies to method {_kinds(methods)}, not {self.method}; remove it"
+                )
+        if self.schedule != "gradual":
+            for name in ("start", "end", "every"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"'{name}' applies to schedule 'gradual' only (oneshot prunes at the end "
+                        "of the train stage); remove it or set schedule: gradual"
+                    )
+        elif self.end is None:
+            raise ValueError("schedule 'gradual' needs 'end', the epoch pruning reaches the target")
+        elif self.end < (self.start or 0):
+            raise ValueError(
+                f"schedule 'gradual' needs start <= end; got start={self.start or 0:g}, "
+                f"end={self.end:g}"
+            )
+        return self
+
+    def pruning(self) -> dict[str, Any] | None:
+        """Fields for ``GradualPruning`` (in epochs) when this is gradual magnitude pruning."""
+        if self.schedule != "gradual":
+            return None
+        return {
+            "sparsity": self.target,
+            "start": self.start or 0,
+            "end": self.end,
+            "every": self.every or 1,
+            "granularity": self.granularity,
+            "unit": "epochs",
+        }
+
+
 class OutputSpec(_Section):
     """Where ``sparsify train`` writes when ``--out`` is not given."""
 
@@ -386,6 +469,7 @@ class Recipe(_Section):
     batch_size: int = Field(100, ge=1, le=1_000_000)
     penalties: list[PenaltySpec] = []
     stages: list[StageSpec] = []  # empty: one train stage (the recipe before stages existed)
+    sparsity: SparsitySpec | None = None  # None: no target (zeros are what the penalties leave)
     output: OutputSpec = OutputSpec()
 
     @field_validator("stages")
@@ -399,6 +483,35 @@ class Recipe(_Section):
         if len(lists) > 1:
             raise ValueError(
                 f"penalties {lists} all give lambda lists; a sweep varies one penalty, so keep one list"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _sparsity_fits(self) -> Recipe:
+        sp = self.sparsity
+        if sp is not None and sp.end is not None and sp.end > self.epochs:
+            raise PydanticCustomError(
+                "recipe_rule",
+                f"sparsity.end ({sp.end:g}) is past the train stage's {self.epochs} epochs; "
+                "lower it or raise epochs",
+            )
+        if sp is not None and sp.method == "prox" and not self.penalties:
+            raise PydanticCustomError(
+                "recipe_rule",
+                "sparsity method 'prox' needs a penalty (e.g. l1_prox) to train with; add one "
+                "or use method: magnitude",
+            )
+        debias = next((st for st in self.stages if isinstance(st, DebiasStage)), None)
+        if (
+            sp is not None
+            and debias is not None
+            and (debias.include or debias.exclude)
+            and (debias.include, debias.exclude) != (sp.include, sp.exclude)
+        ):
+            raise PydanticCustomError(
+                "recipe_rule",
+                "the debias stage must freeze every weight the sparsity target counts; give it "
+                "the same include/exclude as 'sparsity' or none",
             )
         return self
 
@@ -431,6 +544,12 @@ class Recipe(_Section):
         d = self.model_dump(mode="json")
         if not d["stages"]:
             del d["stages"]
+        if d["sparsity"] is None:
+            del d["sparsity"]
+        else:  # method-specific fields not given
+            for key in METHOD_FIELDS:
+                if d["sparsity"][key] is None:
+                    del d["sparsity"][key]
         for key, default in DATA_KEYS_ADDED.items():
             if d["data"][key] == default:
                 del d["data"][key]

@@ -53,6 +53,7 @@ from sparsify.pipeline.loop import (
 )
 from sparsify.pipeline.recipe import DebiasStage, OptimizerSpec, Recipe, ShrinkStage
 from sparsify.pipeline.state import load_train_state, save_train_state
+from sparsify.pipeline.targets import SparsityTarget, record_reached
 from sparsify.pipeline.task import make_task
 from sparsify.pipeline.zoo import build_model
 from sparsify.structure.shrink import layer_widths, shrink_
@@ -165,6 +166,8 @@ def run_recipe(
     for stage in recipe.stages[1:]:
         if isinstance(stage, DebiasStage):
             info = debias(model, recipe, stage, data, progress=progress, log=log, dist=dist)
+            if recipe.sparsity is not None:  # debias froze the zeros: the count must hold
+                record_reached(metrics["sparsity"], recipe.sparsity, model)
         else:
             info = _shrink_stage(model, stage, data, recipe.seed, log)
             extra_metadata[SHRUNK] = json.dumps(layer_widths(model))
@@ -382,6 +385,12 @@ def train(
     handles = attach_penalties(recipe, model, optimizer, steps_per_epoch)
     for h in handles:
         log(h.summary())
+    target = None
+    if recipe.sparsity is not None:
+        target = SparsityTarget(
+            recipe.sparsity, model, optimizer, handles, recipe.epochs, steps_per_epoch
+        )
+        log(target.summary())
     net = wrap_ddp(model, dist)
 
     history: list[dict[str, float]] = []
@@ -399,6 +408,8 @@ def train(
             scheduler.load_state_dict(saved["scheduler"])
         for h, hs in zip(handles, saved["penalties"]):
             h.load_state_dict(hs)
+        if target is not None:
+            target.load_state_dict(saved["sparsity"])
         gen.set_state(saved["generator"])
         if "worker_generator" in saved:  # states written before DataLoaders lack it
             worker_gen.set_state(saved["worker_generator"])
@@ -423,7 +434,8 @@ def train(
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                    "penalties": [{"step": h.step} for h in handles],
+                    "penalties": [{"step": h.step, "lam_scale": h.lam_scale} for h in handles],
+                    **({"sparsity": target.state_dict()} if target is not None else {}),
                     "generator": gen.get_state(),
                     "worker_generator": worker_gen.get_state(),
                     "torch_rng": torch.get_rng_state(),
@@ -431,6 +443,11 @@ def train(
                     "seconds": time.perf_counter() - start,
                 },
             )
+
+    def after_epoch(epoch: int) -> None:
+        if target is not None:  # record (and control) before the state is saved
+            target.after_epoch(epoch)
+        save_state(epoch)
 
     run_epochs(
         net,
@@ -444,11 +461,18 @@ def train(
         history=history,
         desc=recipe.name,
         progress=progress,
-        after_epoch=save_state,
+        after_epoch=after_epoch,
     )
-    seconds = time.perf_counter() - start
     for h in handles:
         h.remove()
+    sparsity = target.finish() if target is not None else None  # the projection to the target
+    seconds = time.perf_counter() - start
+    if sparsity is not None:
+        log(
+            f"sparsity target {sparsity['target']:g}: {100 * sparsity['before_projection']:.2f}% "
+            f"zeros before the projection, {100 * sparsity['after_projection']:.4f}% after "
+            f"({sparsity['zeros']:,} of {sparsity['selected']:,} weights)"
+        )
 
     measured = measure(model, data, task, dist, recipe.data.num_workers)
     errors = [k for k in measured if k.endswith(("_error", "_loss"))]
@@ -471,6 +495,7 @@ def train(
         "input_shape": list(data.input_shape),
         "num_classes": data.num_classes,
         "data": data_record(recipe, data),
+        **({"sparsity": sparsity} if sparsity is not None else {}),
         "device": str(device),
         "threads": torch.get_num_threads(),
         "world_size": dist.world_size,
