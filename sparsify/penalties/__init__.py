@@ -9,6 +9,7 @@ from sparsify.penalties.magnitude import (
     PruningHandle,
     magnitude_masks,
     magnitude_prune_,
+    project_to_sparsity_,
     prune_to_sparsity_,
 )
 from sparsify.penalties.nm import NMProjection, check_nm, nm_project_
@@ -23,6 +24,7 @@ __all__ = [
     "PruningHandle",
     "magnitude_masks",
     "magnitude_prune_",
+    "project_to_sparsity_",
     "prune_to_sparsity_",
     "FrozenSupport",
     "GroupLassoProx",

@@ -19,13 +19,14 @@ reparametrisation, and ``handle.remove()`` restores the plain optimizer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from sparsify.errors import SparsifyError
 from sparsify.penalties.selection import FilterFn, select_held
 
 
@@ -37,13 +38,17 @@ class FrozenSupport:
         optimizer: torch.optim.Optimizer,
         named: list[tuple[str, nn.Parameter]],
         skipped: list[tuple[str, int]],
+        support: Mapping[str, torch.Tensor] | None = None,
     ) -> None:
         self.optimizer = optimizer
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
         self.skipped = skipped
+        support = support or {}
         # bool masks cost 1 byte per weight; kept because the support must not drift
-        self.masks = [p.detach() != 0 for p in self.params]
+        self.masks = [
+            support[n].to(torch.bool).clone() if n in support else p.detach() != 0 for n, p in named
+        ]
         self._hooks: list[RemovableHandle] = []
         for p, mask in zip(self.params, self.masks):
             self._hooks.append(p.register_hook(_grad_masker(mask)))
@@ -113,25 +118,38 @@ def freeze_support_(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     filter_fn: FilterFn | None = None,
+    support: Mapping[str, torch.Tensor] | None = None,
 ) -> FrozenSupport:
     """Freeze the zero pattern of ``model``'s selected weights for the rest of training.
 
     Contract: after any number of ``optimizer.step()`` calls, every selected weight that was
-    0 at this call is exactly 0; the others train freely. Selection is the penalties' rule
+    0 at this call is exactly 0 (``support[name]`` False, for the names ``support`` gives: a
+    weight that is 0 but True there trains, e.g. one regrown by ``project_to_sparsity_``);
+    the others train freely. Selection is the penalties' rule
     (Linear/Conv weights by default; ``scope="all"`` adds biases, whose zeros then freeze too).
 
     Args:
         model: where the weights and their names come from.
         optimizer: the optimizer that fine-tunes them (any ``torch.optim.Optimizer``).
         scope, include, exclude, filter_fn: as for :func:`~sparsify.penalties.penalize.penalize_`.
+        support: keep-masks by parameter name replacing ``w != 0`` for those weights.
 
     Returns:
         A :class:`FrozenSupport`; ``handle.remove()`` lets zeros move again.
 
     Raises:
-        SparsifyError: nothing selected, or a selected weight the optimizer does not hold.
+        SparsifyError: nothing selected, a selected weight the optimizer does not hold, or a
+            ``support`` mask whose shape is not its weight's.
     """
     named, skipped = select_held(
         "freeze_support_", model, optimizer, scope, include, exclude, filter_fn
     )
-    return FrozenSupport(optimizer, named, skipped)
+    support = dict(support or {})
+    for name, p in named:
+        mask = support.get(name)
+        if mask is not None and mask.shape != p.shape:
+            raise SparsifyError(
+                f"freeze_support_: support[{name!r}] has shape {tuple(mask.shape)}, the weight "
+                f"{tuple(p.shape)}; pass the masks made for this model."
+            )
+    return FrozenSupport(optimizer, named, skipped, support)

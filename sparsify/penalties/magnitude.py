@@ -69,6 +69,55 @@ def prune_to_sparsity_(
     return masks
 
 
+@torch.no_grad()
+def project_to_sparsity_(
+    params: Sequence[torch.Tensor],
+    sparsity: float,
+    granularity: str = "global",
+    grow: Sequence[torch.Tensor | None] | None = None,
+) -> list[torch.Tensor]:
+    """Keep-masks with exactly ``round(sparsity * N)`` False entries, applied to ``params``.
+
+    Per group (all params for ``"global"``, each tensor for ``"layer"``): when at most the
+    target count is zero already, this is :func:`prune_to_sparsity_` (the smallest |w| go).
+    When more weights are zero than the target allows, every nonzero weight is kept and the
+    zeros with the largest ``|grow|`` (e.g. the last gradient, as RigL regrows connections;
+    None: by position) are kept too: those masks are True at weights that are still 0, so
+    fine-tune with the masks (``freeze_support_(..., support=...)``) to bring them back.
+    """
+    check_choice("project_to_sparsity_", "granularity", granularity, GRANULARITIES)
+    params = list(params)
+    grow = list(grow) if grow is not None else [None] * len(params)
+    groups = (
+        [list(range(len(params)))] if granularity == "global" else [[i] for i in range(len(params))]
+    )
+    masks: list[torch.Tensor] = [torch.ones(0)] * len(params)
+    for group in groups:
+        ps = [params[i] for i in group]
+        numel = sum(p.numel() for p in ps)
+        zeros = sum(int((p == 0).sum()) for p in ps)
+        if zeros <= round(sparsity * numel):
+            scores = ps
+        else:  # nonzeros outrank every zero; among zeros the larger |grow| ranks first
+            top = max(
+                (float(g.abs().max()) for g in (grow[i] for i in group) if g is not None),
+                default=0.0,
+            )
+            scores = [
+                torch.where(
+                    params[i] != 0,
+                    torch.full_like(params[i], top + 1.0),
+                    grow[i].abs() if grow[i] is not None else torch.zeros_like(params[i]),
+                )
+                for i in group
+            ]
+        for i, m in zip(group, magnitude_masks(scores, sparsity, "global")):
+            masks[i] = m
+    for p, m in zip(params, masks):
+        p.masked_fill_(~m, 0.0)
+    return masks
+
+
 @dataclass(frozen=True)
 class GradualPruning:
     """Zhu & Gupta's schedule (module docstring).

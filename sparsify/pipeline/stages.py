@@ -165,7 +165,16 @@ def run_recipe(
     measured: dict[str, Any] = {}
     for stage in recipe.stages[1:]:
         if isinstance(stage, DebiasStage):
-            info = debias(model, recipe, stage, data, progress=progress, log=log, dist=dist)
+            info = debias(
+                model,
+                recipe,
+                stage,
+                data,
+                progress=progress,
+                log=log,
+                dist=dist,
+                support=result.support,
+            )
             if recipe.sparsity is not None:  # debias froze the zeros: the count must hold
                 record_reached(metrics["sparsity"], recipe.sparsity, model)
         else:
@@ -319,6 +328,9 @@ class TrainResult:
     model: nn.Module
     metrics: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
+    # the sparsity target's keep-masks by weight name (None without a target): a debias
+    # stage trains within them, so weights the projection regrew come back
+    support: dict[str, torch.Tensor] | None = None
 
 
 def train(
@@ -471,7 +483,12 @@ def train(
         log(
             f"sparsity target {sparsity['target']:g}: {100 * sparsity['before_projection']:.2f}% "
             f"zeros before the projection, {100 * sparsity['after_projection']:.4f}% after "
-            f"({sparsity['zeros']:,} of {sparsity['selected']:,} weights)"
+            f"({sparsity['zeros']:,} of {sparsity['selected']:,} weights"
+            + (
+                f"; {sparsity['regrown']:,} zeros kept in the masks for debias to regrow)"
+                if sparsity["regrown"]
+                else ")"
+            )
         )
 
     measured = measure(model, data, task, dist, recipe.data.num_workers)
@@ -501,7 +518,12 @@ def train(
         "world_size": dist.world_size,
         "versions": versions(),
     }
-    return TrainResult(model=model, metrics=metrics, history=history)
+    return TrainResult(
+        model=model,
+        metrics=metrics,
+        history=history,
+        support=target.support() if target is not None else None,
+    )
 
 
 def debias(
@@ -513,13 +535,16 @@ def debias(
     progress: bool = True,
     log: Callable[[str], None] | None = None,
     dist: DistContext | None = None,
+    support: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """The debias stage: fine-tune ``model`` in place with its zeros frozen, no penalty.
 
     A fresh optimizer (``stage.optimizer``, else the recipe's) trains for ``stage.epochs``
     epochs of ``recipe.batch_size``; :func:`~sparsify.penalties.freeze.freeze_support_` keeps
     every selected weight that is 0 now at exactly 0 (gradient, optimizer state and weight
-    masked). Penalty hooks must already be removed (``train`` removes its own).
+    masked). Penalty hooks must already be removed (``train`` removes its own). ``support``:
+    keep-masks by weight name that replace ``w != 0`` (a sparsity target's, see
+    :mod:`sparsify.pipeline.targets`).
 
     Returns:
         ``{epochs, steps, seconds, frozen (summary line), support_density, history}``.
@@ -542,7 +567,12 @@ def debias(
     optimizer = build_optimizer(spec, model.parameters())
     scheduler = build_lr_scheduler(spec, optimizer, steps_per_epoch * stage.epochs)
     frozen = freeze_support_(
-        model, optimizer, scope=stage.scope, include=stage.include, exclude=stage.exclude
+        model,
+        optimizer,
+        scope=stage.scope,
+        include=stage.include,
+        exclude=stage.exclude,
+        support=support,
     )
     log(frozen.summary())
     net = wrap_ddp(model, dist)
