@@ -154,6 +154,16 @@ def test_project_to_sparsity_regrows_by_gradient_and_freeze_honours_the_masks() 
         freeze_support_(model, opt, support={"weight": mask})
 
 
+def test_project_to_sparsity_per_layer_prunes_one_tensor_and_regrows_another() -> None:
+    a = torch.tensor([0.5, -0.125, 0.25, 0.125])  # no zeros: the two smallest |w| go
+    b = torch.tensor([0.0, 0.0, 0.0, 1.0])  # 3 zeros, 2 wanted: the larger |grow| regrows
+    masks = project_to_sparsity_(
+        [a, b], 0.5, "layer", grow=[None, torch.tensor([1.0, -3.0, 2.0, 0.0])]
+    )
+    assert [m.tolist() for m in masks] == [[True, False, True, False], [False, True, False, True]]
+    assert a.tolist() == [0.5, 0.0, 0.25, 0.0] and b.tolist() == [0.0, 0.0, 0.0, 1.0]
+
+
 # ----------------------------------------------------------------------------- baselines
 
 
