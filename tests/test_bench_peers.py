@@ -172,3 +172,39 @@ def test_spk_without_kernel_layers_is_unavailable() -> None:
     )
     with pytest.raises(BackendUnavailable, match="no Linear or groups=1 Conv2d.*groups=4"):
         build_runner("spk", src, {"paths": {}, "unavailable": {}}, 2, 1)
+
+
+def _linear_source() -> Source:
+    return _source(nn.Sequential(nn.Linear(8, 4)), (8,), 0.5)
+
+
+def test_deepsparse_worker_without_deepsparse_reports_the_import_error(tmp_path: Path) -> None:
+    # the real worker script under an interpreter lacking deepsparse: its startup reply
+    src = _linear_source()
+    arts = {"paths": {"deepsparse": sys.executable}, "unavailable": {}, "workdir": str(tmp_path)}
+    with pytest.raises(
+        BackendUnavailable, match="DeepSparse failed: .*No module named 'deepsparse'"
+    ):
+        build_runner("deepsparse", src, arts, 2, 1)
+    assert (tmp_path / "deepsparse_b2.onnx").is_file()  # exported with a static batch
+
+
+def test_deepsparse_worker_dying_mid_run_is_listed_not_raised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / "fake_worker.py"
+    fake.write_text(
+        "import sys\n"
+        'print(\'{"ok": true, "version": "0.0"}\', flush=True)\n'
+        "sys.stdin.readline()\n"
+        'sys.exit("engine crashed")\n'
+    )
+    monkeypatch.setattr(deepsparse_peer, "WORKER", fake)
+    from sparsify.bench.harness import bench_point
+
+    arts = {"paths": {"deepsparse": sys.executable}, "unavailable": {}, "workdir": str(tmp_path)}
+    res = bench_point(_linear_source(), arts, ["dense", "deepsparse"], 2, 1, 1, lambda _m: None)
+    e = res["backends"]["deepsparse"]
+    assert not e["available"]
+    assert e["reason"] == "the DeepSparse worker exited (code 1): engine crashed"
+    assert res["backends"]["dense"]["available"]

@@ -378,13 +378,10 @@ def build_runner(
         m = copy.deepcopy(model) if copy_model else model
         info = swap_to_spk_(m, batch, threads)
         if info["layers_spk"] == 0:
+            kept = "; ".join(info["kept_dense"].values())
             raise BackendUnavailable(
                 "no Linear or groups=1 Conv2d layer for the kernels"
-                + (
-                    f" (kept dense: {', '.join(info['kept_dense'].values())})"
-                    if info["kept_dense"]
-                    else ""
-                )
+                + (f" (kept dense: {kept})" if kept else "")
             )
         from sparsify import kernels
 
@@ -396,17 +393,15 @@ def build_runner(
         workdir = artifacts.get("workdir")
         if "deepsparse" not in artifacts["paths"] or workdir is None:
             raise BackendUnavailable("DeepSparse was not prepared for this run")
-        try:
-            return deepsparse_peer.deepsparse_runner(
-                artifacts["paths"]["deepsparse"],
-                model,
-                source.input_shape,
-                batch,
-                threads,
-                Path(workdir),
-            )
-        except deepsparse_peer.DeepSparseUnavailable as exc:
-            raise BackendUnavailable(str(exc)) from None
+        # its failures (DeepSparseUnavailable) are BackendUnavailable: listed with the reason
+        return deepsparse_peer.deepsparse_runner(
+            artifacts["paths"]["deepsparse"],
+            model,
+            source.input_shape,
+            batch,
+            threads,
+            Path(workdir),
+        )
     raise SparsifyError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}.")
 
 

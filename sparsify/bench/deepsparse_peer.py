@@ -18,6 +18,7 @@ trip and the scheduling of a second process included, is recorded as ``wall_s_pe
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -32,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sparsify.bench.backends import Runner
+from sparsify.bench.backends import BackendUnavailable, Runner
 
 ENV_VAR = "SPARSIFY_DEEPSPARSE_PYTHON"
 # what `make deepsparse-venv` creates, beside the (editable) checkout
@@ -47,8 +48,8 @@ INSTALL_HINT = (
 MIN_CALL_S = 5e-3  # one timed call lasts at least this long (amortises the pipe)
 
 
-class DeepSparseUnavailable(Exception):
-    """DeepSparse cannot run here; the message is one line saying why and how to fix it."""
+class DeepSparseUnavailable(BackendUnavailable):
+    """DeepSparse cannot run here (or its worker failed); the message is one line saying why."""
 
 
 def find_python(explicit: str | os.PathLike[str] | None = None) -> str:
@@ -149,7 +150,8 @@ class Worker:
                 self.proc.kill()
                 self.proc.wait()
         for f in (self.proc.stdin, self.proc.stdout):
-            if f is not None:
+            # a dead worker: closing the pipe may flush a request it will never read
+            with contextlib.suppress(OSError):
                 f.close()
         self.tmp.cleanup()
 

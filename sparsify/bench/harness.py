@@ -73,7 +73,8 @@ def bench_point(
                     else:
                         fns[name] = lambda r=r, xi=xi: r.fn(xi)
                 except BackendUnavailable as exc:
-                    runners.pop(name, None)
+                    if name in runners:
+                        runners.pop(name).close()
                     result["backends"][name] = {"available": False, "reason": str(exc)}
             timings = time_interleaved(fns, reps=reps, warmup=2, min_sample_s=5e-3, seed=seed)
     finally:
