@@ -54,6 +54,12 @@ def test_deepsparse_absent_is_listed_with_how_to_install(
     assert "- deepsparse: no DeepSparse python found" in (out / "bench.md").read_text()
 
 
+def test_quick_leaves_out_the_slow_compilers() -> None:
+    from sparsify.bench.backends import quick_backends
+
+    assert "spk" in quick_backends() and "deepsparse" not in quick_backends()
+
+
 def test_deepsparse_python_given_but_unusable(tmp_path: Path, no_deepsparse: None) -> None:
     with pytest.raises(deepsparse_peer.DeepSparseUnavailable, match="is not an executable"):
         deepsparse_peer.find_python(tmp_path / "missing" / "python")
@@ -208,3 +214,14 @@ def test_deepsparse_worker_dying_mid_run_is_listed_not_raised(
     assert not e["available"]
     assert e["reason"] == "the DeepSparse worker exited (code 1): engine crashed"
     assert res["backends"]["dense"]["available"]
+
+
+def test_deepsparse_worker_that_hangs_times_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = tmp_path / "fake_worker.py"
+    fake.write_text("import time\ntime.sleep(60)\n")
+    monkeypatch.setattr(deepsparse_peer, "WORKER", fake)
+    monkeypatch.setattr(deepsparse_peer, "LOAD_TIMEOUT_S", 0.5)
+    with pytest.raises(BackendUnavailable, match="did not answer within 0.5 s"):
+        deepsparse_peer.start_worker(sys.executable, tmp_path / "m.onnx", 1, 1)

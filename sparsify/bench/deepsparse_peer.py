@@ -22,6 +22,7 @@ import contextlib
 import functools
 import json
 import os
+import select
 import subprocess
 import tempfile
 import warnings
@@ -45,6 +46,9 @@ INSTALL_HINT = (
     f"(pip install deepsparse==1.8.0 into .venv-deepsparse), or pass --deepsparse-python "
     f"PATH or set {ENV_VAR}"
 )
+# a hung engine must not hang the bench: compiling a large model takes minutes at most
+LOAD_TIMEOUT_S = 1800.0
+REPLY_TIMEOUT_S = 600.0
 MIN_CALL_S = 5e-3  # one timed call lasts at least this long (amortises the pipe)
 
 
@@ -134,10 +138,25 @@ class Worker:
         try:
             self.proc.stdin.write(json.dumps(req) + "\n")
             self.proc.stdin.flush()
-            line = self.proc.stdout.readline()
+            line = self.readline(REPLY_TIMEOUT_S)
         except (BrokenPipeError, OSError):
             line = ""
         return _reply(line, self)
+
+    def readline(self, timeout: float) -> str:
+        """The worker's next reply line ("" if it closed its end).
+
+        Raises:
+            DeepSparseUnavailable: no reply within ``timeout`` s (the worker is killed).
+        """
+        # one reply per request, so nothing waits in the reader's buffer: select on the fd
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        if not ready:
+            self.proc.kill()
+            raise DeepSparseUnavailable(
+                f"the DeepSparse worker did not answer within {timeout:g} s"
+            )
+        return self.proc.stdout.readline()
 
     def close(self) -> None:
         """Ask the worker to quit (kill it if it does not within 10 s); drop its files."""
@@ -189,7 +208,7 @@ def start_worker(python: str, onnx_path: Path, batch: int, threads: int) -> Work
         )
     w = Worker(proc, tmp)
     try:
-        w.hello = _reply(proc.stdout.readline(), w)
+        w.hello = _reply(w.readline(LOAD_TIMEOUT_S), w)
     except BaseException:
         w.close()
         raise

@@ -43,7 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="kept fraction of weights for --linear/--model (default 0.1 = 90%% zeros)",
     )
     p.add_argument(
-        "--backends", nargs="+", choices=BACKENDS, help="default: all (quick: all but compiled)"
+        "--backends",
+        nargs="+",
+        choices=BACKENDS,
+        help="default: all (quick: all but compiled and deepsparse)",
     )
     p.add_argument(
         "--batch", type=int, nargs="+", help="batch sizes (default 1 16 64 256; quick 1 16)"
