@@ -49,7 +49,7 @@ INSTALL_HINT = (
 # a hung engine must not hang the bench: compiling a large model takes minutes at most
 LOAD_TIMEOUT_S = 1800.0
 REPLY_TIMEOUT_S = 600.0
-MIN_CALL_S = 5e-3  # one timed call lasts at least this long (amortises the pipe)
+MIN_CALL_S = 5e-3  # one timed call lasts >= this, as the harness asks of in-process samples
 
 
 class DeepSparseUnavailable(BackendUnavailable):
