@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DATA_DIR ?= $(firstword $(wildcard ../shared/data/mnist))
 DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 
-.PHONY: setup quickstart test lint
+.PHONY: setup quickstart test lint deepsparse-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,3 +29,10 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check sparsify tests tools
+
+# optional: DeepSparse 1.8 as a peer in `sparsify bench --backends ... deepsparse`; it pins an
+# old onnx and numpy, so it gets its own virtualenv (Python <= 3.11), found by the bench there
+deepsparse-venv:
+	$(PY) -m venv .venv-deepsparse
+	.venv-deepsparse/bin/pip install -q --upgrade pip
+	.venv-deepsparse/bin/pip install -q deepsparse==1.8.0

@@ -10,6 +10,10 @@
     ort_sparse_mm  onnxruntime com.microsoft::SparseToDenseMatMul: Linear chains only
                    (Flatten/Linear/ReLU); the sparse weights are fed at run time, as the
                    op requires, built once as OrtValues
+    spk            every Linear and groups=1 Conv2d on sparsify.kernels (bench/spk.py); grouped
+                   and depthwise convolutions stay torch dense
+    deepsparse     DeepSparse 1.8 on a static-batch opset-13 ONNX export, in its own
+                   virtualenv's process (bench/deepsparse_peer.py); optional
 
 A backend that cannot run here is reported with its reason, never dropped silently.
 """
@@ -40,13 +44,16 @@ BACKENDS = (
     "ort_dense",
     "ort_compact",
     "ort_sparse_mm",
+    "spk",
+    "deepsparse",
 )
 SPARSE_MM_FILE = "model.sparse_mm.onnx"
 
 
 def quick_backends() -> tuple[str, ...]:
-    """``--quick``: every backend but ``compiled`` (its compile time dominates a short run)."""
-    return tuple(b for b in BACKENDS if b != "compiled")
+    """``--quick``: every backend but ``compiled`` and ``deepsparse`` (their compile times
+    dominate a short run)."""
+    return tuple(b for b in BACKENDS if b not in ("compiled", "deepsparse"))
 
 
 class BackendUnavailable(Exception):
@@ -55,11 +62,23 @@ class BackendUnavailable(Exception):
 
 @dataclass
 class Runner:
-    """``fn(prepare(x))`` computes the model's output; ``info`` is reported alongside."""
+    """``fn(prepare(x))`` computes the model's output; ``info`` is reported alongside.
+
+    A runner whose model runs in another process gives ``timed``: one timed call, which runs
+    the model ``runs_per_timed()`` times on the last prepared input and returns the seconds
+    per run measured where it ran. The harness uses those as the samples (the pipe round trip
+    and the scheduling of a second process are not the model's cost; in-process backends
+    do not pay them) and records the wall time seen from the harness as ``wall_s_per_run``.
+    ``close()`` releases what the runner holds; the harness calls it once timing is done
+    (it may still add to ``info``).
+    """
 
     fn: Callable[[Any], Any]
     prepare: Callable[[torch.Tensor], Any] = lambda x: x
     info: dict[str, Any] = field(default_factory=dict)
+    timed: Callable[[], float] | None = None
+    runs_per_timed: Callable[[], int] = lambda: 1
+    close: Callable[[], None] = lambda: None
 
 
 def to_numpy(out: Any) -> np.ndarray:
@@ -162,14 +181,30 @@ def sparse_mm_model(model: nn.Module, input_rank: int) -> tuple[bytes, list[np.n
 
 
 def prepare_artifacts(
-    source: Source, workdir: Path, backends: tuple[str, ...], log: Callable[[str], None]
+    source: Source,
+    workdir: Path,
+    backends: tuple[str, ...],
+    log: Callable[[str], None],
+    deepsparse_python: str | None = None,
 ) -> dict[str, Any]:
     """Export what the chosen backends load (ONNX files, scipy bundle) into ``workdir``.
 
-    Returns ``{"paths": {...}, "unavailable": {backend: reason}}``.
+    Returns ``{"paths": {...}, "unavailable": {backend: reason}, "workdir": str,
+    "versions": {...}}``; ``paths["deepsparse"]`` is the DeepSparse python (see
+    :func:`sparsify.bench.deepsparse_peer.find_python` for where it is looked for).
     """
     paths: dict[str, str] = {}
     unavailable: dict[str, str] = {}
+    versions: dict[str, str] = {}
+    if "deepsparse" in backends:
+        from sparsify.bench import deepsparse_peer
+
+        try:
+            python = deepsparse_peer.find_python(deepsparse_python)
+            versions["deepsparse"] = deepsparse_peer.probe(python)
+            paths["deepsparse"] = python
+        except deepsparse_peer.DeepSparseUnavailable as exc:
+            unavailable["deepsparse"] = str(exc)
     example = torch.zeros(1, *source.input_shape)
     if {"ort_dense", "ort_compact"} & set(backends):
         from sparsify.export.onnx import (
@@ -211,7 +246,12 @@ def prepare_artifacts(
             paths["ort_sparse_mm"] = str(workdir / SPARSE_MM_FILE)
         except BackendUnavailable as exc:
             unavailable["ort_sparse_mm"] = str(exc)
-    return {"paths": paths, "unavailable": unavailable}
+    return {
+        "paths": paths,
+        "unavailable": unavailable,
+        "workdir": str(workdir),
+        "versions": versions,
+    }
 
 
 # --------------------------------------------------------------------------- runners
@@ -333,6 +373,36 @@ def build_runner(
         return ort_runner(artifacts["paths"][name], threads)
     if name == "ort_sparse_mm":
         return ort_sparse_mm_runner(artifacts["paths"][name], model, threads)
+    if name == "spk":
+        from sparsify.bench.spk import swap_to_spk_
+
+        m = copy.deepcopy(model) if copy_model else model
+        info = swap_to_spk_(m, batch, threads)
+        if info["layers_spk"] == 0:
+            kept = "; ".join(info["kept_dense"].values())
+            raise BackendUnavailable(
+                "no Linear or groups=1 Conv2d layer for the kernels"
+                + (f" (kept dense: {kept})" if kept else "")
+            )
+        from sparsify import kernels
+
+        info["kernels"] = kernels.info().get("isa") or "scipy fallback"
+        return Runner(fn=m, info=info)
+    if name == "deepsparse":
+        from sparsify.bench import deepsparse_peer
+
+        workdir = artifacts.get("workdir")
+        if "deepsparse" not in artifacts["paths"] or workdir is None:
+            raise BackendUnavailable("DeepSparse was not prepared for this run")
+        # its failures (DeepSparseUnavailable) are BackendUnavailable: listed with the reason
+        return deepsparse_peer.deepsparse_runner(
+            artifacts["paths"]["deepsparse"],
+            model,
+            source.input_shape,
+            batch,
+            threads,
+            Path(workdir),
+        )
     raise SparsifyError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}.")
 
 

@@ -30,7 +30,14 @@ from sparsify.bench.backends import (
 )
 from sparsify.bench.sources import load_source
 from sparsify.errors import SparsifyError
-from sparsify.timing import loadavg, machine_info, paired_ratio, time_interleaved, torch_threads
+from sparsify.timing import (
+    Timing,
+    loadavg,
+    machine_info,
+    paired_ratio,
+    time_interleaved,
+    torch_threads,
+)
 
 DEFAULT_BATCHES = (1, 16, 64, 256)
 
@@ -49,18 +56,32 @@ def bench_point(
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, *source.input_shape, generator=gen)
     result: dict[str, Any] = {"batch": batch, "threads": threads, "backends": {}}
-    with torch_threads(threads), torch.inference_mode():
-        runners, fns, outs = {}, {}, {}
-        for name in ["dense", *[b for b in backends if b != "dense"]]:
-            try:
-                r = build_runner(name, source, artifacts, batch, threads, log)
-                xi = r.prepare(x)
-                outs[name] = to_numpy(r.fn(xi))
-                runners[name] = r
-                fns[name] = lambda r=r, xi=xi: r.fn(xi)
-            except BackendUnavailable as exc:
-                result["backends"][name] = {"available": False, "reason": str(exc)}
-        timings = time_interleaved(fns, reps=reps, warmup=2, min_sample_s=5e-3, seed=seed)
+    runners: dict[str, Any] = {}
+    own: dict[str, list[float]] = {}  # seconds per run that out-of-process runners measured
+    try:
+        with torch_threads(threads), torch.inference_mode():
+            fns, outs = {}, {}
+            for name in ["dense", *[b for b in backends if b != "dense"]]:
+                try:
+                    r = build_runner(name, source, artifacts, batch, threads, log)
+                    runners[name] = r
+                    xi = r.prepare(x)
+                    outs[name] = to_numpy(r.fn(xi))
+                    if r.timed is not None:
+                        own[name] = []
+                        fns[name] = lambda t=r.timed, got=own[name]: got.append(t())
+                    else:
+                        fns[name] = lambda r=r, xi=xi: r.fn(xi)
+                except BackendUnavailable as exc:
+                    if name in runners:
+                        runners.pop(name).close()
+                    result["backends"][name] = {"available": False, "reason": str(exc)}
+            timings = time_interleaved(fns, reps=reps, warmup=2, min_sample_s=5e-3, seed=seed)
+    finally:
+        for r in runners.values():
+            r.close()
+    for name, got in own.items():
+        timings[name] = _own_timing(timings[name], got, runners[name])
     ref = outs["dense"]
     for name, t in timings.items():
         ratio = paired_ratio(timings["dense"].samples, t.samples)
@@ -88,9 +109,13 @@ def run_bench(
     reps: int = 15,
     rss: bool = True,
     command: str = "",
+    deepsparse_python: str | None = None,
     log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
 ) -> dict[str, Any]:
     """Benchmark every source of ``specs``; returns the JSON-ready result (see bench.md).
+
+    ``deepsparse_python``: the DeepSparse virtualenv's python for the ``deepsparse`` backend
+    (default: $SPARSIFY_DEEPSPARSE_PYTHON, then .venv-deepsparse beside the checkout).
 
     Raises:
         SparsifyError: unknown backend, empty batches/threads, an unloadable source.
@@ -123,8 +148,11 @@ def run_bench(
         entry: dict[str, Any] = {"spec": spec, "label": source.label, "points": []}
         entry["layers"] = _layer_densities(source.model)
         with tempfile.TemporaryDirectory(prefix="sparsify-bench-") as tmp:
-            artifacts = prepare_artifacts(source, Path(tmp), tuple(backends), log)
+            artifacts = prepare_artifacts(
+                source, Path(tmp), tuple(backends), log, deepsparse_python
+            )
             entry["unavailable"] = dict(artifacts["unavailable"])
+            out["machine"].update(artifacts.get("versions", {}))
             for t in threads:
                 for b in batches:
                     step += 1
@@ -145,6 +173,20 @@ def run_bench(
     out["loadavg_end"] = loadavg()
     out["wall_s"] = round(time.time() - started, 1)
     return out
+
+
+def _own_timing(t: Timing, got: list[float], runner: Any) -> Timing:
+    """The samples an out-of-process runner measured itself, in the harness's repetitions.
+
+    Each repetition made ``t.inner`` back-to-back timed calls (the last ``reps * inner``
+    entries of ``got``, in order): its sample is their mean. The harness-side wall time per
+    run (pipe and scheduling included) goes to ``runner.info["wall_s_per_run"]``.
+    """
+    k, n, reps = runner.runs_per_timed(), t.inner, len(t.samples)
+    tail = got[len(got) - reps * n :]
+    runner.info["wall_s_per_run"] = t.median / k
+    samples = tuple(float(np.mean(tail[i * n : (i + 1) * n])) for i in range(reps))
+    return Timing(samples, n * k)
 
 
 def _layer_densities(model: torch.nn.Module) -> dict[str, float]:

@@ -21,11 +21,14 @@ def to_markdown(result: dict[str, Any], title: str = "Benchmark") -> str:
         f"Command: `{result.get('command', '')}`",
         "",
         f"Machine: {m['cpu']}, {m['cpu_count']} CPUs; torch {m['torch']}, numpy {m['numpy']}, "
-        f"scipy {m['scipy']}, onnxruntime {m.get('onnxruntime')}, Python {m['python']}. "
+        f"scipy {m['scipy']}, onnxruntime {m.get('onnxruntime')}, "
+        + (f"DeepSparse {m['deepsparse']}, " if m.get("deepsparse") else "")
+        + f"Python {m['python']}. "
         f"Load average at start {result.get('loadavg_start')}, at end {result.get('loadavg_end')}.",
         "",
         "Each cell: median time per call, then speedup = t_dense / t (median of paired "
-        "per-repetition ratios, IQR after ±), all backends interleaved in one process.",
+        "per-repetition ratios, IQR after ±), all backends interleaved in one run "
+        "(deepsparse in its own worker process, its rounds timed from this one).",
         "",
     ]
     for src in result["sources"]:
@@ -102,6 +105,11 @@ def to_markdown(result: dict[str, Any], title: str = "Benchmark") -> str:
             for b, e in p["backends"].items():
                 if e.get("compile_s") is not None:
                     notes.setdefault(f"{b} compile", f"{e['compile_s']} s at batch {p['batch']}")
+                if e.get("deepsparse") and e.get("worker_peak_rss"):
+                    notes[f"deepsparse at batch {p['batch']}"] = (
+                        f"DeepSparse {e['deepsparse']} ({e.get('isa')}), static-batch ONNX opset "
+                        f"{e.get('opset')}, worker process peak RSS {_mib(e['worker_peak_rss'])} MiB"
+                    )
         if notes:
             lines += ["Not run / notes:", ""] + [f"- {b}: {r}" for b, r in notes.items()] + [""]
     for n in result.get("notes", []):

@@ -43,7 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="kept fraction of weights for --linear/--model (default 0.1 = 90%% zeros)",
     )
     p.add_argument(
-        "--backends", nargs="+", choices=BACKENDS, help="default: all (quick: all but compiled)"
+        "--backends",
+        nargs="+",
+        choices=BACKENDS,
+        help="default: all (quick: all but compiled and deepsparse)",
     )
     p.add_argument(
         "--batch", type=int, nargs="+", help="batch sizes (default 1 16 64 256; quick 1 16)"
@@ -59,6 +62,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("cpu", "cuda"),
         default="cpu",
         help="cuda: cuBLAS/cuSPARSE/2:4 backends (see tools/gpu_bench.py)",
+    )
+    p.add_argument(
+        "--deepsparse-python",
+        metavar="PATH",
+        help="python of a virtualenv with deepsparse==1.8.0 (make deepsparse-venv) for the "
+        "deepsparse backend (default: $SPARSIFY_DEEPSPARSE_PYTHON, then .venv-deepsparse)",
     )
     p.add_argument("--out", required=True, help="directory for bench.json and bench.md")
     add_input_shape(p)
@@ -132,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
             reps=args.reps or (5 if args.quick else 15),
             rss=not (args.no_rss or args.quick),
             command=command,
+            deepsparse_python=args.deepsparse_python,
         )
         md = to_markdown(result, "sparsify bench")
     out = Path(args.out)
