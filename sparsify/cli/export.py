@@ -1,4 +1,5 @@
-"""``sparsify export CHECKPOINT --format scipy|onnx|all --out DIR``: files that shrink and load back."""
+"""``sparsify export CHECKPOINT --format scipy|onnx|all --out DIR [--dynamic DIMS]``: files
+that shrink and load back."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sparsify.cli.shapes import add_input_shape
+from sparsify.errors import SparsifyError
 
 FORMATS = ("scipy", "onnx", "all")
 
@@ -46,6 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="weights only: skip capturing the forward (no model is built: works for a "
         "checkpoint that names no registered model)",
     )
+    p.add_argument(
+        "--dynamic",
+        metavar="DIMS",
+        help="ONNX: more dynamic dimensions besides the batch (always dynamic), comma-separated "
+        "names or axis numbers: height,width for (B, C, H, W), sequence for (B, S, E), or e.g. "
+        "2,3; refused in one line where the model cannot take another size",
+    )
     add_input_shape(p)
     p.set_defaults(func=run)
 
@@ -54,12 +63,19 @@ def run(args: argparse.Namespace) -> int:
     from sparsify.export.scipy_bundle import export_scipy_bundle
     from sparsify.pipeline.checkpoint import load_checkpoint
 
+    if args.dynamic and args.format == "scipy":
+        raise SparsifyError("--dynamic applies to ONNX files; add --format onnx or --format all.")
     ckpt = load_checkpoint(args.checkpoint)
     provenance: dict[str, Any] = ckpt.provenance()
     if args.input_shape is not None:
         provenance["input_shape"] = list(ckpt.resolve_input_shape(args.input_shape))
     out = Path(args.out)
     needs_model = args.format != "scipy" or not args.no_graph
+    if args.format != "scipy":
+        from sparsify.export.onnx import dynamic_axes
+
+        example = ckpt.example_input(input_shape=args.input_shape)
+        dims = dynamic_axes(tuple(example.shape), args.dynamic)  # a bad name fails before work
     model = ckpt.build_model() if needs_model else None
     if args.format in ("scipy", "all"):
         target = out / "scipy" if args.format == "all" else out
@@ -86,8 +102,17 @@ def run(args: argparse.Namespace) -> int:
         from sparsify.export.onnx import export_onnx
 
         target = out / "onnx" if args.format == "all" else out
-        example = ckpt.example_input(input_shape=args.input_shape)
         assert model is not None  # built above for every ONNX format
-        export_onnx(model, target, example, provenance=provenance)
-        print(f"wrote {target} (input shape {list(example.shape[1:])}, dynamic batch)")
+        export_onnx(
+            model,
+            target,
+            example,
+            provenance=provenance,
+            dynamic=args.dynamic,
+            debug=getattr(args, "debug", False),
+        )
+        print(
+            f"wrote {target} (input shape {list(example.shape[1:])}, dynamic: "
+            f"{', '.join(dims.values())})"
+        )
     return 0
