@@ -243,3 +243,64 @@ def test_entry_points_register_models(tmp_path: Path, monkeypatch: pytest.Monkey
         assert zoo.is_known("ep_linear")
     assert zoo.build_model("ep_linear", num_classes=3)(torch.zeros(2, 4)).shape == (2, 3)
     assert not zoo.is_known("ep_broken")
+
+
+def test_readme_own_module_snippet_runs_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README's "Your own module through ONNX" block, extracted and run as a user would: an
+    nn.Module -> export_onnx (dynamic H and W) -> the torch-free runtime at another size."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Your own module through ONNX", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "sparsify.export_onnx(" in snippet and "sparsify.runtime.load(" in snippet
+    monkeypatch.chdir(tmp_path)
+    scope: dict[str, object] = {}
+    exec(compile(snippet, "README.md", "exec"), scope)  # noqa: S102 - the README's own code
+    model, logits = scope["model"], scope["logits"]
+    assert isinstance(model, nn.Module) and isinstance(logits, np.ndarray)
+    assert logits.shape == (4, 10)
+    x = torch.from_numpy(np.random.default_rng(0).random((4, 3, 96, 80), dtype=np.float32))
+    got = scope["run"](x.numpy())
+    from sparsify.export.onnx import fidelity
+
+    assert fidelity(model, x, got).ok  # within fp32's own noise of a float64 run
+    weight = model[0].weight
+    assert int((weight == 0).sum()) == round(0.9 * weight.numel())
+
+
+def test_cli_dynamic_dims_refused_in_one_line_where_the_model_fixes_them(
+    plugin: Path, ckpt: Path, tmp_path: Path
+) -> None:
+    """TinyRGBNet's fc reads 8*8*8 features: its H and W cannot change (one line, exit 2);
+    a name that is no dimension of the input is refused before any work."""
+    out = tmp_path / "o"
+    r = _cli(
+        plugin,
+        "--plugin",
+        PKG,
+        "export",
+        str(ckpt),
+        "--format",
+        "onnx",
+        "--out",
+        str(out),
+        "--dynamic",
+        "height,width",
+    )
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "dynamic height" in r.stderr and "\x1b" not in r.stderr and not out.exists()
+    r = _cli(
+        plugin,
+        "--plugin",
+        PKG,
+        "export",
+        str(ckpt),
+        "--format",
+        "onnx",
+        "--out",
+        str(out),
+        "--dynamic",
+        "sequence",
+    )
+    assert r.returncode == 2 and "unknown dynamic dimension 'sequence'" in r.stderr, r.stderr
