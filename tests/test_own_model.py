@@ -123,9 +123,22 @@ def test_cli_export_stats_footprint_bench_shrink_with_a_plugin(
 ) -> None:
     model = _model(plugin)
     out = tmp_path / "export"
-    r = _cli(plugin, "--plugin", PKG, "export", str(ckpt), "--format", "all", "--out", str(out))
+    r = _cli(
+        plugin,
+        "--plugin",
+        PKG,
+        "export",
+        str(ckpt),
+        "--format",
+        "all",
+        "--out",
+        str(out),
+        "--check",
+    )
     assert r.returncode == 0, r.stderr
-    assert "input shape [3, 64, 64]" in r.stdout
+    assert "input shape [3, 64, 64], dynamic: batch" in r.stdout
+    assert "vs float64 (fp32's own noise" in r.stdout and ": ok)" in r.stdout, r.stdout
+    assert r.stderr == ""  # torch's exporter log is silenced
     import onnxruntime as ort
 
     from sparsify.export.onnx import COMPACT_FILE, INPUT_NAME, ort_session

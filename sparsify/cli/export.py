@@ -55,6 +55,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "names or axis numbers: height,width for (B, C, H, W), sequence for (B, S, E), or e.g. "
         "2,3; refused in one line where the model cannot take another size",
     )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="ONNX: run the compact file in onnxruntime on a random batch of 2 and print its "
+        "error against a float64 run of the model, next to fp32's own noise (exit 2 if over "
+        "4x the noise)",
+    )
     add_input_shape(p)
     p.set_defaults(func=run)
 
@@ -115,4 +122,24 @@ def run(args: argparse.Namespace) -> int:
             f"wrote {target} (input shape {list(example.shape[1:])}, dynamic: "
             f"{', '.join(dims.values())})"
         )
+        if args.check:
+            check_compact(model, target, example)
     return 0
+
+
+def check_compact(model: Any, target: Path, example: Any) -> None:
+    """Print the compact ONNX's error in onnxruntime against a float64 run of ``model`` on a
+    random batch of 2 (:func:`sparsify.export.onnx.fidelity`); refuse past the bound."""
+    import torch
+
+    from sparsify.export.onnx import COMPACT_FILE, INPUT_NAME, fidelity, ort_session
+
+    x = torch.randn((2, *example.shape[1:]), generator=torch.Generator().manual_seed(0))
+    session = ort_session(target / COMPACT_FILE, threads=1)
+    result = fidelity(model, x, session.run(None, {INPUT_NAME: x.numpy()})[0])
+    print(f"check: onnxruntime, {COMPACT_FILE}, batch 2: {result}")
+    if not result.ok:
+        raise SparsifyError(
+            f"{COMPACT_FILE} differs from a float64 run by more than fp32 noise allows "
+            f"({result.error:.2e} > {result.bound:.2e}); rerun with --debug and report it."
+        )
