@@ -494,6 +494,7 @@ def test_export_errors_say_why_in_one_line(capfd: pytest.CaptureFixture[str]) ->
     text = str(info.value)
     assert "\n" not in text and "\x1b" not in text, text
     assert "Calculated output size: (512x0x0)" in text and "--input-shape" in text, text
+    assert info.value.__cause__ is None  # the one line is the whole story
     with pytest.raises(SparsifyError, match=r"dynamic batch: at batch 2 .*x.flatten\(1\)"):
         ox.export_dense_model(_BatchOfOne(), torch.zeros(1, 8))
 
@@ -511,6 +512,9 @@ def test_export_errors_say_why_in_one_line(capfd: pytest.CaptureFixture[str]) ->
     assert "\n" not in text and "\x1b" not in text and "data-dependent" in text.lower(), text
     out, err = capfd.readouterr()  # torch's log spam and warnings are silenced
     assert out == "" and err == "", (out[-500:], err[-500:])
+    with pytest.raises(SparsifyError) as info:  # unless debugging: torch's error chained
+        ox.export_dense_model(squeezenet, torch.zeros(1, 3, 16, 16), debug=True)
+    assert isinstance(info.value.__cause__, RuntimeError)
 
     # the cause is the innermost message that is not an exporter wrapper, ANSI stripped
     try:
