@@ -1,7 +1,9 @@
 """ONNX export: compact files are smaller, pass full_check and run in stock onnxruntime.
 
-Every fidelity check runs a real onnxruntime CPU session and compares with the torch
-model within 1e-5. Exports are slow (resnet18 ~15 s), so each architecture is exported
+Every fidelity check runs a real onnxruntime CPU session: the small models here are compared
+with torch within 1e-5; the dynamic-shape tests state the bound honestly, against a float64
+run of the model (``fidelity``: within fp32's own noise), and check compact == dense bit for
+bit. Exports are slow (resnet18 ~15 s), so each architecture is exported
 once per module; a density case then zeroes the same entries in the torch model and in
 the exported initializers (the exporter keeps parameter names; BatchNorm folding scales
 a Conv weight per channel, so zeroing the folded weight equals folding the zeroed one).
@@ -357,3 +359,183 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
     onnx.helper.set_model_props(dense, {"sparsify.compact": "{}"})
     with pytest.raises(SparsifyError, match="already compact"):
         ox.compact_model(dense)
+
+
+# --- shapes declared, never guessed; errors that say why; fidelity against fp64 -----------
+
+
+class _Encoder(nn.Module):
+    """A batch-first nn.TransformerEncoder classifier: (B, S, 32) -> (B, 5)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, S, 32)
+        return self.head(self.encoder(x).mean(1))
+
+
+def _pool_convnet() -> nn.Module:
+    """Conv-BN-ReLU x2, global average pool, Linear: any H and W >= 3 (BN with real stats)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 4),
+    )
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(8, 3, 32, 32))  # running statistics that are not 0 and 1
+    return _apply(model.eval(), _zero_masks(model, 0.1, seed=7))
+
+
+def _input_dims(path: Path) -> list[str | int]:
+    dims = onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim
+    return [d.dim_param or d.dim_value for d in dims]
+
+
+def _check_runs(model: nn.Module, out: Path, shapes: list[tuple[int, ...]]) -> None:
+    """At every shape: compact == dense bit for bit in onnxruntime, and both within fp32's
+    own noise of a float64 run of the model (the bound README states)."""
+    dense, compact = _session(out / ox.DENSE_FILE), _session(out / ox.COMPACT_FILE)
+    gen = torch.Generator().manual_seed(2)
+    for shape in shapes:
+        x = torch.randn(shape, generator=gen)
+        got = dense.run(None, {ox.INPUT_NAME: x.numpy()})[0]
+        np.testing.assert_array_equal(compact.run(None, {ox.INPUT_NAME: x.numpy()})[0], got)
+        fid = ox.fidelity(model, x, got)
+        assert fid.ok, (shape, str(fid))
+
+
+def test_transformer_from_a_batch_1_example_takes_any_batch_and_sequence(tmp_path: Path) -> None:
+    """torch.export fixes a dim it traces at size 1: the batch used to be fixed at 1."""
+    torch.manual_seed(0)
+    model = _Encoder().eval()
+    _apply(model, _zero_masks(model, 0.1, seed=4))
+    ox.export_onnx(model, tmp_path / "b", torch.zeros(1, 16, 32), compact=True)
+    assert _input_dims(tmp_path / "b" / ox.DENSE_FILE) == ["batch", 16, 32]
+    _check_runs(model, tmp_path / "b", [(1, 16, 32), (4, 16, 32)])
+
+    ox.export_onnx(model, tmp_path / "s", torch.zeros(1, 16, 32), dynamic="sequence")
+    assert _input_dims(tmp_path / "s" / ox.COMPACT_FILE) == ["batch", "sequence", 32]
+    _check_runs(model, tmp_path / "s", [(1, 16, 32), (4, 7, 32), (1, 40, 32)])
+    from sparsify.runtime import load  # the torch-free runtime: another batch and length too
+
+    x = torch.randn(3, 9, 32)
+    got = load(tmp_path / "s" / ox.COMPACT_FILE)(x.numpy())
+    assert ox.fidelity(model, x, got).ok
+
+
+def test_convnet_height_and_width_on_request(tmp_path: Path) -> None:
+    model = _pool_convnet()
+    ox.export_onnx(model, tmp_path / "fixed", input_shape=(3, 32, 32))
+    assert _input_dims(tmp_path / "fixed" / ox.DENSE_FILE) == ["batch", 3, 32, 32]
+    ox.export_onnx(model, tmp_path / "hw", input_shape=(3, 32, 32), dynamic=["height", 3])
+    assert _input_dims(tmp_path / "hw" / ox.DENSE_FILE) == ["batch", 3, "height", "width"]
+    _check_runs(model, tmp_path / "hw", [(1, 3, 32, 32), (4, 3, 48, 40), (2, 3, 17, 64)])
+    with pytest.raises(ort.capi.onnxruntime_pybind11_state.InvalidArgument, match="index: 2"):
+        _run(tmp_path / "fixed" / ox.DENSE_FILE, torch.zeros(1, 3, 48, 32))
+
+
+class _FixedWidth(nn.Module):
+    """Runs at any width, but its code takes a branch on width == 28."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+        x = x.mean((1, 2))
+        return self.fc(x[:, :4] if x.shape[-1] == 28 else x[:, -4:])
+
+
+def test_a_dimension_the_model_fixes_is_refused_in_one_line(tmp_path: Path) -> None:
+    flat = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))
+    cases = [  # (model, input, dynamic, what the one line must say)
+        (flat, (1, 1, 28, 28), "height,width", r"dynamic height: at height 56 .*mat1 and mat2"),
+        (_FixedWidth(), (2, 1, 8, 28), "width", r"fixes width at 28 \(torch.export"),
+        (flat, (1, 1, 28, 28), "sequence", r"unknown dynamic dimension 'sequence'.*height, width"),
+        (flat, (1, 1, 28, 28), [7], r"not an axis .* \[1, 1, 28, 28\]"),
+    ]
+    for model, shape, dynamic, message in cases:
+        with pytest.raises(SparsifyError, match=message) as info:
+            ox.export_onnx(model, tmp_path / "out", torch.zeros(shape), dynamic=dynamic)
+        assert "\n" not in str(info.value)
+        if isinstance(dynamic, str) and dynamic != "sequence":  # a real dim: the fix is named
+            assert f"keep {dynamic.split(',')[0]} fixed" in str(info.value)
+    assert not (tmp_path / "out").exists()
+    assert ox.dynamic_axes((2, 3, 8, 8), "2, width") == {0: "batch", 2: "height", 3: "width"}
+    assert ox.dynamic_axes((2, 16, 64), (1,)) == {0: "batch", 1: "sequence"}
+    assert ox.dynamic_axes((2, 5), None) == {0: "batch"}
+
+
+class _BatchOfOne(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x.view(1, -1))  # only batch 1 fits
+
+
+def test_export_errors_say_why_in_one_line(capfd: pytest.CaptureFixture[str]) -> None:
+    import torchvision
+
+    squeezenet = torchvision.models.squeezenet1_0().eval()
+    with pytest.raises(SparsifyError) as info:
+        ox.export_dense_model(squeezenet, torch.zeros(1, 3, 16, 16))
+    text = str(info.value)
+    assert "\n" not in text and "\x1b" not in text, text
+    assert "Calculated output size: (512x0x0)" in text and "--input-shape" in text, text
+    assert info.value.__cause__ is None  # the one line is the whole story
+    with pytest.raises(SparsifyError, match=r"dynamic batch: at batch 2 .*x.flatten\(1\)"):
+        ox.export_dense_model(_BatchOfOne(), torch.zeros(1, 8))
+
+    class DataDependent(nn.Module):  # runs in torch, cannot be traced: a branch on values
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(x) if x.sum() > 0 else -self.fc(x)
+
+    with pytest.raises(SparsifyError, match="torch.export failed: ") as info:
+        ox.export_dense_model(DataDependent(), torch.ones(2, 4))
+    text = str(info.value)
+    assert "\n" not in text and "\x1b" not in text and "data-dependent" in text.lower(), text
+    out, err = capfd.readouterr()  # torch's log spam and warnings are silenced
+    assert out == "" and err == "", (out[-500:], err[-500:])
+    with pytest.raises(SparsifyError) as info:  # unless debugging: torch's error chained
+        ox.export_dense_model(squeezenet, torch.zeros(1, 3, 16, 16), debug=True)
+    assert isinstance(info.value.__cause__, RuntimeError)
+
+    # the cause is the innermost message that is not an exporter wrapper, ANSI stripped
+    try:
+        try:
+            raise ValueError("\x1b[1mthe real cause\x1b[0m\nmore detail")
+        except ValueError as inner:
+            raise RuntimeError(
+                "Failed to export the model with torch.export. \x1b[96mThis is step 1/3\x1b[0m"
+            ) from inner
+    except RuntimeError as exc:
+        assert ox.export_error_cause(exc) == "the real cause"
+
+
+def test_fidelity_is_measured_against_float64() -> None:
+    """The bound is fp32's own error on the input (a fixed 1e-5 fails good deep nets)."""
+    torch.manual_seed(0)
+    deep = nn.Sequential(*[m for _ in range(24) for m in (nn.Linear(256, 256), nn.Tanh())])
+    x = torch.randn(8, 256)
+    with torch.no_grad():
+        y32 = deep(x)
+    same = ox.fidelity(deep, x, y32)
+    assert same.error == same.noise > 0 and same.ok
+    off = ox.fidelity(deep, x, y32 + 10 * same.bound)
+    assert not off.ok and "TOO LARGE" in str(off)

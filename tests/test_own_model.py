@@ -123,9 +123,22 @@ def test_cli_export_stats_footprint_bench_shrink_with_a_plugin(
 ) -> None:
     model = _model(plugin)
     out = tmp_path / "export"
-    r = _cli(plugin, "--plugin", PKG, "export", str(ckpt), "--format", "all", "--out", str(out))
+    r = _cli(
+        plugin,
+        "--plugin",
+        PKG,
+        "export",
+        str(ckpt),
+        "--format",
+        "all",
+        "--out",
+        str(out),
+        "--check",
+    )
     assert r.returncode == 0, r.stderr
-    assert "input shape [3, 64, 64]" in r.stdout
+    assert "input shape [3, 64, 64], dynamic: batch" in r.stdout
+    assert "vs float64 (fp32's own noise" in r.stdout and ": ok)" in r.stdout, r.stdout
+    assert r.stderr == ""  # torch's exporter log is silenced
     import onnxruntime as ort
 
     from sparsify.export.onnx import COMPACT_FILE, INPUT_NAME, ort_session
@@ -243,3 +256,65 @@ def test_entry_points_register_models(tmp_path: Path, monkeypatch: pytest.Monkey
         assert zoo.is_known("ep_linear")
     assert zoo.build_model("ep_linear", num_classes=3)(torch.zeros(2, 4)).shape == (2, 3)
     assert not zoo.is_known("ep_broken")
+
+
+def test_readme_own_module_snippet_runs_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """README's "Your own module through ONNX" block, extracted and run as a user would: an
+    nn.Module -> export_onnx (dynamic H and W) -> the torch-free runtime at another size."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Your own module through ONNX", 1)[1]
+    snippet = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "sparsify.export_onnx(" in snippet and "sparsify.runtime.load(" in snippet
+    monkeypatch.chdir(tmp_path)
+    scope: dict[str, object] = {}
+    exec(compile(snippet, "README.md", "exec"), scope)  # noqa: S102 - the README's own code
+    model, logits = scope["model"], scope["logits"]
+    assert isinstance(model, nn.Module) and isinstance(logits, np.ndarray)
+    assert logits.shape == (4, 10)
+    x = torch.from_numpy(np.random.default_rng(0).random((4, 3, 96, 80), dtype=np.float32))
+    got = scope["run"](x.numpy())
+    from sparsify.export.onnx import fidelity
+
+    assert fidelity(model, x, got).ok  # within fp32's own noise of a float64 run
+    weights = [model[0].weight, model[5].weight]  # 90% zeros over both (global threshold)
+    zeros = sum(int((w == 0).sum()) for w in weights)
+    assert zeros == round(0.9 * sum(w.numel() for w in weights))
+
+
+def test_cli_dynamic_dims_refused_in_one_line_where_the_model_fixes_them(
+    plugin: Path, ckpt: Path, tmp_path: Path
+) -> None:
+    """TinyRGBNet's fc reads 8*8*8 features: its H and W cannot change (one line, exit 2);
+    a name that is no dimension of the input is refused before any work."""
+    out = tmp_path / "o"
+    r = _cli(
+        plugin,
+        "--plugin",
+        PKG,
+        "export",
+        str(ckpt),
+        "--format",
+        "onnx",
+        "--out",
+        str(out),
+        "--dynamic",
+        "height,width",
+    )
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "dynamic height" in r.stderr and "\x1b" not in r.stderr and not out.exists()
+    r = _cli(
+        plugin,
+        "--plugin",
+        PKG,
+        "export",
+        str(ckpt),
+        "--format",
+        "onnx",
+        "--out",
+        str(out),
+        "--dynamic",
+        "sequence",
+    )
+    assert r.returncode == 2 and "unknown dynamic dimension 'sequence'" in r.stderr, r.stderr

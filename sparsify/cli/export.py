@@ -1,4 +1,5 @@
-"""``sparsify export CHECKPOINT --format scipy|onnx|all --out DIR``: files that shrink and load back."""
+"""``sparsify export CHECKPOINT --format scipy|onnx|all --out DIR [--dynamic DIMS]``: files
+that shrink and load back."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sparsify.cli.shapes import add_input_shape
+from sparsify.errors import SparsifyError
 
 FORMATS = ("scipy", "onnx", "all")
 
@@ -46,6 +48,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="weights only: skip capturing the forward (no model is built: works for a "
         "checkpoint that names no registered model)",
     )
+    p.add_argument(
+        "--dynamic",
+        metavar="DIMS",
+        help="ONNX: more dynamic dimensions besides the batch (always dynamic), comma-separated "
+        "names or axis numbers: height,width for (B, C, H, W), sequence for (B, S, E), or e.g. "
+        "2,3; refused in one line where the model cannot take another size",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="ONNX: run the compact file in onnxruntime on a random batch of 2 and print its "
+        "error against a float64 run of the model, next to fp32's own noise (exit 2 if over "
+        "4x the noise)",
+    )
     add_input_shape(p)
     p.set_defaults(func=run)
 
@@ -54,12 +70,19 @@ def run(args: argparse.Namespace) -> int:
     from sparsify.export.scipy_bundle import export_scipy_bundle
     from sparsify.pipeline.checkpoint import load_checkpoint
 
+    if args.dynamic and args.format == "scipy":
+        raise SparsifyError("--dynamic applies to ONNX files; add --format onnx or --format all.")
     ckpt = load_checkpoint(args.checkpoint)
     provenance: dict[str, Any] = ckpt.provenance()
     if args.input_shape is not None:
         provenance["input_shape"] = list(ckpt.resolve_input_shape(args.input_shape))
     out = Path(args.out)
     needs_model = args.format != "scipy" or not args.no_graph
+    if args.format != "scipy":
+        from sparsify.export.onnx import dynamic_axes
+
+        example = ckpt.example_input(input_shape=args.input_shape)
+        dims = dynamic_axes(tuple(example.shape), args.dynamic)  # a bad name fails before work
     model = ckpt.build_model() if needs_model else None
     if args.format in ("scipy", "all"):
         target = out / "scipy" if args.format == "all" else out
@@ -86,8 +109,37 @@ def run(args: argparse.Namespace) -> int:
         from sparsify.export.onnx import export_onnx
 
         target = out / "onnx" if args.format == "all" else out
-        example = ckpt.example_input(input_shape=args.input_shape)
         assert model is not None  # built above for every ONNX format
-        export_onnx(model, target, example, provenance=provenance)
-        print(f"wrote {target} (input shape {list(example.shape[1:])}, dynamic batch)")
+        export_onnx(
+            model,
+            target,
+            example,
+            provenance=provenance,
+            dynamic=args.dynamic,
+            debug=getattr(args, "debug", False),
+        )
+        print(
+            f"wrote {target} (input shape {list(example.shape[1:])}, dynamic: "
+            f"{', '.join(dims.values())})"
+        )
+        if args.check:
+            check_compact(model, target, example)
     return 0
+
+
+def check_compact(model: Any, target: Path, example: Any) -> None:
+    """Print the compact ONNX's error in onnxruntime against a float64 run of ``model`` on a
+    random batch of 2 (:func:`sparsify.export.onnx.fidelity`); refuse past the bound."""
+    import torch
+
+    from sparsify.export.onnx import COMPACT_FILE, INPUT_NAME, fidelity, ort_session
+
+    x = torch.randn((2, *example.shape[1:]), generator=torch.Generator().manual_seed(0))
+    session = ort_session(target / COMPACT_FILE, threads=1)
+    result = fidelity(model, x, session.run(None, {INPUT_NAME: x.numpy()})[0])
+    print(f"check: onnxruntime, {COMPACT_FILE}, batch 2: {result}")
+    if not result.ok:
+        raise SparsifyError(
+            f"{COMPACT_FILE} differs from a float64 run by more than fp32 noise allows "
+            f"({result.error:.2e} > {result.bound:.2e}); rerun with --debug and report it."
+        )

@@ -6,6 +6,7 @@ One job per module (every name stays importable from ``sparsify.export.onnx``):
     compact.py    sparse initializers re-encoded in the graph (:func:`compact_model`,
                   :func:`sparse_initializer_model`)
     integrity.py  the sha256 stamp, writing, untrusted loading (:func:`load_onnx`, :func:`save_onnx`)
+    reference.py  error vs a float64 reference, against fp32's own noise (:func:`fidelity`)
     ort.py        THE onnxruntime session builder (:func:`ort_session`, spinning off) and
                   :func:`ort_resident_memory`
 
@@ -30,6 +31,11 @@ _LAZY = {
     "example_for": "export",
     "export_dense_model": "export",
     "export_onnx": "export",
+    "export_error_cause": "export",
+    "Fidelity": "reference",
+    "fidelity": "reference",
+    "dynamic_axes": "export",
+    "DIM_NAMES": "export",
     "strip_debug_metadata": "export",
     "COMPACT_SCHEMES": "compact",
     "TensorChoice": "compact",

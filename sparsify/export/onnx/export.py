@@ -1,10 +1,16 @@
 """torch -> ONNX: the dense model from ``torch.onnx.export``, and :func:`export_onnx`, which
 writes the dense, compact and sparse_initializer files.
 
-``torch.onnx.export(model, (x,), dynamo=True, opset_version=20, external_data=False,
-dynamic_shapes=batch)`` -- the dynamo (``torch.export``) exporter, ONNX opset 20, one
-self-contained file, the batch dimension dynamic (``dim_param: "batch"``), every other
-dimension fixed by the example input: give the model's real input shape. Its optimiser
+``torch.export.export(model, (x,), dynamic_shapes=..., strict=False)`` then
+``torch.onnx.export(program, dynamo=True, opset_version=20, external_data=False)``: ONNX
+opset 20, one self-contained file. Shapes are declared, never guessed: the batch is
+dynamic always (``dim_param: "batch"``; a batch-1 example is traced at batch 2, since
+torch.export fixes a dimension it sees at size 1), other dimensions only on request
+(``dynamic=("height", "width")``, checked by running the model at another size first) and
+otherwise fixed by the example input: give the model's real input shape. Calling
+torch.export directly (not through ``torch.onnx.export(dynamic_shapes=...)``) is what
+lets a dimension the model fixes be refused: the ONNX exporter silently turns it into a
+constant. Its optimiser
 folds eval-mode BatchNorm into the preceding Conv, so a Conv initializer holds
 ``weight * gamma / sqrt(var + eps)``; zeros stay zeros (-0.0 where gamma < 0, which
 compaction stores as +0.0).
@@ -16,13 +22,18 @@ checkpoint to ``(model, example input, provenance)``; provenance is stamped into
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import onnx
 import torch
@@ -79,16 +90,194 @@ def example_for(
     return default_example_input(model)
 
 
-def export_dense_model(model: nn.Module, example_input: torch.Tensor) -> onnx.ModelProto:
-    """``model`` as a dense ONNX ModelProto (dynamo exporter, opset 20, dynamic batch).
+#: names accepted by ``dynamic`` for an input of a given rank (batch included), besides
+#: axis numbers: images (B, C, H, W), volumes (B, C, D, H, W), batch-first sequences (B, S, E).
+DIM_NAMES: dict[int, dict[str, int]] = {
+    3: {"batch": 0, "sequence": 1},
+    4: {"batch": 0, "height": 2, "width": 3},
+    5: {"batch": 0, "depth": 2, "height": 3, "width": 4},
+}
 
-    The exporter's per-node debugging metadata is removed (:func:`strip_debug_metadata`).
+#: substrings of torch's error for an input too small for the model's pooling/kernels
+_TOO_SMALL = (
+    "output size is too small",
+    "calculated output size",
+    "kernel size can't be greater",
+    "padding size should be",
+    "input image is smaller than kernel",
+)
+#: substrings of torch's error for an input whose shape does not fit a layer
+_MISFIT = (
+    "shapes cannot be multiplied",
+    "size mismatch",
+    "expected input",
+    "wrong image",
+    "must match the size",
+    "expected size",
+    "but got",
+)
+#: lines of torch's exporter that wrap the cause without saying it
+_BOILERPLATE = (
+    "failed to export the model",
+    "this is step",
+    "the error above occurred",
+    "for more information",
+    "while executing",
+    "original traceback",
+    "exception raised from",
+)
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 
-    The model is exported in eval mode; the train/eval flag of every submodule is restored
-    afterwards. The graph input is named ``input`` and the first output ``logits``.
+
+def dynamic_axes(shape: Sequence[int], dynamic: Sequence[int | str] | str | None) -> dict[int, str]:
+    """``{axis: name}`` of the dynamic dimensions of an input of ``shape`` (batch first).
+
+    The batch (axis 0, ``"batch"``) is always in. ``dynamic`` names the others: axis
+    numbers (``1 .. rank-1``), or names from :data:`DIM_NAMES` for the input's rank
+    (``height``/``width`` of (B, C, H, W), ``sequence`` of (B, S, E)), as a sequence or one
+    comma-separated string (``"height,width"``). An axis keeps its name as the ONNX
+    ``dim_param`` (``dim<axis>`` when it has none).
 
     Raises:
-        SparsifyError: a model without parameters, or one the exporter cannot trace.
+        SparsifyError: an unknown name, or an axis outside the input's rank.
+    """
+    rank = len(shape)
+    names = DIM_NAMES.get(rank, {"batch": 0})
+    by_axis = {axis: name for name, axis in names.items()}
+    if isinstance(dynamic, str):
+        dynamic = [d for d in dynamic.split(",") if d.strip()]
+    axes = {0: "batch"}
+    for item in dynamic or ():
+        key = item.strip().lower() if isinstance(item, str) else item
+        if isinstance(key, str) and key.lstrip("-").isdigit():
+            key = int(key)
+        if isinstance(key, str):
+            if key not in names:
+                known = ", ".join(names) + (", " if len(names) > 1 else "")
+                raise SparsifyError(
+                    f"unknown dynamic dimension {item!r} for an input of shape {list(shape)}; "
+                    f"give {known}or an axis number 1..{rank - 1}."
+                )
+            axis = names[key]
+        elif isinstance(key, int) and not isinstance(key, bool) and -rank <= key < rank:
+            axis = key % rank
+        else:
+            raise SparsifyError(
+                f"dynamic dimension {item!r} is not an axis of an input of shape "
+                f"{list(shape)}; give an axis number 1..{rank - 1} or a name."
+            )
+        axes[axis] = by_axis.get(axis, f"dim{axis}")
+    return dict(sorted(axes.items()))
+
+
+def _clean(text: str) -> str:
+    """``text`` without ANSI escape codes, on one line."""
+    return " ".join(_ANSI.sub("", text).split())
+
+
+def export_error_cause(exc: BaseException) -> str:
+    """The first real cause of an exporter failure, on one line without ANSI codes.
+
+    torch's exporters wrap the cause ("Given input size: (512x1x1). Calculated output
+    size: (512x0x0)...") in exceptions that only say which step failed; the chain
+    (``__cause__``, else ``__context__``) is searched from the innermost exception out, and
+    the first line that is not such a wrapper is returned (at most 300 characters).
+    """
+    chain: list[BaseException] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        chain.append(current)
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    for error in reversed(chain):
+        for line in _ANSI.sub("", str(error)).splitlines():
+            line = _clean(line).lstrip("-• ").strip()
+            if line and not any(b in line.lower() for b in _BOILERPLATE):
+                return line[:300]
+    return type(exc).__name__
+
+
+def _fix_for(cause: str) -> str:
+    """What the user can do about an exporter failure whose cause is ``cause``."""
+    low = cause.lower()
+    if any(s in low for s in _TOO_SMALL):
+        return (
+            "the example input is too small for this model; pass a larger input "
+            "(input_shape=(C, H, W), CLI: --input-shape C H W)"
+        )
+    if any(s in low for s in _MISFIT):
+        return (
+            "the example input does not fit this model's layers; pass the shape it was built "
+            "for (input_shape=..., CLI: --input-shape)"
+        )
+    return "check that the model runs on example_input and uses exportable ops (--debug shows torch's log)"
+
+
+@contextlib.contextmanager
+def _quiet(debug: bool) -> Iterator[None]:
+    """Silence torch's logging, warnings and prints while exporting (not with ``debug``):
+    a failure is reported as one line with its cause (:func:`export_error_cause`)."""
+    if debug:
+        yield
+        return
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    sink = io.StringIO()
+    try:
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stdout(sink),
+            contextlib.redirect_stderr(sink),
+        ):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def _widen(x: torch.Tensor, axis: int, size: int) -> torch.Tensor:
+    """``x`` repeated along ``axis`` up to ``size`` (a tracing input of another size: only
+    the shape matters to the exporter)."""
+    reps = [1] * x.dim()
+    reps[axis] = -(-size // x.shape[axis])
+    return x.repeat(*reps).narrow(axis, 0, size)
+
+
+def _refuse(model: nn.Module, cause: str, fix: str, exc: BaseException, debug: bool) -> NoReturn:
+    error = SparsifyError(f"could not export {type(model).__name__}: {cause}; {fix}.")
+    if debug:
+        raise error from exc
+    raise error from None
+
+
+def export_dense_model(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    dynamic: Sequence[int | str] | str | None = None,
+    *,
+    debug: bool = False,
+) -> onnx.ModelProto:
+    """``model`` as a dense ONNX ModelProto (dynamo exporter, opset 20).
+
+    Shapes: the batch is dynamic always, a batch-1 example included (torch.export fixes a
+    dimension traced at size 1, so such a dimension is traced at size 2, the example
+    repeated); the dimensions named by ``dynamic`` (:func:`dynamic_axes`) are dynamic too,
+    each checked first by running the model at twice the example's size there; every other
+    dimension is the example's. Input dims carry ``dim_param`` names ``batch``, ``height``...
+
+    The exporter's per-node debugging metadata is removed (:func:`strip_debug_metadata`).
+    The model is exported in eval mode; the train/eval flag of every submodule is restored
+    afterwards. The graph input is named ``input`` and the first output ``logits``.
+    torch's log output is silenced unless ``debug``.
+
+    Raises:
+        SparsifyError: a model without parameters, a model that does not run on the
+            example, a dimension the model cannot take at another size (one line naming it
+            and why), or a model the exporter cannot trace (one line: the first real cause
+            from torch's exception chain, and the fix).
     """
     if not any(p.numel() for p in model.parameters()):
         raise SparsifyError(
@@ -99,32 +288,112 @@ def export_dense_model(model: nn.Module, example_input: torch.Tensor) -> onnx.Mo
         raise SparsifyError(
             "example_input must be a tensor with a batch dimension, e.g. torch.randn(1, 3, 64, 64)."
         )
+    axes = dynamic_axes(tuple(example_input.shape), dynamic)
     modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
-        program = torch.onnx.export(
-            model,
-            (example_input,),
-            dynamo=True,
-            opset_version=OPSET,
-            external_data=False,
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            verbose=False,
-        )
-    except Exception as exc:  # the exporter raises many types; the user's fix is the same
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SparsifyError(
-            f"torch.onnx.export could not export {type(model).__name__} ({first[:200]}); "
-            "check that the model runs on example_input and uses exportable ops."
-        ) from None
+        with _quiet(debug):
+            program = _export_program(model, example_input, axes, debug)
     finally:
         for module, mode in modes.items():
             module.training = mode
     if program is None:  # only the TorchScript path returns None
         raise SparsifyError("torch.onnx.export returned no program; upgrade torch to >= 2.6.")
-    return strip_debug_metadata(program.model_proto)
+    return strip_debug_metadata(program)
+
+
+def _export_program(
+    model: nn.Module, example: torch.Tensor, axes: dict[int, str], debug: bool
+) -> onnx.ModelProto | None:
+    """The body of :func:`export_dense_model`: run, probe, trace, convert, name the dims."""
+    shape = list(example.shape)
+    try:
+        with torch.no_grad():
+            model(example)
+    except Exception as exc:  # noqa: BLE001 - any failure of the user's forward
+        cause = export_error_cause(exc)
+        _refuse(
+            model,
+            f"it does not run on an input of shape {shape} ({cause})",
+            _fix_for(cause),
+            exc,
+            debug,
+        )
+    trace = example
+    for axis, name in axes.items():
+        if axis == 0 and shape[0] > 1:
+            continue
+        # axis 0 at size 1 -> 2 (a size-1 dim is fixed by torch.export); others: 2x the example
+        size = 2 if axis == 0 else 2 * shape[axis]
+        probe = _widen(example, axis, size)
+        try:
+            with torch.no_grad():
+                model(probe)
+        except Exception as exc:  # noqa: BLE001
+            cause = export_error_cause(exc)
+            _refuse(
+                model,
+                f"it cannot take a dynamic {name}: at {name} {size} instead of {shape[axis]} "
+                f"it fails ({cause})",
+                f"keep {name} fixed (leave it out of dynamic / --dynamic)"
+                if axis
+                else "make the forward batch-independent (x.flatten(1), not x.view(1, -1))",
+                exc,
+                debug,
+            )
+        if shape[axis] == 1:
+            trace = _widen(trace, axis, 2)
+    specs = {a: torch.export.Dim("batch", min=1) if a == 0 else torch.export.Dim.AUTO for a in axes}
+    try:
+        exported = torch.export.export(model, (trace,), dynamic_shapes=(specs,), strict=False)
+    except Exception as exc:  # noqa: BLE001 - torch.export raises many types
+        cause = export_error_cause(exc)
+        if "constraints violated" in str(exc).lower():
+            _refuse(
+                model,
+                f"torch.export fixes the batch ({cause})",
+                "make the forward batch-independent",
+                exc,
+                debug,
+            )
+        _refuse(model, f"torch.export failed: {cause}", _fix_for(cause), exc, debug)
+    placeholder = [n for n in exported.graph.nodes if n.op == "placeholder"][-1]
+    traced = placeholder.meta["val"].shape
+    symbols: dict[str, str] = {}
+    for axis, name in axes.items():
+        size = traced[axis]
+        if not (isinstance(size, torch.SymInt) and size.node.expr.free_symbols):
+            # specialized by the model's code (a plain int, or a SymInt that is a constant)
+            error = SparsifyError(
+                f"could not export {type(model).__name__} with a dynamic {name}: its code fixes "
+                f"{name} at {int(size)} (torch.export specialized it); keep {name} fixed "
+                "(leave it out of dynamic / --dynamic)."
+            )
+            raise error
+        symbols[str(size.node.expr)] = name
+    try:
+        program = torch.onnx.export(
+            exported,
+            (trace,),
+            dynamo=True,
+            opset_version=OPSET,
+            external_data=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            verbose=False,
+        )
+    except Exception as exc:  # noqa: BLE001 - the ONNX translation raises many types
+        cause = export_error_cause(exc)
+        _refuse(model, f"torch.onnx.export failed: {cause}", _fix_for(cause), exc, debug)
+    if program is None:
+        return None
+    proto = program.model_proto
+    graph = proto.graph
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param in symbols:
+                dim.dim_param = symbols[dim.dim_param]
+    return proto
 
 
 def strip_debug_metadata(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -184,11 +453,15 @@ def export_onnx(
     *,
     input_shape: Sequence[int] | None = None,
     provenance: Mapping[str, Any] | None = None,
+    dynamic: Sequence[int | str] | str | None = None,
+    debug: bool = False,
 ) -> dict[str, int]:
     """Export ``model`` to ONNX files in ``out_dir``: dense, compact, and optionally sparse_initializer.
 
     Exporter: ``torch.onnx.export(dynamo=True)`` (torch.export based), opset 20,
-    ``external_data=False``, dynamic batch dimension; input ``input``, output ``logits``.
+    ``external_data=False``; input ``input``, output ``logits``. The batch is dynamic
+    always (a batch-1 example too), the dimensions named by ``dynamic`` as well, every
+    other one is the example's (:func:`export_dense_model`).
 
     Files (each checked with ``onnx.checker.check_model`` before anything is written):
         model.dense.onnx               always; as the exporter wrote it, less its debugging
@@ -215,13 +488,19 @@ def export_onnx(
             Linear exports (:func:`default_example_input`); nothing is guessed.
         provenance: JSON-able facts about the source (checkpoint digest, recipe...),
             stamped as ``sparsify.source`` metadata.
+        dynamic: more dynamic dimensions besides the batch: names (``"height"``,
+            ``"width"``, ``"sequence"``...) or axis numbers, or one comma-separated string
+            (:func:`dynamic_axes`); refused in one line where the model cannot take
+            another size.
+        debug: show torch's exporter log, and chain its exception to the one-line error.
 
     Returns:
         {file name: size in bytes} for every file written.
 
     Raises:
         SparsifyError: not a module, a model without parameters, an undetermined input
-            shape, or a model the exporter cannot handle.
+            shape, a dimension that cannot be dynamic, or a model the exporter cannot
+            handle (one line: the cause and the fix).
     """
     if not isinstance(model, nn.Module):
         raise SparsifyError(
@@ -229,7 +508,7 @@ def export_onnx(
             "load_checkpoint(path).build_model() and its example_input())."
         )
     example = example_for(model, example_input, input_shape)
-    dense = export_dense_model(model, example)
+    dense = export_dense_model(model, example, dynamic, debug=debug)
     if provenance is not None:
         props = {p.key: p.value for p in dense.metadata_props}
         props[SOURCE_KEY] = json.dumps(dict(provenance), sort_keys=True)
