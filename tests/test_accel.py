@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from sparsify.accel import SparseConv2d, SparseLinear, sparsify_inference_
+from sparsify.accel import InferenceReport, SparseConv2d, SparseLinear, sparsify_inference_
 from sparsify.accel.layers import panel_width
 from sparsify.bench.sources import impose_density_
 from sparsify.errors import SparsifyError
@@ -239,7 +239,7 @@ def _assert_same_model(model: nn.Module, ref: nn.Module, x: torch.Tensor) -> Non
             torch.testing.assert_close(model(x), want, rtol=1e-5, atol=1e-5)
 
 
-def _assert_reported(report, model_before: nn.Module, model: nn.Module) -> None:  # noqa: ANN001
+def _assert_reported(report: InferenceReport, model_before: nn.Module, model: nn.Module) -> None:
     assert [d.name for d in report.layers] == _weight_layers(model_before)
     for d in report.layers:
         assert d.reason and d.shape and d.zeros >= 0, d
