@@ -62,23 +62,25 @@ def test_guard_lists_each_failure_in_one_line_and_resumes(tmp_path: Path) -> Non
     assert rows[0]["reason"].startswith("killed: resident memory"), rows
 
 
-# one per family, at a small input; swin_t and convnext_tiny are the slowest (~1 min each)
+# one per family, at a small input (seconds to a minute each, mostly the export); at 32x32
+# efficientnet_b0's last BatchNorms see 1x1 maps of 3 samples and fp32 noise is 10% of the
+# output (torch itself is no reference there), so it runs at 64x64
 CI_SUBSET = [
-    "attention",
-    "squeezenet1_0",
-    "shufflenet_v2_x0_5",
-    "efficientnet_b0",
-    "densenet121",
-    "regnet_y_400mf",
-    "convnext_tiny",
-    "swin_t",
+    ("attention", 32),
+    ("squeezenet1_0", 32),
+    ("shufflenet_v2_x0_5", 32),
+    ("efficientnet_b0", 64),
+    ("densenet121", 32),
+    ("regnet_y_400mf", 32),
+    ("convnext_tiny", 32),
+    ("swin_t", 32),
 ]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", CI_SUBSET)
-def test_family_passes_the_sweep(tmp_path: Path, name: str) -> None:
-    rc, (row,) = _sweep(tmp_path, "--models", name, "--size", "32")
+@pytest.mark.parametrize(("name", "size"), CI_SUBSET)
+def test_family_passes_the_sweep(tmp_path: Path, name: str, size: int) -> None:
+    rc, (row,) = _sweep(tmp_path, "--models", name, "--size", str(size))
     assert row["status"] == "pass", row["reason"]
     assert rc == 0
     for case in ("b1", "b2"):
