@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from sparsify.accel import SparseConv2d, SparseLinear, sparsify_inference_
+from sparsify.accel import InferenceReport, SparseConv2d, SparseLinear, sparsify_inference_
 from sparsify.accel.layers import panel_width
 from sparsify.bench.sources import impose_density_
 from sparsify.errors import SparsifyError
@@ -201,3 +201,215 @@ def test_conv_without_example_input_stays_dense() -> None:
 def test_bad_arguments_raise(kwargs: dict) -> None:
     with pytest.raises(SparsifyError):
         sparsify_inference_(nn.Sequential(nn.Linear(4, 4)), **kwargs)
+
+
+# --- the converter never breaks a model -----------------------------------------------------
+
+
+def _zero_(model: nn.Module, fraction: float = 0.9, seed: int = 0) -> nn.Module:
+    """Zero ``fraction`` of every Conv/Linear and attention in_proj weight at random (so
+    the cost model finds layers to convert) and draw BatchNorm running statistics."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            ws = [m.weight] if isinstance(m, (nn.Linear, nn.Conv2d)) else []
+            if isinstance(m, nn.MultiheadAttention):
+                ws.append(m.in_proj_weight)
+            for w in ws:
+                w[torch.rand(w.shape, generator=g) < fraction] = 0.0
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0.0, 0.1, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+    return model.eval()
+
+
+def _weight_layers(model: nn.Module) -> list[str]:
+    """Every layer the report must list: Linear, any conv, MultiheadAttention."""
+    kinds = (nn.Linear, nn.modules.conv._ConvNd, nn.MultiheadAttention)
+    return [n for n, m in model.named_modules() if isinstance(m, kinds)]
+
+
+def _assert_same_model(model: nn.Module, ref: nn.Module, x: torch.Tensor) -> None:
+    """Converted output == original within fp32 noise, under every grad mode torch's fast
+    paths look at (inference_mode and no_grad take the fused transformer path, grad does not)."""
+    with torch.no_grad():
+        want = ref(x)
+    for ctx in (torch.inference_mode, torch.no_grad, torch.enable_grad):
+        with ctx():
+            torch.testing.assert_close(model(x), want, rtol=1e-5, atol=1e-5)
+
+
+def _assert_reported(report: InferenceReport, model_before: nn.Module, model: nn.Module) -> None:
+    assert [d.name for d in report.layers] == _weight_layers(model_before)
+    for d in report.layers:
+        assert d.reason and d.shape and d.zeros >= 0, d
+        kind = type(model.get_submodule(d.name)).__name__
+        assert kind.startswith("Sparse") == (d.chosen != "dense"), (d, kind)
+        assert d.name in report.summary()
+
+
+class Encoder(nn.Module):
+    def __init__(self, batch_first: bool) -> None:
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=batch_first)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Linear(32, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, 32) or (T, B, 32)
+        return self.head(self.encoder(x))
+
+
+@pytest.mark.parametrize("example", [True, False])
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_transformer_encoder_survives_conversion(batch_first: bool, example: bool) -> None:
+    # eval + no grad: batch_first=True takes torch's fused path, which reads linear1.weight
+    # and out_proj.weight itself and never calls those modules; batch_first=False calls them
+    torch.manual_seed(0)
+    model = _zero_(Encoder(batch_first), 0.95)
+    ref = copy.deepcopy(model)
+    x = torch.randn(4, 7, 32)
+    report = sparsify_inference_(model, x if example else None, mode="cost_model", batch_size=28)
+    _assert_same_model(model, ref, x)
+    _assert_reported(report, ref, model)
+    by_name = {d.name: d for d in report.layers}
+    for i in range(2):
+        out_proj = by_name[f"encoder.layers.{i}.self_attn.out_proj"]
+        assert out_proj.chosen == "dense" and "MultiheadAttention" in out_proj.reason
+        attn = by_name[f"encoder.layers.{i}.self_attn"]
+        assert attn.chosen == "dense" and "in_proj_weight" in attn.reason
+        linear1 = by_name[f"encoder.layers.{i}.linear1"]
+        if batch_first:  # bypassed by the fused path: a sparse layer would never run
+            assert linear1.chosen == "dense" and "fast path" in linear1.reason, linear1
+        else:
+            assert linear1.chosen == "torch_csr", linear1
+    assert by_name["head"].chosen == "torch_csr"
+    if example:
+        assert report.check.startswith("ok"), report.check
+
+
+class Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(16, 32)
+        self.attn = nn.MultiheadAttention(32, 4, batch_first=True)
+        self.head = nn.Linear(32, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, 16) -> (B, 3)
+        h = self.proj(x)
+        y, _ = self.attn(h, h, h, need_weights=False)
+        return self.head(y.mean(dim=1))
+
+
+@pytest.mark.parametrize("example", [True, False])
+def test_multihead_attention_survives_conversion(example: bool) -> None:
+    torch.manual_seed(1)
+    model = _zero_(Attention(), 0.95)
+    ref = copy.deepcopy(model)
+    x = torch.randn(3, 9, 16)
+    report = sparsify_inference_(model, x if example else None, mode="cost_model", batch_size=27)
+    _assert_same_model(model, ref, x)
+    _assert_reported(report, ref, model)
+    by_name = {d.name: d for d in report.layers}
+    assert by_name["attn.out_proj"].chosen == "dense"
+    assert "reads out_proj.weight" in by_name["attn.out_proj"].reason
+    assert by_name["proj"].chosen == "torch_csr"
+
+
+@pytest.mark.parametrize("kernel", ["torch_csr", "torch_csr_panels", "scipy_csr"])
+@pytest.mark.parametrize(("cin", "cout", "groups"), [(16, 16, 16), (12, 18, 3), (8, 24, 8)])
+def test_grouped_conv_matches_dense(kernel: str, cin: int, cout: int, groups: int) -> None:
+    torch.manual_seed(6)
+    conv = _sparse(nn.Conv2d(cin, cout, 3, padding=1, stride=2, groups=groups), 0.3)
+    x = torch.randn(2, cin, 11, 9)
+    s = SparseConv2d(conv, kernel, rhs_cols=64)  # panels of 256 columns: more than one
+    assert s.nnz == int((conv.weight != 0).sum())  # block diagonal: no stored zeros
+    with torch.inference_mode():
+        torch.testing.assert_close(s(x), conv(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(s.weight, conv.weight.detach())  # what a parent would read
+
+
+def test_grouped_conv_refuses_dense_compact() -> None:
+    with pytest.raises(SparsifyError, match="grouped"):
+        SparseConv2d(nn.Conv2d(4, 4, 3, groups=2), "dense_compact")
+
+
+def test_mobilenet_depthwise_convs_reported_and_exact() -> None:
+    import torchvision
+
+    torch.manual_seed(2)
+    model = _zero_(torchvision.models.mobilenet_v3_small(num_classes=10), 0.9)
+    ref = copy.deepcopy(model)
+    x = torch.randn(2, 3, 32, 32)
+    report = sparsify_inference_(model, x, mode="cost_model")
+    _assert_same_model(model, ref, x)
+    _assert_reported(report, ref, model)
+    grouped = [d for d in report.layers if d.kind == "Conv2d" and d.groups > 1]
+    assert grouped and all(d.chosen == "dense" for d in grouped)
+    assert all("grouped" in d.reason for d in grouped), grouped[0]
+    assert report.converted  # the 1x1 convs and the classifier at 90% zeros
+    assert report.check.startswith("ok"), report.check
+
+
+class GroupedNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 32, 3, padding=1)
+        self.c2 = nn.Conv2d(32, 32, 3, padding=1, groups=4)
+        self.c3 = nn.Conv2d(32, 32, 3, padding=1, groups=32)
+        self.fc = nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.c3(torch.relu(self.c2(torch.relu(self.c1(x))))))
+        return self.fc(y.mean(dim=(2, 3)))
+
+
+def test_grouped_conv_calibrated_like_any_conv() -> None:
+    # calibration times the grouped kernels and keeps whichever is faster; either way the
+    # model's output is unchanged and each grouped layer says what it chose and why
+    torch.manual_seed(3)
+    model = _zero_(GroupedNet(), 0.97)
+    ref = copy.deepcopy(model)
+    x = torch.randn(4, 3, 16, 16)
+    report = sparsify_inference_(model, x, threads=1, reps=3, max_density=1.0, margin=0.0)
+    _assert_same_model(model, ref, x)
+    _assert_reported(report, ref, model)
+    for name in ("c2", "c3"):
+        d = next(d for d in report.layers if d.name == name)
+        assert d.groups > 1 and "torch_csr" in d.times_s, d  # offered a sparse kernel, timed
+
+
+class Bad(nn.Module):
+    """A sparse layer that breaks the model: raises, or is off by 1e-3."""
+
+    def __init__(self, inner: nn.Module, how: str) -> None:
+        super().__init__()
+        self.inner, self.how = inner, how
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.how == "raise":
+            raise RuntimeError("boom")
+        return self.inner(x) + 1e-3
+
+
+@pytest.mark.parametrize("how", ["raise", "differ"])
+def test_layer_that_breaks_the_model_is_reverted(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    import sparsify.accel.convert as convert
+
+    real = convert.make_sparse
+
+    def make_sparse(module: nn.Module, kernel: str, rhs_cols: int | None = None) -> nn.Module:
+        sparse = real(module, kernel, rhs_cols)
+        return Bad(sparse, how) if module.out_features == 64 else sparse
+
+    monkeypatch.setattr(convert, "make_sparse", make_sparse)
+    model = nn.Sequential(
+        _sparse(nn.Linear(128, 64), 0.02), nn.ReLU(), _sparse(nn.Linear(64, 10), 0.02)
+    )
+    ref = copy.deepcopy(model)
+    x = torch.randn(16, 128)
+    report = sparsify_inference_(model, x, mode="cost_model")
+    _assert_same_model(model, ref, x)
+    first, second = report.layers
+    assert first.chosen == "dense" and first.reason.startswith("reverted to dense"), first
+    assert ("boom" if how == "raise" else "fp32 noise") in first.reason
+    assert second.chosen == "torch_csr" and isinstance(model[2], SparseLinear)

@@ -3,7 +3,7 @@
     report = sparsify_inference_(model, torch.randn(64, 1, 28, 28), threads=1)
     print(report.summary())          # per layer: density, times, kernel chosen, why
 
-Per layer (Linear, Conv2d with groups=1), at the layer's real input shape:
+Per layer (Linear, Conv2d of any groups), at the layer's real input shape:
 
     calibrate   time dense and every sparse kernel on a random input of that shape,
                 interleaved; per repetition i the paired ratio r_i = t_dense_i / t_kernel_i;
@@ -18,13 +18,33 @@ CSR reads (1 + 4/4) = 2 values' worth of bytes per stored entry, so above d = 0.
 more bytes than dense and cannot win. ``dense_compact`` (dense kernel without dead rows and
 columns) is timed whenever those remove at least 10% of the weight. Every sparse replacement is checked against the dense
 layer on the calibration input (``assert_close`` with rtol = atol = 1e-5); a mismatch
-keeps the layer dense. Nothing is skipped silently: the report lists every layer.
+keeps the layer dense. Grouped and depthwise Conv2d run as a block-diagonal CSR matrix
+(calibrated like any conv; the cost model, whose table is for groups=1, keeps them dense).
+
+The converter never breaks a model. With ``example_input`` it runs the model once before
+(float32, and a float64 copy) and once after converting, without forward hooks (which
+would turn torch's fused transformer fast path off and so hide it):
+
+- a layer whose forward never runs is kept dense: its parent reads its weight itself
+  (``MultiheadAttention.out_proj``; ``linear1``/``linear2`` of a batch_first
+  ``TransformerEncoderLayer`` under torch's fast path) or does not use it. Without
+  ``example_input`` these two cases are kept dense by rule;
+- if the converted model raises, or max|y - ref64| > 4 * max|y32 - ref64| + 1e-6 * max|ref64|
+  (4x fp32's own error on this model and input), the layers are re-applied one at a time and
+  each one that breaks the model is reverted to dense with the reason;
+- every sparse layer also exposes ``weight`` (the dense view, made on read), so a parent
+  that reads it on a path the example did not take still runs, correctly.
+
+Nothing is skipped silently: the report lists every Linear, conv and MultiheadAttention
+(name, shape, zeros, choice, reason) and ``report.check`` says how the output was checked.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,6 +56,9 @@ from sparsify.errors import SparsifyError, check_choice
 from sparsify.timing import fmt_seconds, paired_ratio, time_interleaved, torch_threads
 
 MODES = ("calibrate", "cost_model")
+# layers the report lists; only Linear and Conv2d have sparse kernels
+REPORTED = (nn.Linear, nn.modules.conv._ConvNd, nn.MultiheadAttention)
+CHECK_RULE = "max|y - ref64| <= 4 * max|y32 - ref64| + 1e-6 * max|ref64|"
 FilterFn = Callable[[nn.Module, str], bool]
 
 # Break-even density of torch_csr vs dense Linear (fp32, one thread) against rows per call,
@@ -54,8 +77,8 @@ class LayerDecision:
 
     Attributes:
         name: the module's fully qualified name.
-        kind: ``Linear`` or ``Conv2d`` (or the type name of a skipped layer).
-        shape: weight shape.
+        kind: ``Linear`` or ``Conv2d`` (or the type name of a layer with no sparse kernel).
+        shape: weight shape (``in_proj_weight``'s for a MultiheadAttention).
         input_shape: the input shape the decision is for (None if never seen).
         density: nnz / numel of the weight.
         times_s: median seconds per call of each timed candidate (``dense`` included).
@@ -63,6 +86,8 @@ class LayerDecision:
         chosen: ``dense`` or a kernel of :data:`~sparsify.accel.layers.KERNELS`.
         speedup: t_dense / t_chosen (None when nothing was timed).
         reason: why, in words.
+        zeros: entries of the weight that are exactly zero.
+        groups: a conv's groups (1 for everything else).
     """
 
     name: str
@@ -75,17 +100,22 @@ class LayerDecision:
     times_s: dict[str, float] = field(default_factory=dict)
     iqr_s: dict[str, float] = field(default_factory=dict)
     speedup: float | None = None
+    zeros: int = 0
+    groups: int = 1
 
 
 @dataclass
 class InferenceReport:
-    """Returned by :func:`sparsify_inference_`: the settings and one decision per layer."""
+    """Returned by :func:`sparsify_inference_`: the settings, one decision per layer and how
+    the converted model's output was checked (``check`` starts with ``ok``, ``FAILED`` or
+    ``not checked``)."""
 
     mode: str
     batch_size: int
     threads: int
     margin: float
     layers: list[LayerDecision]
+    check: str = "not checked"
 
     @property
     def converted(self) -> list[LayerDecision]:
@@ -98,13 +128,14 @@ class InferenceReport:
             "threads": self.threads,
             "margin": self.margin,
             "layers": [asdict(d) for d in self.layers],
+            "check": self.check,
         }
 
     def summary(self) -> str:
-        """One line per layer: density, dense and chosen times, the kernel and the reason."""
+        """One line per layer: shape, zeros, dense and chosen times, the kernel and the reason."""
         lines = [
             f"sparsify_inference_ ({self.mode}, batch {self.batch_size}, {self.threads} thread(s)): "
-            f"{len(self.converted)} of {len(self.layers)} layers sparse"
+            f"{len(self.converted)} of {len(self.layers)} layers sparse; output check: {self.check}"
         ]
         for d in self.layers:
             dense = d.times_s.get("dense")
@@ -115,8 +146,10 @@ class InferenceReport:
                 if dense is not None and best is not None
                 else "not timed"
             )
+            shape = "x".join(map(str, d.shape)) + (f" g{d.groups}" if d.groups > 1 else "")
             lines.append(
-                f"  {d.name:<24} {d.kind:<7} density {d.density:6.3f}  {timing:<36} -> {d.chosen}: {d.reason}"
+                f"  {d.name:<24} {d.kind:<7} {shape:<14} zeros {d.zeros:>9} "
+                f"(density {d.density:6.3f})  {timing:<36} -> {d.chosen}: {d.reason}"
             )
         return "\n".join(lines)
 
@@ -132,26 +165,143 @@ def _break_even(rows: int) -> float:
     return pts[-1][1]
 
 
+@contextmanager
+def _forwards_recorded(
+    modules: dict[str, nn.Module], shapes: dict[str, tuple[int, ...]]
+) -> Iterator[None]:
+    """Within the block, record into ``shapes`` the first input shape of each named module
+    whose forward runs.
+
+    An instance attribute ``forward`` wraps the class's, rather than a forward (pre-)hook:
+    torch's fused transformer path turns itself off when any submodule has a hook, so a
+    hook would observe a different model from the one that will run.
+    """
+    for name, m in modules.items():
+
+        def forward(*args: Any, _m: nn.Module = m, _name: str = name, **kwargs: Any) -> Any:
+            if args and isinstance(args[0], torch.Tensor):
+                shapes.setdefault(_name, tuple(args[0].shape))
+            else:
+                shapes.setdefault(_name, ())
+            return type(_m).forward(_m, *args, **kwargs)
+
+        m.forward = forward
+    try:
+        yield
+    finally:
+        for m in modules.values():
+            del m.forward
+
+
 def _record_inputs(
     model: nn.Module, names: list[str], example_input: Any
-) -> dict[str, tuple[int, ...]]:
-    """Input shape of each named module during one forward of ``example_input``."""
+) -> tuple[dict[str, tuple[int, ...]], Any]:
+    """Input shape of each named module whose forward runs on ``example_input`` (a module
+    missing from the result never ran) and the model's output."""
     shapes: dict[str, tuple[int, ...]] = {}
     modules = dict(model.named_modules())
-    handles = []
-    for name in names:
+    with _forwards_recorded({n: modules[n] for n in names}, shapes), torch.inference_mode():
+        out = model(example_input)
+    return shapes, out
 
-        def hook(_m: nn.Module, args: tuple[Any, ...], _name: str = name) -> None:
-            shapes.setdefault(_name, tuple(args[0].shape))
 
-        handles.append(modules[name].register_forward_pre_hook(hook))
-    try:
-        with torch.inference_mode():
-            model(example_input)
-    finally:
-        for h in handles:
-            h.remove()
-    return shapes
+def _tensors(out: Any) -> list[torch.Tensor]:
+    """The floating-point tensors of a model output (tensor, tuple/list, dict), in order."""
+    if isinstance(out, torch.Tensor):
+        return [out] if out.is_floating_point() else []
+    if isinstance(out, dict):
+        out = list(out.values())
+    if isinstance(out, (list, tuple)):
+        return [t for o in out for t in _tensors(o)]
+    return []
+
+
+def _max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
+    """max |a - b| over paired tensors, in float64; inf if the outputs do not pair up."""
+    if len(a) != len(b) or any(x.shape != y.shape for x, y in zip(a, b)):
+        return math.inf
+    return max(
+        (float((x.double() - y.double()).abs().max()) for x, y in zip(a, b) if x.numel()),
+        default=0.0,
+    )
+
+
+class _OutputCheck:
+    """Whether a converted model still computes the original's output, within fp32 noise.
+
+    With a float64 copy of the original: pass iff max|y - ref64| <= 4 * noise + 1e-6 * scale,
+    noise = max|y32 - ref64| (float32's own error on this model and input), scale = max|ref64|.
+    Without (the copy cannot be made or run in float64): pass iff
+    max|y - y32| <= 1e-5 * max(1, max|y32|).
+    """
+
+    def __init__(self, model: nn.Module, example_input: Any, y32: Any) -> None:
+        self.example_input = example_input
+        self.y32 = [t.clone() for t in _tensors(y32)]
+        self.ref64: list[torch.Tensor] | None = None
+        try:
+            double = copy.deepcopy(model).double()
+            x64 = example_input.double() if example_input.is_floating_point() else example_input
+            with torch.inference_mode():
+                self.ref64 = _tensors(double(x64))
+            del double
+        except Exception:  # a module without float64 support: compare with float32 instead
+            self.ref64 = None
+        if self.ref64 is not None and _max_diff(self.y32, self.ref64) == math.inf:
+            self.ref64 = None
+        if self.ref64 is not None:
+            self.noise = _max_diff(self.y32, self.ref64)
+            self.scale = max((float(t.abs().max()) for t in self.ref64 if t.numel()), default=0.0)
+            self.bound = 4 * self.noise + 1e-6 * self.scale
+        else:
+            self.scale = max((float(t.abs().max()) for t in self.y32 if t.numel()), default=0.0)
+            self.bound = 1e-5 * max(1.0, self.scale)
+
+    def __call__(self, model: nn.Module, sparse: dict[str, nn.Module]) -> tuple[str, set[str]]:
+        """Run ``model`` once; ``("", called)`` if its output passes, else ``(why, called)``;
+        ``called``: the names in ``sparse`` whose forward ran."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        try:
+            with _forwards_recorded(sparse, shapes), torch.inference_mode():
+                y = _tensors(model(self.example_input))
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            return f"the model raised {type(exc).__name__}: {first}", set(shapes)
+        if self.ref64 is not None:
+            err = _max_diff(y, self.ref64)
+            what = f"max|y - ref64| {err:.2e}"
+            limit = f"4 * fp32 noise {self.noise:.2e} + 1e-6 * {self.scale:.2g}"
+        else:
+            err = _max_diff(y, self.y32)
+            what = f"max|y - y32| {err:.2e}"
+            limit = f"1e-5 * {max(1.0, self.scale):.2g} (no float64 copy: fp32 noise unknown)"
+        self.last = f"{what} <= {limit}"
+        if err <= self.bound:
+            return "", set(shapes)
+        return f"the output differs beyond fp32 noise: {what} > {limit}", set(shapes)
+
+
+def _parent_reads(model: nn.Module, example: bool) -> dict[str, str]:
+    """fqn -> reason, for layers whose parent reads their weight itself instead of calling
+    them, known by rule: ``MultiheadAttention.out_proj`` always; without an example input
+    (nothing can be observed) ``linear1``/``linear2`` of a batch_first TransformerEncoderLayer,
+    which torch's fused fast path (eval mode, no grad) bypasses."""
+    out = {}
+    for name, m in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(m, nn.MultiheadAttention):
+            out[prefix + "out_proj"] = (
+                "kept dense: MultiheadAttention reads out_proj.weight itself "
+                "(F.multi_head_attention_forward) and never calls out_proj"
+            )
+        if not example and isinstance(m, nn.TransformerEncoderLayer) and m.self_attn.batch_first:
+            for child in ("linear1", "linear2"):
+                out[prefix + child] = (
+                    f"kept dense: TransformerEncoderLayer (batch_first) in eval mode without grad "
+                    f"takes torch's fused fast path, which reads {child}.weight itself; pass "
+                    "example_input to check whether it does here"
+                )
+    return out
 
 
 def candidate_layers(
@@ -180,12 +330,22 @@ def _decide(
     max_density: float,
     margin: float,
     reps: int,
+    example: bool = True,
 ) -> tuple[LayerDecision, nn.Module | None]:
+    d = _listed(name, module)
+    d.input_shape = shape
+    if not isinstance(module, (nn.Linear, nn.Conv2d)):
+        what = (
+            "MultiheadAttention passes in_proj_weight to F.multi_head_attention_forward itself "
+            "(its out_proj is listed on its own)"
+            if isinstance(module, nn.MultiheadAttention)
+            else f"{d.kind} has no sparse kernel (only Linear and Conv2d)"
+        )
+        d.reason = f"kept dense: {what}"
+        return d, None
     w = module.weight
-    density = float((w != 0).sum().item()) / w.numel()
-    d = LayerDecision(name, type(module).__name__, tuple(w.shape), shape, density, "dense", "")
     if isinstance(module, nn.Conv2d) and not conv_supported(module):
-        d.reason = "kept dense: grouped/'same'-padded/non-zero-padded Conv2d has no sparse kernel"
+        d.reason = "kept dense: a 'same'-padded or non-zero-padded Conv2d has no sparse kernel"
         return d, None
     if w.dtype != torch.float32 or w.device.type != "cpu":
         d.reason = (
@@ -194,9 +354,16 @@ def _decide(
         return d, None
     if shape is None:
         d.reason = (
-            "kept dense: the layer's input shape is unknown (it did not run on example_input)"
+            "kept dense: its forward never ran on example_input (its parent reads its weight "
+            "itself, e.g. torch's fused transformer fast path, or does not use it)"
+            if example
+            else "kept dense: the layer's input shape is unknown without example_input"
         )
         return d, None
+    density = d.density
+    groups = d.groups
+    if groups > 1:  # dropping dead filters would regroup the conv
+        kernels = tuple(k for k in kernels if k != "dense_compact")
     compact = _compact_fraction(w)
     if compact > MAX_COMPACT:  # too few dead rows/columns: dense_compact is dense plus copies
         kernels = tuple(k for k in kernels if k != "dense_compact")
@@ -214,7 +381,8 @@ def _decide(
         if isinstance(module, nn.Linear)
         else shape[0] * _conv_positions(module, shape)
     )  # columns of the dense operand of W @ x^T per call
-    if panel_width(w[0].numel(), rows) >= w[0].numel():  # one panel is torch_csr
+    width = w[0].numel() * groups  # columns of the (block-diagonal) CSR matrix
+    if panel_width(width, rows) >= width:  # one panel is torch_csr
         kernels = tuple(k for k in kernels if k != "torch_csr_panels")
     if not kernels:
         d.reason = (
@@ -223,6 +391,13 @@ def _decide(
         )
         return d, None
     if mode == "cost_model":
+        if groups > 1:
+            d.reason = (
+                f"kept dense: cost model: grouped Conv2d (groups={groups}): the break-even table "
+                "is for groups=1 (unfold copies every input channel for filters that read "
+                f"1/{groups} of them); mode='calibrate' times it"
+            )
+            return d, None
         limit = _break_even(rows) * (0.5 if isinstance(module, nn.Conv2d) else 1.0)
         csr = next((k for k in ("torch_csr_panels", "torch_csr") if k in kernels), None)
         if density <= limit and csr is not None:
@@ -271,6 +446,30 @@ def _decide(
     return d, None
 
 
+def _listed(name: str, module: nn.Module) -> LayerDecision:
+    """A dense decision with the layer's shape, zeros and density filled in."""
+    if isinstance(module, nn.MultiheadAttention):
+        ws = [module.in_proj_weight] if module.in_proj_weight is not None else []
+        ws = ws or [module.q_proj_weight, module.k_proj_weight, module.v_proj_weight]
+        shape = tuple(ws[0].shape) if len(ws) == 1 else (sum(len(w) for w in ws), ws[0].shape[1])
+    else:
+        ws = [module.weight]
+        shape = tuple(module.weight.shape)
+    numel = sum(w.numel() for w in ws)
+    zeros = numel - sum(int((w != 0).sum()) for w in ws)
+    return LayerDecision(
+        name,
+        type(module).__name__,
+        shape,
+        None,
+        (numel - zeros) / max(1, numel),
+        "dense",
+        "",
+        zeros=zeros,
+        groups=int(getattr(module, "groups", 1)),
+    )
+
+
 def _compact_fraction(w: torch.Tensor) -> float:
     """(live rows * live columns) / numel of the (out, in * kh * kw) weight matrix."""
     nz = w.detach().reshape(w.shape[0], -1) != 0
@@ -299,6 +498,7 @@ def sparsify_inference_(
     margin: float = 0.05,
     reps: int = 9,
     filter_fn: FilterFn | None = None,
+    verify: bool = True,
 ) -> InferenceReport:
     """Replace, in place, each Linear/Conv2d of ``model`` by a sparse layer where that is faster.
 
@@ -317,10 +517,16 @@ def sparsify_inference_(
         max_density: layers denser than this stay dense untimed, in [0, 1].
         margin: the median paired ratio t_dense / t_sparse must exceed 1 / (1 - margin), in [0, 1).
         reps: timed samples per candidate (interleaved), >= 1.
-        filter_fn: ``(module, fqn) -> bool`` choosing layers (default: every Linear/Conv2d).
+        filter_fn: ``(module, fqn) -> bool`` choosing layers (default: every Linear, conv
+            and MultiheadAttention; only Linear and Conv2d have sparse kernels, the others are
+            listed as kept dense).
+        verify: with ``example_input``, run the converted model on it and revert each layer
+            that makes it raise or leave fp32 noise (see the module docstring); costs a
+            float64 copy of the model while converting.
 
     Returns:
-        An :class:`InferenceReport` with one :class:`LayerDecision` per candidate layer.
+        An :class:`InferenceReport` with one :class:`LayerDecision` per listed layer, in
+        ``named_modules`` order, and ``check``: how the converted model's output was checked.
 
     Raises:
         SparsifyError: a bad argument.
@@ -349,34 +555,121 @@ def sparsify_inference_(
             f"The 'threads' parameter of sparsify_inference_ must be an integer >= 1 or None. Got {threads!r} instead."
         )
     model.eval()
-    layers = candidate_layers(model, filter_fn)
+    layers = [
+        (n, m)
+        for n, m in model.named_modules()
+        if isinstance(m, REPORTED) and (filter_fn is None or filter_fn(m, n))
+    ]
     if any(name == "" for name, _ in layers):
         raise SparsifyError(
             f"sparsify_inference_ replaces layers inside a model; got a bare {type(model).__name__}: "
             "wrap it, e.g. nn.Sequential(layer)."
         )
+    check: _OutputCheck | None = None
     if example_input is not None:
-        shapes = _record_inputs(model, [n for n, _ in layers], example_input)
+        shapes, y32 = _record_inputs(model, [n for n, _ in layers], example_input)
         batch = int(example_input.shape[0])
+        if verify:
+            check = _OutputCheck(model, example_input, y32)
+        del y32
     else:
         shapes = {
             n: (int(batch_size), m.in_features) for n, m in layers if isinstance(m, nn.Linear)
         }
         batch = int(batch_size)
-    decisions = []
+    rules = _parent_reads(model, example_input is not None)
+    decisions: dict[str, LayerDecision] = {}
+    originals: dict[str, nn.Module] = {}  # name -> the dense module, to revert to
+    sparse: dict[str, nn.Module] = {}
     with torch_threads(threads) as n_threads, torch.no_grad():
         for name, module in layers:
-            d, new = _decide(
-                name,
-                module,
-                shapes.get(name),
-                mode=mode,
-                kernels=tuple(kernels),
-                max_density=max_density,
-                margin=margin,
-                reps=int(reps),
-            )
+            if name in rules:
+                d, new = _listed(name, module), None
+                d.input_shape, d.reason = shapes.get(name), rules[name]
+            else:
+                d, new = _decide(
+                    name,
+                    module,
+                    shapes.get(name),
+                    mode=mode,
+                    kernels=tuple(kernels),
+                    max_density=max_density,
+                    margin=margin,
+                    reps=int(reps),
+                    example=example_input is not None,
+                )
             if new is not None:
+                originals[name], sparse[name] = module, new
                 model.set_submodule(name, new)
-            decisions.append(d)
-    return InferenceReport(mode, batch, n_threads, margin, decisions)
+            decisions[name] = d
+    report = InferenceReport(mode, batch, n_threads, margin, list(decisions.values()))
+    if check is not None:
+        report.check = _check_and_revert(model, check, sparse, originals, decisions)
+    elif example_input is None:
+        report.check = "not checked: no example_input to run"
+    else:
+        report.check = "not checked: verify=False"
+    return report
+
+
+def _revert(
+    model: nn.Module,
+    name: str,
+    originals: dict[str, nn.Module],
+    sparse: dict[str, nn.Module],
+    d: LayerDecision,
+    reason: str,
+) -> None:
+    model.set_submodule(name, originals[name])
+    del sparse[name]
+    d.chosen, d.speedup, d.reason = "dense", None, f"{reason} (was {d.chosen}: {d.reason})"
+
+
+def _check_and_revert(
+    model: nn.Module,
+    check: _OutputCheck,
+    sparse: dict[str, nn.Module],
+    originals: dict[str, nn.Module],
+    decisions: dict[str, LayerDecision],
+) -> str:
+    """Run the converted model on the example. If it passes, revert the sparse layers its
+    parents bypass (they would only cost a dense copy per read); if not, re-apply the sparse
+    layers one at a time and revert each that breaks the model or is bypassed. Returns
+    ``report.check``."""
+    bypassed = (
+        "kept dense: its parent did not call it once converted (it reads the weight itself,"
+        " e.g. torch's fused transformer fast path)"
+    )
+    why, called = check(model, sparse)
+    if not why:
+        for name in [n for n in sparse if n not in called]:
+            _revert(model, name, originals, sparse, decisions[name], bypassed)
+    else:
+        candidates = dict(sparse)
+        for name in candidates:  # all back to dense, then one at a time
+            model.set_submodule(name, originals[name])
+        sparse.clear()
+        for name, new in candidates.items():
+            model.set_submodule(name, new)
+            sparse[name] = new
+            why_one, called = check(model, sparse)
+            if why_one or name not in called:
+                reason = (
+                    f"reverted to dense: with this layer sparse {why_one}" if why_one else bypassed
+                )
+                _revert(model, name, originals, sparse, decisions[name], reason)
+    why, _ = check(model, sparse)
+    if why:  # the layers that passed one by one fail together: leave the model dense
+        for name in list(sparse):
+            _revert(
+                model,
+                name,
+                originals,
+                sparse,
+                decisions[name],
+                f"reverted to dense: the layers that passed one at a time fail together: {why}",
+            )
+        why, _ = check(model, sparse)
+        if why:  # the dense model itself differs from run to run
+            return f"FAILED: the original model fails its own check: {why}"
+    return f"ok: {check.last} on example_input ({len(sparse)} layer(s) sparse)"

@@ -21,7 +21,11 @@ Kernels (each computes the dense layer's output, in float32):
 ``torch.sparse.mm(W_csr, x.T)`` is used rather than ``F.linear(x, W_csr)``: the latter
 is several times slower at batch > 1. int32 indices halve the index bytes of int64 (what
 ``to_sparse_csr()`` makes) and are what MKL's sparse BLAS reads natively.
-The dense weight is not kept: the layer's memory is that of the CSR arrays.
+The dense weight is not kept: the layer's memory is that of the CSR arrays. A grouped or
+depthwise Conv2d is held as the block-diagonal CSR matrix over all of unfold's rows (same
+nnz as its weight). Each layer still answers ``.weight`` (the dense view, made on read) and a
+conv's ``in_channels``/``out_channels``/``groups``, for parents that read them instead of
+calling the layer.
 """
 
 from __future__ import annotations
@@ -52,22 +56,40 @@ def panel_width(in_features: int, rhs_cols: int) -> int:
 
 def csr_int32(weight2d: torch.Tensor) -> torch.Tensor:
     """``weight2d`` (out, in) as a torch CSR tensor with int32 crow/col indices."""
+    rows, cols, values = weight_triplets(weight2d)
+    return _torch_csr(rows, cols, values, tuple(weight2d.shape))
+
+
+def weight_triplets(
+    weight2d: torch.Tensor, groups: int = 1
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Nonzeros of ``weight2d`` (out, K), row-major, as ``(rows, cols, values)`` of the
+    (out, groups * K) matrix that multiplies unfold's columns.
+
+    groups = 1: the matrix itself. groups > 1 (a grouped conv's (out, C/g * kh * kw) weight):
+    the block-diagonal matrix in which filter o, of group q = o // (out / groups), reads
+    columns [q * K, (q + 1) * K), i.e. only its group's input channels. Zeros (and -0.0)
+    are not entries; nothing dense of the block-diagonal size is ever made.
+    """
+    w = weight2d.detach()
+    rows, cols = (w != 0).nonzero(as_tuple=True)  # row-major: CSR order
+    values = w[rows, cols]
+    if groups > 1:
+        cols = cols + (rows // (w.shape[0] // groups)) * w.shape[1]
+    return rows, cols, values
+
+
+def _torch_csr(
+    rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, shape: tuple[int, int]
+) -> torch.Tensor:
+    """Row-major triplets as a torch CSR tensor with int32 indices (what MKL reads natively)."""
+    crow = torch.zeros(shape[0] + 1, dtype=torch.int32, device=values.device)
+    crow[1:] = torch.bincount(rows, minlength=shape[0]).cumsum(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-        csr = weight2d.detach().to_sparse_csr()
         return torch.sparse_csr_tensor(
-            csr.crow_indices().to(torch.int32),
-            csr.col_indices().to(torch.int32),
-            csr.values().contiguous(),
-            csr.shape,
-            dtype=weight2d.dtype,
+            crow, cols.to(torch.int32), values.contiguous(), shape, dtype=values.dtype
         )
-
-
-def _scipy_csr(weight2d: torch.Tensor) -> sp.csr_matrix:
-    m = sp.csr_matrix(weight2d.detach().cpu().numpy())
-    m.eliminate_zeros()
-    return m
 
 
 class _SparseBase(nn.Module):
@@ -79,18 +101,26 @@ class _SparseBase(nn.Module):
         bias: torch.Tensor | None,
         kernel: str,
         rhs_cols: int | None = None,
+        groups: int = 1,
     ) -> None:
+        """Hold ``weight2d`` (out, K) for ``kernel``; ``groups`` > 1 holds the block-diagonal
+        (out, groups * K) matrix of a grouped conv (:func:`weight_triplets`)."""
         check_choice(type(self).__name__, "kernel", kernel, KERNELS)
         self.kernel = kernel
-        self.out_features, self.in_features = int(weight2d.shape[0]), int(weight2d.shape[1])
-        self.nnz = int((weight2d != 0).sum().item())
+        self.groups = int(groups)
+        self.group_cols = int(weight2d.shape[1])  # K: columns one filter reads
+        self.out_features = int(weight2d.shape[0])
+        self.in_features = self.group_cols * self.groups
+        rows, cols, values = weight_triplets(weight2d, self.groups)
+        self.nnz = int(values.numel())
+        shape = (self.out_features, self.in_features)
         self.weight_csr: torch.Tensor | None = None
         self.weight_scipy: sp.csr_matrix | None = None
         self.weight_compact: torch.Tensor | None = None
         self.panels: list[torch.Tensor] = []
         self.panel_cols = self.in_features
         if kernel == "torch_csr":
-            self.weight_csr = csr_int32(weight2d)
+            self.weight_csr = _torch_csr(rows, cols, values, shape)
         elif kernel == "torch_csr_panels":
             if rhs_cols is None:
                 raise SparsifyError(
@@ -98,8 +128,18 @@ class _SparseBase(nn.Module):
                     "output positions for Conv2d) to size its panels; pass rhs_cols=."
                 )
             self.panel_cols = w = panel_width(self.in_features, int(rhs_cols))
-            self.panels = [csr_int32(weight2d[:, j : j + w]) for j in range(0, self.in_features, w)]
+            for j in range(0, self.in_features, w):
+                keep = (cols >= j) & (cols < j + w)
+                width = min(w, self.in_features - j)
+                self.panels.append(
+                    _torch_csr(rows[keep], cols[keep] - j, values[keep], (shape[0], width))
+                )
         elif kernel == "dense_compact":
+            if self.groups > 1:
+                raise SparsifyError(
+                    "the dense_compact kernel drops dead filters, which would regroup a grouped "
+                    "conv; use kernel='torch_csr' or keep the layer dense."
+                )
             w = weight2d.detach()
             nz = w != 0
             # rows: output units with a weight; cols: inputs read by any unit
@@ -111,7 +151,9 @@ class _SparseBase(nn.Module):
                 raise SparsifyError(
                     "the scipy_csr kernel needs a float32 CPU weight; use kernel='torch_csr'."
                 )
-            self.weight_scipy = _scipy_csr(weight2d)
+            self.weight_scipy = sp.csr_matrix(
+                (values.numpy(), (rows.numpy(), cols.numpy())), shape=shape, dtype=np.float32
+            )
         self.bias = (
             None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
         )
@@ -146,18 +188,39 @@ class _SparseBase(nn.Module):
         return int(m.data.nbytes + m.indices.nbytes + m.indptr.nbytes)
 
     def dense_weight(self) -> torch.Tensor:
-        """The (out, in) weight as a dense tensor (for checks and for converting back)."""
+        """The weight as the dense layer holds it, as (out, K): K = in for a Linear,
+        C / groups * kh * kw for a Conv2d (for checks, for converting back, and for a parent
+        that reads ``weight``)."""
         if self.weight_compact is not None:
             w = self.weight_compact.new_zeros(self.out_features, self.in_features)
             w[self.rows[:, None], self.cols[None, :]] = self.weight_compact.reshape(
                 self.rows.numel(), -1
             )
             return w
-        if self.panels:
-            return torch.cat([p.to_dense() for p in self.panels], dim=1)
-        if self.weight_csr is not None:
-            return self.weight_csr.to_dense()
-        return torch.from_numpy(self.weight_scipy.toarray())
+        rows, cols, values = self._stored_triplets()
+        if self.groups > 1:  # back from the block diagonal to each filter's own columns
+            cols = cols - (rows // (self.out_features // self.groups)) * self.group_cols
+        w = values.new_zeros(self.out_features, self.group_cols)
+        w[rows, cols] = values
+        return w
+
+    def _stored_triplets(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rows, cols, values) of the stored (out, in) CSR matrix, whichever kernel holds it."""
+        if self.weight_scipy is not None:
+            coo = self.weight_scipy.tocoo()
+            return (
+                torch.from_numpy(coo.row.astype(np.int64)),
+                torch.from_numpy(coo.col.astype(np.int64)),
+                torch.from_numpy(coo.data),
+            )
+        parts = []
+        for j, c in enumerate(self.panels or [self.weight_csr]):
+            crow = c.crow_indices().long()
+            rows = torch.repeat_interleave(
+                torch.arange(c.shape[0], device=crow.device), crow.diff()
+            )
+            parts.append((rows, c.col_indices().long() + j * self.panel_cols, c.values()))
+        return tuple(torch.cat(t) for t in zip(*parts))  # type: ignore[return-value]
 
 
 class SparseLinear(_SparseBase):
@@ -168,6 +231,13 @@ class SparseLinear(_SparseBase):
     ) -> None:
         super().__init__()
         self._init_weight(linear.weight, linear.bias, kernel, rhs_cols)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense (out, in) weight, made on each read: for a parent that reads
+        ``linear.weight`` itself (torch's fused transformer path, tied weights) instead of
+        calling the layer. Not a parameter; the layer stores only CSR."""
+        return self.dense_weight()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
@@ -200,11 +270,14 @@ class SparseLinear(_SparseBase):
 
 
 class SparseConv2d(_SparseBase):
-    """Conv2d (groups=1, zero padding) as unfold + sparse matmul.
+    """Conv2d (zero padding, any groups) as unfold + sparse matmul.
 
     cols = unfold(x): (B, C*kh*kw, L) -> (C*kh*kw, B*L); y = W_csr @ cols: (out, B*L)
-    -> (B, out, Ho, Wo). Unfold materialises kh*kw copies of the input, so this wins
-    only at high sparsity; the converter's calibration decides per layer.
+    -> (B, out, Ho, Wo). With groups > 1, W_csr is the block-diagonal (out, C*kh*kw)
+    matrix in which each filter reads only its group's channels (same nnz as the grouped
+    weight; :func:`weight_triplets`). Unfold materialises kh*kw copies of the input, so
+    this wins only at high sparsity (and hardly for depthwise convs, whose dense kernel does
+    only kh*kw multiply-adds per output); the converter's calibration decides per layer.
     """
 
     def __init__(
@@ -213,18 +286,30 @@ class SparseConv2d(_SparseBase):
         super().__init__()
         if not conv_supported(conv):
             raise SparsifyError(
-                f"SparseConv2d supports groups=1, integer padding and padding_mode='zeros'; "
+                f"SparseConv2d supports integer padding, padding_mode='zeros' and float32; "
                 f"got {conv}. Keep this layer dense."
             )
-        self._init_weight(conv.weight.reshape(conv.out_channels, -1), conv.bias, kernel, rhs_cols)
+        self._init_weight(
+            conv.weight.reshape(conv.out_channels, -1), conv.bias, kernel, rhs_cols, conv.groups
+        )
         if kernel == "dense_compact":
             # a Conv2d keeps every input channel (cols); only dead filters (rows) are dropped
             self.cols = torch.arange(self.in_features)
             self.weight_compact = conv.weight.detach()[self.rows].contiguous()  # (|R|, C, kh, kw)
+        # what a parent may read of an nn.Conv2d
+        self.in_channels, self.out_channels = int(conv.in_channels), int(conv.out_channels)
+        self.weight_shape = tuple(conv.weight.shape)
+        self.padding_mode = "zeros"
         self.kernel_size = tuple(conv.kernel_size)
         self.stride = tuple(conv.stride)
         self.padding = tuple(conv.padding)
         self.dilation = tuple(conv.dilation)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense (out, C / groups, kh, kw) weight, made on each read (see
+        :attr:`SparseLinear.weight`)."""
+        return self.dense_weight().reshape(self.weight_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
         if self.weight_compact is not None:
@@ -258,15 +343,16 @@ class SparseConv2d(_SparseBase):
     def extra_repr(self) -> str:
         return (
             f"in={self.in_features}, out={self.out_features}, kernel_size={self.kernel_size}, "
-            f"stride={self.stride}, padding={self.padding}, nnz={self.nnz}, kernel={self.kernel}"
+            f"stride={self.stride}, padding={self.padding}, groups={self.groups}, nnz={self.nnz}, "
+            f"kernel={self.kernel}"
         )
 
 
 def conv_supported(conv: nn.Conv2d) -> bool:
-    """Whether :class:`SparseConv2d` reproduces ``conv`` exactly."""
+    """Whether :class:`SparseConv2d` reproduces ``conv`` exactly (any groups; not 'same'
+    padding given as a string, not a padding mode other than zeros, float32 only)."""
     return (
-        conv.groups == 1
-        and conv.padding_mode == "zeros"
+        conv.padding_mode == "zeros"
         and not isinstance(conv.padding, str)
         and conv.weight.dtype == torch.float32
     )
