@@ -7,6 +7,7 @@ noise of float64 at batch 2, batch 1 and another size where the export allows.""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -65,15 +66,21 @@ def test_guard_lists_each_failure_in_one_line_and_resumes(tmp_path: Path) -> Non
 # one per family, at a small input (seconds to a minute each, mostly the export); at 32x32
 # efficientnet_b0's last BatchNorms see 1x1 maps of 3 samples and fp32 noise is 10% of the
 # output (torch itself is no reference there), so it runs at 64x64
+# the heavier families run where SPARSIFY_FULL_PARITY=1 (and in the committed sweep), so the
+# default suite stays within CI's minutes on two cores
+FULL = pytest.mark.skipif(
+    not os.environ.get("SPARSIFY_FULL_PARITY"),
+    reason="heavy family: set SPARSIFY_FULL_PARITY=1 (results/parity/ has the full sweep)",
+)
 CI_SUBSET = [
     ("attention", 32),
     ("squeezenet1_0", 32),
     ("shufflenet_v2_x0_5", 32),
-    ("efficientnet_b0", 64),
-    ("densenet121", 32),
-    ("regnet_y_400mf", 32),
-    ("convnext_tiny", 32),
-    ("swin_t", 32),
+    pytest.param("efficientnet_b0", 64, marks=FULL),
+    pytest.param("densenet121", 32, marks=FULL),
+    pytest.param("regnet_y_400mf", 32, marks=FULL),
+    pytest.param("convnext_tiny", 32, marks=FULL),
+    pytest.param("swin_t", 32, marks=FULL),
 ]
 
 
