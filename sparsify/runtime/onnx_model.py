@@ -646,19 +646,23 @@ class OnnxModel:
         return self.run(*inputs)[0]
 
 
-def load_onnx_model(path: str | os.PathLike[str], verify: bool = True) -> OnnxModel:
+def load_onnx_model(
+    path: str | os.PathLike[str], verify: bool = True, *, max_bytes: int | None = None
+) -> OnnxModel:
     """Verify and load an ``.onnx`` file (dense or compact) for the torch-free runtime.
 
     Args:
         path: an ``.onnx`` file from :func:`sparsify.export.onnx.export_onnx`.
         verify: check the sparsify metadata (sha256); ``False`` runs ONNX files from other
             tools (the structural checks still run).
+        max_bytes: the tensor-size budget of ``load_onnx`` (default max(1 GiB, 1024x the
+            file's size)); raise it only for a file you trust.
 
     Raises:
         SparsifyError: the file fails verification (one line, as ``load_onnx``).
     """
     path = Path(path)
-    return OnnxModel(load_onnx(path, verify=verify), path)
+    return OnnxModel(load_onnx(path, verify=verify, max_bytes=max_bytes), path)
 
 
 __all__ = ["DOMAIN", "OnnxModel", "SparseConst", "WeightMemory", "load_onnx_model"]
