@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from conftest import sparse_lecture_convnet
 from onnx import TensorProto, helper
 from torch import nn
 
@@ -462,3 +463,37 @@ def test_declared_static_shapes_are_bounded_too(tmp_path: Path) -> None:
 def test_the_exported_files_pass_the_size_check(onnx_dir: Path) -> None:
     for f in (ox.DENSE_FILE, ox.COMPACT_FILE, f"ext/{ox.DENSE_FILE}"):
         ox.load_onnx(onnx_dir / f)
+
+
+# --------------------------------------------------------------------------- item 5: ONNX COO
+
+
+def test_sparse_initializers_run_in_the_runtime_and_must_be_canonical(tmp_path: Path) -> None:
+    """The torch-free runtime runs the sparse_initializer file (it raised a RuntimeError
+    before) and refuses a duplicate or unsorted index itself, not only via onnx.checker."""
+    from onnx import numpy_helper
+
+    from sparsify.runtime.onnx_model import OnnxModel
+
+    ox.export_onnx(
+        sparse_lecture_convnet(0.9), tmp_path, input_shape=(1, 28, 28), sparse_initializer=True
+    )
+    path = tmp_path / ox.SPARSE_INIT_FILE
+    x = np.random.default_rng(0).standard_normal((2, 1, 28, 28)).astype(np.float32)
+    want = ox.ort_session(path).run(None, {ox.INPUT_NAME: x})[0]
+    np.testing.assert_allclose(sparsify.runtime.load(path)(x), want, rtol=1e-5, atol=1e-6)
+    for change, phrase in (("duplicate", "repeats"), ("swap", "out of order")):
+        model = ox.load_onnx(path)
+        st = max(model.graph.sparse_initializer, key=lambda t: t.values.dims[0])
+        idx = numpy_helper.to_array(st.indices).copy()
+        if change == "duplicate":
+            idx[1] = idx[0]
+        else:
+            idx[0], idx[1] = idx[1], idx[0]
+        st.indices.CopyFrom(numpy_helper.from_array(idx, st.indices.name))
+        with pytest.raises(SparsifyError, match=phrase):
+            OnnxModel(model, path)
+        stamped = ox.save_onnx(model, tmp_path / f"{change}.onnx")
+        with pytest.raises(SparsifyError) as info:
+            sparsify.runtime.load(stamped)
+        _one_line(info, stamped, "not in sorted order")  # onnx.checker, in load_onnx

@@ -7,8 +7,11 @@ A bundle is a directory of two files (format version 2)::
     manifest.json   minified JSON: format name + version, toolkit version, source recipe,
                     ``data`` (the container's relative path and size), one entry per
                     state_dict tensor (shape, dtype, storage, density, its arrays,
-                    ``nonfinite``: its NaN/inf count where that is not 0), and the captured
-                    graph (an op list) for sparsify.runtime
+                    ``nonfinite``: its NaN/inf count where that is not 0), the captured
+                    graph (an op list) for sparsify.runtime, and ``manifest_sha256``: the
+                    sha256 of all of the above as canonical JSON (:func:`manifest_digest`),
+                    so an edited graph or storage is refused (bundles written before it
+                    load only without a graph)
     arrays.bin      every array's raw bytes (little-endian, C order), back to back in the
                     order the manifest lists them, no padding. An array reference is
                     ``{"offset", "bytes", "dtype", "shape", "sha256"}`` (plus ``"codec":

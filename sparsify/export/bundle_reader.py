@@ -1,14 +1,20 @@
 """Read and verify a scipy bundle with numpy + scipy only (no torch).
 
-Every check happens before any array is used: the manifest's format and version (only
-version :data:`~sparsify.export.bundle_format.FORMAT_VERSION` is read), that the container
-path is relative and inside the bundle (symlinks included) and its size is the one declared,
+Every check happens before any array is used: the manifest is a regular file of at most
+64 MiB (a FIFO or device is refused without blocking), JSON bounded in depth (64), integer
+digits (30) and without duplicate keys; its format and version (only version
+:data:`~sparsify.export.bundle_format.FORMAT_VERSION` is read); its ``manifest_sha256``
+(covering the runtime graph); the dense bytes all tensors declare, against
+:func:`dense_budget` (max(1 GiB, 1024x the bundle's size)) before anything is allocated;
+that the container path is relative and inside the bundle (symlinks included), a regular
+file, and its size is the one declared;
 for each array reference: a plain numeric dtype (never an object array, so never pickle),
 a shape within :data:`~sparsify.export.bundle_format.MAX_ELEMENTS` entries whose byte count
 matches the stored bytes (checked before anything is allocated; deflated arrays may not
 inflate past it), a byte range inside the file and its sha256; that the references tile
 the container exactly (no overlap, gap or unaccounted bytes); shapes and dtypes against the
-manifest; scipy's full format check (COO: indices in range, no duplicates); agreement of the
+manifest; scipy's full format check plus canonical form (CSR/CSC/BSR indices strictly
+increasing within a row; COO: indices in range, no duplicates); agreement of the
 scipy and compact copies; NaN/inf entries against the count the manifest declares (the
 writer declares those of a model that holds them); and finally the sha256 of the whole
 state_dict. Each failure is a one-line :class:`SparsifyError` naming the file.
