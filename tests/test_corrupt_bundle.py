@@ -492,6 +492,9 @@ CASES: dict[str, tuple[str, Callable[[Path], None], str]] = {
         _edit(_set_entry("shape", [0, 2**70], name="1.running_mean")),
         "limit",
     ),
+    # type confusion a fuzz of every manifest field found (TypeError/IndexError before)
+    "dtype-a-list": ("csr", _edit(_set_entry("dtype", ["float32"])), "unsupported dtype"),
+    "sparse-tensor-of-rank-0": ("csr", _edit(_set_entry("shape", [])), "rank >= 2"),
     "arrays-bin-is-a-fifo": (
         "csr",
         lambda b: (_data(b).unlink(), os.mkfifo(_data(b))),
@@ -574,4 +577,4 @@ def test_declared_nan_round_trips(tmp_path: Path) -> None:
 
 
 def test_suite_size() -> None:
-    assert len(CASES) >= 76
+    assert len(CASES) >= 78

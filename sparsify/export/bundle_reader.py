@@ -112,7 +112,7 @@ class _Reader:
                 "Re-export the bundle."
             )
         dtype_name = ref.get("dtype")
-        if dtype_name not in _DTYPES:
+        if not isinstance(dtype_name, str) or dtype_name not in _DTYPES:
             raise self.fail(
                 f"array {what} has unsupported dtype {dtype_name!r} (bundles hold plain "
                 "numbers; object arrays need pickle and are never loaded); re-export the bundle."
@@ -264,8 +264,11 @@ def _load_sparse(
     r: _Reader, name: str, entry: dict[str, Any], shape: tuple[int, ...]
 ) -> tuple[Any, Any, np.ndarray]:
     """(scipy array or None, EncodedTensor or None, dense array) of one prunable weight."""
-    if entry.get("dtype") != "float32":
-        raise r.fail(f"sparse tensor {name!r} must be float32; re-export the bundle.")
+    if entry.get("dtype") != "float32" or len(shape) < 2:
+        raise r.fail(
+            f"sparse tensor {name!r} must be float32 of rank >= 2 (it is {entry.get('dtype')}"
+            f"{list(shape)}); re-export the bundle."
+        )
     mshape = bf.matrix_shape(shape)
     if entry.get("matrix_shape") != list(mshape):
         raise r.fail(
@@ -349,7 +352,7 @@ def _check_entries(r: _Reader, tensors: list[Any]) -> list[tuple[dict[str, Any],
         names.add(name)
         shape = _entry_shape(r, entry)
         dtype = entry.get("dtype")
-        if dtype not in _DTYPES:
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
             raise r.fail(
                 f"tensor {_short(name)} has unsupported dtype {_short(dtype)}; re-export the bundle."
             )
