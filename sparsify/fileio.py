@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from sparsify.errors import SparsifyError
 
@@ -142,3 +142,140 @@ def atomic_directory(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# --------------------------------------------------------------------------- untrusted reading
+
+
+def open_regular_file(path: str | os.PathLike[str], what: str = "file") -> tuple[BinaryIO, int]:
+    """(binary file object, size) of ``path``, opened only if it is a regular file.
+
+    The file is opened with ``O_NONBLOCK`` and checked with ``fstat`` on that descriptor
+    before one byte is read, so a FIFO, socket, device or folder put where a file should be
+    is refused at once (a plain ``open`` of a FIFO blocks forever), and a file swapped
+    between a ``stat`` and the read cannot slip through. Symlinks are followed: the caller
+    checks where a path resolves. The caller closes the file.
+
+    Raises:
+        SparsifyError: ``"<path>: cannot read the <what> ..."`` for a missing or unreadable
+            path, or anything that is not a regular file.
+    """
+    import stat
+
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as exc:
+        raise SparsifyError(f"{path}: cannot read the {what} ({exc.strerror or exc}).") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = (
+                "a folder"
+                if stat.S_ISDIR(st.st_mode)
+                else "a FIFO"
+                if stat.S_ISFIFO(st.st_mode)
+                else "a socket"
+                if stat.S_ISSOCK(st.st_mode)
+                else "a device"
+            )
+            raise SparsifyError(
+                f"{path}: cannot read the {what}: it is {kind}, not a regular file (give the "
+                "file itself)."
+            )
+        return os.fdopen(fd, "rb"), int(st.st_size)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular_file(path: str | os.PathLike[str], max_bytes: int, what: str = "file") -> bytes:
+    """The bytes of ``path`` if it is a regular file (:func:`open_regular_file`) of at most
+    ``max_bytes``, checked before reading; memory is the file's size, once.
+
+    Raises:
+        SparsifyError: as :func:`open_regular_file`, or a file larger than ``max_bytes``.
+    """
+    fh, size = open_regular_file(path, what)
+    with fh:
+        if size > max_bytes:
+            raise SparsifyError(
+                f"{path}: the {what} is {size} bytes, over the {max_bytes} this reader "
+                "accepts; it is not the file sparsify wrote."
+            )
+        # buffered read(n) fills one n-byte result (a raw read stops at 2 GiB)
+        data = fh.read(min(size, max_bytes) + 1)
+    if len(data) > max_bytes:  # grew after the fstat
+        raise SparsifyError(f"{path}: the {what} grew while being read; refusing it.")
+    return data
+
+
+_JSON_STRING = None  # compiled on first use
+
+
+def loads_json_bounded(
+    text: str | bytes,
+    where: str,
+    *,
+    fix: str,
+    max_depth: int = 64,
+    max_int_digits: int = 30,
+) -> Any:
+    """Parse untrusted JSON with bounds, every failure one line ``"<where>: ...; <fix>"``.
+
+    Refused before or while parsing: text that is not UTF-8 or not JSON, nesting deeper than
+    ``max_depth`` (counted on the brackets outside strings before ``json`` recurses, so
+    10,000-deep input is no RecursionError), integers of more than ``max_int_digits`` digits
+    (5,000-digit integers cost quadratic time and hit Python's int limit), and a key that
+    appears twice in one object (``json`` would keep the last silently). The size bound is
+    the caller's (:func:`read_regular_file`).
+
+    Raises:
+        SparsifyError: naming ``where`` and ending with ``fix``.
+    """
+    import re
+
+    import numpy as np
+
+    global _JSON_STRING
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise SparsifyError(
+                f"{where}: not valid JSON (not UTF-8: {exc.reason}); {fix}"
+            ) from None
+    if _JSON_STRING is None:
+        _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+    skeleton = _JSON_STRING.sub("", text).encode("utf-8", "replace")
+    codes = np.frombuffer(skeleton, dtype=np.uint8)
+    step = np.isin(codes, (ord("["), ord("{"))).astype(np.int64)
+    step -= np.isin(codes, (ord("]"), ord("}")))
+    depth = int(np.cumsum(step).max()) if step.size else 0
+    if depth > max_depth:
+        raise SparsifyError(
+            f"{where}: JSON nested {depth} levels deep, over the limit of {max_depth}; {fix}"
+        )
+
+    def parse_int(digits: str) -> int:
+        if len(digits.lstrip("-")) > max_int_digits:
+            raise SparsifyError(
+                f"{where}: an integer of {len(digits.lstrip('-'))} digits, over the limit of "
+                f"{max_int_digits}; {fix}"
+            )
+        return int(digits)
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in items:
+            if key in out:
+                raise SparsifyError(f"{where}: key {key!r} appears twice in one JSON object; {fix}")
+            out[key] = value
+        return out
+
+    try:
+        return json.loads(text, parse_int=parse_int, object_pairs_hook=pairs)
+    except json.JSONDecodeError as exc:
+        raise SparsifyError(f"{where}: not valid JSON ({exc}); {fix}") from None
+    except RecursionError:  # the depth bound makes this unreachable; kept as a backstop
+        raise SparsifyError(f"{where}: JSON nested too deeply; {fix}") from None

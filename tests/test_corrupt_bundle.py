@@ -8,6 +8,7 @@ digest would catch it first, the manifest's state_sha256 too)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import zlib
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from conftest import sparse_lecture_convnet
 from torch import nn
@@ -48,7 +50,8 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     export_scipy_bundle(model, root / "coo", sparse_format="coo", store="scipy", graph=False)
     export_scipy_bundle(model, root / "zlib", store="compact", codec="zlib", graph=False)
     export_scipy_bundle(_small_model(), root / "small", codec="none", graph=False)
-    return {kind: root / kind for kind in ("csr", "coo", "zlib", "small")}
+    export_scipy_bundle(model, root / "csrs", store="scipy", graph=False)  # no compact copy
+    return {kind: root / kind for kind in ("csr", "coo", "zlib", "small", "csrs")}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -58,7 +61,11 @@ def _manifest(b: Path) -> dict[str, Any]:
     return json.loads((b / bf.MANIFEST).read_text())
 
 
-def _save_manifest(b: Path, m: Any) -> None:
+def _save_manifest(b: Path, m: Any, restamp: bool = True) -> None:
+    """Write ``m`` back, with its manifest_sha256 recomputed (unless ``restamp`` is False) so
+    the deeper checks are reached: the digest is unkeyed, anyone can recompute it."""
+    if restamp and isinstance(m, dict) and bf.DIGEST_KEY in m:
+        m[bf.DIGEST_KEY] = bf.manifest_digest(m)
     (b / bf.MANIFEST).write_text(json.dumps(m))
 
 
@@ -230,6 +237,31 @@ def _coo_duplicate(b: Path) -> None:
     _put(b, "scipy", "col", col)
 
 
+def _csr_row(change: Callable[[np.ndarray, int], None]) -> Callable[[Path], None]:
+    """Damage: ``change(indices, k)`` inside the first row holding two entries (k, k + 1);
+    sha256 recomputed. scipy's full check accepts the result; canonical form does not."""
+
+    def apply(b: Path) -> None:
+        state = dict(load_bundle(b).state_dict)
+        indptr, indices = _array(b, "scipy", "indptr"), _array(b, "scipy", "indices")
+        row = int(np.flatnonzero(np.diff(indptr) >= 2)[0])
+        change(indices, int(indptr[row]))
+        # the state digest recomputed for what a reader would rebuild (the last write wins)
+        matrix = sp.csr_array((_array(b), indices, indptr), shape=state[TENSOR].shape)
+        state[TENSOR] = bf.to_dense(matrix)
+        _put(b, "scipy", "indices", indices, state=state)
+
+    return apply
+
+
+def _duplicate(indices: np.ndarray, k: int) -> None:
+    indices[k + 1] = indices[k]  # the matmul would add both values, the dense copy keep one
+
+
+def _swap(indices: np.ndarray, k: int) -> None:
+    indices[k], indices[k + 1] = indices[k + 1], indices[k]
+
+
 def _zlib(payload: Callable[[int], bytes]) -> Callable[[Path], None]:
     def apply(b: Path) -> None:
         n = _ref(_manifest(b), "compact", "values")["shape"][0] * 4
@@ -398,6 +430,76 @@ CASES: dict[str, tuple[str, Callable[[Path], None], str]] = {
         "integer",
     ),
     "coo-duplicate-entries": ("coo", _coo_duplicate, "stored twice"),
+    "csr-duplicate-entry": ("csrs", _csr_row(_duplicate), "not canonical"),
+    "csr-row-unsorted": ("csrs", _csr_row(_swap), "not canonical"),
+    # the manifest digest (not recomputed: any edit of the graph or other fields is refused)
+    "manifest-edited-not-restamped": (
+        "csr",
+        lambda b: _save_manifest(b, {**_manifest(b), "store": "scipy"}, restamp=False),
+        "manifest_sha256 does not match",
+    ),
+    "graph-edited-not-restamped": (
+        "csr",
+        lambda b: _save_manifest(
+            b,
+            {**_manifest(b), "graph": {**_manifest(b)["graph"], "output": "conv1"}},
+            restamp=False,
+        ),
+        "manifest_sha256 does not match",
+    ),
+    "manifest-digest-removed-graph-kept": (
+        "csr",
+        _edit(lambda m: m.pop(bf.DIGEST_KEY)),
+        "no manifest_sha256",
+    ),
+    # declared sizes no file can justify, JSON bombs
+    "zeros-entry-of-4-gib": (
+        "small",
+        _edit(
+            lambda m: m["tensors"].append(
+                {"name": "bomb", "shape": [2**30], "dtype": "float32", "storage": "zeros"}
+            )
+        ),
+        "pass max_bytes",
+    ),
+    "zlib-claims-more-than-deflate-holds": (
+        "zlib",
+        lambda b: _replace(
+            b, "compact", "values", zlib.compress(bytes(1000)), shape=[2**28], dtype="float32"
+        ),
+        "cannot inflate",
+    ),
+    "manifest-5000-digit-int": (
+        "csr",
+        lambda b: (b / bf.MANIFEST).write_text('{"format_version": ' + "7" * 5000 + "}"),
+        "5000 digits",
+    ),
+    "manifest-nested-10000-deep": (
+        "csr",
+        lambda b: (b / bf.MANIFEST).write_text("[" * 10_000 + "]" * 10_000),
+        "levels deep",
+    ),
+    "manifest-duplicate-key": (
+        "csr",
+        lambda b: (b / bf.MANIFEST).write_text(
+            (b / bf.MANIFEST).read_text().replace('{"format":', '{"format":"x","format":', 1)
+        ),
+        "appears twice",
+    ),
+    "data-path-with-nul": ("csr", _edit(_set_path("arrays.bin\x00")), "refusing file path"),
+    "zero-size-tensor-with-2-70-dim": (
+        "small",
+        _edit(_set_entry("shape", [0, 2**70], name="1.running_mean")),
+        "limit",
+    ),
+    # type confusion a fuzz of every manifest field found (TypeError/IndexError before)
+    "dtype-a-list": ("csr", _edit(_set_entry("dtype", ["float32"])), "unsupported dtype"),
+    "sparse-tensor-of-rank-0": ("csr", _edit(_set_entry("shape", [])), "rank >= 2"),
+    "arrays-bin-is-a-fifo": (
+        "csr",
+        lambda b: (_data(b).unlink(), os.mkfifo(_data(b))),
+        "a FIFO, not a regular file",
+    ),
     "scipy-and-compact-differ": (
         "csr",
         _with_array("compact", "values", lambda a: a * 2),
@@ -475,4 +577,4 @@ def test_declared_nan_round_trips(tmp_path: Path) -> None:
 
 
 def test_suite_size() -> None:
-    assert len(CASES) >= 46
+    assert len(CASES) >= 78

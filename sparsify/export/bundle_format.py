@@ -7,8 +7,11 @@ A bundle is a directory of two files (format version 2)::
     manifest.json   minified JSON: format name + version, toolkit version, source recipe,
                     ``data`` (the container's relative path and size), one entry per
                     state_dict tensor (shape, dtype, storage, density, its arrays,
-                    ``nonfinite``: its NaN/inf count where that is not 0), and the captured
-                    graph (an op list) for sparsify.runtime
+                    ``nonfinite``: its NaN/inf count where that is not 0), the captured
+                    graph (an op list) for sparsify.runtime, and ``manifest_sha256``: the
+                    sha256 of all of the above as canonical JSON (:func:`manifest_digest`),
+                    so an edited graph or storage is refused (bundles written before it
+                    load only without a graph)
     arrays.bin      every array's raw bytes (little-endian, C order), back to back in the
                     order the manifest lists them, no padding. An array reference is
                     ``{"offset", "bytes", "dtype", "shape", "sha256"}`` (plus ``"codec":
@@ -58,7 +61,11 @@ def is_bundle_dir(path: Path) -> bool:
     if not names <= {MANIFEST, DATA_FILE} or MANIFEST not in names:
         return False
     manifest = path / MANIFEST
-    if not manifest.is_file() or manifest.is_symlink() or manifest.stat().st_size > 64 << 20:
+    if (
+        not manifest.is_file()
+        or manifest.is_symlink()
+        or manifest.stat().st_size > MAX_MANIFEST_BYTES
+    ):
         return False
     try:
         head = json.loads(manifest.read_bytes())
@@ -71,9 +78,25 @@ SPARSE_FORMATS = ("csr", "csc", "coo", "bsr")
 STORES = ("both", "scipy", "compact")
 # auto: per array, zlib where that is smaller than the raw bytes, else none
 CODECS = ("none", "zlib", "auto")
-# the reader refuses a tensor with more entries (16 GiB of float32): a shape edited to be
-# huge would otherwise make numpy or scipy try to allocate it
+# the reader refuses a tensor with more entries (16 GiB of float32), more dimensions, or
+# any dimension larger: a shape edited to be huge would otherwise make numpy or scipy try
+# to allocate it (a 0-sized tensor may not hide a 2**70 dimension either)
 MAX_ELEMENTS = 2**32
+MAX_RANK = 32
+# the dense bytes a bundle may declare (the state_dict the reader builds), before anything is
+# allocated: MIN_BUDGET_BYTES, or BUDGET_RATIO times the bundle's own bytes on disk when that
+# is more. 1024 is deflate's own ceiling (a zlib stream cannot inflate more than ~1032x), so
+# a file can never claim more than its bytes could hold; pass ``max_bytes`` to the reader for
+# a trusted bundle that is denser than that (a > 1 GiB model stored > 99.9 % sparse)
+MIN_BUDGET_BYTES = 2**30
+BUDGET_RATIO = 1024
+# deflate emits at least one bit per 258-byte match: no stream inflates past this ratio
+_DEFLATE_MAX_RATIO = 1032
+_INFLATE_CHUNK = 1 << 24
+MAX_MANIFEST_BYTES = 64 << 20
+MAX_JSON_DEPTH = 64
+MAX_INT_DIGITS = 30  # a shape or offset needs at most 20
+DIGEST_KEY = "manifest_sha256"
 SPARSE_PARTS = {
     "csr": ("data", "indices", "indptr"),
     "csc": ("data", "indices", "indptr"),
@@ -135,7 +158,10 @@ def pack_smallest(array: np.ndarray, codec: str) -> tuple[bytes, str]:
 def unpack(data: bytes, codec: str, dtype: np.dtype, length: int) -> np.ndarray:
     """Inverse of :func:`pack`: ``length`` elements of ``dtype`` (1-D, a fresh array).
 
-    Refuses a stream that inflates past ``length`` elements (no zip bombs).
+    A zlib stream is refused before inflating when ``length`` is more than deflate can
+    encode in ``len(data)`` bytes (ratio 1032), then inflated in 16 MiB chunks into one
+    buffer of exactly the declared size: memory never exceeds what the shape declares, and
+    a stream that would inflate past it is refused at the first extra byte (no zip bombs).
 
     Raises:
         SparsifyError: unknown codec, a byte count that does not match, or a stream that
@@ -149,16 +175,32 @@ def unpack(data: bytes, codec: str, dtype: np.dtype, length: int) -> np.ndarray:
         return np.frombuffer(data, dtype=dtype, count=int(length)).copy()
     if codec != "zlib":
         raise SparsifyError(f"unsupported codec {codec!r}")
+    if want > _DEFLATE_MAX_RATIO * len(data) + 1024:
+        raise SparsifyError(
+            f"zlib stream of {len(data)} bytes cannot inflate to the {want} declared "
+            f"(deflate's ceiling is {_DEFLATE_MAX_RATIO}x)"
+        )
+    raw = np.empty(want, dtype=np.uint8)
     inflater = zlib.decompressobj()
+    done, pending = 0, data
     try:
-        raw = inflater.decompress(data, want + 1)
+        while True:
+            # one byte more than still fits: a stream that runs past ``want`` shows it here
+            chunk = inflater.decompress(pending, min(_INFLATE_CHUNK, want - done + 1))
+            pending = inflater.unconsumed_tail
+            if done + len(chunk) > want:
+                raise SparsifyError(f"zlib stream inflates past the {want} bytes declared")
+            raw[done : done + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+            done += len(chunk)
+            if inflater.eof or (not chunk and not pending):
+                break
     except zlib.error as exc:
         raise SparsifyError(f"zlib stream is damaged ({exc})") from None
-    if len(raw) != want or not inflater.eof:
-        raise SparsifyError(f"zlib stream inflates to {len(raw)} bytes, expected {want}")
+    if done != want or not inflater.eof:
+        raise SparsifyError(f"zlib stream inflates to {done} bytes, expected {want}")
     if inflater.unused_data:
         raise SparsifyError(f"zlib stream is followed by {len(inflater.unused_data)} stray bytes")
-    planes = np.frombuffer(raw, dtype=np.uint8).reshape(itemsize, int(length))
+    planes = raw.reshape(itemsize, int(length))
     return np.ascontiguousarray(planes.T).view(dtype).reshape(-1)
 
 
@@ -261,9 +303,32 @@ def from_parts(fmt: str, parts: dict[str, np.ndarray], shape: tuple[int, int]) -
         cls = {"csr": sp.csr_array, "csc": sp.csc_array, "bsr": sp.bsr_array}[fmt]
         m = cls((parts["data"], parts["indices"], parts["indptr"]), shape=shape)
         m.check_format(full_check=True)
+        _check_canonical(m.indptr, m.indices)
         return m
     except (ValueError, IndexError, KeyError, TypeError) as exc:
         raise SparsifyError(f"{fmt} parts are inconsistent ({exc})") from None
+
+
+def _check_canonical(indptr: np.ndarray, indices: np.ndarray) -> None:
+    """Canonical compressed form: within each row (CSC: column; BSR: block row) the indices
+    strictly increase, so no entry is stored twice. scipy's full check allows duplicates,
+    and then rebuilding the dense weight keeps the last one while a matmul adds both.
+
+    Raises:
+        ValueError: naming the first row that is unsorted or holds a duplicate.
+    """
+    if indices.size < 2:
+        return
+    ascending = np.diff(indices.astype(np.int64)) > 0  # pair (k, k + 1) inside one row
+    starts = indptr[1:-1].astype(np.int64)  # a row starting at k: pair (k - 1, k) crosses rows
+    starts = starts[(starts > 0) & (starts < indices.size)]
+    ascending[starts - 1] = True
+    if not ascending.all():
+        k = int(np.flatnonzero(~ascending)[0]) + 1
+        row = int(np.searchsorted(indptr, k, side="right")) - 1
+        raise ValueError(
+            f"row {row} stores index {int(indices[k])} twice or out of order (not canonical)"
+        )
 
 
 def check_relative(path: str, where: str) -> PurePosixPath:
@@ -279,6 +344,7 @@ def check_relative(path: str, where: str) -> PurePosixPath:
         or p.is_absolute()
         or "\\" in path
         or ":" in path
+        or "\x00" in path
         or any(part in ("..", "") for part in path.split("/"))
     ):
         raise SparsifyError(
@@ -301,6 +367,17 @@ def state_digest(state: dict[str, np.ndarray]) -> str:
         h.update(f"{name}|{dtype}|{tuple(a.shape)}|".encode())
         h.update(a.tobytes())
     return h.hexdigest()
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """sha256 of the manifest as canonical JSON (sorted keys, minimal separators, ASCII),
+    without its own ``manifest_sha256`` entry. Covers everything the reader uses that the
+    array and state digests do not: the runtime graph, storage kinds, shapes, the source
+    recipe. A parsed manifest gives the same digest as the dict that was written (JSON
+    floats round-trip exactly)."""
+    body = {k: v for k, v in manifest.items() if k != DIGEST_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def resolve_inside(root: Path, rel: PurePosixPath) -> Path:

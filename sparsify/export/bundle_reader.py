@@ -1,14 +1,20 @@
 """Read and verify a scipy bundle with numpy + scipy only (no torch).
 
-Every check happens before any array is used: the manifest's format and version (only
-version :data:`~sparsify.export.bundle_format.FORMAT_VERSION` is read), that the container
-path is relative and inside the bundle (symlinks included) and its size is the one declared,
+Every check happens before any array is used: the manifest is a regular file of at most
+64 MiB (a FIFO or device is refused without blocking), JSON bounded in depth (64), integer
+digits (30) and without duplicate keys; its format and version (only version
+:data:`~sparsify.export.bundle_format.FORMAT_VERSION` is read); its ``manifest_sha256``
+(covering the runtime graph); the dense bytes all tensors declare, against
+:func:`dense_budget` (max(1 GiB, 1024x the bundle's size)) before anything is allocated;
+that the container path is relative and inside the bundle (symlinks included), a regular
+file, and its size is the one declared;
 for each array reference: a plain numeric dtype (never an object array, so never pickle),
 a shape within :data:`~sparsify.export.bundle_format.MAX_ELEMENTS` entries whose byte count
 matches the stored bytes (checked before anything is allocated; deflated arrays may not
 inflate past it), a byte range inside the file and its sha256; that the references tile
 the container exactly (no overlap, gap or unaccounted bytes); shapes and dtypes against the
-manifest; scipy's full format check (COO: indices in range, no duplicates); agreement of the
+manifest; scipy's full format check plus canonical form (CSR/CSC/BSR indices strictly
+increasing within a row; COO: indices in range, no duplicates); agreement of the
 scipy and compact copies; NaN/inf entries against the count the manifest declares (the
 writer declares those of a model that holds them); and finally the sha256 of the whole
 state_dict. Each failure is a one-line :class:`SparsifyError` naming the file.
@@ -17,7 +23,6 @@ state_dict. Each failure is a one-line :class:`SparsifyError` naming the file.
 from __future__ import annotations
 
 import bisect
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -29,6 +34,7 @@ import numpy as np
 from sparsify.errors import SparsifyError
 from sparsify.export import bundle_format as bf
 from sparsify.export.encoding import EncodedTensor, decode
+from sparsify.fileio import loads_json_bounded, read_regular_file
 
 _DTYPES = {name for name in bf.TORCH_DTYPE_NAMES}
 
@@ -86,10 +92,11 @@ class _Reader:
         rel = bf.check_relative(section["path"], self.where)
         self.path = bf.resolve_inside(self.root, rel)
         try:
-            self.data = self.path.read_bytes()
-        except OSError as exc:
-            raise self.fail_data(
-                f"cannot read ({exc.strerror or exc}); the bundle is incomplete. Re-export it."
+            # a regular file only (a FIFO would block), read no further than declared + 1
+            self.data = read_regular_file(self.path, section["bytes"] + 1, "array container")
+        except SparsifyError as exc:
+            raise SparsifyError(
+                f"{exc} The bundle is incomplete or edited; re-export it."
             ) from None
         if len(self.data) != section["bytes"]:
             raise self.fail_data(
@@ -105,20 +112,13 @@ class _Reader:
                 "Re-export the bundle."
             )
         dtype_name = ref.get("dtype")
-        if dtype_name not in _DTYPES:
+        if not isinstance(dtype_name, str) or dtype_name not in _DTYPES:
             raise self.fail(
                 f"array {what} has unsupported dtype {dtype_name!r} (bundles hold plain "
                 "numbers; object arrays need pickle and are never loaded); re-export the bundle."
             )
-        shape = ref.get("shape")
-        if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
-            raise self.fail(f"array {what} has an invalid shape {shape!r}; re-export the bundle.")
+        shape = list(_checked_shape(self, ref.get("shape"), f"array {what}"))
         count = math.prod(shape)
-        if count > bf.MAX_ELEMENTS:
-            raise self.fail(
-                f"array {what} claims shape {shape}, over the reader's limit of "
-                f"{bf.MAX_ELEMENTS} entries; the manifest was edited. Re-export the bundle."
-            )
         start, stop = ref["offset"], ref["offset"] + ref["bytes"]
         if stop > len(self.data):
             raise self.fail_data(
@@ -191,21 +191,33 @@ def _section(r: _Reader, name: str, value: Any, key: str) -> dict[str, Any] | No
     )
 
 
-def _entry_shape(r: _Reader, entry: dict[str, Any]) -> tuple[int, ...]:
-    shape = entry.get("shape")
-    if not isinstance(shape, list) or not all(
-        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape
-    ):
+def _checked_shape(r: _Reader, shape: Any, what: str) -> tuple[int, ...]:
+    """``shape`` if it is a list of at most MAX_RANK non-negative ints, none of them and not
+    their product over MAX_ELEMENTS (checked before anything of that shape is allocated)."""
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+        raise r.fail(f"{what} has an invalid shape {_short(shape)}; re-export the bundle.")
+    if len(shape) > bf.MAX_RANK or any(d > bf.MAX_ELEMENTS for d in shape):
         raise r.fail(
-            f"tensor {entry.get('name')!r} has an invalid shape {shape!r}; re-export the bundle."
+            f"{what} has shape {_short(shape)}, over the reader's limit of {bf.MAX_RANK} "
+            f"dimensions of at most {bf.MAX_ELEMENTS}; the manifest was edited. Re-export the bundle."
         )
     numel = math.prod(shape)
     if numel > bf.MAX_ELEMENTS:
         raise r.fail(
-            f"tensor {entry.get('name')!r} has shape {shape} ({numel} entries), over the "
-            f"reader's limit of {bf.MAX_ELEMENTS}; the manifest was edited. Re-export the bundle."
+            f"{what} has shape {shape} ({numel} entries), over the reader's limit of "
+            f"{bf.MAX_ELEMENTS}; the manifest was edited. Re-export the bundle."
         )
     return tuple(shape)
+
+
+def _short(value: Any) -> str:
+    """``repr(value)`` cut to 80 characters (a hostile manifest may hold huge values)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _entry_shape(r: _Reader, entry: dict[str, Any]) -> tuple[int, ...]:
+    return _checked_shape(r, entry.get("shape"), f"tensor {entry.get('name')!r}")
 
 
 def _check_finite(r: _Reader, name: str, entry: dict[str, Any], a: np.ndarray) -> None:
@@ -252,8 +264,11 @@ def _load_sparse(
     r: _Reader, name: str, entry: dict[str, Any], shape: tuple[int, ...]
 ) -> tuple[Any, Any, np.ndarray]:
     """(scipy array or None, EncodedTensor or None, dense array) of one prunable weight."""
-    if entry.get("dtype") != "float32":
-        raise r.fail(f"sparse tensor {name!r} must be float32; re-export the bundle.")
+    if entry.get("dtype") != "float32" or len(shape) < 2:
+        raise r.fail(
+            f"sparse tensor {name!r} must be float32 of rank >= 2 (it is {entry.get('dtype')}"
+            f"{list(shape)}); re-export the bundle."
+        )
     mshape = bf.matrix_shape(shape)
     if entry.get("matrix_shape") != list(mshape):
         raise r.fail(
@@ -291,10 +306,86 @@ def _load_sparse(
     return matrix, enc, dense
 
 
-def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
+def dense_budget(on_disk: int) -> int:
+    """Default bound on the dense bytes a bundle of ``on_disk`` bytes (manifest + container)
+    may declare: ``max(MIN_BUDGET_BYTES, BUDGET_RATIO * on_disk)`` = max(1 GiB, 1024x)."""
+    return max(bf.MIN_BUDGET_BYTES, bf.BUDGET_RATIO * int(on_disk))
+
+
+def _check_digest(r: _Reader, manifest: dict[str, Any]) -> None:
+    """The manifest digest covers the graph and every field the array digests do not.
+
+    A bundle written before the digest existed loads when it has no graph (its arrays and
+    state_dict are covered by their own digests); with a graph it is refused: nothing would
+    tell an edited op list (``relu`` -> ``identity``) from the exported one.
+    """
+    declared = manifest.get(bf.DIGEST_KEY)
+    if declared is None:
+        if manifest.get("graph") is not None:
+            raise r.fail(
+                "the manifest has no manifest_sha256, so its runtime graph is not covered by "
+                "any digest (written by an older sparsify, or the digest was removed); "
+                "re-export the bundle with this sparsify."
+            )
+        return
+    if declared != bf.manifest_digest(manifest):
+        raise r.fail(
+            "manifest_sha256 does not match the manifest; its graph, shapes or storage were "
+            "edited, or it is corrupted. Re-export the bundle."
+        )
+
+
+def _check_entries(r: _Reader, tensors: list[Any]) -> list[tuple[dict[str, Any], tuple[int, ...]]]:
+    """(entry, shape) of every tensor entry: a name seen once, a bounded shape, a plain dtype."""
+    out: list[tuple[dict[str, Any], tuple[int, ...]]] = []
+    names: set[str] = set()
+    for entry in tensors:
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise r.fail(
+                "a tensor entry has no name; the manifest was edited. Re-export the bundle."
+            )
+        name = entry["name"]
+        if name in names:
+            raise r.fail(
+                f"tensor {_short(name)} appears twice; the manifest was edited. Re-export the bundle."
+            )
+        names.add(name)
+        shape = _entry_shape(r, entry)
+        dtype = entry.get("dtype")
+        if not isinstance(dtype, str) or dtype not in _DTYPES:
+            raise r.fail(
+                f"tensor {_short(name)} has unsupported dtype {_short(dtype)}; re-export the bundle."
+            )
+        out.append((entry, shape))
+    return out
+
+
+def _check_budget(
+    r: _Reader,
+    entries: list[tuple[dict[str, Any], tuple[int, ...]]],
+    on_disk: int,
+    max_bytes: int | None,
+) -> None:
+    """The dense state_dict the manifest declares must fit the budget, before any allocation."""
+    total = sum(math.prod(shape) * np.dtype(e["dtype"]).itemsize for e, shape in entries)
+    budget = dense_budget(on_disk) if max_bytes is None else int(max_bytes)
+    if total > budget:
+        raise r.fail(
+            f"the manifest declares {total} bytes of tensors, over the {budget} a bundle of "
+            f"{on_disk} bytes may (max(1 GiB, 1024x its size)); the manifest was edited. If "
+            "you trust this bundle, pass max_bytes to load_bundle / sparsify.runtime.load."
+        )
+
+
+def load_bundle(
+    path: str | os.PathLike[str], verify: bool = True, *, max_bytes: int | None = None
+) -> Bundle:
     """Load and verify the bundle in directory ``path``; see the module docstring for the checks.
 
-    ``verify=False`` skips only the final whole-state_dict digest (file checksums always run).
+    ``verify=False`` skips only the final whole-state_dict digest (file checksums and the
+    manifest digest always run). ``max_bytes`` raises the bound on the dense bytes the
+    manifest may declare (default: :func:`dense_budget` of the bundle's size); give it only
+    for a bundle you trust that is stored more than 1024x smaller than its tensors.
 
     Raises:
         SparsifyError: missing directory or manifest, foreign format or version, unsafe path,
@@ -302,17 +393,16 @@ def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
     """
     root = Path(path)
     mpath = root / bf.MANIFEST
-    if not mpath.is_file():
+    if not (mpath.exists() or mpath.is_symlink()):
         raise SparsifyError(
             f"{mpath} does not exist; give a directory written by `sparsify export --format scipy`."
         )
     r = _Reader(root)
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise r.fail(
-            f"not valid JSON ({exc}); the file is truncated or corrupted. Re-export the bundle."
-        ) from None
+    fix = "the file is truncated, corrupted or edited. Re-export the bundle."
+    raw = read_regular_file(mpath, bf.MAX_MANIFEST_BYTES, "bundle manifest")
+    manifest = loads_json_bounded(
+        raw, r.where, fix=fix, max_depth=bf.MAX_JSON_DEPTH, max_int_digits=bf.MAX_INT_DIGITS
+    )
     if not isinstance(manifest, dict):
         raise r.fail(
             f"not a sparsify scipy bundle (the manifest is a JSON {type(manifest).__name__}, "
@@ -320,37 +410,31 @@ def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
         )
     if manifest.get("format") != bf.FORMAT:
         raise r.fail(
-            f"not a sparsify scipy bundle (format is {manifest.get('format')!r}, "
+            f"not a sparsify scipy bundle (format is {_short(manifest.get('format'))}, "
             f"expected {bf.FORMAT!r})."
         )
     if manifest.get("format_version") != bf.FORMAT_VERSION:
         raise r.fail(
-            f"bundle format version {manifest.get('format_version')!r} is not supported "
+            f"bundle format version {_short(manifest.get('format_version'))} is not supported "
             f"(this sparsify reads {bf.FORMAT_VERSION}); upgrade sparsify or re-export."
         )
+    _check_digest(r, manifest)
     tensors = manifest.get("tensors")
     if not isinstance(tensors, list) or not tensors:
         raise r.fail(
             "the bundle holds no tensors (empty model); re-export from a model with parameters."
         )
+    entries = _check_entries(r, tensors)
+    data = manifest.get("data")
+    declared = data.get("bytes") if isinstance(data, dict) else None
+    on_disk = len(raw) + (declared if _is_count(declared) else 0)
+    _check_budget(r, entries, on_disk, max_bytes)
     r.open(manifest.get("data"))
     state: dict[str, np.ndarray] = {}
     sparse: dict[str, Any] = {}
     compact: dict[str, EncodedTensor] = {}
-    for entry in tensors:
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
-            raise r.fail(
-                "a tensor entry has no name; the manifest was edited. Re-export the bundle."
-            )
-        name = entry["name"]
-        if name in state:
-            raise r.fail(
-                f"tensor {name!r} appears twice; the manifest was edited. Re-export the bundle."
-            )
-        shape = _entry_shape(r, entry)
-        dtype = entry.get("dtype")
-        if dtype not in _DTYPES:
-            raise r.fail(f"tensor {name!r} has unsupported dtype {dtype!r}; re-export the bundle.")
+    for entry, shape in entries:
+        name, dtype = entry["name"], entry["dtype"]
         storage = entry.get("storage")
         try:
             if storage == "dense":
@@ -391,6 +475,9 @@ def load_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
             "Re-export the bundle."
         )
     graph = manifest.get("graph")
-    return Bundle(
-        root, manifest, state, sparse, compact, graph if isinstance(graph, dict) else None
-    )
+    if graph is not None and not isinstance(graph, dict):
+        raise r.fail(
+            f"field 'graph' (the runtime graph) is a {type(graph).__name__}, not an object; "
+            "the manifest was edited. Re-export the bundle."
+        )
+    return Bundle(root, manifest, state, sparse, compact, graph)

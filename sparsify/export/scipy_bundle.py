@@ -174,6 +174,10 @@ def export_scipy_bundle(
             "tensors": entries,
             "graph": graph_json,
         }
+        # as the reader will parse it (tuples become lists), then the digest over all of it:
+        # the graph and every other field the array digests do not cover
+        manifest = json.loads(json.dumps(manifest))
+        manifest[bf.DIGEST_KEY] = bf.manifest_digest(manifest)
         # minified JSON: the manifest counts towards the bundle's footprint
         (tmp / bf.MANIFEST).write_text(json.dumps(manifest, separators=(",", ":")) + "\n")
     return manifest

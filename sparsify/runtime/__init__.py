@@ -50,11 +50,13 @@ def __getattr__(name: str) -> Any:
 _COMPACT_FILE = "model.compact.onnx"  # what export_onnx writes (sparsify.export.onnx.COMPACT_FILE)
 
 
-def load(path: str | os.PathLike[str]) -> RuntimeModel | OnnxModel:
+def load(path: str | os.PathLike[str], *, max_bytes: int | None = None) -> RuntimeModel | OnnxModel:
     """Load and verify a model for the torch-free runtime (numpy in, numpy out).
 
     ``path`` is an ``.onnx`` file (:func:`load_onnx_model`), a bundle directory, or a
     directory holding only ``model.compact.onnx`` (no bundle manifest), which is loaded.
+    ``max_bytes`` raises the bound on the tensor bytes the file may declare (default
+    max(1 GiB, 1024x the file's size); see SECURITY.md): only for a file you trust.
 
     Raises:
         SparsifyError: the file or bundle fails verification, or a bundle exported without
@@ -63,15 +65,16 @@ def load(path: str | os.PathLike[str]) -> RuntimeModel | OnnxModel:
     from sparsify.runtime.onnx_model import load_onnx_model
 
     p = Path(path)
-    if p.is_file() or p.suffix == ".onnx":
-        return load_onnx_model(p)
-    if p.is_dir() and not (p / MANIFEST).exists() and (p / _COMPACT_FILE).is_file():
-        return load_onnx_model(p / _COMPACT_FILE)
-    bundle = load_bundle(p)
+    # not is_dir: a file, or a FIFO/device named like one, which load_onnx refuses in one line
+    if (p.exists() and not p.is_dir()) or p.suffix == ".onnx":
+        return load_onnx_model(p, max_bytes=max_bytes)
+    if p.is_dir() and not (p / MANIFEST).exists() and (p / _COMPACT_FILE).exists():
+        return load_onnx_model(p / _COMPACT_FILE, max_bytes=max_bytes)
+    bundle = load_bundle(p, max_bytes=max_bytes)
     if bundle.graph is None:
         raise SparsifyError(
             f"{bundle.path}: the bundle has no graph (exported with graph=False); re-export it "
             "with the graph, or export ONNX (sparsify.export.onnx.export_onnx) and load "
             f"{_COMPACT_FILE}."
         )
-    return RuntimeModel(bundle.graph, bundle.state_dict, bundle.sparse)
+    return RuntimeModel(bundle.graph, bundle.state_dict, bundle.sparse, str(bundle.path / MANIFEST))

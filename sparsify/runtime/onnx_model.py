@@ -138,6 +138,50 @@ def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
+def sparse_initializer_value(st: onnx.SparseTensorProto, where: str) -> SparseConst:
+    """A ``sparse_initializer`` as a :class:`SparseConst`, refused unless canonical: integer
+    indices, linear (nnz,) or coordinates (nnz, rank), in range, strictly increasing (ONNX
+    requires it; a duplicate would be summed by one kernel and overwritten by another).
+
+    Raises:
+        SparsifyError: one line naming ``where`` and the tensor.
+    """
+    name = st.values.name
+    dims = tuple(int(d) for d in st.dims)
+
+    def fail(what: str) -> SparsifyError:
+        return SparsifyError(
+            f"{where}: sparse initializer {name!r}: {what}; the file is corrupted or was "
+            "edited. Re-export the model."
+        )
+
+    if any(d < 0 for d in dims):
+        raise fail(f"negative dims {list(dims)}")
+    values = numpy_helper.to_array(st.values).reshape(-1)
+    index = numpy_helper.to_array(st.indices)
+    numel, nnz = math.prod(dims), values.size
+    if index.dtype.kind not in "iu":
+        raise fail(f"indices are {index.dtype}, not integers")
+    if index.ndim == 2 and index.shape == (nnz, len(dims)):
+        if nnz and ((index < 0).any() or (index >= np.asarray(dims)).any()):
+            raise fail("an index is out of range")
+        flat = np.ravel_multi_index(tuple(index.T.astype(np.int64)), dims) if nnz else index[:, 0]
+    elif index.ndim == 1 and index.size == nnz:
+        flat = index
+        if nnz and (int(flat.min()) < 0 or int(flat.max()) >= numel):
+            raise fail("an index is out of range")
+    else:
+        raise fail(f"indices of shape {list(index.shape)} do not fit {nnz} values")
+    flat = np.asarray(flat, np.int64)
+    if nnz > 1 and not (np.diff(flat) > 0).all():
+        k = int(np.flatnonzero(np.diff(flat) <= 0)[0]) + 1
+        raise fail(
+            f"index {int(flat[k])} at position {k} repeats or is out of order (not canonical)"
+        )
+    keep = values != 0
+    return SparseConst(dims, flat[keep], values[keep])
+
+
 class _Folder:
     """Evaluate the constant part of a graph lazily, keeping decoded weights sparse."""
 
@@ -519,8 +563,22 @@ class OnnxModel:
             and t.data_type == onnx.TensorProto.FLOAT
             and all(_weight_slot(n, k) for n, k in consumers[t.name])
         }
-        for name in sorted((produced & (set(consumers) | outputs)) | set(plain)):
-            if name in plain:
+        # GraphProto.sparse_initializer (export_onnx(sparse_initializer=True)): COO weights,
+        # checked canonical here too (onnx.checker does it in load_onnx; a model built in
+        # memory skips that), then handled as decoded weights are
+        sparse_inits = {
+            st.values.name: sparse_initializer_value(st, str(path or "model"))
+            for st in graph.sparse_initializer
+            if st.values.name not in overridable
+        }
+        for name in sorted(
+            (produced & (set(consumers) | outputs)) | set(plain) | set(sparse_inits)
+        ):
+            if name in sparse_inits:
+                value = sparse_inits.pop(name)
+                if value.values.dtype != np.float32:
+                    value = value.dense()  # the sparse kernels are float32
+            elif name in plain:
                 array = numpy_helper.to_array(plain[name])
                 if np.count_nonzero(array) * 2 > array.size:  # CSR would not be smaller
                     continue
@@ -646,19 +704,30 @@ class OnnxModel:
         return self.run(*inputs)[0]
 
 
-def load_onnx_model(path: str | os.PathLike[str], verify: bool = True) -> OnnxModel:
+def load_onnx_model(
+    path: str | os.PathLike[str], verify: bool = True, *, max_bytes: int | None = None
+) -> OnnxModel:
     """Verify and load an ``.onnx`` file (dense or compact) for the torch-free runtime.
 
     Args:
         path: an ``.onnx`` file from :func:`sparsify.export.onnx.export_onnx`.
         verify: check the sparsify metadata (sha256); ``False`` runs ONNX files from other
             tools (the structural checks still run).
+        max_bytes: the tensor-size budget of ``load_onnx`` (default max(1 GiB, 1024x the
+            file's size)); raise it only for a file you trust.
 
     Raises:
         SparsifyError: the file fails verification (one line, as ``load_onnx``).
     """
     path = Path(path)
-    return OnnxModel(load_onnx(path, verify=verify), path)
+    return OnnxModel(load_onnx(path, verify=verify, max_bytes=max_bytes), path)
 
 
-__all__ = ["DOMAIN", "OnnxModel", "SparseConst", "WeightMemory", "load_onnx_model"]
+__all__ = [
+    "DOMAIN",
+    "OnnxModel",
+    "SparseConst",
+    "WeightMemory",
+    "load_onnx_model",
+    "sparse_initializer_value",
+]

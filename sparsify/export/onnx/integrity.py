@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -33,7 +34,7 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto, external_data_helper, helper, numpy_helper
 
 from sparsify.errors import SparsifyError
-from sparsify.fileio import atomic_write_bytes
+from sparsify.fileio import atomic_write_bytes, open_regular_file, read_regular_file
 
 # protobuf cannot serialize a message of 2 GiB or more; leave room for the graph itself
 _PROTO_LIMIT = 2**31 - 2**24
@@ -48,6 +49,17 @@ _SHA_KEY = "sparsify.sha256"
 _EXTERNAL_KEY = "sparsify.external_sha256"  # {".data" file: sha256}, only when there is one
 SOURCE_KEY = "sparsify.source"  # JSON provenance given to the exporter (covered by the sha256)
 STAMP_KEYS = (_FORMAT_KEY, _VERSION_KEY, _TOOLKIT_KEY, _SHA_KEY, _EXTERNAL_KEY)
+# the tensor bytes a file may make onnxruntime or the runtime allocate before it runs (any
+# one tensor whose shape the file fixes, and the sum of those folded from constants at
+# session creation): MIN_BUDGET_BYTES, or BUDGET_RATIO times the file's bytes on disk
+# (model + external data) when that is more. The scipy bundle reader uses the same policy
+# (sparsify.export.bundle_format); ``max_bytes`` raises it for a file one trusts
+MIN_BUDGET_BYTES = 2**30
+BUDGET_RATIO = 1024
+# a serialized ModelProto cannot exceed 2 GiB (protobuf); weights beyond go to .data files
+_MAX_MODEL_FILE = 2**31
+# initializers kept in the shape-inference skeleton (shape inputs: small integer tensors)
+_SKELETON_MAX_ELEMENTS = 4096
 
 
 # --------------------------------------------------------------------------- writing
@@ -99,7 +111,8 @@ def stamp_metadata(
 
 def _file_sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with path.open("rb") as fh:
+    fh, _ = open_regular_file(path, "external data file")  # never blocks on a FIFO
+    with fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
@@ -238,10 +251,12 @@ def _check_external(path: Path, model: onnx.ModelProto, verify: bool) -> bool:
         location = info.get("location", "")
         target = _external_location(path, location)
         if target not in checked:
-            if not target.is_file():
+            if not target.exists():
                 raise onnx_error(
                     path, f"external data file {location!r} is missing; copy it beside the model."
                 )
+            fh, _ = open_regular_file(target, "external data file")  # a FIFO is refused here
+            fh.close()
             if verify and declared.get(location) != _file_sha256(target):
                 raise onnx_error(
                     path,
@@ -300,7 +315,189 @@ def _check_tensors(path: Path, model: onnx.ModelProto) -> None:
                 )
 
 
-def load_onnx(path: str | os.PathLike[str], verify: bool = True) -> onnx.ModelProto:
+def budget_bytes(on_disk: int) -> int:
+    """Default bound on the tensor bytes a file of ``on_disk`` bytes may make a runtime
+    allocate: ``max(MIN_BUDGET_BYTES, BUDGET_RATIO * on_disk)`` = max(1 GiB, 1024x)."""
+    return max(MIN_BUDGET_BYTES, BUDGET_RATIO * int(on_disk))
+
+
+_INT_TYPES = (TensorProto.INT64, TensorProto.INT32, TensorProto.INT16, TensorProto.INT8)
+_BINARY = {
+    "Add": np.add,
+    "Sub": np.subtract,
+    "Mul": np.multiply,
+    "Max": np.maximum,
+    "Min": np.minimum,
+}
+
+
+def _fold_node(node: onnx.NodeProto, known: dict[str, np.ndarray]) -> np.ndarray | None:
+    """The value of a shape-computing node on small integer constants, or None.
+
+    sparsify's own evaluator, not ONNX data propagation (which materialises a
+    ConstantOfShape or Range while it infers: a bomb in itself). Every output is bounded
+    by _SKELETON_MAX_ELEMENTS before it is computed."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    op, limit = node.op_type, _SKELETON_MAX_ELEMENTS
+    if op == "Constant":
+        t = attrs.get("value")
+        if (
+            isinstance(t, TensorProto)
+            and t.data_type in _INT_TYPES
+            and len(t.dims) <= 1
+            and int(np.prod(t.dims, dtype=np.float64)) <= limit
+        ):
+            return numpy_helper.to_array(t).astype(np.int64)
+        ints = attrs.get("value_ints")
+        if isinstance(ints, list) and len(ints) <= limit:
+            return np.asarray(ints, np.int64)
+        return None
+    args = [known.get(i) for i in node.input if i]
+    if not args or any(a is None for a in args):
+        return None
+    if op in ("Identity", "Cast") and (op == "Identity" or attrs.get("to") in _INT_TYPES):
+        return args[0]
+    if op == "Concat" and sum(a.size for a in args) <= limit:
+        return np.concatenate(
+            [a.reshape(-1) if a.ndim == 0 else a for a in args], axis=int(attrs.get("axis", 0))
+        )
+    if op == "Unsqueeze" and args[0].ndim == 0:
+        return args[0].reshape(1)
+    if op == "Squeeze" and args[0].size == 1:
+        return args[0].reshape(())
+    if op == "Gather" and args[0].ndim == 1 and args[1].size <= limit:
+        return np.take(args[0], args[1])
+    if (
+        op in _BINARY
+        and len(args) == 2
+        and math.prod(np.broadcast_shapes(args[0].shape, args[1].shape)) <= limit
+    ):
+        return _BINARY[op](args[0], args[1])
+    return None
+
+
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` without its weights, for shape inference: every initializer of more than
+    a few thousand entries or of a non-integer type becomes a graph input of the same type
+    and shape; small integer initializers (shapes, axes, Range bounds) stay, and nodes that
+    compute small integer tensors from them (Concat of shapes...) are replaced by their
+    values (:func:`_fold_node`), so inference knows every shape the file fixes."""
+    g = model.graph
+    skel = onnx.ModelProto()
+    skel.ir_version = model.ir_version
+    skel.opset_import.extend(model.opset_import)
+    skel.functions.extend(model.functions)
+    sg = skel.graph
+    sg.name = g.name
+    sg.input.extend(g.input)
+    sg.output.extend(g.output)
+    sg.value_info.extend(g.value_info)  # declared shapes are checked too
+    inputs = {i.name for i in g.input}
+    known: dict[str, np.ndarray] = {}
+    for t in g.initializer:
+        numel = int(np.prod(t.dims, dtype=np.float64)) if t.dims else 1
+        if t.data_type in _INT_TYPES and numel <= _SKELETON_MAX_ELEMENTS:
+            sg.initializer.append(t)
+            if t.name not in inputs:
+                known[t.name] = numpy_helper.to_array(t).astype(np.int64)
+        elif t.name not in inputs:
+            sg.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    for st in g.sparse_initializer:
+        if st.values.name not in inputs:
+            sg.input.append(
+                helper.make_tensor_value_info(st.values.name, st.values.data_type, list(st.dims))
+            )
+    for node in g.node:
+        value = None
+        if node.domain in ("", "ai.onnx") and len(node.output) == 1:
+            try:
+                value = _fold_node(node, known)
+            except (ValueError, IndexError, TypeError, OverflowError):
+                value = None
+        if value is None or value.size > _SKELETON_MAX_ELEMENTS:
+            sg.node.append(node)
+            continue
+        known[node.output[0]] = value
+        sg.initializer.append(numpy_helper.from_array(np.asarray(value, np.int64), node.output[0]))
+    return skel
+
+
+def _value_bytes(vi: onnx.ValueInfoProto) -> int | None:
+    """Bytes of a value whose shape is fully static, else None."""
+    tt = vi.type.tensor_type
+    if not vi.type.HasField("tensor_type") or not tt.HasField("shape"):
+        return None
+    if not all(d.HasField("dim_value") for d in tt.shape.dim):
+        return None
+    try:
+        itemsize = helper.tensor_dtype_to_np_dtype(tt.elem_type).itemsize
+    except Exception:  # string, undefined...: count 8 bytes an entry
+        itemsize = 8
+    return max(itemsize, 1) * int(
+        np.prod([max(d.dim_value, 0) for d in tt.shape.dim], dtype=object)
+    )
+
+
+def check_tensor_sizes(
+    path: Path, model: onnx.ModelProto, on_disk: int, max_bytes: int | None = None
+) -> None:
+    """Refuse a file whose shapes imply more memory than it can justify, before a session.
+
+    ONNX shape inference (with data propagation) runs on the weightless skeleton of the
+    model, so the output shape of a ``ConstantOfShape``, ``Expand``, ``Tile``, ``Range``,
+    ``Pad``, ``Resize``... whose shape inputs are constants is known without computing it.
+    Every value with a fully static shape (declared ones included) must fit the budget, and
+    so must the sum over the values computed from constants alone (onnxruntime folds those
+    when it creates a session). Budget: ``max_bytes``, else :func:`budget_bytes`.
+
+    Raises:
+        SparsifyError: one line naming the tensor, its bytes and the budget.
+    """
+    budget = budget_bytes(on_disk) if max_bytes is None else int(max_bytes)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(
+            _skeleton(model), check_type=False, strict_mode=False, data_prop=False
+        )
+    except Exception as exc:  # InferenceError and friends
+        raise onnx_error(
+            path,
+            f"ONNX shape inference fails on it ({first_line(exc)}); the file is corrupted "
+            "or was edited. Re-export the model.",
+        ) from None
+    g = inferred.graph
+    sizes = {}
+    for vi in [*g.value_info, *g.output]:
+        size = _value_bytes(vi)
+        if size is not None:
+            sizes[vi.name] = max(size, sizes.get(vi.name, 0))
+    fix = (
+        "the file was edited or is a resource bomb; if you trust it, pass max_bytes to "
+        "load_onnx / sparsify.runtime.load"
+    )
+    for name, size in sizes.items():
+        if size > budget:
+            raise onnx_error(
+                path,
+                f"tensor {name[:80]!r} would take {size} bytes, over the {budget} a file of "
+                f"{on_disk} bytes may (max(1 GiB, 1024x its size)); {fix}.",
+            )
+    constant = {t.name for t in model.graph.initializer} - {i.name for i in model.graph.input}
+    folded = 0
+    for node in model.graph.node:
+        if node.domain in ("", "ai.onnx") and all(i in constant for i in node.input if i):
+            constant.update(o for o in node.output if o)
+            folded += sum(sizes.get(o, 0) for o in node.output if o)
+    if folded > budget:
+        raise onnx_error(
+            path,
+            f"its constant subgraphs compute {folded} bytes of tensors, over the {budget} a "
+            f"file of {on_disk} bytes may (max(1 GiB, 1024x its size)); {fix}.",
+        )
+
+
+def load_onnx(
+    path: str | os.PathLike[str], verify: bool = True, *, max_bytes: int | None = None
+) -> onnx.ModelProto:
     """Load an ONNX file as untrusted input and check it before anything uses it.
 
     Checks, in order: the file exists and is not empty; it starts like an ONNX model
@@ -309,14 +506,20 @@ def load_onnx(path: str | os.PathLike[str], verify: bool = True) -> onnx.ModelPr
     the model, sha256 of any ``.data`` file); external-data references are relative paths
     without ``..`` that stay inside the model's folder and name byte ranges inside the file
     (checked before onnx reads them); every stored tensor matches its dims and type;
-    initializers hold no NaN/inf; ``onnx.checker.check_model`` (``full_check`` unless the
-    model has ``sparse_initializer``, which full_check rejects by design).
+    initializers hold no NaN/inf; no tensor whose shape the file fixes (a ConstantOfShape
+    of a constant shape, a declared value...) nor the constant-folded total exceeds the
+    budget; ``onnx.checker.check_model`` (``full_check`` unless the model has
+    ``sparse_initializer``, which full_check rejects by design). The file must be a
+    regular file (a FIFO or device is refused without blocking).
 
     Args:
         path: an ``.onnx`` file.
         verify: require and check the metadata :func:`export_onnx` writes. ``False`` loads
             ONNX files from other tools (without provenance: a bit flip that still parses and
             passes the checker is not detected); every other check still runs.
+        max_bytes: the bound on any one tensor the file's shapes fix, and on what its
+            constant subgraphs compute (:func:`check_tensor_sizes`); default
+            max(1 GiB, 1024x the file's bytes). Raise it only for a file you trust.
 
     Returns:
         the model, external data loaded.
@@ -325,14 +528,12 @@ def load_onnx(path: str | os.PathLike[str], verify: bool = True) -> onnx.ModelPr
         SparsifyError: one line naming the file, the problem and the fix.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists() or path.is_dir():
         raise onnx_error(
             path, "does not exist or is not a file; give an .onnx file from sparsify export."
         )
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise onnx_error(path, f"cannot read it ({exc.strerror or exc}).") from None
+    # a regular file only: a FIFO or device named model.onnx is refused, never read from
+    data = read_regular_file(path, _MAX_MODEL_FILE, "ONNX file")
     if not data:
         raise onnx_error(
             path, "is empty (0 bytes); the export was interrupted. Re-export the model."
@@ -387,6 +588,10 @@ def load_onnx(path: str | os.PathLike[str], verify: bool = True) -> onnx.ModelPr
             )
     external = _check_external(path, model, verify)
     _check_tensors(path, model)
+    on_disk = path.stat().st_size + sum(
+        len(t.raw_data) for _, t in model_tensors(model) if external
+    )
+    check_tensor_sizes(path, model, on_disk, max_bytes)
     full = not model.graph.sparse_initializer
     try:
         onnx.checker.check_model(str(path) if external else model, full_check=full)
