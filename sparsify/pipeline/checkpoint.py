@@ -435,6 +435,16 @@ def _weights_path(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def is_checkpoint_file(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a safetensors file whose header names the sparsify checkpoint
+    format (only the header is read; nothing is verified)."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return (fh.metadata() or {}).get("format") == FORMAT
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return False
+
+
 def _check_header(p: Path, metadata: Mapping[str, str]) -> None:
     """The optional v2 fields are well-formed (a user could hand us any header)."""
     if INPUT_SHAPE in metadata:
