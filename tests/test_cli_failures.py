@@ -281,3 +281,54 @@ def test_validate_names_a_utf16_file(tmp_path: Path) -> None:
     proc = _cli("validate", str(recipe))  # validate lists problems on stdout, one per line
     assert proc.returncode == 2 and proc.stdout.count("\n") == 1, proc.stdout + proc.stderr
     assert str(recipe) in proc.stdout and "not UTF-8" in proc.stdout, proc.stdout
+
+
+def test_an_lr_beyond_float32_is_refused_before_training(tmp_path: Path, mnist_dir: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(SMALL + "optimizer: {lr: 1.0e308}\n")
+    out = tmp_path / "out"
+    err = _one_line_exit_2(_cli(*train_args(recipe, out, mnist_dir)))
+    assert "'optimizer.lr' must fit float32" in err and not out.exists(), err
+
+
+def test_a_diverging_run_stops_at_the_first_non_finite_loss_and_writes_nothing(
+    tmp_path: Path, mnist_dir: Path
+) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(SMALL.replace("epochs: 1", "epochs: 3") + "optimizer: {lr: 1.0e30}\n")
+    out = tmp_path / "out"
+    err = _one_line_exit_2(_cli(*train_args(recipe, out, mnist_dir)))
+    assert "training diverged at epoch 1 step " in err and "lower optimizer.lr" in err, err
+    assert not out.exists() or not (out / "model.safetensors").exists()
+
+
+def test_a_dataset_without_training_images_is_one_line_before_training(tmp_path: Path) -> None:
+    import numpy as np
+
+    from sparsify.pipeline.data import write_idx
+
+    data = tmp_path / "data"
+    for name, shape in (
+        ("train-images-idx3-ubyte.gz", (0, 28, 28)),
+        ("train-labels-idx1-ubyte.gz", (0,)),
+        ("t10k-images-idx3-ubyte.gz", (4, 28, 28)),
+        ("t10k-labels-idx1-ubyte.gz", (4,)),
+    ):
+        write_idx(data / name, np.zeros(shape, np.uint8))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: {name: lenet300_100}\nepochs: 1\nthreads: 1\n")
+    out = tmp_path / "out"
+    err = _one_line_exit_2(_cli(*train_args(recipe, out, data)))
+    assert "has no training images" in err and str(data) in err and not out.exists(), err
+
+
+def test_train_refuses_an_empty_in_memory_dataset() -> None:
+    from sparsify.errors import SparsifyError
+    from sparsify.pipeline.data.mnist import MnistSplits
+    from sparsify.pipeline.recipe import Recipe
+    from sparsify.pipeline.stages import train
+
+    x, y = torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)
+    recipe = Recipe.from_dict({"model": {"name": "lenet300_100"}, "epochs": 1, "threads": 1})
+    with pytest.raises(SparsifyError, match="has no training images"):
+        train(recipe, MnistSplits(x[:0], y[:0], x, y, 0.0, 1.0), progress=False)

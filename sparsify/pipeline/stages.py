@@ -284,6 +284,17 @@ def training_set(recipe: Recipe, data: DatasetSplits) -> Dataset:
     return data.train
 
 
+def _check_not_empty(recipe: Recipe, data: DatasetSplits) -> None:
+    """Refuse, before building anything, a dataset with no training or no test items."""
+    where = data.info.get("dir", recipe.data.dir)
+    for split, items in (("training", data.train), ("test", data.test)):
+        if len(items) == 0:  # type: ignore[arg-type]
+            raise SparsifyError(
+                f"dataset {recipe.data.dataset!r}{f' in {where}' if where else ''} has no "
+                f"{split} images; check --data-dir (or data.val_size/val_fraction)."
+            )
+
+
 def _check_model_fits(recipe: Recipe, data: DatasetSplits) -> None:
     if data.task == "classification" and recipe.model.num_classes != data.num_classes:
         raise SparsifyError(
@@ -362,6 +373,7 @@ def train(
             "differ on another machine; set threads: 1 in the recipe to pin it."
         )
     device = dist.device if dist.enabled else resolve_device(recipe.device)
+    _check_not_empty(recipe, data)
     _check_model_fits(recipe, data)
     task = make_task(data.task)
     torch.manual_seed(recipe.seed)

@@ -234,6 +234,12 @@ def load_idx_family(
     te_x, te_y = read_idx(paths["test_images"]), read_idx(paths["test_labels"])
     _check_pair(family, tr_x, tr_y, "train", paths["train_images"], paths["train_labels"])
     _check_pair(family, te_x, te_y, "test", paths["test_images"], paths["test_labels"])
+    for key, images in (("train_images", tr_x), ("test_images", te_x)):
+        if len(images) == 0:  # normalisation and training need at least one image
+            raise SparsifyError(
+                f"IDX file {paths[key]} holds no images, so {family.title} has no "
+                f"{'training' if key == 'train_images' else 'test'} images; check --data-dir."
+            )
     for name, n, total in (
         ("train_subset", train_subset, len(tr_x)),
         ("test_subset", test_subset, len(te_x)),
