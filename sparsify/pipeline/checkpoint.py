@@ -543,7 +543,8 @@ def load_checkpoint(
     Raises:
         SparsifyError: missing or unreadable file, foreign format, unsupported version,
             invalid recipe or header field, tensor data or header that does not match the
-            stored sha256, NaN/inf weights, or weights that do not fit ``model``.
+            stored sha256, NaN/inf weights, a tensor with no elements (a 0-unit layer), or
+            weights that do not fit ``model``.
     """
     p = _weights_path(path)
     try:
@@ -582,6 +583,13 @@ def load_checkpoint(
     if bad:
         raise SparsifyError(
             f"{p}: tensor {bad[0]!r} holds NaN or inf values; the run diverged or the file was edited."
+        )
+    empty = [k for k, t in state.items() if t.numel() == 0]
+    if empty:  # shrink_ keeps one unit of a layer with none alive: 0 units is not a layer
+        raise SparsifyError(
+            f"{p}: tensor {empty[0]!r} has shape {tuple(state[empty[0]].shape)}: a layer with "
+            "0 units computes nothing (sparsify's shrink keeps at least one); the file was "
+            "edited or written by another tool."
         )
     _check_header(p, metadata)
     recipe = None
