@@ -230,3 +230,25 @@ def test_header_sizes_are_multiplied_without_wrap_around(tmp_path: Path) -> None
             with pytest.raises(SparsifyError, match="more than the 4,294,967,296 bytes") as info:
                 read_idx(path)
             assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ([0, -100, 3], "class label -100 is outside 0..9"),  # cross-entropy's ignore_index
+        ([0, -1, 3], "class label -1 is outside 0..9"),
+        ([0, 10, 3], "class label 10 is outside 0..9"),
+        ([0.0, 2.7, 3.0], "class labels must be integers"),
+    ],
+)
+def test_classification_refuses_labels_outside_its_classes(labels: list, expected: str) -> None:
+    """Any dataset (registered plugins too) is checked per batch, not only IDX files."""
+    import torch
+
+    from sparsify.pipeline.task import make_task
+
+    task = make_task("classification")
+    logits = torch.zeros(3, 10)
+    with pytest.raises(SparsifyError, match=re.escape(expected)):
+        task.loss_sum(logits, torch.tensor(labels))
+    assert task.loss_sum(logits, torch.tensor([0, 9, 3])).item() > 0
