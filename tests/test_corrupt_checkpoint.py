@@ -4,6 +4,7 @@ file, never a crash deep inside safetensors/torch, never code execution."""
 from __future__ import annotations
 
 import json
+import re
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -143,3 +144,94 @@ def test_a_directory_in_place_of_the_file(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").mkdir()
     with pytest.raises(SparsifyError, match="does not exist"):
         load_checkpoint(tmp_path)
+
+
+# ------------------------------------------------- edits whose digest was recomputed (well-formed)
+
+
+def _restamped(
+    edit_state: Callable[[dict], None] | None = None, **meta: str
+) -> Callable[[bytes], bytes]:
+    """An edit made by someone who recomputes the sha256: only content checks can catch it."""
+
+    def apply(data: bytes) -> bytes:
+        from safetensors.torch import load, save
+
+        from sparsify.pipeline.checkpoint import checkpoint_digest
+
+        header, _ = _split(data)
+        state = load(data)
+        if edit_state is not None:
+            edit_state(state)
+        metadata = {**header["__metadata__"], **meta}
+        metadata["sha256"] = checkpoint_digest(state, metadata)
+        return save(state, metadata=metadata)
+
+    return apply
+
+
+def _cast(name: str, dtype: torch.dtype) -> Callable[[dict], None]:
+    def fn(state: dict) -> None:
+        state[name] = state[name].to(dtype)
+
+    return fn
+
+
+RESTAMPED: dict[str, tuple[Callable[[bytes], bytes], str]] = {
+    "float64-weight": (_restamped(_cast("fc1.weight", torch.float64)), "is torch.float64"),
+    "int32-weight": (_restamped(_cast("fc1.weight", torch.int32)), "is torch.int32"),
+    "float16-bias": (_restamped(_cast("fc2.bias", torch.float16)), "is torch.float16"),
+    # a header asking for a model far larger than its weights is refused before it is built
+    "huge-num-classes": (
+        _restamped(model_args=json.dumps({"num_classes": 10**12, "in_channels": 1})),
+        "holds torch.float32 (1000000000000, 200)",
+    ),
+    "negative-num-classes": (
+        _restamped(model_args=json.dumps({"num_classes": -5, "in_channels": 1})),
+        "do not build model 'lecture_convnet'",
+    ),
+    "huge-shrunk-model": (
+        _restamped(
+            model_args=json.dumps({"num_classes": 10, "in_channels": 10**7}),
+            shrunk=json.dumps({}),
+        ),
+        "would take",
+    ),
+    "huge-torchvision-model": (
+        _restamped(model="torchvision:vit_h_14", model_args="{}"),
+        "weights do not fit model 'torchvision:vit_h_14'",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(RESTAMPED))
+def test_restamped_edits_are_caught_before_building(
+    good: bytes, tmp_path: Path, damage: str, monkeypatch
+) -> None:
+    import sparsify.pipeline.zoo as zoo
+
+    edit, expected = RESTAMPED[damage]
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(edit(good))
+    ckpt = load_checkpoint(tmp_path)  # well-formed: the digest matches
+    real = zoo.build_registered
+    built: list[str] = []
+
+    def spy(name, kwargs):  # records every real (non-meta) build
+        model = real(name, kwargs)
+        if any(p.device.type != "meta" for p in model.parameters()):
+            built.append(name)
+        return model
+
+    monkeypatch.setattr(zoo, "build_registered", spy)
+    with pytest.raises(SparsifyError, match=re.escape(expected)) as info:
+        ckpt.build_model()
+    msg = str(info.value)
+    assert str(path) in msg and "\n" not in msg
+    assert not built or damage.endswith("-weight") or damage.endswith("-bias"), built
+
+
+def test_a_module_of_another_dtype_is_refused_not_cast(good: bytes, tmp_path: Path) -> None:
+    (tmp_path / "model.safetensors").write_bytes(good)
+    with pytest.raises(SparsifyError, match="holds torch.float64"):
+        load_checkpoint(tmp_path, model=build_model("lecture_convnet").double())

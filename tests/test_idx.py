@@ -38,7 +38,8 @@ CORRUPT = [
     (GOOD[:10], "truncated inside its header"),
     (GOOD[:-1], "truncated or was edited"),
     (GOOD + b"\x00", "truncated or was edited"),
-    (bytes([0, 0, 8, 2]) + (2**31).to_bytes(4, "big") + GOOD[8:], "truncated or was edited"),
+    (bytes([0, 0, 8, 2]) + (2**31).to_bytes(4, "big") + GOOD[8:], "more than the 4,294,967,296"),
+    (bytes([0, 0, 8, 2]) + (2**20).to_bytes(4, "big") + GOOD[8:], "truncated or was edited"),
 ]
 
 
@@ -163,3 +164,91 @@ def test_generated_mnist_loads(tmp_path: Path) -> None:
 
 def test_idx_suite_size() -> None:
     assert 2 * len(CORRUPT) + len(SHAPE_CASES) + 2 >= 20
+
+
+LABEL_CASES = {
+    # float labels would be truncated (2.7 -> class 2) if accepted
+    "float32-labels": (np.full(20, 2.7, np.float32), "must be integers"),
+    "float64-labels": (np.full(20, 3.0, np.float64), "must be integers"),
+    # -100 is cross-entropy's ignore_index: half the images would silently not train
+    "int32-minus-100": (np.where(np.arange(20) % 2 == 0, -100, 3).astype(np.int32), "found -100"),
+    "int16-minus-1": (np.full(20, -1, np.int16), "found -1"),
+    "int32-10": (np.full(20, 10, np.int32), "found 10"),
+}
+
+
+@pytest.mark.parametrize("case", list(LABEL_CASES))
+def test_labels_must_be_integers_in_range_and_the_file_is_named(tmp_path: Path, case: str) -> None:
+    labels, expected = LABEL_CASES[case]
+    folder = _mnist_like(tmp_path, **{"train-labels-idx1-ubyte.gz": labels})
+    with pytest.raises(SparsifyError, match=re.escape(expected)) as info:
+        load_mnist(folder)
+    assert str(folder / "train-labels-idx1-ubyte.gz") in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_integer_labels_of_every_idx_type_load(tmp_path: Path) -> None:
+    for dtype in (np.int8, np.int16, np.int32):
+        folder = _mnist_like(
+            tmp_path / np.dtype(dtype).name,
+            **{"t10k-labels-idx1-ubyte.gz": (np.arange(10) % 10).astype(dtype)},
+        )
+        assert load_mnist(folder).test_y.tolist() == list(range(10))
+
+
+def test_gzip_bomb_is_refused_without_decompressing_it(tmp_path: Path) -> None:
+    import tracemalloc
+
+    # the header declares 10 bytes; the stream inflates to 64 MiB (about 64 KB on disk)
+    header = bytes([0, 0, 8, 1]) + (10).to_bytes(4, "big")
+    path = tmp_path / "bomb.gz"
+    with gzip.open(path, "wb", compresslevel=9) as fh:
+        fh.write(header)
+        chunk = bytes(1 << 20)
+        for _ in range(64):
+            fh.write(chunk)
+    assert path.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        with pytest.raises(SparsifyError, match="holds more than its header") as info:
+            read_idx(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert str(path) in str(info.value)
+    assert peak < 4 << 20, f"read {peak:,} bytes to refuse a 10-byte IDX file"
+
+
+def test_header_sizes_are_multiplied_without_wrap_around(tmp_path: Path) -> None:
+    # 2**31 * 2**31 * 4 = 2**64: an int64 product wraps to 0 and an empty body "fits"
+    wraps = bytes([0, 0, 8, 3]) + b"".join(d.to_bytes(4, "big") for d in (2**31, 2**31, 4))
+    huge = bytes([0, 0, 0x0E, 8]) + (2**32 - 1).to_bytes(4, "big") * 8
+    for name, data in (("wraps", wraps), ("huge", huge)):
+        for gz in (False, True):
+            path = tmp_path / (f"{name}.gz" if gz else name)
+            path.write_bytes(gzip.compress(data) if gz else data)
+            with pytest.raises(SparsifyError, match="more than the 4,294,967,296 bytes") as info:
+                read_idx(path)
+            assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("labels", "expected"),
+    [
+        ([0, -100, 3], "class label -100 is outside 0..9"),  # cross-entropy's ignore_index
+        ([0, -1, 3], "class label -1 is outside 0..9"),
+        ([0, 10, 3], "class label 10 is outside 0..9"),
+        ([0.0, 2.7, 3.0], "class labels must be integers"),
+    ],
+)
+def test_classification_refuses_labels_outside_its_classes(labels: list, expected: str) -> None:
+    """Any dataset (registered plugins too) is checked per batch, not only IDX files."""
+    import torch
+
+    from sparsify.pipeline.task import make_task
+
+    task = make_task("classification")
+    logits = torch.zeros(3, 10)
+    with pytest.raises(SparsifyError, match=re.escape(expected)):
+        task.loss_sum(logits, torch.tensor(labels))
+    assert task.loss_sum(logits, torch.tensor([0, 9, 3])).item() > 0

@@ -355,3 +355,16 @@ def test_fuzz_yaml_text(text: str) -> None:
     problems = validate_dict(data)
     assert all("\n" not in p for p in problems)
     yaml.safe_dump(data)  # whatever parsed is plain data
+
+
+@pytest.mark.parametrize(
+    ("key", "text"),
+    [
+        ("optimizer.lr", "optimizer: {lr: 1.0e308}\n"),
+        ("optimizer.weight_decay", "optimizer: {weight_decay: 1.0e39}\n"),
+        ("penalties[0].lam", "penalties: [{kind: l1_prox, lam: 1.0e308}]\n"),
+    ],
+)
+def test_floats_beyond_float32_are_refused(key: str, text: str) -> None:
+    problems = validate_dict(parse_yaml(text, "r.yaml"), "r.yaml")
+    assert len(problems) == 1 and f"'{key}' must fit float32" in problems[0], problems

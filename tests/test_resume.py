@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -96,3 +97,114 @@ def test_resume_refuses_other_recipe_and_damaged_state(
     (out / STATE_FILE).write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(SparsifyError, match="resume state is damaged"):
         load_train_state(out)
+
+
+def _tiny_data():
+    from sparsify.pipeline.data.mnist import MnistSplits
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 1, 28, 28, generator=g)
+    y = torch.randint(0, 10, (64,), generator=g)
+    return MnistSplits(x[:48], y[:48], x[48:], y[48:], 0.0, 1.0)
+
+
+TINY = {
+    "name": "tiny",
+    "seed": 0,
+    "threads": 1,
+    "device": "cpu",
+    "model": {"name": "lenet300_100"},
+    "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+    "epochs": 2,
+    "batch_size": 16,
+    "penalties": [{"kind": "l1_prox", "lam": 1e-4}],
+}
+
+
+def _edit(state: dict, case: str) -> None:
+    w = state["model"]["fc1.weight"]
+    if case == "epoch-huge":
+        state["epoch"] = 10**9
+    elif case == "epoch-negative":
+        state["epoch"] = -100000
+    elif case == "epoch-bool":
+        state["epoch"] = True
+    elif case == "no-optimizer":
+        del state["optimizer"]
+    elif case == "no-recipe":
+        del state["recipe"]
+    elif case == "missing-tensor":
+        del state["model"]["fc1.weight"]
+    elif case == "wrong-shape":
+        state["model"]["fc1.weight"] = w[:10]
+    elif case == "float64":
+        state["model"]["fc1.weight"] = w.double()
+    elif case == "int32":
+        state["model"]["fc1.weight"] = w.to(torch.int32)
+    elif case == "history":
+        state["history"] = []
+    elif case == "penalties":
+        state["penalties"] = [{"step": "x"}]
+    elif case == "generator":
+        state["generator"] = torch.zeros(3)
+    elif case == "seconds":
+        state["seconds"] = float("inf")
+    elif case == "optimizer-groups":
+        state["optimizer"] = {"state": {}, "param_groups": []}
+
+
+EDITS = {
+    "epoch-huge": "epoch 1000000000 is outside 0..2",
+    "epoch-negative": "epoch -100000 is outside 0..2",
+    "epoch-bool": "'epoch' is missing or not a int",
+    "no-optimizer": "'optimizer' is missing",
+    "no-recipe": "different recipe",
+    "missing-tensor": "model tensor 'fc1.weight' is missing or unexpected",
+    "wrong-shape": "expected torch.float32 (300, 784)",
+    "float64": "fc1.weight' is torch.float64",
+    "int32": "fc1.weight' is torch.int32",
+    "history": "0 history entries for epoch 1",
+    "penalties": "'penalties' must be 1 entries",
+    "generator": "'generator' is not a random generator state",
+    "seconds": "seconds inf is not a finite duration",
+    "optimizer-groups": "does not fit this run",
+}
+
+
+@pytest.mark.parametrize("case", list(EDITS))
+def test_an_edited_resume_state_is_refused_in_one_line(tmp_path: Path, case: str) -> None:
+    from sparsify.pipeline.recipe import Recipe
+    from sparsify.pipeline.stages import train
+    from sparsify.pipeline.state import save_train_state
+
+    recipe = Recipe.from_dict(TINY)
+    train(recipe, _tiny_data(), progress=False, state_dir=tmp_path)  # leaves epoch 1's state
+    state = load_train_state(tmp_path)
+    assert state is not None and state["epoch"] == 1
+    _edit(state, case)
+    save_train_state(tmp_path, {k: v for k, v in state.items() if k != "version"})
+    with pytest.raises(SparsifyError, match=re.escape(EDITS[case])) as info:
+        train(recipe, _tiny_data(), progress=False, state_dir=tmp_path, resume=True)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_resume_with_an_edited_epoch_publishes_nothing(tmp_path: Path, mnist_dir: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {**RECIPE, "epochs": 2, "data": {"dir": str(mnist_dir), "train_subset": 200}}
+        )
+    )
+    from sparsify.pipeline.recipe import load_recipe
+    from sparsify.pipeline.stages import train
+    from sparsify.pipeline.state import save_train_state
+
+    out = tmp_path / "o"
+    train(load_recipe(recipe), _tiny_data(), progress=False, state_dir=out)
+    state = load_train_state(out)
+    state["epoch"] = 10**9
+    save_train_state(out, {k: v for k, v in state.items() if k != "version"})
+    proc = subprocess.run(_cmd(recipe, out, mnist_dir, "--resume"), capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "outside 0..2" in proc.stderr
+    assert not (out / "model.safetensors").exists() and (out / STATE_FILE).exists()

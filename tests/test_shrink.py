@@ -300,3 +300,83 @@ def test_count_macs_by_flop_counter_equals_the_layer_formula(name: str, shape: t
     assert got == _hook_macs(model, x) and all(v > 0 for v in got.values())
     if name == "lenet300_100":
         assert got == {"fc1": 784 * 300, "fc2": 300 * 100, "fc3": 100 * 10}
+
+
+def test_a_layer_with_every_unit_dead_keeps_one_and_the_cli_shrinks_it(tmp_path) -> None:
+    """Documented behaviour: shrink never makes a 0-unit layer; it keeps one dead unit."""
+    import subprocess
+    import sys
+
+    from sparsify.pipeline.checkpoint import checkpoint_from_module
+
+    torch.manual_seed(0)
+    model = build_model("lenet300_100").eval()
+    with torch.no_grad():
+        model.fc1.weight.zero_()
+        model.fc1.bias.zero_()
+    x = torch.randn(4, 1, 28, 28)
+    before = model(x)
+    shrink_(model, x)
+    assert model.fc1.out_features == 1 and model.fc2.in_features == 1
+    torch.testing.assert_close(model(x), before, rtol=0, atol=1e-6)
+
+    dead = build_model("lenet300_100")
+    with torch.no_grad():
+        dead.fc1.weight.zero_()
+        dead.fc1.bias.zero_()
+    checkpoint_from_module(tmp_path / "dead", dead, (1, 28, 28), "lenet300_100")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sparsify",
+            "shrink",
+            str(tmp_path / "dead"),
+            "--out",
+            str(tmp_path / "s"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    shrunk = load_checkpoint(tmp_path / "s")
+    assert tuple(shrunk.state_dict["fc1.weight"].shape) == (1, 784)
+    shrunk.build_model()
+
+
+def test_a_checkpoint_with_a_zero_unit_layer_is_refused_in_one_line(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    state = build_model("lenet300_100").state_dict()
+    state["fc1.weight"], state["fc1.bias"] = state["fc1.weight"][:0], state["fc1.bias"][:0]
+    state["fc2.weight"] = state["fc2.weight"][:, :0]
+    save_checkpoint(
+        tmp_path / "zero",
+        state,
+        model_name="lenet300_100",
+        model_args={},
+        input_shape=(1, 28, 28),
+        extra_metadata={"shrunk": json.dumps({"fc1": [0, 784], "fc2": [100, 0]})},
+    )
+    with pytest.raises(SparsifyError, match=r"'fc1.bias' has shape \(0,\): a layer with 0 units"):
+        load_checkpoint(tmp_path / "zero")
+    for command in ("shrink", "bench"):
+        extra = ["--quick", "--no-rss"] if command == "bench" else []
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "sparsify",
+                command,
+                str(tmp_path / "zero"),
+                *extra,
+                "--out",
+                str(tmp_path / command),
+            ],
+            capture_output=True,
+            text=True,
+        )
+        err = proc.stderr.strip()
+        assert proc.returncode == 2 and len(err.splitlines()) == 1, proc.stderr
+        assert "a layer with 0 units" in err and not (tmp_path / command).exists()

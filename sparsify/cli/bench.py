@@ -12,8 +12,11 @@ import shlex
 import sys
 from pathlib import Path
 
+from sparsify.cli.paths import check_out_dir
 from sparsify.cli.shapes import add_input_shape
 from sparsify.errors import SparsifyError, check_input_shape
+
+MAX_LINEAR_WEIGHTS = 1 << 28  # a benchmark layer, not an allocation the machine cannot make
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -103,6 +106,11 @@ def _specs(args: argparse.Namespace) -> list[dict]:
             raise SparsifyError(
                 f"--linear takes INxOUT such as 4096x4096; got {shape!r}."
             ) from None
+        if not (n_in >= 1 and n_out >= 1 and n_in * n_out <= MAX_LINEAR_WEIGHTS):
+            raise SparsifyError(
+                f"--linear {shape}: IN and OUT must be >= 1 with IN*OUT at most "
+                f"{MAX_LINEAR_WEIGHTS:,} weights (1 GiB of float32), e.g. 4096x4096."
+            )
         specs += [
             {"kind": "linear", "in": n_in, "out": n_out, "density": d, "seed": 0}
             for d in args.density
@@ -123,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     from sparsify.bench.markdown import to_markdown
     from sparsify.fileio import atomic_write_json, atomic_write_text
 
+    check_out_dir(Path(args.out))  # before any benchmark runs
     specs = _specs(args)
     command = "sparsify bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     if args.device == "cuda":

@@ -6,19 +6,24 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from sparsify.cli.paths import check_out_dir
 from sparsify.errors import SparsifyError
-from sparsify.pipeline.checkpoint import save_checkpoint
+from sparsify.pipeline.checkpoint import WEIGHTS, is_checkpoint_file, save_checkpoint
 from sparsify.pipeline.data.registry import DatasetSplits
 from sparsify.pipeline.distributed import DistContext
 from sparsify.pipeline.recipe import Recipe
 from sparsify.pipeline.stages import build_data, run_recipe
-from sparsify.pipeline.state import clear_train_state
+from sparsify.pipeline.state import STATE_FILE, clear_train_state
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """Options common to ``train`` and ``sweep``."""
     p.add_argument("recipe", help="path to a YAML recipe (see recipes/)")
-    p.add_argument("--out", help="output directory (default: the recipe's output.dir)")
+    p.add_argument(
+        "--out",
+        help="output directory (default: the recipe's output.dir, which must lie under the "
+        "current folder)",
+    )
     p.add_argument(
         "--data-dir",
         help="the dataset's folder (IDX files, CIFAR .bin, SVHN .mat, or an image folder's "
@@ -53,11 +58,31 @@ def apply_overrides(recipe: Recipe, args: argparse.Namespace) -> Recipe:
     return Recipe.from_dict(data, source="command line")
 
 
-def check_out_dir(out: Path) -> Path:
-    """Refuse, before any training, an ``--out`` that exists and is not a folder."""
-    if out.exists() and not out.is_dir():
-        raise SparsifyError(f"--out {out} is a file; choose a folder (it is created if missing).")
-    return out
+def output_dir(out: str | None, recipe: Recipe) -> Path:
+    """Where ``train``/``sweep`` write: ``--out`` as given (the user's choice), else the
+    recipe's ``output.dir`` confined to the current folder, checked by :func:`check_out_dir`.
+
+    A recipe is untrusted input (SECURITY.md), so its ``output.dir`` may not choose a place
+    outside the folder the user runs in: it must be relative, without ``..``, and still
+    under the current folder once symlinks are resolved.
+
+    Raises:
+        SparsifyError: a recipe ``output.dir`` outside the current folder (the fix: --out).
+    """
+    if out:
+        return check_out_dir(Path(out))
+    raw = recipe.output.dir
+    path = Path(raw)
+    here = Path.cwd().resolve()
+    inside = not path.is_absolute() and ".." not in path.parts and bool(path.parts)
+    if inside:  # symlinks of existing parts are followed: a link out of the folder is refused
+        inside = (here / path).resolve().is_relative_to(here)
+    if not inside:
+        raise SparsifyError(
+            f"the recipe's output.dir {raw!r} is outside the current folder; pass --out DIR "
+            "to choose where to write (a recipe may only name a folder under the current one)."
+        )
+    return check_out_dir(path)
 
 
 def load_data(recipe: Recipe) -> DatasetSplits:
@@ -82,6 +107,7 @@ def run_one(
     records the input shape (``input_shape``, C H W) of the data the model was trained on.
     """
     dist = dist or DistContext()
+    check_own_outputs(out, resume, checkpoint_every)
     log = (lambda _m: None) if (quiet or not dist.is_main) else (lambda m: print(m, flush=True))
     result = run_recipe(
         recipe,
@@ -102,5 +128,29 @@ def run_one(
             extra_metadata=result.extra_metadata,
             input_shape=tuple(data.input_shape),
         )
-        clear_train_state(out)
+        if checkpoint_every > 0:  # the state there is this run's (or the one it resumed)
+            clear_train_state(out)
     return result.metrics
+
+
+def check_own_outputs(out: Path, resume: bool, checkpoint_every: int) -> None:
+    """Refuse, before training, to overwrite or delete files in ``out`` sparsify did not write.
+
+    A ``model.safetensors`` there must be a sparsify checkpoint (its header is read, nothing
+    else), and a ``resume.pt`` left by an interrupted run is continued (``--resume``) or
+    removed by the user, never overwritten or deleted silently.
+
+    Raises:
+        SparsifyError: a foreign ``model.safetensors``, or a ``resume.pt`` without ``--resume``.
+    """
+    weights = out / WEIGHTS
+    if weights.exists() and not is_checkpoint_file(weights):
+        raise SparsifyError(
+            f"{weights} exists and is not a sparsify checkpoint; choose another --out "
+            "(sparsify does not overwrite files it did not write)."
+        )
+    if checkpoint_every > 0 and not resume and (out / STATE_FILE).exists():
+        raise SparsifyError(
+            f"{out / STATE_FILE} is left by an interrupted run; pass --resume to continue it, "
+            "or delete it (or choose another --out) to start over."
+        )

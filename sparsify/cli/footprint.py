@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from sparsify.cli.paths import check_out_dir
 from sparsify.cli.shapes import add_input_shape
 
 
@@ -28,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from sparsify.footprint import footprint, onnx_columns, to_markdown, write_footprint
     from sparsify.pipeline.checkpoint import load_checkpoint
 
+    check_out_dir(Path(args.out))
     ckpt = load_checkpoint(args.checkpoint)
     extra = None
     if not args.no_onnx:  # the ONNX columns trace the model: its input shape is needed

@@ -6,6 +6,9 @@ sparsify report results/lecture_l1            # writes results/lecture_l1/report
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from sparsify.cli.paths import check_out_dir
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from sparsify.report import build_report
 
+    if args.out:
+        check_out_dir(Path(args.out))
     paths = build_report(args.directory, out_dir=args.out, title=args.title)
     for p in paths:
         print(f"wrote {p}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from sparsify.cli.paths import check_out_dir
 from sparsify.cli.shapes import add_input_shape
 from sparsify.errors import SparsifyError
 from sparsify.pipeline.checkpoint import SHRUNK, Checkpoint, load_checkpoint, save_checkpoint
@@ -49,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.repeats < 1 or args.threads < 1:
         raise SparsifyError("--batch-size, --repeats and --threads must be >= 1.")
+    if args.out:
+        check_out_dir(Path(args.out))
     ckpt = load_checkpoint(args.checkpoint)
     shape = _input_shape(ckpt, args)
     # resize=True: a state_dict shrunk by hand (no ``shrunk`` mark) still loads

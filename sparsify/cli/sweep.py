@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from pathlib import Path
 from typing import Any
 
 from sparsify.cli.common import (
     add_run_options,
     apply_overrides,
-    check_out_dir,
     load_data,
+    output_dir,
     run_one,
 )
 from sparsify.errors import SparsifyError
@@ -166,7 +165,7 @@ def _main_table(rows: list[dict[str, Any]], recipe: Recipe, command: str) -> str
 
 def run(args: argparse.Namespace) -> int:
     recipe = apply_overrides(load_recipe(args.recipe), args)
-    out = check_out_dir(Path(args.out or recipe.output.dir))
+    out = output_dir(args.out, recipe)
     sweep = recipe.sweep()
     index = sweep[0] if sweep else 0
     seeds = list(dict.fromkeys(args.seeds)) if args.seeds else [recipe.seed]

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from sparsify.cli.common import (
     add_run_options,
     apply_overrides,
-    check_out_dir,
     load_data,
+    output_dir,
     run_one,
 )
 from sparsify.errors import SparsifyError
@@ -41,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.checkpoint_every < 0:
         raise SparsifyError(f"--checkpoint-every must be >= 0; got {args.checkpoint_every}.")
-    out = check_out_dir(Path(args.out or recipe.output.dir))
+    out = output_dir(args.out, recipe)
     with distributed(recipe.device) as dist:
         metrics = run_one(
             recipe, load_data(recipe), out, args.quiet, dist, args.resume, args.checkpoint_every

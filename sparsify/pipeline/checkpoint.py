@@ -75,6 +75,9 @@ RESERVED = (
     INPUT_SHAPE,
 )
 V1_ZOO_HW = (28, 28)  # the only input-size fallback: version-1 zoo checkpoints (MNIST)
+# a shrunk checkpoint's model is built at full width first: at most this much larger than
+# its weights (a shrink removes dead units; it does not leave 1/1000 of a model)
+SHRUNK_RATIO, SHRUNK_FLOOR = 1024, 256 << 20
 
 
 @dataclass
@@ -173,8 +176,7 @@ class Checkpoint:
                 f"{self.path}: {zoo.unknown_model_message(name)}; e.g. --plugin PKG "
                 "for the package that registers it."
             )
-        if name.startswith(zoo.TORCHVISION_PREFIX):
-            self._check_names_on_meta(name)
+        self._check_on_meta(name, self.shrunk if resize is None else resize)
         model = zoo.build_registered(name, self.model_args)
         return self.load_into(model, resize=resize)
 
@@ -189,29 +191,77 @@ class Checkpoint:
         """
         if self.shrunk if resize is None else resize:
             resize_to_state_dict_(model, self.state_dict)
+        what = f"model {self.model_name!r}" if self.model_name else type(model).__name__
+        for key, want in model.state_dict().items():
+            got = self.state_dict.get(key)
+            if got is not None and got.dtype != want.dtype:  # load_state_dict would cast it
+                raise SparsifyError(
+                    f"{self.path}: tensor {key!r} is {got.dtype} but {what} holds {want.dtype}; "
+                    "the file was edited, or convert your module to that dtype before loading."
+                )
         try:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as exc:
             lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
             first = lines[1] if len(lines) > 1 else (lines[0] if lines else "")
-            what = f"model {self.model_name!r}" if self.model_name else type(model).__name__
             raise SparsifyError(
                 f"{self.path}: weights do not fit {what} ({first[:200]})."
             ) from None
         return model.eval()
 
-    def _check_names_on_meta(self, name: str) -> None:
-        # an untrusted header could name a huge torchvision model: compare the names on
-        # the meta device (no memory) before building it for real
-        with torch.device("meta"):
-            meta = zoo.build_registered(name, self.model_args)
-        expected = set(meta.state_dict())
-        if expected != set(self.state_dict):
-            missing = sorted(expected - set(self.state_dict))[:1]
-            extra = sorted(set(self.state_dict) - expected)[:1]
+    def _check_on_meta(self, name: str, resize: bool) -> None:
+        """Build ``name`` with the header's ``model_args`` on the meta device (no memory) and
+        compare it with the tensors before the real build: an untrusted header could name a
+        huge torchvision model or absurd ``model_args`` (``num_classes: 10**12``).
+
+        Names and dtypes must match; shapes must match exactly, or (``resize``: a shrunk
+        checkpoint) have the same rank and be no wider, with the unshrunk model at most
+        ``SHRUNK_RATIO`` times the file's tensors (and never less than ``SHRUNK_FLOOR``
+        bytes). A plugin's model that cannot be built on the meta device is not pre-checked
+        (the user chose to import that code); the strict load still checks it.
+        """
+        try:
+            with torch.device("meta"):
+                meta = zoo.build_registered(name, self.model_args)
+        except SparsifyError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a builder refusing these arguments
+            if name in zoo.BUILTIN_NAMES or name.startswith(zoo.TORCHVISION_PREFIX):
+                first = (str(exc).strip().splitlines() or [""])[0][:160]
+                raise SparsifyError(
+                    f"{self.path}: header model_args {self.model_args} do not build model "
+                    f"{name!r} ({type(exc).__name__}: {first}); the file was edited."
+                ) from None
+            return
+        expected = meta.state_dict()
+        if set(expected) != set(self.state_dict):
+            missing = sorted(set(expected) - set(self.state_dict))[:1]
+            extra = sorted(set(self.state_dict) - set(expected))[:1]
             raise SparsifyError(
                 f"{self.path}: weights do not fit model {name!r} (missing {missing}, "
                 f"unexpected {extra})."
+            )
+        model_bytes = file_bytes = 0
+        for key, want in expected.items():
+            got = self.state_dict[key]
+            fits = got.shape == want.shape or (
+                resize
+                and got.dim() == want.dim()
+                and all(g <= w for g, w in zip(got.shape, want.shape))
+            )
+            if not fits or got.dtype != want.dtype:
+                raise SparsifyError(
+                    f"{self.path}: weights do not fit model {name!r}: tensor {key!r} is "
+                    f"{got.dtype} {tuple(got.shape)}, the model built with {self.model_args} "
+                    f"holds {want.dtype} {tuple(want.shape)}; the file was edited or its header "
+                    "does not match."
+                )
+            model_bytes += want.numel() * want.element_size()
+            file_bytes += got.numel() * got.element_size()
+        if model_bytes > max(SHRUNK_FLOOR, SHRUNK_RATIO * file_bytes):
+            raise SparsifyError(
+                f"{self.path}: model {name!r} built with {self.model_args} would take "
+                f"{model_bytes:,} bytes for {file_bytes:,} bytes of weights; the header was edited."
             )
 
     def provenance(self) -> dict[str, Any]:
@@ -435,6 +485,16 @@ def _weights_path(path: str | os.PathLike[str]) -> Path:
     return p
 
 
+def is_checkpoint_file(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is a safetensors file whose header names the sparsify checkpoint
+    format (only the header is read; nothing is verified)."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return (fh.metadata() or {}).get("format") == FORMAT
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return False
+
+
 def _check_header(p: Path, metadata: Mapping[str, str]) -> None:
     """The optional v2 fields are well-formed (a user could hand us any header)."""
     if INPUT_SHAPE in metadata:
@@ -483,7 +543,8 @@ def load_checkpoint(
     Raises:
         SparsifyError: missing or unreadable file, foreign format, unsupported version,
             invalid recipe or header field, tensor data or header that does not match the
-            stored sha256, NaN/inf weights, or weights that do not fit ``model``.
+            stored sha256, NaN/inf weights, a tensor with no elements (a 0-unit layer), or
+            weights that do not fit ``model``.
     """
     p = _weights_path(path)
     try:
@@ -522,6 +583,13 @@ def load_checkpoint(
     if bad:
         raise SparsifyError(
             f"{p}: tensor {bad[0]!r} holds NaN or inf values; the run diverged or the file was edited."
+        )
+    empty = [k for k, t in state.items() if t.numel() == 0]
+    if empty:  # shrink_ keeps one unit of a layer with none alive: 0 units is not a layer
+        raise SparsifyError(
+            f"{p}: tensor {empty[0]!r} has shape {tuple(state[empty[0]].shape)}: a layer with "
+            "0 units computes nothing (sparsify's shrink keeps at least one); the file was "
+            "edited or written by another tool."
         )
     _check_header(p, metadata)
     recipe = None

@@ -133,7 +133,8 @@ def run_epochs(
     (loss: mean over the epoch's items) and calls ``after_epoch(epoch)`` (0-based).
 
     Raises:
-        SparsifyError: the loss is not finite after an epoch.
+        SparsifyError: a step's loss is not finite (one process; with DDP: after the epoch,
+            so every rank stops together), before that step updates the weights.
     """
     device = next(model.parameters()).device
     n = batches.n
@@ -143,18 +144,25 @@ def run_epochs(
     net.train()
     for epoch in bar:
         total = 0.0
-        for xb, yb, global_len in batches:
+        for step, (xb, yb, global_len) in enumerate(batches, start=1):
             loss_sum = task.loss_sum(net(xb.to(device)), yb.to(device))
+            value = loss_sum.item()
+            if not dist.enabled and not math.isfinite(value):  # DDP: all ranks stop below
+                raise SparsifyError(
+                    f"training diverged at epoch {epoch + 1} step {step} (loss={value}): lower "
+                    "optimizer.lr or the lambdas; no model was written."
+                )
             optimizer.zero_grad(set_to_none=True)
             (loss_sum * (dist.world_size / global_len)).backward()
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            total += loss_sum.item()
+            total += value
         (total,) = dist.all_reduce_sum([total])
         if not math.isfinite(total):
             raise SparsifyError(
-                f"training diverged at epoch {epoch + 1} (loss is {total}); lower optimizer.lr or the lambdas."
+                f"training diverged at epoch {epoch + 1} (loss={total}): lower optimizer.lr or "
+                "the lambdas; no model was written."
             )
         stats = model_stats(model)
         history.append(

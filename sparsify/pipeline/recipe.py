@@ -20,8 +20,10 @@ from sparsify.errors import SparsifyError
 from sparsify.pipeline.recipe_errors import problems
 
 RECIPE_VERSION = 1
-NonNeg = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+# training runs in float32: a larger value (lr: 1e308) becomes inf at its first use
+FLOAT32_MAX = 3.4028234663852886e38
+NonNeg = Annotated[float, Field(ge=0, le=FLOAT32_MAX, allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0, le=FLOAT32_MAX, allow_inf_nan=False)]
 
 
 class _Section(BaseModel):

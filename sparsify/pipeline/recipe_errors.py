@@ -126,6 +126,8 @@ def _message(err: dict[str, Any], source: str, root: type[BaseModel], tagged: Ta
     msg = err["msg"].removeprefix("Value error, ").removeprefix("Input ")
     if isinstance(got, float) and not math.isfinite(got):
         msg = "must be a finite number"
+    elif err["type"] == "less_than_equal" and err.get("ctx", {}).get("le", 0) > 1e30:
+        msg = "must fit float32 (at most 3.4e38; training computes in float32)"
     if isinstance(got, dict):
         if err["type"] == "value_error":  # a rule over a whole section: the message says it all
             return f"{source}: '{where}': {msg}."

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset
 
-from sparsify.errors import SparsifyError
+from sparsify.errors import SparsifyError, one_line
 from sparsify.penalties.base import penalty_from_dict
 from sparsify.penalties.freeze import freeze_support_
 from sparsify.penalties.penalize import PenaltyHandle, penalize_
@@ -52,7 +52,12 @@ from sparsify.pipeline.loop import (
     wrap_ddp,
 )
 from sparsify.pipeline.recipe import DebiasStage, OptimizerSpec, Recipe, ShrinkStage
-from sparsify.pipeline.state import load_train_state, save_train_state
+from sparsify.pipeline.state import (
+    STATE_FILE,
+    check_train_state,
+    load_train_state,
+    save_train_state,
+)
 from sparsify.pipeline.targets import SparsityTarget, record_reached
 from sparsify.pipeline.task import make_task
 from sparsify.pipeline.zoo import build_model
@@ -291,6 +296,17 @@ def training_set(recipe: Recipe, data: DatasetSplits) -> Dataset:
     return data.train
 
 
+def _check_not_empty(recipe: Recipe, data: DatasetSplits) -> None:
+    """Refuse, before building anything, a dataset with no training or no test items."""
+    where = data.info.get("dir", recipe.data.dir)
+    for split, items in (("training", data.train), ("test", data.test)):
+        if len(items) == 0:  # type: ignore[arg-type]
+            raise SparsifyError(
+                f"dataset {recipe.data.dataset!r}{f' in {where}' if where else ''} has no "
+                f"{split} images; check --data-dir (or data.val_size/val_fraction)."
+            )
+
+
 def _check_model_fits(recipe: Recipe, data: DatasetSplits) -> None:
     if data.task == "classification" and recipe.model.num_classes != data.num_classes:
         raise SparsifyError(
@@ -372,6 +388,7 @@ def train(
             "differ on another machine; set threads: 1 in the recipe to pin it."
         )
     device = dist.device if dist.enabled else resolve_device(recipe.device)
+    _check_not_empty(recipe, data)
     _check_model_fits(recipe, data)
     task = make_task(data.task)
     torch.manual_seed(recipe.seed)
@@ -409,23 +426,33 @@ def train(
     first_epoch, elapsed = 0, 0.0
     saved = load_train_state(state_dir) if (resume and state_dir is not None) else None
     if saved is not None:
-        if saved["recipe"] != recipe.to_dict():
+        path = state_dir / STATE_FILE  # type: ignore[operator]
+        if saved.get("recipe") != recipe.to_dict():
             raise SparsifyError(
                 f"{state_dir}: the resume state was made by a different recipe; resume with the same recipe "
                 "or delete resume.pt to start over."
             )
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(saved["scheduler"])
-        for h, hs in zip(handles, saved["penalties"]):
-            h.load_state_dict(hs)
-        if target is not None:
-            target.load_state_dict(saved["sparsity"])
-        gen.set_state(saved["generator"])
-        if "worker_generator" in saved:  # states written before DataLoaders lack it
-            worker_gen.set_state(saved["worker_generator"])
-        torch.set_rng_state(saved["torch_rng"])
+        check_train_state(path, saved, recipe.epochs, model.state_dict(), len(handles))
+        try:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(saved["scheduler"])
+            for h, hs in zip(handles, saved["penalties"]):
+                h.load_state_dict(hs)
+            if target is not None:
+                target.load_state_dict(saved["sparsity"])
+            gen.set_state(saved["generator"])
+            if "worker_generator" in saved:  # states written before DataLoaders lack it
+                worker_gen.set_state(saved["worker_generator"])
+            torch.set_rng_state(saved["torch_rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+            # torch's own checks (optimizer groups, generator states) caught what ours did not
+            first = one_line((str(exc).strip().splitlines() or [""])[0])[:160]
+            raise SparsifyError(
+                f"{path}: the resume state does not fit this run ({type(exc).__name__}: "
+                f"{first}); delete it to start over."
+            ) from None
         first_epoch, history, elapsed = saved["epoch"], saved["history"], saved["seconds"]
         log(f"resumed from {state_dir} after epoch {first_epoch}")
 

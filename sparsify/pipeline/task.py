@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from sparsify.errors import SparsifyError
+
 
 class Task:
     """Base: ``loss_sum(output, target)`` (a 0-dim tensor) and ``error_sum`` (a float)."""
@@ -36,10 +38,33 @@ class Classification(Task):
     error_name = "error rate"
 
     def loss_sum(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        check_class_targets(target, output.shape[1])
         return F.cross_entropy(output, target, reduction="sum")
 
     def error_sum(self, output: torch.Tensor, target: torch.Tensor) -> float:
         return (output.argmax(1) != target).sum().item()
+
+
+def check_class_targets(target: torch.Tensor, num_classes: int) -> None:
+    """Refuse labels that are not integers in ``[0, num_classes)``: cross-entropy would
+    truncate nothing but silently skip -100 (its ignore_index) and fail deep inside on -1.
+
+    Raises:
+        SparsifyError: one line with the first bad label and the fix.
+    """
+    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool:
+        raise SparsifyError(
+            f"class labels must be integers; the dataset gives {target.dtype}. Fix the "
+            "dataset's labels (or use task: regression)."
+        )
+    if target.numel():
+        low, high = (int(v) for v in torch.aminmax(target))
+        if low < 0 or high >= num_classes:
+            bad = low if low < 0 else high
+            raise SparsifyError(
+                f"class label {bad} is outside 0..{num_classes - 1} (the model's "
+                f"{num_classes} outputs); fix the dataset's labels or model.num_classes."
+            )
 
 
 class Regression(Task):

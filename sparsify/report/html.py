@@ -16,12 +16,12 @@ import base64
 import html
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sparsify.errors import SparsifyError
+from sparsify.errors import SparsifyError, one_line
 from sparsify.fileio import atomic_write_bytes, atomic_write_text
 from sparsify.tables import md_table
 
@@ -318,17 +318,39 @@ def render_markdown(title: str, sections: Sequence[Section]) -> str:
 
 
 def collect_sections(root: Path) -> list[Section]:
-    """Every section the directory has inputs for (see the module docstring)."""
+    """Every section the directory has inputs for (see the module docstring).
+
+    Raises:
+        SparsifyError: an input file that is not the JSON its section expects (one line
+            naming the file).
+    """
     sections: list[Section] = []
     sweeps = _find(root, "results.json")
     for p in sweeps:
-        sections.append(sweep_section(root, p))
+        sections.append(_section(sweep_section, root, p))
     if not sweeps:
-        sections += [checkpoint_section(root, p) for p in _find(root, "model.safetensors")]
-    sections += [footprint_section(root, p) for p in _find(root, "footprint.json")]
-    sections += [curves_section(root, p) for p in _find(root, "curves.json")]
-    sections += [bench_section(root, p) for p in _find(root, "bench.json")]
+        sections += [
+            _section(checkpoint_section, root, p) for p in _find(root, "model.safetensors")
+        ]
+    sections += [_section(footprint_section, root, p) for p in _find(root, "footprint.json")]
+    sections += [_section(curves_section, root, p) for p in _find(root, "curves.json")]
+    sections += [_section(bench_section, root, p) for p in _find(root, "bench.json")]
     return sections
+
+
+def _section(build: Callable[[Path, Path], Section], root: Path, path: Path) -> Section:
+    """``build(root, path)``; a file that is not what sparsify wrote there (not JSON, not an
+    object, a key missing or of the wrong type) is one line naming it."""
+    try:
+        return build(root, path)
+    except SparsifyError:
+        raise
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        what = f"missing key {exc}" if isinstance(exc, KeyError) else one_line(str(exc))[:120]
+        raise SparsifyError(
+            f"{path} is not a {path.name} that sparsify wrote ({what}); regenerate it or "
+            "move it out of the folder."
+        ) from None
 
 
 def build_report(

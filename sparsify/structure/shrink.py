@@ -149,7 +149,9 @@ def shrink_(
     Contract: for the model in eval mode, ``model(x)`` after equals ``model(x)`` before within
     ``atol + rtol * |before|`` (checked on ``example``, else an error). Modules keep their
     names and types; only widths change (``out_features``/``in_channels``/``num_features``...),
-    and a consumer that absorbs a constant may gain a bias.
+    and a consumer that absorbs a constant may gain a bias. A layer whose units are all dead
+    keeps one (its output is then a constant the next layer sees): a 0-unit layer is not a
+    valid module, and checkpoints holding one are refused on load.
 
     Args:
         model: any module torch.fx can trace (the zoo models, torchvision CNNs).

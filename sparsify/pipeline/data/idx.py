@@ -8,9 +8,11 @@ truncated or edited file is refused with a message naming the file, never misrea
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -30,12 +32,21 @@ _CODES = {dt.newbyteorder("="): code for code, dt in _DTYPES.items()}
 _MAX_NDIM = 8
 
 
-def _read_bytes(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if raw[:2] != b"\x1f\x8b":
-        return raw
+_MAX_BYTES = 1 << 32  # 4 GiB of items: far above any IDX dataset (EMNIST byclass: 0.6 GiB)
+_INTEGER_CODES = frozenset({0x08, 0x09, 0x0B, 0x0C})
+
+
+def _open(path: Path) -> BinaryIO:
+    """The file's byte stream: decompressed on the fly when it starts with gzip's magic."""
+    with path.open("rb") as fh:
+        gz = fh.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gz else path.open("rb")
+
+
+def _read_exactly(path: Path, stream: BinaryIO, n: int) -> bytes:
+    """Up to ``n`` bytes of ``stream`` (fewer at its end); a damaged gzip stream is one line."""
     try:
-        return gzip.decompress(raw)
+        return stream.read(n)
     except (OSError, EOFError, zlib.error) as exc:
         raise SparsifyError(
             f"IDX file {path} is a damaged gzip stream ({exc}); re-download or re-copy it."
@@ -45,42 +56,72 @@ def _read_bytes(path: Path) -> bytes:
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """Return the array stored in IDX file ``path`` (gzip detected by its magic bytes).
 
+    The header is read first; the item count is the product of its sizes in Python
+    integers (no wrap-around) and must stay within 4 GiB. Then exactly that many bytes are
+    read, plus one to prove the file ends there: a gzip stream is decompressed in chunks and
+    never beyond what the header declares (no gzip bomb).
+
     Raises:
-        SparsifyError: missing file, bad magic, unknown type, or sizes that disagree with
-            the file length.
+        SparsifyError: missing file, bad magic, unknown type, sizes past the cap, or sizes
+            that disagree with the file length.
     """
     path = Path(path)
     if not path.is_file():
         raise SparsifyError(f"IDX file {path} does not exist; check --data-dir.")
-    buf = _read_bytes(path)
-    if len(buf) < 4 or buf[0] != 0 or buf[1] != 0:
+    with _open(path) as stream:
+        head = _read_exactly(path, stream, 4)
+        if len(head) < 4 or head[0] != 0 or head[1] != 0:
+            raise SparsifyError(
+                f"IDX file {path} has a bad magic number (expected 0x0000 then type and ndim); "
+                "it is not an IDX file or it is corrupted."
+            )
+        code, ndim = head[2], head[3]
+        if code not in _DTYPES:
+            raise SparsifyError(
+                f"IDX file {path} has unknown element type 0x{code:02x}; expected one of "
+                f"{', '.join(f'0x{c:02x}' for c in _DTYPES)}."
+            )
+        if not 1 <= ndim <= _MAX_NDIM:
+            raise SparsifyError(
+                f"IDX file {path} declares {ndim} dimensions; expected 1 to {_MAX_NDIM}."
+            )
+        sizes = _read_exactly(path, stream, 4 * ndim)
+        if len(sizes) < 4 * ndim:
+            raise SparsifyError(
+                f"IDX file {path} is truncated inside its header ({4 + len(sizes)} bytes)."
+            )
+        dims = tuple(int.from_bytes(sizes[i : i + 4], "big") for i in range(0, 4 * ndim, 4))
+        dtype = _DTYPES[code]
+        payload = math.prod(dims) * dtype.itemsize  # Python ints: exact, never wraps
+        if payload > _MAX_BYTES:
+            raise SparsifyError(
+                f"IDX file {path} declares sizes {dims} of {dtype.name} ({payload:,} bytes), "
+                f"more than the {_MAX_BYTES:,} bytes an IDX file may hold here; the file is "
+                "corrupted or was edited."
+            )
+        header = 4 + 4 * ndim
+        if not isinstance(stream, gzip.GzipFile):
+            size = os.fstat(stream.fileno()).st_size  # a raw file: check before reading
+            if size != header + payload:
+                raise SparsifyError(
+                    f"IDX file {path} holds {size} bytes but its header {dims} of {dtype.name} "
+                    f"needs {header + payload}; the file is truncated or was edited."
+                )
+        body = _read_exactly(path, stream, payload + 1)  # one more: the end must be here
+    if len(body) != payload:
+        more = "more than" if len(body) > payload else f"{header + len(body)} bytes but"
         raise SparsifyError(
-            f"IDX file {path} has a bad magic number (expected 0x0000 then type and ndim); "
-            "it is not an IDX file or it is corrupted."
+            f"IDX file {path} holds {more} its header {dims} of {dtype.name} declares "
+            f"({header + payload} bytes); the file is truncated or was edited."
         )
-    code, ndim = buf[2], buf[3]
-    if code not in _DTYPES:
-        raise SparsifyError(
-            f"IDX file {path} has unknown element type 0x{code:02x}; expected one of "
-            f"{', '.join(f'0x{c:02x}' for c in _DTYPES)}."
-        )
-    if not 1 <= ndim <= _MAX_NDIM:
-        raise SparsifyError(
-            f"IDX file {path} declares {ndim} dimensions; expected 1 to {_MAX_NDIM}."
-        )
-    header = 4 + 4 * ndim
-    if len(buf) < header:
-        raise SparsifyError(f"IDX file {path} is truncated inside its header ({len(buf)} bytes).")
-    dims = tuple(int(d) for d in np.frombuffer(buf, dtype=">u4", count=ndim, offset=4))
-    dtype = _DTYPES[code]
-    expected = header + int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    if len(buf) != expected:
-        raise SparsifyError(
-            f"IDX file {path} holds {len(buf)} bytes but its header {dims} of {dtype.name} "
-            f"needs {expected}; the file is truncated or was edited."
-        )
-    data = np.frombuffer(buf, dtype=dtype, offset=header).reshape(dims)
+    data = np.frombuffer(body, dtype=dtype).reshape(dims)
     return data.astype(dtype.newbyteorder("="), copy=True)
+
+
+def is_integer_type(array: np.ndarray) -> bool:
+    """True for the IDX integer element types (uint8, int8, int16, int32): what labels need."""
+    key = array.dtype.newbyteorder("=")
+    return _CODES.get(key) in _INTEGER_CODES
 
 
 def write_idx(

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from sparsify.errors import SparsifyError
-from sparsify.pipeline.data.idx import read_idx
+from sparsify.pipeline.data.idx import is_integer_type, read_idx
 from sparsify.pipeline.data.registry import DataRequest, DatasetSplits, default_root
 
 FILES = {
@@ -183,20 +183,38 @@ def locate_mnist(data_dir: str | os.PathLike[str] | None, download: bool = True)
     return locate_idx(MNIST, data_dir, download)
 
 
-def _check_pair(family: IdxFamily, images: np.ndarray, labels: np.ndarray, split: str) -> None:
+def _check_pair(
+    family: IdxFamily,
+    images: np.ndarray,
+    labels: np.ndarray,
+    split: str,
+    image_path: Path,
+    label_path: Path,
+) -> None:
+    """Images uint8 (N, 28, 28); labels 1-D integers (uint8/int8/int16/int32 IDX types,
+    never float: 2.7 must not become class 2), one per image, each a class of ``family``."""
     if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
         raise SparsifyError(
-            f"{family.title} {split} images must be uint8 (N, 28, 28); got {images.dtype} {images.shape}."
+            f"{family.title} {split} images must be uint8 (N, 28, 28); got {images.dtype} "
+            f"{images.shape} in {image_path}."
         )
     if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
         raise SparsifyError(
             f"{family.title} {split} has {images.shape[0]} images but labels of shape {labels.shape}; "
-            "files do not match."
+            f"files do not match ({label_path})."
+        )
+    if not is_integer_type(labels):
+        raise SparsifyError(
+            f"IDX file {label_path}: {family.title} labels must be integers (IDX type uint8, "
+            f"int8, int16 or int32); got {labels.dtype}. Use the published labels file."
         )
     low, high = family.label_offset, family.num_classes - 1 + family.label_offset
     if labels.size and (int(labels.min()) < low or int(labels.max()) > high):
         bad = int(labels.max()) if int(labels.max()) > high else int(labels.min())
-        raise SparsifyError(f"{family.title} {split} labels must be {low}..{high}; found {bad}.")
+        raise SparsifyError(
+            f"IDX file {label_path}: {family.title} {split} labels must be {low}..{high}; "
+            f"found {bad}. Use the published labels file."
+        )
 
 
 def load_idx_family(
@@ -214,8 +232,14 @@ def load_idx_family(
     paths = locate_idx(family, data_dir, download, split)
     tr_x, tr_y = read_idx(paths["train_images"]), read_idx(paths["train_labels"])
     te_x, te_y = read_idx(paths["test_images"]), read_idx(paths["test_labels"])
-    _check_pair(family, tr_x, tr_y, "train")
-    _check_pair(family, te_x, te_y, "test")
+    _check_pair(family, tr_x, tr_y, "train", paths["train_images"], paths["train_labels"])
+    _check_pair(family, te_x, te_y, "test", paths["test_images"], paths["test_labels"])
+    for key, images in (("train_images", tr_x), ("test_images", te_x)):
+        if len(images) == 0:  # normalisation and training need at least one image
+            raise SparsifyError(
+                f"IDX file {paths[key]} holds no images, so {family.title} has no "
+                f"{'training' if key == 'train_images' else 'test'} images; check --data-dir."
+            )
     for name, n, total in (
         ("train_subset", train_subset, len(tr_x)),
         ("test_subset", test_subset, len(te_x)),
