@@ -235,3 +235,22 @@ def test_a_module_of_another_dtype_is_refused_not_cast(good: bytes, tmp_path: Pa
     (tmp_path / "model.safetensors").write_bytes(good)
     with pytest.raises(SparsifyError, match="holds torch.float64"):
         load_checkpoint(tmp_path, model=build_model("lecture_convnet").double())
+
+
+JSON_BOMBS = {
+    "model_args-5000-digit-int": ({"model_args": '{"num_classes": ' + "9" * 5000 + "}"}, "digits"),
+    "input_shape-10000-deep": ({"input_shape": "[" * 10000 + "]" * 10000}, "deep"),
+    "recipe-10000-deep": ({"recipe": '{"a": ' + "[" * 10000 + "]" * 10000 + "}"}, "deep"),
+    "recipe-duplicate-key": ({"recipe": '{"seed": 0, "seed": 1}'}, "twice"),
+}
+
+
+@pytest.mark.parametrize("bomb", list(JSON_BOMBS))
+def test_json_bombs_in_the_header_are_one_line(good: bytes, tmp_path: Path, bomb: str) -> None:
+    # restamped, so only the header's own parsing can refuse them: no RecursionError or
+    # ValueError from Python's int limit may escape
+    meta, expected = JSON_BOMBS[bomb]
+    (tmp_path / "model.safetensors").write_bytes(_restamped(**meta)(good))
+    with pytest.raises(SparsifyError, match=expected) as info:
+        load_checkpoint(tmp_path)
+    assert "\n" not in str(info.value)

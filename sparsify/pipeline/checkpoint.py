@@ -51,7 +51,12 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from sparsify.errors import SparsifyError, check_input_shape
-from sparsify.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from sparsify.fileio import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    loads_json_bounded,
+)
 from sparsify.pipeline import zoo
 from sparsify.pipeline.recipe import Recipe, dump_recipe
 from sparsify.structure.surgery import resize_to_state_dict_
@@ -498,16 +503,14 @@ def is_checkpoint_file(path: str | os.PathLike[str]) -> bool:
 def _check_header(p: Path, metadata: Mapping[str, str]) -> None:
     """The optional v2 fields are well-formed (a user could hand us any header)."""
     if INPUT_SHAPE in metadata:
-        try:
-            shape = json.loads(metadata[INPUT_SHAPE])
-        except json.JSONDecodeError:
-            shape = metadata[INPUT_SHAPE]
+        shape = loads_json_bounded(
+            metadata[INPUT_SHAPE], f"{p}: header input_shape", fix="the file was edited."
+        )
         check_input_shape(f"{p}: header", shape)
     if MODEL_ARGS in metadata:
-        try:
-            args = json.loads(metadata[MODEL_ARGS])
-        except json.JSONDecodeError:
-            args = None
+        args = loads_json_bounded(
+            metadata[MODEL_ARGS], f"{p}: header model_args", fix="the file was edited."
+        )
         if not isinstance(args, dict):
             raise SparsifyError(
                 f"{p}: header model_args is not a JSON object; the file was edited."
@@ -594,12 +597,9 @@ def load_checkpoint(
     _check_header(p, metadata)
     recipe = None
     if "recipe" in metadata or version == "1":  # v1 always had one
-        try:
-            recipe_data = json.loads(metadata.get("recipe", ""))
-        except json.JSONDecodeError:
-            raise SparsifyError(
-                f"{p}: the stored recipe is not valid JSON; the file is corrupted."
-            ) from None
+        recipe_data = loads_json_bounded(
+            metadata.get("recipe", ""), f"{p}: the stored recipe", fix="the file is corrupted."
+        )
         recipe = Recipe.from_dict(recipe_data, source=f"{p} (stored recipe)")
     ckpt = Checkpoint(path=p, state_dict=state, recipe=recipe, metadata=metadata)
     if model is not None:
