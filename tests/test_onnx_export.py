@@ -539,3 +539,29 @@ def test_fidelity_is_measured_against_float64() -> None:
     assert same.error == same.noise > 0 and same.ok
     off = ox.fidelity(deep, x, y32 + 10 * same.bound)
     assert not off.ok and "TOO LARGE" in str(off)
+
+
+class _ShuffleToOnePixel(nn.Module):
+    """ShuffleNet's channel shuffle after a stride that leaves 1x1 at a 4x4 input: torch.export
+    keeps height symbolic but bounds it (the 1 is specialized), so the graph is wrong above."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 4, stride=4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        b, c, h, w = x.size()
+        x = x.view(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
+        return self.fc(x.mean((2, 3)))
+
+
+def test_a_dimension_torch_export_bounds_is_refused_not_baked_in(tmp_path: Path) -> None:
+    model = _ShuffleToOnePixel().eval()
+    with pytest.raises(SparsifyError, match=r"only allows height in \[\d+, 7\]") as info:
+        ox.export_onnx(model, tmp_path / "small", torch.zeros(2, 1, 4, 4), dynamic="height,width")
+    assert "\n" not in str(info.value) and not (tmp_path / "small").exists()
+    # from an example where no derived size is 1 the dims stay free and the graph is right
+    ox.export_onnx(model, tmp_path / "big", torch.zeros(2, 1, 8, 8), dynamic="height,width")
+    _check_runs(model, tmp_path / "big", [(1, 1, 8, 8), (3, 1, 16, 12), (2, 1, 4, 4)])

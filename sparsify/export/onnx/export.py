@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import onnx
+import sympy
 import torch
 from onnx import helper
 from torch import nn
@@ -370,6 +371,16 @@ def _export_program(
                 "(leave it out of dynamic / --dynamic)."
             )
             raise error
+        limited = _finite_range(exported, size)
+        if limited is not None:
+            # the exporter kept the dim symbolic but guarded a size derived from it (e.g. a
+            # feature map of 1x1 at this example): the graph would be wrong outside the range
+            raise SparsifyError(
+                f"could not export {type(model).__name__} with a dynamic {name}: torch.export "
+                f"only allows {name} in [{limited[0]}, {limited[1]}] from this example (the model "
+                f"fixes a size derived from it); export from a larger example (--input-shape) "
+                f"or keep {name} fixed (leave it out of dynamic / --dynamic)."
+            )
         symbols[str(size.node.expr)] = name
     try:
         program = torch.onnx.export(
@@ -394,6 +405,18 @@ def _export_program(
             if dim.HasField("dim_param") and dim.dim_param in symbols:
                 dim.dim_param = symbols[dim.dim_param]
     return proto
+
+
+def _finite_range(
+    exported: torch.export.ExportedProgram, size: torch.SymInt
+) -> tuple[int, int] | None:
+    """``(low, high)`` when torch.export bounded the symbol of ``size`` above, else None."""
+    ranges = exported.range_constraints
+    for sym in size.node.expr.free_symbols:
+        vr = ranges.get(sym)
+        if vr is not None and isinstance(vr.upper, sympy.Integer):  # int_oo is no Integer
+            return int(vr.lower), int(vr.upper)
+    return None
 
 
 def strip_debug_metadata(model: onnx.ModelProto) -> onnx.ModelProto:
