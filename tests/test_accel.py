@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from sparsify import kernels as spk
 from sparsify.accel import InferenceReport, SparseConv2d, SparseLinear, sparsify_inference_
 from sparsify.accel.layers import panel_width
 from sparsify.bench.sources import impose_density_
@@ -21,7 +22,11 @@ def _sparse(module: nn.Module, density: float, seed: int = 0) -> nn.Module:
     return module.eval()
 
 
-@pytest.mark.parametrize("kernel", ["torch_csr", "scipy_csr", "dense_compact"])
+needs_spk = pytest.mark.skipif(not spk.available(), reason="sparsify.kernels not compiled here")
+SPK = [pytest.param(k, marks=needs_spk) for k in ("spk", "spk_csr")]
+
+
+@pytest.mark.parametrize("kernel", ["torch_csr", "scipy_csr", "dense_compact", *SPK])
 @pytest.mark.parametrize("shape", [(1, 300), (64, 300), (4, 7, 300)])
 def test_sparse_linear_matches_dense(kernel: str, shape: tuple[int, ...]) -> None:
     torch.manual_seed(1)
@@ -31,7 +36,7 @@ def test_sparse_linear_matches_dense(kernel: str, shape: tuple[int, ...]) -> Non
         torch.testing.assert_close(SparseLinear(lin, kernel)(x), lin(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel", ["torch_csr", "scipy_csr", "dense_compact"])
+@pytest.mark.parametrize("kernel", ["torch_csr", "scipy_csr", "dense_compact", *SPK])
 @pytest.mark.parametrize(
     "conv_kw",
     [
@@ -413,3 +418,103 @@ def test_layer_that_breaks_the_model_is_reverted(monkeypatch: pytest.MonkeyPatch
     assert first.chosen == "dense" and first.reason.startswith("reverted to dense"), first
     assert ("boom" if how == "raise" else "fp32 noise") in first.reason
     assert second.chosen == "torch_csr" and isinstance(model[2], SparseLinear)
+
+
+# --- sparsify's own kernels (spk) in the converter -------------------------------------------
+
+
+class SmallConvNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 16, 3, padding=1)
+        self.c2 = nn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False)
+        self.fc = nn.Linear(32 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.c2(torch.relu(self.c1(x))))
+        return self.fc(y.flatten(1))
+
+
+@needs_spk
+@pytest.mark.parametrize("kernel", ["spk", "spk_csr"])
+@pytest.mark.parametrize("name", ["mlp", "convnet"])
+def test_converter_runs_spk_equal_to_dense(name: str, kernel: str) -> None:
+    torch.manual_seed(4)
+    if name == "mlp":
+        model = nn.Sequential(nn.Linear(300, 200), nn.ReLU(), nn.Linear(200, 10))
+        x = torch.randn(16, 300)
+    else:
+        model, x = SmallConvNet(), torch.randn(4, 3, 16, 16)
+    model = _zero_(model, 0.9)
+    ref = copy.deepcopy(model)
+    # "fixed" runs the kernel asked for, untimed: calibration on this loaded machine may pick
+    # another, which is not what this test is about
+    report = sparsify_inference_(model, x, mode="fixed", kernels=(kernel,))
+    assert [d.chosen for d in report.layers] == [kernel] * len(report.layers), report.summary()
+    assert report.check.startswith("ok"), report.check
+    assert f"-> {kernel}:" in report.summary()
+    assert report.to_dict()["layers"][0]["chosen"] == kernel
+    assert all(getattr(model.get_submodule(d.name), "kernel", "") == kernel for d in report.layers)
+    _assert_same_model(model, ref, x)
+    for batch in (1, 3):  # other batches than the one converted for
+        _assert_same_model(model, ref, x[:batch])
+
+
+@needs_spk
+def test_calibration_times_spk_next_to_dense_and_records_the_choice() -> None:
+    model = nn.Sequential(_sparse(nn.Linear(512, 256), 0.05))
+    ref = copy.deepcopy(model)
+    x = torch.randn(8, 512)
+    report = sparsify_inference_(model, x, threads=1, reps=3, max_density=1.0, margin=0.0)
+    d = report.layers[0]
+    # 512 columns at density 0.05: the auto packing is blocked, so both packings are timed
+    assert {"dense", "spk", "spk_csr", "torch_csr"} <= set(d.times_s), d.times_s
+    assert d.chosen in d.times_s and d.reason, d
+    assert getattr(model[0], "kernel", "dense") == d.chosen
+    _assert_same_model(model, ref, x)
+
+
+@needs_spk
+def test_spk_layer_passes_gradients_to_its_input() -> None:
+    torch.manual_seed(5)
+    lin = _sparse(nn.Linear(300, 40), 0.1)
+    conv = _sparse(nn.Conv2d(4, 8, 3, padding=1), 0.2)
+    for dense, sparse, shape in (
+        (lin, SparseLinear(lin, "spk"), (5, 300)),
+        (conv, SparseConv2d(conv, "spk"), (2, 4, 9, 9)),
+    ):
+        x = torch.randn(shape, requires_grad=True)
+        sparse(x).square().sum().backward()
+        g = x.grad.clone()
+        x.grad = None
+        dense(x).square().sum().backward()
+        torch.testing.assert_close(g, x.grad, rtol=1e-5, atol=1e-5)
+        assert sparse.weight_csr is not None  # the grad path was built on demand
+
+
+def test_spk_absent_with_reason_without_the_compiled_kernels(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SPARSIFY_KERNELS", "off")  # as on a machine without a C compiler
+    model = nn.Sequential(_sparse(nn.Linear(256, 64), 0.05))
+    x = torch.randn(4, 256)
+    report = sparsify_inference_(model, x, threads=1, reps=2, margin=0.0, max_density=1.0)
+    assert set(report.unavailable) == {"spk", "spk_csr"}
+    assert "SPARSIFY_KERNELS=off" in report.unavailable["spk"]
+    assert "kernel spk not offered: SPARSIFY_KERNELS=off" in report.summary()
+    assert not {"spk", "spk_csr"} & set(report.layers[0].times_s)
+    with pytest.raises(SparsifyError, match="compiled kernels"):
+        SparseLinear(nn.Linear(4, 4), "spk")
+    only = nn.Sequential(_sparse(nn.Linear(256, 64), 0.05))
+    report = sparsify_inference_(only, x, mode="fixed", kernels=("spk",))
+    assert report.layers[0].chosen == "dense" and isinstance(only[0], nn.Linear)
+
+
+@needs_spk
+def test_grouped_conv_not_offered_to_spk() -> None:
+    torch.manual_seed(3)
+    model = _zero_(GroupedNet(), 0.9)
+    x = torch.randn(2, 3, 16, 16)
+    report = sparsify_inference_(model, x, mode="fixed", kernels=("spk", "torch_csr"))
+    chosen = {d.name: d.chosen for d in report.layers}
+    assert chosen == {"c1": "spk", "c2": "torch_csr", "c3": "torch_csr", "fc": "spk"}, chosen

@@ -349,3 +349,19 @@ def test_conv_argument_errors():
         K.pack(np.full((2, 2), np.nan, np.float32))
     with pytest.raises(SparsifyError, match="'layout'"):
         K.pack(np.ones((2, 2), np.float32), "ell")
+
+
+def test_pack_a_conv_matrix_with_its_kernel_size():
+    # the ONNX runtime holds a conv weight as its 2-D (OC, IC * kh * kw) CSR matrix
+    rng = np.random.default_rng(11)
+    w = _weight(rng, (6, 4, 3, 3), 0.3)
+    x = rng.standard_normal((2, 4, 9, 8)).astype(np.float32)
+    flat = sp.csr_matrix(w.reshape(6, -1))
+    sw = K.pack(flat, "auto", kernel_size=(3, 3))
+    assert sw.kernel_size == (3, 3) and sw.in_channels == 4
+    want = K.sparse_conv2d(K.pack(w), x, 2, 1, threads=1)
+    np.testing.assert_array_equal(K.sparse_conv2d(sw, x, 2, 1, threads=1), want)
+    with pytest.raises(SparsifyError, match="kernel_size is for a 2-D weight"):
+        K.pack(w, kernel_size=(3, 3))
+    with pytest.raises(SparsifyError, match="does not divide"):
+        K.pack(flat, kernel_size=(5, 5))  # 36 columns

@@ -12,6 +12,16 @@ Per layer (Linear, Conv2d of any groups), at the layer's real input shape:
     cost_model  no timing: sparse (torch_csr) if density <= the break-even density for
                 the layer's row count (measured on the reference machine, see
                 BREAK_EVEN); Conv2d needs half that density (unfold copies the input)
+    fixed       no timing: the first kernel of ``kernels`` that applies to the layer (for
+                benchmarks and tests that must run one kernel; it may be slower than dense)
+
+Candidates in calibrate mode: dense, torch_csr, torch_csr_panels (when the right-hand side
+needs more than one panel), scipy_csr, dense_compact (see below), and sparsify's own C kernels
+``spk`` (column-blocked) and ``spk_csr`` (plain CSR; only where its packing differs from
+``spk``'s), the kernels the torch-free runtime also runs; a grouped conv is not offered to
+them (depthwise convs are memory-bound stencils dense code runs well). Where those kernels
+cannot be built (no C compiler, ``SPARSIFY_KERNELS=off``) they are left out and
+``report.unavailable`` says why.
 
 A layer denser than ``max_density`` is not offered to the CSR kernels: with int32 indices
 CSR reads (1 + 4/4) = 2 values' worth of bytes per stored entry, so above d = 0.5 it moves
@@ -51,11 +61,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from sparsify.accel.layers import KERNELS, conv_supported, make_sparse, panel_width
+from sparsify.accel.layers import (
+    KERNELS,
+    SPK_KERNELS,
+    conv_supported,
+    make_sparse,
+    panel_width,
+    spk_unavailable_reason,
+)
 from sparsify.errors import SparsifyError, check_choice
+from sparsify.kernels.layouts import auto_kblock
 from sparsify.timing import fmt_seconds, paired_ratio, time_interleaved, torch_threads
 
-MODES = ("calibrate", "cost_model")
+MODES = ("calibrate", "cost_model", "fixed")
 # layers the report lists; only Linear and Conv2d have sparse kernels
 REPORTED = (nn.Linear, nn.modules.conv._ConvNd, nn.MultiheadAttention)
 CHECK_RULE = "max|y - ref64| <= 4 * max|y32 - ref64| + 1e-6 * max|ref64|"
@@ -116,6 +134,7 @@ class InferenceReport:
     margin: float
     layers: list[LayerDecision]
     check: str = "not checked"
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     @property
     def converted(self) -> list[LayerDecision]:
@@ -129,6 +148,7 @@ class InferenceReport:
             "margin": self.margin,
             "layers": [asdict(d) for d in self.layers],
             "check": self.check,
+            "unavailable": dict(self.unavailable),
         }
 
     def summary(self) -> str:
@@ -137,6 +157,8 @@ class InferenceReport:
             f"sparsify_inference_ ({self.mode}, batch {self.batch_size}, {self.threads} thread(s)): "
             f"{len(self.converted)} of {len(self.layers)} layers sparse; output check: {self.check}"
         ]
+        for k, why in self.unavailable.items():
+            lines.append(f"  kernel {k} not offered: {why}")
         for d in self.layers:
             dense = d.times_s.get("dense")
             sparse = {k: v for k, v in d.times_s.items() if k != "dense"}
@@ -362,8 +384,10 @@ def _decide(
         return d, None
     density = d.density
     groups = d.groups
-    if groups > 1:  # dropping dead filters would regroup the conv
-        kernels = tuple(k for k in kernels if k != "dense_compact")
+    if groups > 1:  # dropping dead filters would regroup the conv; spk convs are groups=1
+        kernels = tuple(k for k in kernels if k != "dense_compact" and k not in SPK_KERNELS)
+    if w[0].numel() < 2 * auto_kblock(density):  # spk's "auto" packing is plain CSR here
+        kernels = tuple(k for k in kernels if k != "spk_csr" or "spk" not in kernels)
     compact = _compact_fraction(w)
     if compact > MAX_COMPACT:  # too few dead rows/columns: dense_compact is dense plus copies
         kernels = tuple(k for k in kernels if k != "dense_compact")
@@ -387,9 +411,14 @@ def _decide(
     if not kernels:
         d.reason = (
             "kept dense: no sparse kernel applies (dense_compact needs >= 10% dead rows/columns;"
-            " torch_csr_panels needs a right-hand side too wide for one panel)"
+            " torch_csr_panels needs a right-hand side too wide for one panel; spk and spk_csr"
+            " need groups=1)"
         )
         return d, None
+    if mode == "fixed":
+        d.chosen = kernels[0]
+        d.reason = f"fixed: the first of the given kernels that applies ({kernels[0]}), untimed"
+        return d, make_sparse(module, kernels[0], rows)
     if mode == "cost_model":
         if groups > 1:
             d.reason = (
@@ -511,9 +540,12 @@ def sparsify_inference_(
             its batch is the one calibrated for.
         threads: torch threads during calibration (None: the current setting). The
             decision is for that thread count; the model is not pinned to it.
-        mode: ``"calibrate"`` (time each layer) or ``"cost_model"`` (break-even table).
-        kernels: sparse kernels to consider (subset of
-            ``("torch_csr", "torch_csr_panels", "scipy_csr", "dense_compact")``).
+        mode: ``"calibrate"`` (time each layer), ``"cost_model"`` (break-even table) or
+            ``"fixed"`` (the first applicable kernel of ``kernels``, untimed).
+        kernels: sparse kernels to consider, in order of preference for ``"fixed"`` (subset
+            of ``("torch_csr", "torch_csr_panels", "scipy_csr", "dense_compact", "spk",
+            "spk_csr")``). ``spk``/``spk_csr`` are dropped, with the reason in
+            ``report.unavailable``, where sparsify's compiled kernels cannot run.
         max_density: layers denser than this stay dense untimed, in [0, 1].
         margin: the median paired ratio t_dense / t_sparse must exceed 1 / (1 - margin), in [0, 1).
         reps: timed samples per candidate (interleaved), >= 1.
@@ -554,6 +586,11 @@ def sparsify_inference_(
         raise SparsifyError(
             f"The 'threads' parameter of sparsify_inference_ must be an integer >= 1 or None. Got {threads!r} instead."
         )
+    unavailable: dict[str, str] = {}
+    why_spk = spk_unavailable_reason() if set(kernels) & set(SPK_KERNELS) else None
+    if why_spk is not None:
+        unavailable = {k: why_spk for k in kernels if k in SPK_KERNELS}
+        kernels = tuple(k for k in kernels if k not in SPK_KERNELS)
     model.eval()
     layers = [
         (n, m)
@@ -602,7 +639,9 @@ def sparsify_inference_(
                 originals[name], sparse[name] = module, new
                 model.set_submodule(name, new)
             decisions[name] = d
-    report = InferenceReport(mode, batch, n_threads, margin, list(decisions.values()))
+    report = InferenceReport(
+        mode, batch, n_threads, margin, list(decisions.values()), unavailable=unavailable
+    )
     if check is not None:
         report.check = _check_and_revert(model, check, sparse, originals, decisions)
     elif example_input is None:

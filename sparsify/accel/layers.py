@@ -17,6 +17,17 @@ Kernels (each computes the dense layer's output, in float32):
                 y = bias;  y[:, R] = x[:, C] @ W[R][:, C]^T + b[R]
                 exact, and as efficient per FLOP as dense: what L1-prox training leaves
                 (whole units die) is often better served by this than by CSR
+    spk         :mod:`sparsify.kernels` (our C kernels, compiled at first use; the same ones
+                the torch-free runtime runs): Linear ``kernels.spmm(W, x)`` on torch's (B, in)
+                row-major activation, no transposes; Conv2d (groups=1) ``kernels.sparse_conv2d``
+                (no im2col). W packed ``auto`` (column-blocked by density: batches >= 2, convs)
+    spk_csr     the same with W packed ``csr`` (one column block: what wins at batch 1)
+                Both run on ``torch.get_num_threads()`` threads, only without autograd (under
+                ``no_grad``/``inference_mode`` or for an input that needs no grad); an input
+                that needs a gradient takes the torch_csr path (built on first such call), so
+                gradients flow to the input as they do through torch_csr. Absent from the
+                converter's candidates where the C kernels cannot be built
+                (:func:`spk_unavailable_reason`).
 
 ``torch.sparse.mm(W_csr, x.T)`` is used rather than ``F.linear(x, W_csr)``: the latter
 is several times slower at batch > 1. int32 indices halve the index bytes of int64 (what
@@ -38,9 +49,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sparsify import kernels as spk
 from sparsify.errors import SparsifyError, check_choice
 
-KERNELS = ("torch_csr", "torch_csr_panels", "scipy_csr", "dense_compact")
+KERNELS = ("torch_csr", "torch_csr_panels", "scipy_csr", "dense_compact", "spk", "spk_csr")
+SPK_KERNELS = ("spk", "spk_csr")  # kernel name -> pack layout: "spk" auto, "spk_csr" csr
 # x^T slice a panel reads: width * rhs_cols * 4 bytes. 128 KiB leaves room in a 512 KiB L2
 # for the output rows and the CSR stream; 4-16 panels measured alike at 4096 x batch 64.
 PANEL_BYTES = 128 * 1024
@@ -52,6 +65,14 @@ def panel_width(in_features: int, rhs_cols: int) -> int:
     at least MIN_PANEL; ``in_features`` (one panel) when that is not narrower."""
     w = max(MIN_PANEL, 1 << max(0, (PANEL_BYTES // (4 * max(1, rhs_cols))).bit_length() - 1))
     return min(w, in_features)
+
+
+def spk_unavailable_reason() -> str | None:
+    """Why the ``spk`` kernels cannot run here (no compiler, failed build, switched off by
+    ``SPARSIFY_KERNELS=off``), or None when they can."""
+    if spk.available():
+        return None
+    return spk.info().get("reason") or "the compiled kernels are unavailable"
 
 
 def csr_int32(weight2d: torch.Tensor) -> torch.Tensor:
@@ -117,9 +138,24 @@ class _SparseBase(nn.Module):
         self.weight_csr: torch.Tensor | None = None
         self.weight_scipy: sp.csr_matrix | None = None
         self.weight_compact: torch.Tensor | None = None
+        self.weight_spk: spk.SparseWeight | None = None
         self.panels: list[torch.Tensor] = []
         self.panel_cols = self.in_features
-        if kernel == "torch_csr":
+        if kernel in SPK_KERNELS:
+            if self.groups > 1 or weight2d.device.type != "cpu" or weight2d.dtype != torch.float32:
+                raise SparsifyError(
+                    f"the {kernel} kernel takes a float32 CPU weight and groups=1; got "
+                    f"{weight2d.dtype} on {weight2d.device}, groups={self.groups}: use "
+                    "kernel='torch_csr'."
+                )
+            why = spk_unavailable_reason()
+            if why is not None:
+                raise SparsifyError(
+                    f"the {kernel} kernel needs sparsify's compiled kernels ({why}); use "
+                    "kernel='torch_csr'."
+                )
+            # packed by the subclass, from the layer's own weight (a conv's 4-D shape)
+        elif kernel == "torch_csr":
             self.weight_csr = _torch_csr(rows, cols, values, shape)
         elif kernel == "torch_csr_panels":
             if rhs_cols is None:
@@ -158,6 +194,30 @@ class _SparseBase(nn.Module):
             None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
         )
 
+    def _spk_pack(self, weight: torch.Tensor) -> None:
+        """Pack ``weight`` (the layer's dense (out, in) or 4-D conv weight) for the spk kernels."""
+        layout = "csr" if self.kernel == "spk_csr" else "auto"
+        self.weight_spk = spk.pack(weight.detach().numpy(), layout)
+
+    def _spk_grad_path(self) -> None:
+        """Build, once, the torch CSR the layer falls back to when its input needs a gradient."""
+        if self.weight_csr is None:
+            rows, cols, values = self._stored_triplets()
+            self.weight_csr = _torch_csr(rows, cols, values, (self.out_features, self.in_features))
+
+    def _spk_bias(self) -> np.ndarray | None:
+        return None if self.bias is None else self.bias.detach().numpy()
+
+    @staticmethod
+    def _spk_ok(x: torch.Tensor) -> bool:
+        """Whether the spk kernels may compute this call: no autograd graph to record, a
+        float32 CPU input."""
+        return (
+            not (x.requires_grad and torch.is_grad_enabled())
+            and x.dtype == torch.float32
+            and x.device.type == "cpu"
+        )
+
     def _matmul_t(self, cols: torch.Tensor) -> torch.Tensor:
         """``W @ cols`` for a dense (in, N) ``cols``; returns (out, N)."""
         if self.panels:
@@ -174,6 +234,9 @@ class _SparseBase(nn.Module):
 
     def weight_nbytes(self) -> int:
         """Bytes of the stored weight (values + indices + row pointers)."""
+        if self.weight_spk is not None:
+            sw = self.weight_spk
+            return int(sw.ptr.nbytes + sw.idx.nbytes + sw.val.nbytes)
         if self.weight_compact is not None:
             return sum(
                 t.numel() * t.element_size() for t in (self.weight_compact, self.rows, self.cols)
@@ -206,8 +269,9 @@ class _SparseBase(nn.Module):
 
     def _stored_triplets(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(rows, cols, values) of the stored (out, in) CSR matrix, whichever kernel holds it."""
-        if self.weight_scipy is not None:
-            coo = self.weight_scipy.tocoo()
+        if self.weight_scipy is not None or self.weight_spk is not None:
+            m = self.weight_scipy if self.weight_scipy is not None else self.weight_spk.to_scipy()
+            coo = m.tocoo()
             return (
                 torch.from_numpy(coo.row.astype(np.int64)),
                 torch.from_numpy(coo.col.astype(np.int64)),
@@ -231,6 +295,8 @@ class SparseLinear(_SparseBase):
     ) -> None:
         super().__init__()
         self._init_weight(linear.weight, linear.bias, kernel, rhs_cols)
+        if kernel in SPK_KERNELS:
+            self._spk_pack(linear.weight)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -244,6 +310,17 @@ class SparseLinear(_SparseBase):
         x2 = x.reshape(-1, self.in_features)  # (B, in)
         if self.weight_compact is not None:
             return self._compact(x2).reshape(*lead, self.out_features)
+        if self.weight_spk is not None:
+            if self._spk_ok(x2):
+                # torch's (B, in) row-major activation is what spmm reads: no transposes
+                y = spk.spmm(
+                    self.weight_spk,
+                    x2.detach().numpy(),
+                    bias=self._spk_bias(),
+                    threads=torch.get_num_threads(),
+                )
+                return torch.from_numpy(y).reshape(*lead, self.out_features)
+            self._spk_grad_path()
         # contiguous (in, B): MKL's CSR x dense reads the right-hand side row by row
         y = self._matmul_t(x2.t().contiguous()).t()  # (B, out)
         if self.bias is not None:
@@ -292,6 +369,8 @@ class SparseConv2d(_SparseBase):
         self._init_weight(
             conv.weight.reshape(conv.out_channels, -1), conv.bias, kernel, rhs_cols, conv.groups
         )
+        if kernel in SPK_KERNELS:
+            self._spk_pack(conv.weight)
         if kernel == "dense_compact":
             # a Conv2d keeps every input channel (cols); only dead filters (rows) are dropped
             self.cols = torch.arange(self.in_features)
@@ -314,6 +393,19 @@ class SparseConv2d(_SparseBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
         if self.weight_compact is not None:
             return self._compact_conv(x)
+        if self.weight_spk is not None:
+            if self._spk_ok(x):
+                y = spk.sparse_conv2d(
+                    self.weight_spk,
+                    x.detach().numpy(),
+                    self.stride,
+                    self.padding,
+                    self.dilation,
+                    bias=self._spk_bias(),
+                    threads=torch.get_num_threads(),
+                )
+                return torch.from_numpy(y)
+            self._spk_grad_path()
         b, _, h, w = x.shape
         kh, kw = self.kernel_size
         ho = (h + 2 * self.padding[0] - self.dilation[0] * (kh - 1) - 1) // self.stride[0] + 1

@@ -1,6 +1,7 @@
 """The ``spk`` bench backend: a model whose Linear/Conv2d layers run on :mod:`sparsify.kernels`.
 
-Bench-only (the converter's use of the kernels comes later): every ``nn.Linear`` becomes
+Bench-only, and unconditional (the converter times the same kernels per layer as its
+``spk``/``spk_csr`` candidates and keeps dense where they lose): every ``nn.Linear`` becomes
 :class:`SpkLinear` (``kernels.spmm``) and every ``nn.Conv2d`` with groups=1, zero padding
 given as numbers, becomes :class:`SpkConv2d` (``kernels.sparse_conv2d``); the weight is
 packed once, ``csr`` at batch 1 and ``auto`` (column-blocked) above, as the kernels'

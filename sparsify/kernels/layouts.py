@@ -236,6 +236,7 @@ def pack(
     *,
     panel: int | None = None,
     kblock: int | None = None,
+    kernel_size: tuple[int, int] | None = None,
 ) -> SparseWeight:
     """Pack a weight for the kernels.
 
@@ -248,6 +249,9 @@ def pack(
             the weight has fewer than 2 * kblock columns.
         panel: rows per panel (default 128).
         kblock: columns per block for ``blocked`` (default 128; ``auto``: by density).
+        kernel_size: (kh, kw) of a convolution weight given as its 2-D (out, in * kh * kw)
+            matrix (a scipy CSR, as the ONNX runtime holds it), for ``sparse_conv2d``;
+            a 4-D weight carries its own.
 
     Returns:
         A checked, read-only SparseWeight.
@@ -257,7 +261,12 @@ def pack(
             f"The 'layout' parameter of pack must be one of {', '.join(map(repr, LAYOUTS))}. "
             f"Got {layout!r} instead."
         )
-    shape, rows, cols, vals, kernel_size = _as_coo(w)
+    shape, rows, cols, vals, own_kernel_size = _as_coo(w)
+    if kernel_size is not None and own_kernel_size is not None:
+        raise SparsifyError("pack: kernel_size is for a 2-D weight; a 4-D weight has its own.")
+    if kernel_size is not None:
+        kernel_size = (int(kernel_size[0]), int(kernel_size[1]))
+    kernel_size = own_kernel_size or kernel_size
     n_rows, n_cols = int(shape[0]), int(shape[1])
     panel = DEFAULT_PANEL if panel is None else int(panel)
     kb = DEFAULT_KBLOCK if kblock is None else int(kblock)

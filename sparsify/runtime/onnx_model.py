@@ -336,14 +336,19 @@ class _SparseOp(OpRun):
 
     op_domain = DOMAIN
     weights: dict[str, Any] = {}  # noqa: RUF012 -- replaced per model in _op_classes
+    packs: sparse_ops.SpkPacks | None = None  # set per model: None runs scipy
 
 
-def _op_classes(weights: dict[str, Any]) -> list[type[OpRun]]:
-    """The custom op classes for one model, bound to its CSR ``weights``."""
+def _op_classes(
+    weights: dict[str, Any], packs: sparse_ops.SpkPacks | None = None
+) -> list[type[OpRun]]:
+    """The custom op classes for one model, bound to its CSR ``weights`` and, for the spk
+    kernels, their packings ``packs`` (None: scipy's products)."""
 
     class SparseMatMul(_SparseOp):
         def _run(self, x: np.ndarray, **attrs: Any) -> tuple[np.ndarray]:
-            return (sparse_ops.matmul_sparse(x, self.weights[attrs["weight"]]),)
+            key = attrs["weight"]
+            return (sparse_ops.matmul_sparse(x, self.weights[key], self.packs, key),)
 
     class SparseGemm(_SparseOp):
         def _run(
@@ -351,7 +356,8 @@ def _op_classes(weights: dict[str, Any]) -> list[type[OpRun]]:
         ) -> tuple[np.ndarray]:
             if attrs.get("transA", 0):
                 a = a.T
-            y = sparse_ops.matmul_sparse(a, self.weights[attrs["weight"]])
+            key = attrs["weight"]
+            y = sparse_ops.matmul_sparse(a, self.weights[key], self.packs, key)
             alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
             if alpha != 1.0:
                 y = y * np.float32(alpha)
@@ -363,7 +369,12 @@ def _op_classes(weights: dict[str, Any]) -> list[type[OpRun]]:
         def _run(
             self, x: np.ndarray, b: np.ndarray | None = None, **attrs: Any
         ) -> tuple[np.ndarray]:
-            w = self.weights[attrs["weight"]]
+            key = attrs["weight"]
+            w = self.weights[key]
+            packs = self.packs
+            packed = (
+                packs.get(key, "auto") if packs is not None and key in packs.conv_kernels else None
+            )
             return (
                 sparse_ops.conv_sparse(
                     x,
@@ -374,12 +385,14 @@ def _op_classes(weights: dict[str, Any]) -> list[type[OpRun]]:
                     dilations=attrs.get("dilations"),
                     pads=attrs.get("pads"),
                     strides=attrs.get("strides"),
+                    packed=packed,
                 ),
             )
 
     classes: list[type[OpRun]] = [SparseMatMul, SparseGemm, SparseConv]
     for cls in classes:
         cls.weights = weights
+        cls.packs = packs
     return classes
 
 
@@ -532,10 +545,15 @@ class OnnxModel:
     Call it with one float32 array (or one per graph input); it returns the first output
     (``logits``). :attr:`memory` says what the weights hold; :attr:`input_shapes` the
     declared input shapes (``None`` for a dynamic dimension such as the batch).
+    ``kernels`` (``auto``/``spk``/``scipy``, see :mod:`sparse_ops`) picks the sparse
+    products; :attr:`kernels` is the one running and :attr:`kernels_reason` why.
     """
 
-    def __init__(self, model: onnx.ModelProto, path: Path | None = None) -> None:
+    def __init__(
+        self, model: onnx.ModelProto, path: Path | None = None, *, kernels: str = "auto"
+    ) -> None:
         self.path = path
+        self.kernels, self.kernels_reason = sparse_ops.resolve_kernels(kernels)
         graph = model.graph
         constant = _constant_nodes(graph)
         folder = _Folder(model, constant)
@@ -549,6 +567,7 @@ class OnnxModel:
         outputs = {o.name for o in graph.output}
 
         weights: dict[str, sp.csr_matrix] = {}
+        conv_kernels: dict[str, tuple[int, int]] = {}  # 2-D groups=1 Conv weights: (kh, kw)
         dense_inits: dict[str, np.ndarray] = {}
         replaced: dict[int, onnx.NodeProto] = {}
         memory = WeightMemory()
@@ -602,6 +621,12 @@ class OnnxModel:
                         continue
                     key = f"{name}#{len(weights)}"
                     weights[key] = csr
+                    if (
+                        node.op_type == "Conv"
+                        and len(value.shape) == 4
+                        and int(_attrs(node).get("group", 1)) == 1
+                    ):
+                        conv_kernels[key] = (int(value.shape[2]), int(value.shape[3]))
                     replaced[id(node)] = self._sparse_node(node, key, value.shape)
                     memory.sparse_bytes += sparse_ops.csr_nbytes(csr)
                     memory.sparse_dense_bytes += 4 * value.numel
@@ -653,8 +678,10 @@ class OnnxModel:
             if i.name in self.input_names
         }
         self.output_names = [o.name for o in graph.output]
+        self.packs = sparse_ops.SpkPacks(weights, conv_kernels) if self.kernels == "spk" else None
         self._evaluator = ReferenceEvaluator(
-            rewritten, new_ops=[*_op_classes(weights), Conv, MaxPool, AveragePool, Sigmoid]
+            rewritten,
+            new_ops=[*_op_classes(weights, self.packs), Conv, MaxPool, AveragePool, Sigmoid],
         )
         # the evaluator converted every initializer to numpy; drop the protobuf copies so the
         # dense weights are not held twice (it never reads them again)
@@ -705,7 +732,11 @@ class OnnxModel:
 
 
 def load_onnx_model(
-    path: str | os.PathLike[str], verify: bool = True, *, max_bytes: int | None = None
+    path: str | os.PathLike[str],
+    verify: bool = True,
+    *,
+    max_bytes: int | None = None,
+    kernels: str = "auto",
 ) -> OnnxModel:
     """Verify and load an ``.onnx`` file (dense or compact) for the torch-free runtime.
 
@@ -715,12 +746,16 @@ def load_onnx_model(
             tools (the structural checks still run).
         max_bytes: the tensor-size budget of ``load_onnx`` (default max(1 GiB, 1024x the
             file's size)); raise it only for a file you trust.
+        kernels: ``auto`` (sparsify's C kernels where compiled, else scipy), ``spk`` or
+            ``scipy`` (:mod:`sparsify.runtime.sparse_ops`).
 
     Raises:
-        SparsifyError: the file fails verification (one line, as ``load_onnx``).
+        SparsifyError: the file fails verification (one line, as ``load_onnx``), or
+            ``kernels='spk'`` where the compiled kernels cannot run.
     """
     path = Path(path)
-    return OnnxModel(load_onnx(path, verify=verify, max_bytes=max_bytes), path)
+    sparse_ops.resolve_kernels(kernels)  # a bad choice fails before the file is read
+    return OnnxModel(load_onnx(path, verify=verify, max_bytes=max_bytes), path, kernels=kernels)
 
 
 __all__ = [

@@ -7,6 +7,15 @@ product is computed as CSR times a dense matrix, so the weight is never densifie
     Gemm    alpha * A' @ B' + beta * C   = alpha * (Bt_csr @ A'.T).T + beta * C
     Conv    W (O, C/g, k...) on X        = W_blk @ im2col(X)    (O, N * L)
 
+Kernels (``kernels=`` of :func:`sparsify.runtime.load`): ``spk`` computes the same products
+with :mod:`sparsify.kernels` (the C kernels the converter also times), on the weight packed
+on first use per layout and kept (:class:`SpkPacks`): MatMul/Gemm ``kernels.spmm(W, X2)``
+(``csr`` packing for one row, column-blocked ``auto`` above), a 2-D Conv with groups=1
+``kernels.sparse_conv2d`` (no im2col; asymmetric pads applied to the input first). Grouped
+and non-2-D Convs stay on scipy. ``scipy`` is the products above; ``auto`` (the default) is
+``spk`` where the kernels are compiled, else ``scipy`` (also with ``SPARSIFY_KERNELS=off``).
+The two agree within fp32 rounding (different summation orders).
+
 A grouped or depthwise Conv is one block-diagonal CSR matrix ``W_blk`` (O, C * prod(k))
 whose row ``o`` of group ``q`` holds its weights in the columns of group ``q``'s input
 channels, so every ``groups`` value is one sparse product with the same im2col matrix.
@@ -27,7 +36,10 @@ import numpy as np
 import scipy.sparse as sp
 from numpy.lib.stride_tricks import sliding_window_view
 
-from sparsify.errors import SparsifyError
+from sparsify import kernels as spk
+from sparsify.errors import SparsifyError, check_choice
+
+KERNEL_CHOICES = ("auto", "spk", "scipy")
 
 
 def csr_nbytes(matrix: sp.csr_matrix) -> int:
@@ -44,6 +56,60 @@ def to_csr(
     )
     m.sum_duplicates()
     return m
+
+
+def resolve_kernels(kernels: str) -> tuple[str, str]:
+    """The product backend for a ``kernels`` choice: ``("spk" | "scipy", why)``.
+
+    ``auto`` is ``spk`` where sparsify's compiled kernels run, else ``scipy`` (why says
+    which); ``spk`` where they cannot run raises SparsifyError (one line, with the reason).
+    """
+    check_choice("load", "kernels", kernels, KERNEL_CHOICES)
+    if kernels == "scipy":
+        return "scipy", "kernels='scipy' asked for"
+    unavailable = None if spk.available() else spk.info().get("reason", "not compiled")
+    if unavailable is None:
+        return "spk", f"sparsify.kernels ({spk.info()['isa']})"
+    if kernels == "spk":
+        raise SparsifyError(
+            f"kernels='spk' needs sparsify's compiled kernels, which cannot run here "
+            f"({unavailable}); use kernels='auto' or 'scipy'."
+        )
+    return "scipy", f"sparsify.kernels unavailable: {unavailable}"
+
+
+def spk_layout(rows: int) -> str:
+    """The packing ``kernels.spmm`` runs best with for ``rows`` activation rows per call:
+    ``csr`` for one (gather dot products, memory-bound), ``auto`` (column-blocked) above
+    (results/kernels/README.md)."""
+    return "csr" if rows == 1 else "auto"
+
+
+class SpkPacks:
+    """:mod:`sparsify.kernels` packings of a model's CSR weights, made on first use per
+    (weight, layout) and kept; ``nbytes`` is what they hold (on top of the CSR)."""
+
+    def __init__(
+        self, weights: dict[str, sp.csr_matrix], conv_kernels: dict[str, tuple[int, int]]
+    ) -> None:
+        """``weights``: key -> CSR as the ops hold them; ``conv_kernels``: key -> (kh, kw) of
+        each 2-D groups=1 Conv weight (the others have no spk conv)."""
+        self.weights = weights
+        self.conv_kernels = conv_kernels
+        self.packed: dict[tuple[str, str], spk.SparseWeight] = {}
+
+    def get(self, key: str, layout: str) -> spk.SparseWeight:
+        """The weight ``key`` packed in ``layout`` (a conv weight with its kernel size)."""
+        sw = self.packed.get((key, layout))
+        if sw is None:
+            sw = spk.pack(self.weights[key], layout, kernel_size=self.conv_kernels.get(key))
+            self.packed[(key, layout)] = sw
+        return sw
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of every packing made so far (ptr + idx + val)."""
+        return int(sum(w.ptr.nbytes + w.idx.nbytes + w.val.nbytes for w in self.packed.values()))
 
 
 def conv_pads(
@@ -206,9 +272,15 @@ def conv_sparse(
     dilations: Sequence[int] | None = None,
     pads: Sequence[int] | None = None,
     strides: Sequence[int] | None = None,
+    packed: spk.SparseWeight | None = None,
 ) -> np.ndarray:
-    """ONNX Conv with a block-diagonal CSR weight ``w_blk`` (O, C * prod(kernel))."""
+    """ONNX Conv with a block-diagonal CSR weight ``w_blk`` (O, C * prod(kernel)).
+
+    ``packed``: the same weight packed for ``kernels.sparse_conv2d`` (a 2-D, groups=1 Conv),
+    which then computes it; im2col + scipy otherwise."""
     strides, dilations, pads = _conv_geometry(x, kernel, auto_pad, dilations, pads, strides)
+    if packed is not None and x.ndim == 4 and len(kernel) == 2 and max(strides) <= 64:
+        return _conv_spk(x, packed, bias, strides, dilations, pads)
     cols, out = im2col(x, kernel, strides, dilations, pads)  # (C * K, N * L)
     if cols.shape[0] != w_blk.shape[1]:
         raise SparsifyError(
@@ -218,8 +290,34 @@ def conv_sparse(
     return _finish_conv(np.asarray(w_blk @ cols), x.shape[0], out, bias)
 
 
-def matmul_sparse(x: np.ndarray, wt_csr: sp.csr_matrix) -> np.ndarray:
-    """``x (..., K) @ W (K, N)`` given ``wt_csr`` = W.T (N, K) as CSR: (Wt @ X2.T).T."""
+def _conv_spk(
+    x: np.ndarray,
+    packed: spk.SparseWeight,
+    bias: np.ndarray | None,
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    pads: Sequence[int],
+) -> np.ndarray:
+    """A 2-D Conv by ``kernels.sparse_conv2d``; ONNX pads [top, left, bottom, right]."""
+    if x.shape[1] != packed.in_channels:
+        raise SparsifyError(
+            f"Conv input has {x.shape[1]} channels, the weight expects {packed.in_channels}; "
+            "give the input shape the model was exported with."
+        )
+    if pads[0] != pads[2] or pads[1] != pads[3]:  # the kernel pads symmetrically
+        x = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+        pads = [0, 0, 0, 0]
+    b = None if bias is None else np.asarray(bias, dtype=np.float32).reshape(-1)
+    return spk.sparse_conv2d(
+        packed, x, tuple(strides), (pads[0], pads[1]), tuple(dilations), bias=b
+    )
+
+
+def matmul_sparse(
+    x: np.ndarray, wt_csr: sp.csr_matrix, packs: SpkPacks | None = None, key: str = ""
+) -> np.ndarray:
+    """``x (..., K) @ W (K, N)`` given ``wt_csr`` = W.T (N, K) as CSR: (Wt @ X2.T).T, or
+    ``kernels.spmm(W.T packed, X2)`` when ``packs`` holds weight ``key``."""
     k = x.shape[-1]
     if k != wt_csr.shape[1]:
         raise SparsifyError(
@@ -227,6 +325,10 @@ def matmul_sparse(x: np.ndarray, wt_csr: sp.csr_matrix) -> np.ndarray:
             "input shape the model was exported with."
         )
     x2 = x.reshape(-1, k)  # (M, K)
+    if packs is not None:
+        sw = packs.get(key, spk_layout(x2.shape[0]))
+        y = spk.spmm(sw, x2)  # (M, N), row-major as the evaluator holds it
+        return y.reshape(*x.shape[:-1], wt_csr.shape[0])
     y = np.asarray(wt_csr @ x2.T).T  # (M, N)
     return np.ascontiguousarray(y, dtype=np.float32).reshape(*x.shape[:-1], wt_csr.shape[0])
 
@@ -281,6 +383,8 @@ def pool(
 
 
 __all__ = [
+    "KERNEL_CHOICES",
+    "SpkPacks",
     "block_diagonal_csr",
     "conv_dense",
     "conv_pads",
@@ -289,6 +393,8 @@ __all__ = [
     "im2col",
     "matmul_sparse",
     "pool",
+    "resolve_kernels",
+    "spk_layout",
     "to_csr",
     "windows",
 ]
