@@ -33,9 +33,13 @@ OUT = ROOT / "results" / "compare"
 
 
 def mean_sd(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
+    """Mean and sample standard deviation (NaN for a single value: no spread is known)."""
     m = sum(values) / len(values)
-    sd = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    sd = (
+        (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+        if len(values) > 1
+        else float("nan")
+    )
     return m, sd
 
 
@@ -57,14 +61,17 @@ def row(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"recipe": name, "seeds": [r["seed"] for r in runs]}
     for key in ("reached", "val_error", "test_error"):
         vals = [r[key] for r in runs if r.get(key) is not None]
-        out[key] = mean_sd(vals) if vals else None
+        m, sd = mean_sd(vals) if vals else (None, None)
+        out[key] = None if m is None else (m, None if sd != sd else sd)  # JSON has no NaN
     return out
 
 
-def fmt(ms: tuple[float, float] | None, pct: bool = True) -> str:
+def fmt(ms: tuple[float, float | None] | None, pct: bool = True) -> str:
     """``mean ± sd`` in percent."""
     if ms is None:
         return "n/a"
+    if ms[1] is None:  # one seed: no spread to show
+        return f"{100 * ms[0]:.2f} (1 seed)" if pct else f"{ms[0]:.4f} (1 seed)"
     return f"{100 * ms[0]:.2f} ± {100 * ms[1]:.2f}" if pct else f"{ms[0]:.4f} ± {ms[1]:.4f}"
 
 
