@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 from sparsify.errors import SparsifyError
@@ -21,9 +22,11 @@ def check_out_dir(out: Path) -> Path:
         raise SparsifyError(
             f"--out {out} cannot be created: {parent} is a file; choose another folder."
         )
-    if not os.access(parent, os.W_OK | os.X_OK):
+    try:  # a real write: os.access says yes to root even where the kernel says no
+        os.rmdir(tempfile.mkdtemp(prefix=".sparsify-probe-", dir=parent))
+    except OSError as exc:
         raise SparsifyError(
-            f"--out {out} is not writable ({parent} is read-only for you); choose a folder "
-            "you can write to."
-        )
+            f"--out {out} is not writable ({parent}: {exc.strerror}); choose a folder you can "
+            "write to."
+        ) from None
     return out
