@@ -150,16 +150,48 @@ def test_converter_same_outputs_under_inference_mode(name: str) -> None:
         assert kind.startswith("Sparse") == (d.chosen != "dense")
 
 
-def test_low_sparsity_stays_dense_by_calibration() -> None:
-    # 10% zeros: CSR does ~2x the memory traffic of dense and no vectorised FMA; calibration
-    # must see that and keep the layer dense.
+def test_low_sparsity_stays_dense() -> None:
+    # 10% zeros: CSR does ~2x the memory traffic of dense and no vectorised FMA. By default
+    # such a layer is not even timed; when it is (max_density=1.0), the choice must follow
+    # the converter's own rule on its own samples (a timed unit test of which kernel wins
+    # would be a benchmark: under load a disturbed dense sample can flip it).
+    x = torch.randn(64, 512)
     model = nn.Sequential(_sparse(nn.Linear(512, 512), 0.9))
-    report = sparsify_inference_(model, torch.randn(64, 512), threads=1, reps=5, max_density=1.0)
-    d = report.layers[0]
-    assert d.chosen == "dense", report.summary()
-    assert d.reason.startswith("kept dense: best sparse")
-    assert d.times_s["dense"] < min(v for k, v in d.times_s.items() if k != "dense")
-    assert isinstance(model[0], nn.Linear)
+    d = sparsify_inference_(model, x, threads=1, reps=5).layers[0]
+    assert d.chosen == "dense" and "> max_density 0.5" in d.reason, d.reason
+    model = nn.Sequential(_sparse(nn.Linear(512, 512), 0.9))
+    d = sparsify_inference_(model, x, threads=1, reps=5, max_density=1.0).layers[0]
+    assert "dense" in d.times_s and len(d.times_s) > 1, d.times_s
+    if d.chosen == "dense":
+        assert d.reason.startswith("kept dense: best sparse"), d.reason
+    else:
+        assert d.reason.startswith("calibrated:"), d.reason
+        assert d.times_s[d.chosen] < d.times_s["dense"], d.times_s
+
+
+@pytest.mark.parametrize("kernel", ["torch_csr", "torch_csr_panels", "dense_compact"])
+def test_layers_built_in_inference_mode_still_train(kernel: str) -> None:
+    # the converter builds layers while calibrating under inference_mode; their tensors must
+    # still serve a forward that tracks gradients
+    torch.manual_seed(0)
+    lin, conv = _sparse(nn.Linear(16, 8), 0.2), _sparse(nn.Conv2d(4, 8, 3, groups=2), 0.2)
+    with torch.inference_mode():
+        slin = SparseLinear(lin, kernel=kernel, rhs_cols=4)
+        sconv = (
+            SparseConv2d(conv, kernel=kernel, rhs_cols=4 * 36)
+            if kernel != "dense_compact"
+            else None
+        )
+    for layer, ref, shape in ((slin, lin, (4, 16)), (sconv, conv, (4, 4, 8, 8))):
+        if layer is None:
+            continue
+        x = torch.randn(shape, requires_grad=True)
+        y = layer(x)
+        y.sum().backward()
+        x2 = x.detach().clone().requires_grad_(True)
+        ref(x2).sum().backward()
+        torch.testing.assert_close(y, ref(x2), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(x.grad, x2.grad, rtol=1e-5, atol=1e-5)
 
 
 def test_dense_layers_skipped_untimed_with_reason() -> None:

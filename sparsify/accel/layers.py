@@ -41,7 +41,10 @@ calling the layer.
 
 from __future__ import annotations
 
+import functools
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -111,6 +114,20 @@ def _torch_csr(
         return torch.sparse_csr_tensor(
             crow, cols.to(torch.int32), values.contiguous(), shape, dtype=values.dtype
         )
+
+
+def _outside_inference_mode(init: Callable[..., None]) -> Callable[..., None]:
+    """Run a layer's ``__init__`` with inference mode off: the converter builds layers while
+    calibrating under ``torch.inference_mode``, and tensors made there could never be used
+    again in a forward that tracks gradients ("Inference tensors cannot be saved for
+    backward")."""
+
+    @functools.wraps(init)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        with torch.inference_mode(False):
+            init(*args, **kwargs)
+
+    return wrapper
 
 
 class _SparseBase(nn.Module):
@@ -290,6 +307,7 @@ class _SparseBase(nn.Module):
 class SparseLinear(_SparseBase):
     """``y = x W^T + b`` with W stored as CSR; ``x`` of shape (..., in)."""
 
+    @_outside_inference_mode
     def __init__(
         self, linear: nn.Linear, kernel: str = "torch_csr", rhs_cols: int | None = None
     ) -> None:
@@ -357,6 +375,7 @@ class SparseConv2d(_SparseBase):
     only kh*kw multiply-adds per output); the converter's calibration decides per layer.
     """
 
+    @_outside_inference_mode
     def __init__(
         self, conv: nn.Conv2d, kernel: str = "torch_csr", rhs_cols: int | None = None
     ) -> None:
