@@ -497,3 +497,15 @@ def test_sparse_initializers_run_in_the_runtime_and_must_be_canonical(tmp_path: 
         with pytest.raises(SparsifyError) as info:
             sparsify.runtime.load(stamped)
         _one_line(info, stamped, "not in sorted order")  # onnx.checker, in load_onnx
+
+
+def test_a_fifo_named_as_the_checkpoint_is_refused_as_not_a_file(tmp_path: Path) -> None:
+    """A FIFO in place of model.safetensors exists: the error says what it is, not that it is
+    missing."""
+    from sparsify.pipeline.checkpoint import load_checkpoint
+
+    os.mkfifo(tmp_path / "model.safetensors")
+    for path in (tmp_path, tmp_path / "model.safetensors"):
+        with _deadline(), pytest.raises(SparsifyError) as info:
+            load_checkpoint(path)
+        _one_line(info, tmp_path / "model.safetensors", "not a regular file")

@@ -136,7 +136,11 @@ def build(name: str, size: int) -> tuple[nn.Module, tuple[int, ...]]:
     if name == "attention":
         return Attention(), (16, 32)
     size = max(size, MIN_SIZE.get(name, 0))
-    kwargs: dict[str, Any] = {"image_size": size} if name.startswith("vit_") else {}
+    kwargs: dict[str, Any] = {}
+    if name.startswith("vit_"):  # vit_h_14: the side must be a multiple of the patch
+        patch = int(name.rsplit("_", 1)[1])
+        size = -(-size // patch) * patch
+        kwargs["image_size"] = size
     model = torchvision.models.get_model(name, weights=None, **kwargs)
     return model, (3, size, size)
 
@@ -371,12 +375,18 @@ def sweep_one(
 
 
 def count_params(name: str, size: int) -> int | None:
-    """Parameters of ``name`` counted on the meta device (nothing allocated); None if it
-    cannot be built there."""
+    """Parameters of ``name`` counted on the meta device (nothing allocated), else as
+    torchvision's weights metadata states them (RegNetY computes its widths with tensor ops
+    that the meta device cannot run); None if neither knows."""
     try:
         with torch.device("meta"):
             model, _ = build(name, size)
         return int(sum(p.numel() for p in model.parameters()))
+    except Exception:
+        pass
+    try:
+        weights = torchvision.models.get_model_weights(name)
+        return int(next(iter(weights)).meta["num_params"])
     except Exception:
         return None
 

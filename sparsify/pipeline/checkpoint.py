@@ -483,9 +483,13 @@ def _weights_path(path: str | os.PathLike[str]) -> Path:
     p = Path(path)
     if p.is_dir():
         p = p / WEIGHTS
-    if not p.is_file():
+    if not p.exists():
         raise SparsifyError(
             f"checkpoint {p} does not exist; give a run directory or its {WEIGHTS}."
+        )
+    if not p.is_file():  # a FIFO, socket or device: reading it would block or never end
+        raise SparsifyError(
+            f"checkpoint {p} is not a regular file; give a run directory or its {WEIGHTS}."
         )
     return p
 
