@@ -163,6 +163,21 @@ def test_out_buffer_and_pack_sources():
     assert K.pack(_weight(rng, (8, 100), 0.5)).layout == "csr"
 
 
+def test_repack_a_packed_weight_in_another_layout():
+    # what the runtime does when a weight packed for batch > 1 first runs at batch 1: the new
+    # layout is made from the packing itself, which caches no scipy copy on the way
+    rng = np.random.default_rng(8)
+    w = _weight(rng, (70, 600), 0.05)
+    blocked = K.pack(w, "blocked", panel=16, kblock=128)
+    csr = K.pack(blocked, "csr")
+    assert csr.layout == "csr" and np.array_equal(csr.to_dense(), w)
+    assert np.array_equal(K.pack(csr, "blocked", kblock=64).to_dense(), w)
+    assert "csr" not in blocked._cache  # no hidden second copy of the weight
+    w4 = _weight(rng, (6, 3, 3, 3), 0.3)
+    again = K.pack(K.pack(w4, "csr"), "auto")
+    assert again.kernel_size == (3, 3) and np.array_equal(again.to_dense(), w4)
+
+
 CONV_CASES = [
     # (oc, ic, kernel, H, W, stride, padding, dilation, N)
     (16, 8, (3, 3), 13, 11, 1, 1, 1, 2),

@@ -98,17 +98,82 @@ def test_spk_runtime_equals_scipy_runtime(
         assert np.abs(y_fast - ref).max() <= bound, (batch, np.abs(y_fast - ref).max(), bound)
         assert np.abs(y_slow - ref).max() <= bound
         assert np.abs(y_fast - y_slow).max() <= 2 * bound
-    # every sparse weight was run by the kernels: the MLP at batch 1 (csr) and above (auto);
-    # the convnet's groups=1 convs packed with their kernel size, the grouped one not
-    layouts = {layout for _, layout in fast.packs.packed}
+    # every sparse weight was run by the kernels, and its CSR dropped once packed: the MLP's
+    # weights are narrow, so batch 1 (csr) and above (auto) share one packing each; the
+    # convnet's groups=1 convs are packed with their kernel size, the grouped one stays CSR
+    packed = {k for k, _ in fast.packs.packed}
+    assert packed == set(slow.weights) - set(fast.weights)
     if name == "mlp":
-        assert {k for k, _ in fast.packs.packed} == set(fast.weights)
-        assert layouts == {"csr", "auto"}
+        assert not fast.weights and len(packed) == 3
+        assert {layout for _, layout in fast.packs.packed} == {"csr"}
     else:
         convs = set(fast.packs.conv_kernels)
         assert len(convs) == 2 and all(fast.packs.conv_kernels[k] == (3, 3) for k in convs)
-        assert len(fast.weights) == 4  # c1, c2, the grouped c3 (scipy), fc
+        assert len(packed) == 3  # c1, c2, fc
+        assert len(fast.weights) == 1  # the grouped c3 (scipy)
     assert fast.packs.nbytes > 0
+
+
+def _held(model: sparsify.runtime.OnnxModel) -> tuple[int, int]:
+    """(bytes of values + column indices, bytes of row/segment pointers) of every sparse
+    weight array the model references: its CSR matrices and, with the spk kernels, every
+    packing and any scipy copy cached on one (counted from the objects, not ``memory``)."""
+    mats = list(model.weights.values())
+    packs = list(model.packs.packed.values()) if model.packs is not None else []
+    mats += [w._cache["csr"] for w in packs if "csr" in w._cache]
+    entries = sum(m.data.nbytes + m.indices.nbytes for m in mats)
+    entries += sum(w.idx.nbytes + w.val.nbytes for w in packs)
+    pointers = sum(m.indptr.nbytes for m in mats) + sum(w.ptr.nbytes for w in packs)
+    return entries, pointers
+
+
+@needs_spk
+@pytest.mark.parametrize("name", list(CASES))
+def test_spk_runtime_holds_each_weight_once(
+    exported: dict[str, tuple[nn.Module, Path]], name: str
+) -> None:
+    # with the kernels, a weight's packing replaces its CSR: each nonzero's value and index
+    # are held once, as scipy holds them (a packing differs only in its segment pointers),
+    # memory counts what is held, and the outputs still equal scipy's
+    _, path = exported[name]
+    fast = sparsify.runtime.load(path, kernels="spk")
+    slow = sparsify.runtime.load(path, kernels="scipy")
+    one_copy, _ = _held(slow)
+    assert fast.memory.sparse_bytes == slow.memory.sparse_bytes == sum(_held(slow))
+    rng = np.random.default_rng(5)
+    for batch in (1, 2, 5):
+        x = rng.standard_normal((batch, *CASES[name][1])).astype(np.float32)
+        y_fast, y_slow = fast(x), slow(x)
+        assert np.abs(y_fast - y_slow).max() <= 1e-5 * max(1.0, np.abs(y_slow).max())
+        entries, pointers = _held(fast)
+        assert entries == one_copy, (batch, entries, one_copy)
+        assert fast.memory.sparse_bytes == entries + pointers
+        assert fast.packs.nbytes > 0
+    assert fast.memory.total_bytes == fast.memory.sparse_bytes + fast.memory.dense_bytes
+    assert slow.memory.sparse_bytes == sum(_held(slow))  # scipy: unchanged by running
+
+
+@needs_spk
+def test_spk_runtime_wide_weight_holds_the_layouts_it_ran(tmp_path: Path) -> None:
+    # a weight wide enough that batch 1 (csr) and larger batches (column-blocked) pack it
+    # differently: one packing while called at one kind of batch, both once called at both,
+    # and memory counts exactly what is held
+    torch.manual_seed(2)
+    model = _zero_(nn.Sequential(nn.Linear(1024, 32)), 0.95)
+    sonnx.export_onnx(model, tmp_path, example_input=torch.randn(2, 1024))
+    path = tmp_path / sonnx.COMPACT_FILE
+    fast = sparsify.runtime.load(path, kernels="spk")
+    slow = sparsify.runtime.load(path, kernels="scipy")
+    x = np.random.default_rng(6).standard_normal((8, 1024)).astype(np.float32)
+    np.testing.assert_allclose(fast(x), slow(x), rtol=1e-5, atol=1e-5)
+    assert [layout for _, layout in fast.packs.packed] == ["auto"] and not fast.weights
+    one = fast.packs.nbytes
+    entries, _ = _held(fast)
+    assert entries == _held(slow)[0] and fast.memory.sparse_bytes == sum(_held(fast)) == one
+    np.testing.assert_allclose(fast(x[:1]), slow(x[:1]), rtol=1e-5, atol=1e-5)
+    assert sorted(layout for _, layout in fast.packs.packed) == ["auto", "csr"]
+    assert _held(fast)[0] == 2 * entries  # two layouts, both run
+    assert fast.memory.sparse_bytes == sum(_held(fast)) == fast.packs.nbytes > one
 
 
 def test_kernel_choice_auto_and_refusals(

@@ -169,14 +169,19 @@ class SparseWeight:
                     f"{name}: kernel_size {self.kernel_size} does not divide {cols} columns."
                 )
 
+    def rows(self) -> np.ndarray:
+        """The row of each nonzero, int64 (nnz,), in the packed order (not cached)."""
+        nseg = self.npanels * self.nkb * self.panel
+        seg = np.repeat(np.arange(nseg, dtype=np.int64), np.diff(self.ptr))
+        return (seg // (self.nkb * self.panel)) * self.panel + seg % self.panel
+
     def to_scipy(self) -> sp.csr_matrix:
         """The same weight as a scipy CSR matrix (rows, cols), float32; cached."""
         cached = self._cache.get("csr")
         if cached is None:
-            nseg = self.npanels * self.nkb * self.panel
-            seg = np.repeat(np.arange(nseg, dtype=np.int64), np.diff(self.ptr))
-            row = (seg // (self.nkb * self.panel)) * self.panel + seg % self.panel
-            cached = sp.csr_matrix((self.val, (row, self.idx)), shape=self.shape, dtype=np.float32)
+            cached = sp.csr_matrix(
+                (self.val, (self.rows(), self.idx)), shape=self.shape, dtype=np.float32
+            )
             cached.sort_indices()
             self._cache["csr"] = cached
         return cached
@@ -190,7 +195,11 @@ class SparseWeight:
 
 
 def _as_coo(w: Any) -> tuple[tuple[int, int], np.ndarray, np.ndarray, np.ndarray, Any]:
-    """(shape, rows, cols, vals, kernel_size) of the nonzeros of a dense or scipy weight."""
+    """(shape, rows, cols, vals, kernel_size) of the nonzeros of a dense, scipy or packed
+    weight (a SparseWeight is read as it is, without making its cached scipy copy)."""
+    if isinstance(w, SparseWeight):
+        w.ensure_checked()
+        return w.shape, w.rows(), w.idx.astype(np.int64), w.val, w.kernel_size
     if sp.issparse(w):
         if w.ndim != 2:
             raise SparsifyError("pack: a scipy weight must be 2-D (out, in).")
@@ -242,7 +251,8 @@ def pack(
 
     Args:
         w: dense (out, in) or (out, in, kh, kw) array (numpy, or anything ``np.asarray``
-            takes, e.g. a CPU torch tensor), or a 2-D scipy sparse matrix. Zeros are dropped.
+            takes, e.g. a CPU torch tensor), a 2-D scipy sparse matrix, or a SparseWeight
+            (repacked in another layout, its kernel size kept). Zeros are dropped.
         layout: ``csr`` (one column block: best at batch 1), ``blocked`` (column blocks of
             ``kblock``: best for batches >= 16 and convolutions), ``auto`` = ``blocked``
             with ``kblock`` from ``auto_kblock(density)`` unless given, and ``csr`` when

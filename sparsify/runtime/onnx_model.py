@@ -3,7 +3,7 @@
     from sparsify.runtime import load_onnx_model
     model = load_onnx_model("out/model.compact.onnx")
     logits = model(images)              # float32 numpy in, float32 numpy out
-    model.memory.sparse_bytes           # what the CSR weights hold
+    model.memory.sparse_bytes           # what the sparse weights hold (CSR or spk packings)
 
 Design. One file format serves onnxruntime and this runtime: the compact ONNX that
 :func:`sparsify.export.onnx.export_onnx` writes, where each sparse weight is stored encoded
@@ -348,7 +348,7 @@ def _op_classes(
     class SparseMatMul(_SparseOp):
         def _run(self, x: np.ndarray, **attrs: Any) -> tuple[np.ndarray]:
             key = attrs["weight"]
-            return (sparse_ops.matmul_sparse(x, self.weights[key], self.packs, key),)
+            return (sparse_ops.matmul_sparse(x, self.weights.get(key), self.packs, key),)
 
     class SparseGemm(_SparseOp):
         def _run(
@@ -357,7 +357,7 @@ def _op_classes(
             if attrs.get("transA", 0):
                 a = a.T
             key = attrs["weight"]
-            y = sparse_ops.matmul_sparse(a, self.weights[key], self.packs, key)
+            y = sparse_ops.matmul_sparse(a, self.weights.get(key), self.packs, key)
             alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
             if alpha != 1.0:
                 y = y * np.float32(alpha)
@@ -370,7 +370,7 @@ def _op_classes(
             self, x: np.ndarray, b: np.ndarray | None = None, **attrs: Any
         ) -> tuple[np.ndarray]:
             key = attrs["weight"]
-            w = self.weights[key]
+            w = self.weights.get(key)  # None once packed for the spk kernels
             packs = self.packs
             packed = (
                 packs.get(key, "auto") if packs is not None and key in packs.conv_kernels else None
@@ -471,7 +471,9 @@ class WeightMemory:
     """Bytes of the weights an :class:`OnnxModel` holds.
 
     Attributes:
-        sparse_bytes: CSR values + indices + row pointers of the sparse weights.
+        sparse_bytes: what the sparse weights hold: CSR values + indices + row pointers,
+            or, with the spk kernels, each packing made (values + indices + segment
+            pointers) in place of the CSR it replaced.
         sparse_dense_bytes: what those weights would take dense (4 bytes per entry).
         dense_bytes: every other constant the graph holds (dense weights, biases, shapes).
         sparse_weights: number of weights held as CSR.
@@ -621,10 +623,12 @@ class OnnxModel:
                         continue
                     key = f"{name}#{len(weights)}"
                     weights[key] = csr
+                    conv_attrs = _attrs(node) if node.op_type == "Conv" else {}
                     if (
                         node.op_type == "Conv"
                         and len(value.shape) == 4
-                        and int(_attrs(node).get("group", 1)) == 1
+                        and int(conv_attrs.get("group", 1)) == 1
+                        and max(conv_attrs.get("strides") or [1]) <= sparse_ops.SPK_MAX_STRIDE
                     ):
                         conv_kernels[key] = (int(value.shape[2]), int(value.shape[3]))
                     replaced[id(node)] = self._sparse_node(node, key, value.shape)
@@ -664,7 +668,7 @@ class OnnxModel:
         opsets.append(helper.make_opsetid(DOMAIN, 1))
         rewritten = helper.make_model(new_graph, opset_imports=opsets, ir_version=model.ir_version)
         rewritten.functions.extend(model.functions)
-        self.memory = memory
+        self._memory = memory
         self.weights = weights
         self.input_names = [
             i.name for i in graph.input if i.name not in {t.name for t in graph.initializer}
@@ -689,6 +693,15 @@ class OnnxModel:
             tensor.ClearField("raw_data")
         # rt_inits_: the evaluator's {name: array} of initializers, what it holds at run time
         memory.dense_bytes = int(sum(v.nbytes for v in self._evaluator.rt_inits_.values()))
+
+    @property
+    def memory(self) -> WeightMemory:
+        """What the weights hold now. ``sparse_bytes`` is re-counted on each read: with the
+        spk kernels a weight's CSR is replaced by its packing(s) as layers first run
+        (:class:`sparse_ops.SpkPacks`), so it changes after the first calls."""
+        if self.packs is not None:
+            self._memory.sparse_bytes = self.packs.held_bytes()
+        return self._memory
 
     @staticmethod
     def _sparse_node(node: onnx.NodeProto, key: str, shape: tuple[int, ...]) -> onnx.NodeProto:

@@ -9,10 +9,11 @@ product is computed as CSR times a dense matrix, so the weight is never densifie
 
 Kernels (``kernels=`` of :func:`sparsify.runtime.load`): ``spk`` computes the same products
 with :mod:`sparsify.kernels` (the C kernels the converter also times), on the weight packed
-on first use per layout and kept (:class:`SpkPacks`): MatMul/Gemm ``kernels.spmm(W, X2)``
+on first use per layout, the packing replacing its CSR (:class:`SpkPacks`: one copy of each
+weight while the model runs at one kind of batch): MatMul/Gemm ``kernels.spmm(W, X2)``
 (``csr`` packing for one row, column-blocked ``auto`` above), a 2-D Conv with groups=1
-``kernels.sparse_conv2d`` (no im2col; asymmetric pads applied to the input first). Grouped
-and non-2-D Convs stay on scipy. ``scipy`` is the products above; ``auto`` (the default) is
+``kernels.sparse_conv2d`` (no im2col; asymmetric pads applied to the input first). Grouped,
+non-2-D and stride > 64 Convs stay on scipy. ``scipy`` is the products above; ``auto`` (the default) is
 ``spk`` where the kernels are compiled, else ``scipy`` (also with ``SPARSIFY_KERNELS=off``).
 The two agree within fp32 rounding (different summation orders).
 
@@ -30,6 +31,7 @@ pads, ``ceil_mode`` where the last window must start inside the input or the lef
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,8 +40,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from sparsify import kernels as spk
 from sparsify.errors import SparsifyError, check_choice
+from sparsify.kernels.layouts import auto_kblock
 
 KERNEL_CHOICES = ("auto", "spk", "scipy")
+SPK_MAX_STRIDE = 64  # kernels.sparse_conv2d refuses larger strides: such a Conv stays CSR
 
 
 def csr_nbytes(matrix: sp.csr_matrix) -> int:
@@ -86,30 +90,69 @@ def spk_layout(rows: int) -> str:
 
 
 class SpkPacks:
-    """:mod:`sparsify.kernels` packings of a model's CSR weights, made on first use per
-    (weight, layout) and kept; ``nbytes`` is what they hold (on top of the CSR)."""
+    """The :mod:`sparsify.kernels` packings of a model's sparse weights, which replace their CSR.
+
+    A weight is held as scipy CSR (in ``weights``) until a product first runs it on the
+    kernels; it is then packed in the layout that product wants and its CSR is dropped from
+    ``weights``: the packing is the weight from then on (the kernels never read the CSR).
+    A later product that wants the other layout (``csr`` at batch 1, column-blocked ``auto``
+    above, for a weight wide enough that the two differ: :func:`spk_layout`) repacks from
+    the held packing and keeps both, each for the batches it runs fastest on. So each weight
+    is held once while the model is called at one kind of batch, twice only once it has run
+    at both; where ``auto`` packs as plain CSR (narrow weights) the two are one packing.
+    :meth:`held_bytes` counts what is held at the time, CSR and packings together.
+    """
 
     def __init__(
         self, weights: dict[str, sp.csr_matrix], conv_kernels: dict[str, tuple[int, int]]
     ) -> None:
-        """``weights``: key -> CSR as the ops hold them; ``conv_kernels``: key -> (kh, kw) of
-        each 2-D groups=1 Conv weight (the others have no spk conv)."""
+        """``weights``: key -> CSR as the ops hold them (entries are removed from this dict
+        as they are packed); ``conv_kernels``: key -> (kh, kw) of each 2-D groups=1 Conv
+        weight the kernels take (the other Conv weights stay CSR)."""
         self.weights = weights
         self.conv_kernels = conv_kernels
+        self.shapes = {k: (int(w.shape[0]), int(w.shape[1])) for k, w in weights.items()}
+        self.nnz = {k: int(w.nnz) for k, w in weights.items()}
         self.packed: dict[tuple[str, str], spk.SparseWeight] = {}
+        self._lock = threading.Lock()  # two threads calling the model pack a weight once
+
+    def layout(self, key: str, layout: str) -> str:
+        """``layout`` for weight ``key``, with ``auto`` named ``csr`` where ``kernels.pack``
+        would make plain CSR of it anyway (fewer than 2 * auto_kblock(density) columns)."""
+        if layout != "auto":
+            return layout
+        rows, cols = self.shapes[key]
+        density = self.nnz[key] / (rows * cols) if rows * cols else 0.0
+        return "csr" if cols < 2 * auto_kblock(density) else "auto"
 
     def get(self, key: str, layout: str) -> spk.SparseWeight:
-        """The weight ``key`` packed in ``layout`` (a conv weight with its kernel size)."""
+        """The weight ``key`` packed in ``layout`` (a conv weight with its kernel size),
+        packed on first use; the CSR is dropped once the weight has a packing."""
+        layout = self.layout(key, layout)
         sw = self.packed.get((key, layout))
-        if sw is None:
-            sw = spk.pack(self.weights[key], layout, kernel_size=self.conv_kernels.get(key))
-            self.packed[(key, layout)] = sw
+        if sw is not None:
+            return sw
+        with self._lock:
+            sw = self.packed.get((key, layout))
+            if sw is None:
+                csr = self.weights.get(key)
+                if csr is not None:
+                    sw = spk.pack(csr, layout, kernel_size=self.conv_kernels.get(key))
+                else:  # already packed in the other layout: repack that
+                    held = next(w for (k, _), w in self.packed.items() if k == key)
+                    sw = spk.pack(held, layout)
+                self.packed[(key, layout)] = sw
+                self.weights.pop(key, None)
         return sw
 
     @property
     def nbytes(self) -> int:
         """Bytes of every packing made so far (ptr + idx + val)."""
         return int(sum(w.ptr.nbytes + w.idx.nbytes + w.val.nbytes for w in self.packed.values()))
+
+    def held_bytes(self) -> int:
+        """Bytes the sparse weights hold now: the CSR not yet packed plus every packing."""
+        return self.nbytes + sum(csr_nbytes(w) for w in self.weights.values())
 
 
 def conv_pads(
@@ -264,7 +307,7 @@ def block_diagonal_csr(w_csr: sp.csr_matrix, group: int) -> sp.csr_matrix:
 
 def conv_sparse(
     x: np.ndarray,
-    w_blk: sp.csr_matrix,
+    w_blk: sp.csr_matrix | None,
     kernel: Sequence[int],
     bias: np.ndarray | None = None,
     *,
@@ -276,10 +319,16 @@ def conv_sparse(
 ) -> np.ndarray:
     """ONNX Conv with a block-diagonal CSR weight ``w_blk`` (O, C * prod(kernel)).
 
-    ``packed``: the same weight packed for ``kernels.sparse_conv2d`` (a 2-D, groups=1 Conv),
-    which then computes it; im2col + scipy otherwise."""
+    ``packed``: the same weight packed for ``kernels.sparse_conv2d`` (a 2-D, groups=1 Conv
+    with strides <= SPK_MAX_STRIDE), which then computes it (``w_blk`` is unused, and None once the
+    weight is packed); im2col + scipy otherwise."""
     strides, dilations, pads = _conv_geometry(x, kernel, auto_pad, dilations, pads, strides)
-    if packed is not None and x.ndim == 4 and len(kernel) == 2 and max(strides) <= 64:
+    if packed is not None:
+        if x.ndim != 4:
+            raise SparsifyError(
+                f"Conv input has shape {tuple(x.shape)}, the 2-D Conv needs (N, C, H, W); give "
+                "the input shape the model was exported with."
+            )
         return _conv_spk(x, packed, bias, strides, dilations, pads)
     cols, out = im2col(x, kernel, strides, dilations, pads)  # (C * K, N * L)
     if cols.shape[0] != w_blk.shape[1]:
@@ -314,23 +363,25 @@ def _conv_spk(
 
 
 def matmul_sparse(
-    x: np.ndarray, wt_csr: sp.csr_matrix, packs: SpkPacks | None = None, key: str = ""
+    x: np.ndarray, wt_csr: sp.csr_matrix | None, packs: SpkPacks | None = None, key: str = ""
 ) -> np.ndarray:
     """``x (..., K) @ W (K, N)`` given ``wt_csr`` = W.T (N, K) as CSR: (Wt @ X2.T).T, or
-    ``kernels.spmm(W.T packed, X2)`` when ``packs`` holds weight ``key``."""
+    ``kernels.spmm(W.T packed, X2)`` when ``packs`` holds weight ``key`` (``wt_csr`` is then
+    unused, and None once the weight is packed)."""
+    n, k_w = packs.shapes[key] if packs is not None else wt_csr.shape
     k = x.shape[-1]
-    if k != wt_csr.shape[1]:
+    if k != k_w:
         raise SparsifyError(
-            f"MatMul input has {k} features, the weight expects {wt_csr.shape[1]}; give the "
+            f"MatMul input has {k} features, the weight expects {k_w}; give the "
             "input shape the model was exported with."
         )
     x2 = x.reshape(-1, k)  # (M, K)
     if packs is not None:
         sw = packs.get(key, spk_layout(x2.shape[0]))
         y = spk.spmm(sw, x2)  # (M, N), row-major as the evaluator holds it
-        return y.reshape(*x.shape[:-1], wt_csr.shape[0])
+        return y.reshape(*x.shape[:-1], n)
     y = np.asarray(wt_csr @ x2.T).T  # (M, N)
-    return np.ascontiguousarray(y, dtype=np.float32).reshape(*x.shape[:-1], wt_csr.shape[0])
+    return np.ascontiguousarray(y, dtype=np.float32).reshape(*x.shape[:-1], n)
 
 
 def pool(
