@@ -24,6 +24,9 @@ def _sparse(module: nn.Module, density: float, seed: int = 0) -> nn.Module:
 
 needs_spk = pytest.mark.skipif(not spk.available(), reason="sparsify.kernels not compiled here")
 SPK = [pytest.param(k, marks=needs_spk) for k in ("spk", "spk_csr")]
+# what the cost model picks for a sparse Linear at more than one row per call
+COST_CSR = "spk" if spk.available() else "torch_csr"
+NO_SPK = ("torch_csr", "torch_csr_panels", "scipy_csr", "dense_compact")
 
 
 @pytest.mark.parametrize("kernel", ["torch_csr", "scipy_csr", "dense_compact", *SPK])
@@ -97,7 +100,7 @@ def test_cost_model_uses_panels_only_when_they_split(batch: int, want: str) -> N
     model = nn.Sequential(_sparse(nn.Linear(1024, 64), 0.02))
     ref = copy.deepcopy(model)
     x = torch.randn(batch, 1024)
-    report = sparsify_inference_(model, x, mode="cost_model")
+    report = sparsify_inference_(model, x, mode="cost_model", kernels=NO_SPK)
     assert report.layers[0].chosen == want
     with torch.inference_mode():
         torch.testing.assert_close(model(x), ref(x), rtol=1e-5, atol=1e-5)
@@ -208,7 +211,7 @@ def test_cost_model_mode() -> None:
     )
     ref = copy.deepcopy(model)
     report = sparsify_inference_(model, torch.randn(16, 128), mode="cost_model")
-    assert [d.chosen for d in report.layers] == ["torch_csr", "dense"]
+    assert [d.chosen for d in report.layers] == [COST_CSR, "dense"]
     assert all(d.times_s == {} for d in report.layers)
     x = torch.randn(16, 128)
     with torch.inference_mode():
@@ -318,8 +321,8 @@ def test_transformer_encoder_survives_conversion(batch_first: bool, example: boo
         if batch_first:  # bypassed by the fused path: a sparse layer would never run
             assert linear1.chosen == "dense" and "fast path" in linear1.reason, linear1
         else:
-            assert linear1.chosen == "torch_csr", linear1
-    assert by_name["head"].chosen == "torch_csr"
+            assert linear1.chosen == COST_CSR, linear1
+    assert by_name["head"].chosen == COST_CSR
     if example:
         assert report.check.startswith("ok"), report.check
 
@@ -349,7 +352,7 @@ def test_multihead_attention_survives_conversion(example: bool) -> None:
     by_name = {d.name: d for d in report.layers}
     assert by_name["attn.out_proj"].chosen == "dense"
     assert "reads out_proj.weight" in by_name["attn.out_proj"].reason
-    assert by_name["proj"].chosen == "torch_csr"
+    assert by_name["proj"].chosen == COST_CSR
 
 
 @pytest.mark.parametrize("kernel", ["torch_csr", "torch_csr_panels", "scipy_csr"])
@@ -449,7 +452,7 @@ def test_layer_that_breaks_the_model_is_reverted(monkeypatch: pytest.MonkeyPatch
     first, second = report.layers
     assert first.chosen == "dense" and first.reason.startswith("reverted to dense"), first
     assert ("boom" if how == "raise" else "fp32 noise") in first.reason
-    assert second.chosen == "torch_csr" and isinstance(model[2], SparseLinear)
+    assert second.chosen == COST_CSR and isinstance(model[2], SparseLinear)
 
 
 # --- sparsify's own kernels (spk) in the converter -------------------------------------------
@@ -550,3 +553,51 @@ def test_grouped_conv_not_offered_to_spk() -> None:
     report = sparsify_inference_(model, x, mode="fixed", kernels=("spk", "torch_csr"))
     chosen = {d.name: d.chosen for d in report.layers}
     assert chosen == {"c1": "spk", "c2": "torch_csr", "c3": "torch_csr", "fc": "spk"}, chosen
+
+
+@pytest.mark.parametrize(
+    ("batch", "density", "kernels_on", "want"),
+    [
+        pytest.param(64, 0.1, True, "spk", marks=needs_spk),
+        pytest.param(1, 0.08, True, "spk_csr", marks=needs_spk),
+        # between torch_csr's break-even (0.1 at one row) and spk's (0.25): only spk pays
+        pytest.param(1, 0.2, True, "spk_csr", marks=needs_spk),
+        (64, 0.1, False, "torch_csr_panels"),
+        (1, 0.08, False, "torch_csr"),
+        (1, 0.2, False, "dense"),
+        (64, 0.4, True, "dense"),  # above every break-even
+    ],
+)
+def test_cost_model_picks_spk_where_the_kernels_run(
+    monkeypatch: pytest.MonkeyPatch, batch: int, density: float, kernels_on: bool, want: str
+) -> None:
+    # density / break-even: the C kernels' is the higher at every batch, so they win where
+    # they run; with them off (as without a C compiler) the choice falls back, no error
+    if not kernels_on:
+        monkeypatch.setenv("SPARSIFY_KERNELS", "off")
+    model = nn.Sequential(_sparse(nn.Linear(1024, 64), density))
+    ref = copy.deepcopy(model)
+    x = torch.randn(batch, 1024)
+    report = sparsify_inference_(model, x, mode="cost_model")
+    d = report.layers[0]
+    assert d.chosen == want, d
+    assert d.times_s == {}  # the cost model times nothing
+    assert ("spk" in report.unavailable) == (not kernels_on)
+    if want != "dense":
+        assert f"{want}'s break-even" in d.reason and isinstance(model[0], SparseLinear)
+        assert model[0].kernel == want
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+@needs_spk
+def test_cost_model_runs_convs_on_spk() -> None:
+    model = _sparse(SmallConvNet(), 0.05)
+    ref = copy.deepcopy(model)
+    x = torch.randn(2, 3, 16, 16)
+    report = sparsify_inference_(model, x, mode="cost_model")
+    convs = [d for d in report.layers if d.kind == "Conv2d"]
+    assert convs and all(d.chosen == "spk" for d in convs), report.summary()
+    assert report.check.startswith("ok"), report.check
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), ref(x), rtol=1e-5, atol=1e-5)

@@ -9,9 +9,14 @@ Per layer (Linear, Conv2d of any groups), at the layer's real input shape:
                 interleaved; per repetition i the paired ratio r_i = t_dense_i / t_kernel_i;
                 take the kernel with the best median ratio only if
                 median(r) > 1 / (1 - margin)  and  q25(r) > 1,  else keep dense
-    cost_model  no timing: sparse (torch_csr) if density <= the break-even density for
-                the layer's row count (measured on the reference machine, see
-                BREAK_EVEN); Conv2d needs half that density (unfold copies the input)
+    cost_model  no timing: each CSR-like kernel k is estimated at
+                    t_k / t_dense = density / b_k(rows)
+                (its work and bytes scale with the nonzeros; equal to dense at its break-even
+                density b_k, measured on the reference machine for the layer's rows per call:
+                BREAK_EVEN for torch_csr, SPK_BREAK_EVEN for sparsify's C kernels; b_k halved
+                for a Conv2d, whose input is copied: unfold, or the kernels' stride phases);
+                the lowest estimate wins if it is <= 1, spk (spk_csr at one row per call)
+                where the C kernels run, torch_csr(_panels) where they do not
     fixed       no timing: the first kernel of ``kernels`` that applies to the layer (for
                 benchmarks and tests that must run one kernel; it may be slower than dense)
 
@@ -83,6 +88,11 @@ FilterFn = Callable[[nn.Module, str], bool]
 # from results/bench/curves (Linear 1024 and 4096, AMD EPYC, 2 cores). Interpolated in
 # log(rows); used only by mode="cost_model".
 BREAK_EVEN: tuple[tuple[int, float], ...] = ((1, 0.1), (64, 0.25))
+# The same for sparsify's C kernels (spk_csr at one row, spk above) against torch dense, from
+# results/kernels/README.md (Linear 4096^2, one thread): at 70% zeros spk_csr equals dense at
+# batch 1 (9.2 vs 9.5 ms) and spk is >= 3x torch dense, >= 1.5x ORT dense, at batches
+# 16-256; 0.25 at one row keeps a margin, 0.3 above is the densest point measured.
+SPK_BREAK_EVEN: tuple[tuple[int, float], ...] = ((1, 0.25), (16, 0.3))
 # dense_compact is timed only if dead rows/columns remove >= 10% of the weight; the cost
 # model picks it when they remove >= 30% (index_select and scatter cost a few copies)
 MAX_COMPACT = 0.9
@@ -176,8 +186,9 @@ class InferenceReport:
         return "\n".join(lines)
 
 
-def _break_even(rows: int) -> float:
-    pts = BREAK_EVEN
+def _break_even(rows: int, pts: tuple[tuple[int, float], ...] = BREAK_EVEN) -> float:
+    """The break-even density of table ``pts`` at ``rows``, interpolated in log(rows) and
+    held constant outside the table."""
     if rows <= pts[0][0]:
         return pts[0][1]
     for (r0, d0), (r1, d1) in zip(pts, pts[1:]):
@@ -412,7 +423,7 @@ def _decide(
         d.reason = (
             "kept dense: no sparse kernel applies (dense_compact needs >= 10% dead rows/columns;"
             " torch_csr_panels needs a right-hand side too wide for one panel; spk and spk_csr"
-            " need groups=1)"
+            " need groups=1" + (f", this conv has groups={groups})" if groups > 1 else ")")
         )
         return d, None
     if mode == "fixed":
@@ -427,12 +438,26 @@ def _decide(
                 f"1/{groups} of them); mode='calibrate' times it"
             )
             return d, None
-        limit = _break_even(rows) * (0.5 if isinstance(module, nn.Conv2d) else 1.0)
-        csr = next((k for k in ("torch_csr_panels", "torch_csr") if k in kernels), None)
-        if density <= limit and csr is not None:
-            d.chosen = csr
-            d.reason = f"cost model: density {density:.3f} <= break-even {limit:.3f}"
-            return d, make_sparse(module, csr, rows)
+        conv = 0.5 if isinstance(module, nn.Conv2d) else 1.0
+        # (kernel, its break-even density here), best first: ties go to the C kernels
+        options = [
+            (k, _break_even(rows, SPK_BREAK_EVEN) * conv)
+            for k in _spk_order(rows, isinstance(module, nn.Linear))
+            if k in kernels
+        ][:1]
+        options += [
+            (k, _break_even(rows) * conv) for k in ("torch_csr_panels", "torch_csr") if k in kernels
+        ][:1]
+        limit = max((b for _, b in options), default=_break_even(rows) * conv)
+        if options:
+            best, b = min(options, key=lambda o: density / o[1])
+            if density <= b:
+                d.chosen = best
+                d.reason = (
+                    f"cost model: density {density:.3f} <= {best}'s break-even {b:.3f} "
+                    f"(estimated {density / b:.2f}x dense time)"
+                )
+                return d, make_sparse(module, best, rows)
         if compact <= COST_MODEL_COMPACT and "dense_compact" in kernels:
             d.chosen = "dense_compact"
             d.reason = f"cost model: dead rows/columns leave {compact:.0%} of the weight"
@@ -473,6 +498,13 @@ def _decide(
         f"needs > {need:.2f}x with the lower quartile > 1"
     )
     return d, None
+
+
+def _spk_order(rows: int, linear: bool) -> tuple[str, ...]:
+    """The C kernels in order of preference for a layer: plain CSR packing for a Linear at one
+    row per call (gather dot products, memory-bound), column-blocked above and for convs
+    (results/kernels/README.md)."""
+    return ("spk_csr", "spk") if linear and rows == 1 else ("spk", "spk_csr")
 
 
 def _listed(name: str, module: nn.Module) -> LayerDecision:
@@ -540,8 +572,9 @@ def sparsify_inference_(
             its batch is the one calibrated for.
         threads: torch threads during calibration (None: the current setting). The
             decision is for that thread count; the model is not pinned to it.
-        mode: ``"calibrate"`` (time each layer), ``"cost_model"`` (break-even table) or
-            ``"fixed"`` (the first applicable kernel of ``kernels``, untimed).
+        mode: ``"calibrate"`` (time each layer), ``"cost_model"`` (break-even tables,
+            spk where the C kernels run; see the module docstring) or ``"fixed"`` (the first
+            applicable kernel of ``kernels``, untimed).
         kernels: sparse kernels to consider, in order of preference for ``"fixed"`` (subset
             of ``("torch_csr", "torch_csr_panels", "scipy_csr", "dense_compact", "spk",
             "spk_csr")``). ``spk``/``spk_csr`` are dropped, with the reason in
