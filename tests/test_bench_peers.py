@@ -14,6 +14,8 @@ import pytest
 import torch
 from torch import nn
 
+from sparsify import kernels as spk
+from sparsify.accel import SparseConv2d, SparseLinear
 from sparsify.bench import deepsparse_peer
 from sparsify.bench.backends import BackendUnavailable, build_runner
 from sparsify.bench.harness import _own_timing, run_bench
@@ -137,12 +139,16 @@ class _TinyConvNet(nn.Module):
         return self.fc(torch.flatten(self.c3(x), 1))
 
 
+needs_spk = pytest.mark.skipif(not spk.available(), reason="sparsify.kernels not compiled here")
+
+
 def _source(model: nn.Module, shape: tuple[int, ...], density: float) -> Source:
     torch.manual_seed(0)
     impose_density_(model, density)
     return Source({"kind": "test"}, "test", model.eval(), shape)
 
 
+@needs_spk
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize(
     "make, shape",
@@ -160,6 +166,10 @@ def test_spk_matches_torch(make, shape, batch: int) -> None:
     src = _source(make(), shape, 0.3)
     runner = build_runner("spk", src, {"paths": {}, "unavailable": {}}, batch, 1)
     assert runner.info["layout"] == ("csr" if batch == 1 else "auto")
+    # the converter's own layers, on the kernel for this batch
+    swapped = [m for m in runner.fn.modules() if isinstance(m, (SparseLinear, SparseConv2d))]
+    assert len(swapped) == runner.info["layers_spk"] > 0
+    assert {m.kernel for m in swapped} == {"spk_csr" if batch == 1 else "spk"}
     x = torch.randn(batch, *shape)
     with torch.inference_mode():
         ref = src.model(x).numpy()
@@ -172,6 +182,14 @@ def test_spk_matches_torch(make, shape, batch: int) -> None:
         assert "groups=8" in runner.info["kept_dense"]["dw"]
 
 
+def test_spk_without_compiled_kernels_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPARSIFY_KERNELS", "off")  # as on a machine without a C compiler
+    src = _source(nn.Sequential(nn.Linear(8, 4)), (8,), 0.5)
+    with pytest.raises(BackendUnavailable, match="kernels cannot run here: SPARSIFY_KERNELS=off"):
+        build_runner("spk", src, {"paths": {}, "unavailable": {}}, 2, 1)
+
+
+@needs_spk
 def test_spk_without_kernel_layers_is_unavailable() -> None:
     src = Source(
         {"kind": "test"}, "t", nn.Sequential(nn.Conv2d(4, 4, 3, groups=4)).eval(), (4, 5, 5)

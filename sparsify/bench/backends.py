@@ -10,8 +10,9 @@
     ort_sparse_mm  onnxruntime com.microsoft::SparseToDenseMatMul: Linear chains only
                    (Flatten/Linear/ReLU); the sparse weights are fed at run time, as the
                    op requires, built once as OrtValues
-    spk            every Linear and groups=1 Conv2d on sparsify.kernels (bench/spk.py); grouped
-                   and depthwise convolutions stay torch dense
+    spk            every Linear and groups=1 Conv2d on sparsify.kernels, swapped by the
+                   converter (bench/spk.py); grouped and depthwise convolutions stay torch
+                   dense; unavailable where the kernels cannot be compiled
     deepsparse     DeepSparse 1.8 on a static-batch opset-13 ONNX export, in its own
                    virtualenv's process (bench/deepsparse_peer.py); optional
 
@@ -377,7 +378,10 @@ def build_runner(
         from sparsify.bench.spk import swap_to_spk_
 
         m = copy.deepcopy(model) if copy_model else model
-        info = swap_to_spk_(m, batch, threads)
+        info = swap_to_spk_(m, source.input_shape, batch, threads)
+        why = info.pop("unavailable")
+        if why is not None:
+            raise BackendUnavailable(f"sparsify.kernels cannot run here: {why}")
         if info["layers_spk"] == 0:
             kept = "; ".join(info["kept_dense"].values())
             raise BackendUnavailable(
@@ -386,7 +390,7 @@ def build_runner(
             )
         from sparsify import kernels
 
-        info["kernels"] = kernels.info().get("isa") or "scipy fallback"
+        info["kernels"] = kernels.info()["isa"]
         return Runner(fn=m, info=info)
     if name == "deepsparse":
         from sparsify.bench import deepsparse_peer
