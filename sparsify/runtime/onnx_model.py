@@ -549,6 +549,9 @@ class OnnxModel:
     declared input shapes (``None`` for a dynamic dimension such as the batch).
     ``kernels`` (``auto``/``spk``/``scipy``, see :mod:`sparse_ops`) picks the sparse
     products; :attr:`kernels` is the one running and :attr:`kernels_reason` why.
+    :attr:`weights` maps each sparse weight to its CSR; with the spk kernels an entry leaves
+    it when the weight is packed (:attr:`packs`, :class:`sparse_ops.SpkPacks`), so each
+    weight is held once.
     """
 
     def __init__(
