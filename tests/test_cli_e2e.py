@@ -78,6 +78,20 @@ def test_sweep_writes_one_run_per_lambda_and_tables(tmp_path: Path, mnist_dir: P
     md = (out / "results.md").read_text()
     assert "| lambda |" in md and "| 0.005 |" in md
     assert (out / "l1_prox_lam_0.005" / "model.safetensors").is_file()
+    history = json.loads((out / "l1_prox_lam_0.005" / "metrics.json").read_text())["history"]
+    assert res["rows"][1]["final_loss"] == history[-1]["loss"]
+    assert res["rows"][1]["max_late_loss"] >= res["rows"][1]["final_loss"]
+    assert "max loss, last 20% of epochs" in md
+
+
+def test_late_loss_is_the_largest_epoch_loss_of_the_last_fifth() -> None:
+    from sparsify.cli.sweep import late_loss
+
+    losses = [2.0, 1.0, 0.5, 0.4, 0.3, 0.2, 0.1, 4.8, 0.2, 0.1]  # a spike at epoch 8 of 10
+    history = [{"epoch": i + 1, "loss": v} for i, v in enumerate(losses)]
+    assert late_loss(history) == (0.1, 0.2)  # the last 2 of 10 epochs: the spike is earlier
+    assert late_loss(history, 0.3) == (0.1, 4.8)
+    assert late_loss(history[:1]) == (2.0, 2.0)
 
 
 def test_train_refuses_a_sweep_and_missing_data(tmp_path: Path, mnist_dir: Path, capsys) -> None:

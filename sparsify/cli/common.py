@@ -101,6 +101,7 @@ def run_one(
 ) -> dict[str, Any]:
     """Run one (non-sweep) recipe, every stage; the main process writes checkpoint, recipe and
     metrics to ``out`` (the final model: shrunk if the recipe ends with a shrink stage).
+    Returns the metrics with the train stage's per-epoch ``history``, as ``metrics.json``.
 
     A resume state is kept in ``out`` every ``checkpoint_every`` epochs (0: never) during
     the train stage, and removed once the final artifacts are written. ``metrics.json``
@@ -130,7 +131,7 @@ def run_one(
         )
         if checkpoint_every > 0:  # the state there is this run's (or the one it resumed)
             clear_train_state(out)
-    return result.metrics
+    return {**result.metrics, "history": result.history}
 
 
 def check_own_outputs(out: Path, resume: bool, checkpoint_every: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 from typing import Any
@@ -65,6 +66,9 @@ def seeds_markdown(rows: list[dict[str, Any]]) -> str:
     has_val = "val_error" in rows[0]
     head = ["lambda", "seeds", "train error", *(["val error"] if has_val else [])]
     head += ["test error", "zeros (all params)", "zeros (Linear/Conv weights)"]
+    has_late = all("max_late_loss" in r for r in rows)
+    if has_late:  # per seed: a spike in one run is what the mean would hide
+        head += ["final loss (per seed)", "max loss, last 20% of epochs (per seed)"]
     body = []
     for lam in lams:
         mine = [r for r in rows if r["lam"] == lam]
@@ -76,6 +80,9 @@ def seeds_markdown(rows: list[dict[str, Any]]) -> str:
         for k in ("zero_fraction", "weight_zero_fraction"):
             m, sd = _mean_sd([100 * r[k] for r in mine])
             cells.append(f"{m:.1f} ± {sd:.1f}%")
+        if has_late:
+            cells.append(" / ".join(f"{r['final_loss']:.3f}" for r in mine))
+            cells.append(" / ".join(f"{r['max_late_loss']:.3f}" for r in mine))
         body.append(cells)
     return (
         "Mean ± sample standard deviation over the seeds (errors in %):\n\n"
@@ -128,6 +135,7 @@ def _stage_table(rows: list[dict[str, Any]]) -> str:
 def _main_table(rows: list[dict[str, Any]], recipe: Recipe, command: str) -> str:
     tensors = list(rows[0]["layers"]) if rows else []
     has_val = bool(rows) and "val_error" in rows[0]
+    has_late = bool(rows) and all("max_late_loss" in r for r in rows)
     seeds = bool(rows) and len({r.get("seed") for r in rows}) > 1
     head = [
         "lambda",
@@ -137,6 +145,7 @@ def _main_table(rows: list[dict[str, Any]], recipe: Recipe, command: str) -> str
         "test error",
         "zeros (all params)",
         *[f"zeros {t}" for t in tensors],
+        *(["final loss", "max loss, last 20% of epochs"] if has_late else []),
         "s/run",
     ]
     lines = [
@@ -157,6 +166,7 @@ def _main_table(rows: list[dict[str, Any]], recipe: Recipe, command: str) -> str
             f"{r['test_error']:.3f}",
             f"{100 * r['zero_fraction']:.1f}%",
             *[f"{100 * r['layers'][t]['zero_fraction']:.1f}%" for t in tensors],
+            *([f"{r['final_loss']:.3f}", f"{r['max_late_loss']:.3f}"] if has_late else []),
             f"{r['seconds']:.1f}",
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -217,11 +227,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def late_loss(history: list[dict[str, float]], fraction: float = 0.2) -> tuple[float, float]:
+    """(final epoch's loss, largest epoch loss over the last ``fraction`` of the epochs).
+
+    The data loss averaged over each epoch (the penalty is not in it). A late spike, where
+    the run ends inside or just after a jump in the loss, shows as the second number far
+    above the first; then the final errors depend on when training stopped.
+    """
+    tail = history[-max(1, math.ceil(fraction * len(history))) :]
+    return history[-1]["loss"], max(e["loss"] for e in tail)
+
+
 def _row(m: dict[str, Any], lam: float, kind: str, seed: int, name: str) -> dict[str, Any]:
     """One results.json row from a run's metrics."""
     keys = ("train_error", "test_error", "zero_fraction", "weight_zero_fraction", "seconds")
     row: dict[str, Any] = {"lam": lam, "kind": kind, "seed": seed, "run": name}
     row |= {k: m[k] for k in keys}
+    if m.get("history"):
+        row["final_loss"], row["max_late_loss"] = late_loss(m["history"])
     row["layers"] = {
         n: {k: e[k] for k in ("numel", "zeros", "zero_fraction")} for n, e in m["layers"].items()
     }
