@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -76,19 +77,29 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[nn.Mod
     return out
 
 
+def _spk_and_scipy(path: Path) -> tuple[sparsify.runtime.OnnxModel, sparsify.runtime.OnnxModel]:
+    """The same file loaded with the C kernels and with scipy."""
+    return sparsify.runtime.load(path, kernels="spk"), sparsify.runtime.load(path, kernels="scipy")
+
+
+def _batches(name: str, seed: int) -> Iterator[np.ndarray]:
+    """Random float32 inputs of CASES[name] at batches 1, 2 and 5."""
+    rng = np.random.default_rng(seed)
+    for batch in (1, 2, 5):
+        yield rng.standard_normal((batch, *CASES[name][1])).astype(np.float32)
+
+
 @needs_spk
 @pytest.mark.parametrize("name", list(CASES))
 def test_spk_runtime_equals_scipy_runtime(
     exported: dict[str, tuple[nn.Module, Path]], name: str
 ) -> None:
     model, path = exported[name]
-    fast = sparsify.runtime.load(path, kernels="spk")
-    slow = sparsify.runtime.load(path, kernels="scipy")
+    fast, slow = _spk_and_scipy(path)
     assert (fast.kernels, slow.kernels) == ("spk", "scipy")
     assert slow.packs is None
-    rng = np.random.default_rng(3)
-    for batch in (1, 2, 5):
-        x = rng.standard_normal((batch, *CASES[name][1])).astype(np.float32)
+    for x in _batches(name, 3):
+        batch = len(x)
         with torch.no_grad():
             ref = model.double()(torch.from_numpy(x).double()).numpy()
             t32 = model.float()(torch.from_numpy(x)).numpy()
@@ -136,13 +147,11 @@ def test_spk_runtime_holds_each_weight_once(
     # are held once, as scipy holds them (a packing differs only in its segment pointers),
     # memory counts what is held, and the outputs still equal scipy's
     _, path = exported[name]
-    fast = sparsify.runtime.load(path, kernels="spk")
-    slow = sparsify.runtime.load(path, kernels="scipy")
+    fast, slow = _spk_and_scipy(path)
     one_copy, _ = _held(slow)
     assert fast.memory.sparse_bytes == slow.memory.sparse_bytes == sum(_held(slow))
-    rng = np.random.default_rng(5)
-    for batch in (1, 2, 5):
-        x = rng.standard_normal((batch, *CASES[name][1])).astype(np.float32)
+    for x in _batches(name, 5):
+        batch = len(x)
         y_fast, y_slow = fast(x), slow(x)
         assert np.abs(y_fast - y_slow).max() <= 1e-5 * max(1.0, np.abs(y_slow).max())
         entries, pointers = _held(fast)
@@ -161,9 +170,7 @@ def test_spk_runtime_wide_weight_holds_the_layouts_it_ran(tmp_path: Path) -> Non
     torch.manual_seed(2)
     model = _zero_(nn.Sequential(nn.Linear(1024, 32)), 0.95)
     sonnx.export_onnx(model, tmp_path, example_input=torch.randn(2, 1024))
-    path = tmp_path / sonnx.COMPACT_FILE
-    fast = sparsify.runtime.load(path, kernels="spk")
-    slow = sparsify.runtime.load(path, kernels="scipy")
+    fast, slow = _spk_and_scipy(tmp_path / sonnx.COMPACT_FILE)
     x = np.random.default_rng(6).standard_normal((8, 1024)).astype(np.float32)
     np.testing.assert_allclose(fast(x), slow(x), rtol=1e-5, atol=1e-5)
     assert [layout for _, layout in fast.packs.packed] == ["auto"] and not fast.weights
