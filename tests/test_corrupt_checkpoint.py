@@ -142,7 +142,7 @@ def test_suite_size() -> None:
 
 def test_a_directory_in_place_of_the_file(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").mkdir()
-    with pytest.raises(SparsifyError, match="does not exist"):
+    with pytest.raises(SparsifyError, match="is not a regular file"):
         load_checkpoint(tmp_path)
 
 
