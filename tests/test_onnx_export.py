@@ -565,3 +565,31 @@ def test_a_dimension_torch_export_bounds_is_refused_not_baked_in(tmp_path: Path)
     # from an example where no derived size is 1 the dims stay free and the graph is right
     ox.export_onnx(model, tmp_path / "big", torch.zeros(2, 1, 8, 8), dynamic="height,width")
     _check_runs(model, tmp_path / "big", [(1, 1, 8, 8), (3, 1, 16, 12), (2, 1, 4, 4)])
+
+
+class _ExportsSomethingElse(nn.Module):
+    """A forward whose traced graph is not what eager torch runs (here by branching on
+    ``torch.compiler.is_exporting()``; SwinV2 gets there by holding a size from the example):
+    only running the exported graph at another size shows it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x).mean((2, 3))
+        return 2 * y if torch.compiler.is_exporting() else y
+
+
+def test_a_dynamic_graph_that_differs_from_torch_at_another_size_is_refused(
+    tmp_path: Path,
+) -> None:
+    model = _ExportsSomethingElse().eval()
+    with pytest.raises(
+        SparsifyError, match=r"dynamic height, width: at height, width 32x32 "
+    ) as info:
+        ox.export_onnx(model, tmp_path / "hw", torch.randn(2, 1, 16, 16), dynamic="height,width")
+    assert "keep height, width fixed" in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "hw").exists()
+    # the batch alone is not checked this way (nothing else is dynamic): it exports
+    ox.export_onnx(model, tmp_path / "fixed", torch.randn(2, 1, 16, 16))
