@@ -43,7 +43,8 @@ from torch import nn
 
 from sparsify.errors import SparsifyError, check_input_shape
 from sparsify.export.onnx.compact import compact_model, sparse_initializer_model
-from sparsify.export.onnx.integrity import SOURCE_KEY, write_model_files
+from sparsify.export.onnx.integrity import SOURCE_KEY, first_line, write_model_files
+from sparsify.export.onnx.ort import session_options
 from sparsify.fileio import atomic_directory
 
 OPSET = 20
@@ -435,11 +436,10 @@ def check_dynamic_sizes(
     spatial = {a: n for a, n in axes.items() if a != 0}
     if not spatial or proto.ByteSize() >= 2**31 - 2**20:
         return
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = max(1, torch.get_num_threads())
-    options.log_severity_level = 3
     session = ort.InferenceSession(
-        proto.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        proto.SerializeToString(),
+        session_options(max(1, torch.get_num_threads())),
+        providers=["CPUExecutionProvider"],
     )
     names = ", ".join(spatial.values())
     for factor in (2.0, 1.5):
@@ -457,7 +457,7 @@ def check_dynamic_sizes(
         try:
             (got, *_) = session.run(None, {INPUT_NAME: probe.numpy()})
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
-            cause = " ".join(str(exc).split())[:200]
+            cause = first_line(exc)
             raise SparsifyError(
                 f"could not export {type(model).__name__} with a dynamic {names}: the exported "
                 f"graph fails in onnxruntime at {names} {sizes} where torch runs ({cause}); "
