@@ -311,21 +311,36 @@ def test_recipes_without_a_target_dump_as_before() -> None:
 
 
 #: Conv/Linear weights of each model the compare recipes train
-SELECTED = {"lenet300_100": N, "lecture_convnet": 32 * 25 + 64 * 32 * 25 + 256 * 200 + 200 * 10}
+SELECTED = {
+    "lenet300_100": N,
+    "lecture_convnet": 32 * 25 + 64 * 32 * 25 + 256 * 200 + 200 * 10,
+    "lenet5": 20 * 25 + 50 * 20 * 25 + 800 * 500 + 500 * 10,
+}
+
+
+def _target(path: Path) -> float:
+    """The target a compare recipe's name states: ``<model>_<method>_t95`` is 0.95."""
+    return int(path.stem.rsplit("_t", 1)[1]) / 100
 
 
 def test_compare_recipes_differ_only_in_how_zeros_are_chosen() -> None:
-    groups: dict[str, list[dict]] = {}
+    groups: dict[tuple[str, float], list[dict]] = {}
     for p in COMPARE:
         d = load_recipe(p).to_dict()
-        assert d["sparsity"]["target"] == 0.95 and d["threads"] == 1 and d["data"]["val_size"] > 0
-        assert p.stem.startswith(p.stem.split("_")[0] + "_") and p.stem.endswith("_t95")
+        target = _target(p)
+        assert d["sparsity"]["target"] == target and d["threads"] == 1 and d["data"]["val_size"] > 0
+        assert d["name"] == p.stem and d["output"]["dir"] == f"results/compare/{p.stem}"
         for key in ("name", "penalties", "sparsity", "output"):
             d.pop(key)
-        groups.setdefault(p.stem.split("_")[0], []).append(d)
-    assert sorted(groups) == ["convnet", "lenet300"]
-    assert len(groups["lenet300"]) == 3 and len(groups["convnet"]) == 5
-    for dumps in groups.values():  # per model: data, seed, epochs, optimizers, stages
+        groups.setdefault((p.stem.split("_")[0], target), []).append(d)
+    sizes = {key: len(dumps) for key, dumps in groups.items()}
+    assert sizes == {
+        ("convnet", 0.95): 5,
+        ("lenet300", 0.95): 5,
+        ("lenet5", 0.95): 2,
+        ("lenet5", 0.98): 2,
+    }
+    for dumps in groups.values():  # per model and target: data, seed, epochs, optimizers, stages
         assert all(d == dumps[0] for d in dumps)
     assert {g[0]["model"]["name"] for g in groups.values()} == set(SELECTED)
 
@@ -349,5 +364,5 @@ def test_compare_recipe_runs_end_to_end_on_a_small_subset(
     m = json.loads((out / "metrics.json").read_text())
     n = SELECTED[d["model"]["name"]]
     assert m["sparsity"]["selected"] == n
-    assert m["sparsity"]["exact"] and m["sparsity"]["zeros"] == round(0.95 * n)
+    assert m["sparsity"]["exact"] and m["sparsity"]["zeros"] == round(_target(path) * n)
     assert m["data"]["val_images"] == 100 and "val_error" in m
