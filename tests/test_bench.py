@@ -205,3 +205,45 @@ def test_gpu_table_without_gpu_fails_cleanly(tmp_path: Path, capsys: pytest.Capt
 
     assert gpu_main(["--out", str(tmp_path / "gpu")]) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err and not (tmp_path / "gpu").exists()
+
+
+def test_bench_model_input_shape_sets_the_channels(tmp_path: Path) -> None:
+    # --input-shape C H W builds the zoo model for C channels (it was built for 1 and failed)
+    out = tmp_path / "b"
+    rc = main(
+        ["bench", "--model", "lecture_convnet", "--input-shape", "3", "28", "28", "--quick",
+         "--batch", "2", "--reps", "1", "--backends", "dense", "--out", str(out)]
+    )  # fmt: skip
+    assert rc == 0
+    (src,) = json.loads((out / "bench.json").read_text())["sources"]
+    assert src["spec"]["input_shape"] == [3, 28, 28]
+    assert src["points"][0]["backends"]["dense"]["available"]
+    source = load_source(src["spec"])
+    assert source.model.conv1.in_channels == 3 and source.input_shape == (3, 28, 28)
+    tv = load_source(
+        {"kind": "model", "name": "torchvision:squeezenet1_1", "density": 0.5,
+         "input_shape": [2, 32, 32]}
+    )  # fmt: skip
+    assert next(m for m in tv.model.modules() if isinstance(m, nn.Conv2d)).in_channels == 2
+
+
+def test_bench_model_that_cannot_take_the_channels_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sparsify.pipeline import zoo
+
+    def gray_only(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+        return nn.Sequential(
+            nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes)
+        )
+
+    monkeypatch.setitem(zoo.MODELS, "gray_only", gray_only)
+    out = tmp_path / "b"
+    rc = main(
+        ["bench", "--model", "gray_only", "--input-shape", "3", "8", "8", "--quick", "--batch",
+         "1", "--reps", "1", "--backends", "dense", "--out", str(out)]
+    )  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "gray_only" in err and "3 channels" in err and "--input-shape" in err
+    assert "unexpected" not in err

@@ -36,7 +36,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="NAME",
-        help="a registered model (e.g. lenet300_100) with zeros imposed at --density",
+        help="a registered model (e.g. lenet300_100) with zeros imposed at --density; "
+        "--input-shape C H W builds it for C channels",
     )
     p.add_argument(
         "--density",
