@@ -247,3 +247,40 @@ def test_bench_model_that_cannot_take_the_channels_is_refused(
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "gray_only" in err and "3 channels" in err and "--input-shape" in err
     assert "unexpected" not in err
+
+
+def test_bench_reports_effective_gflops_against_the_runs_dense_peak(tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    rc = main(
+        ["bench", "--linear", "96x40", "--density", "0.25", "--quick", "--batch", "3", "5",
+         "--reps", "2", "--backends", "dense", "torch_csr", "ort_dense", "--out", str(out)]
+    )  # fmt: skip
+    assert rc == 0
+    result = json.loads((out / "bench.json").read_text())
+    (src,) = result["sources"]
+    nnz = round(0.25 * 96 * 40)
+    assert src["work"]["nnz_flops_per_sample"] == 2 * nnz  # 2 * nnz * batch per call
+    assert src["work"]["dense_flops_per_sample"] == 2 * 96 * 40
+    rates = []
+    for p in src["points"]:
+        b = p["batch"]
+        for name, e in p["backends"].items():
+            assert e["available"], (name, e.get("reason"))
+            t = e["median_s"]
+            assert e["gflops_nnz"] * 1e9 * t == pytest.approx(2 * nnz * b, rel=1e-6), name
+            if name in ("dense", "ort_dense"):  # dense backends: also on the full weight
+                assert e["gflops_dense"] * 1e9 * t == pytest.approx(2 * 96 * 40 * b, rel=1e-6)
+                rates.append((e["gflops_dense"], name, b))
+            else:
+                assert "gflops_dense" not in e
+    peak = result["dense_peak"]["1"]  # per thread count: the best dense rate of the run
+    best = max(rates)
+    assert (peak["gflops"], peak["backend"], peak["batch"]) == best
+    for p in src["points"]:
+        e = p["backends"]["torch_csr"]
+        assert e["pct_of_dense_peak"] == pytest.approx(100 * e["gflops_nnz"] / best[0])
+        assert "pct_of_dense_peak" not in p["backends"]["dense"]
+    assert p["backends"]["dense"]["speedup_vs_dense"] == pytest.approx(1.0)  # old keys stay
+    md = (out / "bench.md").read_text()
+    assert "Effective GFLOP/s" in md and "dense peak of this run" in md.lower()
+    assert "| batch | dense | torch_csr | ort_dense |" in md  # the latency table, as before
