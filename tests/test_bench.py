@@ -284,3 +284,28 @@ def test_bench_reports_effective_gflops_against_the_runs_dense_peak(tmp_path: Pa
     md = (out / "bench.md").read_text()
     assert "Effective GFLOP/s" in md and "dense peak of this run" in md.lower()
     assert "| batch | dense | torch_csr | ort_dense |" in md  # the latency table, as before
+
+
+def test_bench_mlp_without_the_zoo(tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    rc = main(
+        ["bench", "--mlp", "8x16x4", "--density", "0.5", "--quick", "--batch", "2", "--reps",
+         "1", "--backends", "dense", "torch_csr", "ort_sparse_mm", "--out", str(out)]
+    )  # fmt: skip
+    assert rc == 0
+    (src,) = json.loads((out / "bench.json").read_text())["sources"]
+    assert src["spec"] == {"kind": "mlp", "sizes": [8, 16, 4], "density": 0.5, "seed": 0}
+    assert src["label"] == "MLP 8-16-4 @ 50% zeros"
+    assert src["layers"] == {"0.weight": 0.5, "2.weight": 0.5}  # Linear, ReLU, Linear
+    assert src["work"]["nnz_flops_per_sample"] == 2 * (64 + 32)
+    for name, e in src["points"][0]["backends"].items():
+        assert e["available"] and e["max_abs_diff"] < 1e-5, (name, e)
+    model = load_source(src["spec"]).model
+    assert [type(m).__name__ for m in model] == ["Linear", "ReLU", "Linear"]
+
+
+@pytest.mark.parametrize("sizes", ["8", "8x0x4", "8xax4", "65536x65536x2"])
+def test_bench_refuses_a_bad_mlp(tmp_path: Path, capsys: pytest.CaptureFixture, sizes: str) -> None:
+    assert main(["bench", "--mlp", sizes, "--quick", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--mlp" in err and "1024x4096x4096x1024" in err

@@ -7,6 +7,9 @@ Specs (``kind`` first; ``input_shape`` [C, H, W...] optional everywhere it appli
                                                    for the torch backends)
     {"kind": "linear", "in": N, "out": M, "density": d, "seed": s}
                                                    one nn.Linear with zeros imposed
+    {"kind": "mlp", "sizes": [A, B, ...], "density": d, "seed": s}
+                                                   Linear(A, B), ReLU, Linear(B, C), ...
+                                                   (no ReLU after the last) with zeros imposed
     {"kind": "model", "name": NAME, "density": d, "seed": s}
                                                    a registered model with zeros imposed,
                                                    built for C channels when ``input_shape``
@@ -130,6 +133,16 @@ def load_source(spec: dict[str, Any]) -> Source:
         model = nn.Sequential(nn.Linear(n_in, n_out)).eval()
         impose_density_(model, d)
         return Source(spec, f"Linear {n_in}x{n_out} @ {1 - d:.0%} zeros", model, (n_in,))
+    if kind == "mlp":
+        torch.manual_seed(int(spec.get("seed", 0)))
+        sizes, d = [int(v) for v in spec["sizes"]], float(spec["density"])
+        layers: list[nn.Module] = []
+        for a, b in zip(sizes, sizes[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        model = nn.Sequential(*layers[:-1]).eval()
+        impose_density_(model, d)
+        label = f"MLP {'-'.join(map(str, sizes))} @ {1 - d:.0%} zeros"
+        return Source(spec, label, model, (sizes[0],))
     if kind == "model":
         torch.manual_seed(int(spec.get("seed", 0)))
         d = float(spec["density"])
@@ -142,7 +155,9 @@ def load_source(spec: dict[str, Any]) -> Source:
         _check_takes(model.eval(), name, shape)
         impose_density_(model, d)
         return Source(spec, f"{name} @ {1 - d:.0%} zeros", model, shape)
-    raise SparsifyError(f"unknown source kind {kind!r}; use checkpoint, bundle, linear or model.")
+    raise SparsifyError(
+        f"unknown source kind {kind!r}; use checkpoint, bundle, linear, mlp or model."
+    )
 
 
 def spec_from_path(path: str | os.PathLike[str]) -> dict[str, Any]:
