@@ -100,7 +100,8 @@ def test_cost_model_uses_panels_only_when_they_split(batch: int, want: str) -> N
     model = nn.Sequential(_sparse(nn.Linear(1024, 64), 0.02))
     ref = copy.deepcopy(model)
     x = torch.randn(batch, 1024)
-    report = sparsify_inference_(model, x, mode="cost_model", kernels=NO_SPK)
+    # a layer this small goes sparse on the break-even tables alone (no per-call overhead)
+    report = sparsify_inference_(model, x, mode="cost_model", kernels=NO_SPK, overhead_flops=0)
     assert report.layers[0].chosen == want
     with torch.inference_mode():
         torch.testing.assert_close(model(x), ref(x), rtol=1e-5, atol=1e-5)
@@ -207,11 +208,16 @@ def test_dense_layers_skipped_untimed_with_reason() -> None:
 
 def test_cost_model_mode() -> None:
     model = nn.Sequential(
-        _sparse(nn.Linear(128, 128), 0.02), nn.ReLU(), _sparse(nn.Linear(128, 10), 0.45)
+        _sparse(nn.Linear(128, 128), 0.02), nn.ReLU(), _sparse(nn.Linear(128, 10), 0.55)
     )
     ref = copy.deepcopy(model)
-    report = sparsify_inference_(model, torch.randn(16, 128), mode="cost_model")
+    # tiny layers: the break-even tables alone (see the overhead tests below); 0.55 is above
+    # every break-even at 16 rows (spk's 0.5), let through max_density to be estimated
+    report = sparsify_inference_(
+        model, torch.randn(16, 128), mode="cost_model", overhead_flops=0, max_density=1.0
+    )
     assert [d.chosen for d in report.layers] == [COST_CSR, "dense"]
+    assert "> break-even" in report.layers[1].reason, report.layers[1]
     assert all(d.times_s == {} for d in report.layers)
     x = torch.randn(16, 128)
     with torch.inference_mode():
@@ -308,7 +314,9 @@ def test_transformer_encoder_survives_conversion(batch_first: bool, example: boo
     model = _zero_(Encoder(batch_first), 0.95)
     ref = copy.deepcopy(model)
     x = torch.randn(4, 7, 32)
-    report = sparsify_inference_(model, x if example else None, mode="cost_model", batch_size=28)
+    report = sparsify_inference_(
+        model, x if example else None, mode="cost_model", batch_size=28, overhead_flops=0
+    )
     _assert_same_model(model, ref, x)
     _assert_reported(report, ref, model)
     by_name = {d.name: d for d in report.layers}
@@ -346,7 +354,9 @@ def test_multihead_attention_survives_conversion(example: bool) -> None:
     model = _zero_(Attention(), 0.95)
     ref = copy.deepcopy(model)
     x = torch.randn(3, 9, 16)
-    report = sparsify_inference_(model, x if example else None, mode="cost_model", batch_size=27)
+    report = sparsify_inference_(
+        model, x if example else None, mode="cost_model", batch_size=27, overhead_flops=0
+    )
     _assert_same_model(model, ref, x)
     _assert_reported(report, ref, model)
     by_name = {d.name: d for d in report.layers}
@@ -447,7 +457,7 @@ def test_layer_that_breaks_the_model_is_reverted(monkeypatch: pytest.MonkeyPatch
     )
     ref = copy.deepcopy(model)
     x = torch.randn(16, 128)
-    report = sparsify_inference_(model, x, mode="cost_model")
+    report = sparsify_inference_(model, x, mode="cost_model", overhead_flops=0)
     _assert_same_model(model, ref, x)
     first, second = report.layers
     assert first.chosen == "dense" and first.reason.startswith("reverted to dense"), first
@@ -560,12 +570,14 @@ def test_grouped_conv_not_offered_to_spk() -> None:
     [
         pytest.param(64, 0.1, True, "spk", marks=needs_spk),
         pytest.param(1, 0.08, True, "spk_csr", marks=needs_spk),
-        # between torch_csr's break-even (0.1 at one row) and spk's (0.25): only spk pays
-        pytest.param(1, 0.2, True, "spk_csr", marks=needs_spk),
+        # between torch_csr's break-even (0.1 at one row) and spk's (0.17): only spk pays
+        pytest.param(1, 0.15, True, "spk_csr", marks=needs_spk),
+        # between torch_csr's (0.25 at 64 rows) and spk's (0.5): only spk pays
+        pytest.param(64, 0.45, True, "spk", marks=needs_spk),
         (64, 0.1, False, "torch_csr_panels"),
         (1, 0.08, False, "torch_csr"),
-        (1, 0.2, False, "dense"),
-        (64, 0.4, True, "dense"),  # above every break-even
+        (1, 0.15, False, "dense"),
+        (1, 0.3, True, "dense"),  # above every break-even at one row
     ],
 )
 def test_cost_model_picks_spk_where_the_kernels_run(
@@ -578,7 +590,8 @@ def test_cost_model_picks_spk_where_the_kernels_run(
     model = nn.Sequential(_sparse(nn.Linear(1024, 64), density))
     ref = copy.deepcopy(model)
     x = torch.randn(batch, 1024)
-    report = sparsify_inference_(model, x, mode="cost_model")
+    # the break-even tables alone: at one row this layer is too small for the call overhead
+    report = sparsify_inference_(model, x, mode="cost_model", overhead_flops=0)
     d = report.layers[0]
     assert d.chosen == want, d
     assert d.times_s == {}  # the cost model times nothing
@@ -595,9 +608,51 @@ def test_cost_model_runs_convs_on_spk() -> None:
     model = _sparse(SmallConvNet(), 0.05)
     ref = copy.deepcopy(model)
     x = torch.randn(2, 3, 16, 16)
-    report = sparsify_inference_(model, x, mode="cost_model")
+    report = sparsify_inference_(model, x, mode="cost_model", overhead_flops=0)  # tiny convs
     convs = [d for d in report.layers if d.kind == "Conv2d"]
     assert convs and all(d.chosen == "spk" for d in convs), report.summary()
     assert report.check.startswith("ok"), report.check
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+def _tiny_net() -> nn.Module:
+    # the two layers the cost model once put on spk: a 24x5x3x3 conv and a 7x24 Linear
+    return _sparse(
+        nn.Sequential(
+            nn.Conv2d(5, 24, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(24, 7)
+        ),
+        0.05,
+    )
+
+
+def test_cost_model_keeps_tiny_layers_dense_for_the_call_overhead() -> None:
+    x = torch.randn(1, 5, 8, 8)
+    report = sparsify_inference_(_tiny_net(), x, mode="cost_model")
+    conv, fc = report.layers
+    for d in (conv, fc):  # 95% zeros, far below every break-even: only the size says dense
+        assert d.chosen == "dense", d
+        assert "per-call overhead" in d.reason and "FLOP" in d.reason, d.reason
+    assert "138,240 FLOP" in conv.reason and "336 FLOP" in fc.reason  # 2 * weights * rows
+    # the overhead term is what decides: without it the break-even tables make both sparse
+    free = sparsify_inference_(_tiny_net(), x, mode="cost_model", overhead_flops=0)
+    assert all(d.chosen != "dense" for d in free.layers), free.summary()
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan")])
+def test_overhead_flops_is_checked(value: float) -> None:
+    with pytest.raises(SparsifyError, match="overhead_flops"):
+        sparsify_inference_(_tiny_net(), mode="cost_model", overhead_flops=value)
+
+
+@needs_spk
+@pytest.mark.parametrize(("batch", "size", "want"), [(64, 1024, "spk"), (1, 2048, "spk_csr")])
+def test_cost_model_still_puts_big_sparse_layers_on_spk(batch: int, size: int, want: str) -> None:
+    model = nn.Sequential(_sparse(nn.Linear(size, size), 0.05))
+    ref = copy.deepcopy(model)
+    x = torch.randn(batch, size)
+    report = sparsify_inference_(model, x, mode="cost_model")
+    d = report.layers[0]
+    assert d.chosen == want and "overhead" in d.reason, d
     with torch.inference_mode():
         torch.testing.assert_close(model(x), ref(x), rtol=1e-5, atol=1e-5)

@@ -205,3 +205,107 @@ def test_gpu_table_without_gpu_fails_cleanly(tmp_path: Path, capsys: pytest.Capt
 
     assert gpu_main(["--out", str(tmp_path / "gpu")]) == 2
     assert "needs a CUDA GPU" in capsys.readouterr().err and not (tmp_path / "gpu").exists()
+
+
+def test_bench_model_input_shape_sets_the_channels(tmp_path: Path) -> None:
+    # --input-shape C H W builds the zoo model for C channels (it was built for 1 and failed)
+    out = tmp_path / "b"
+    rc = main(
+        ["bench", "--model", "lecture_convnet", "--input-shape", "3", "28", "28", "--quick",
+         "--batch", "2", "--reps", "1", "--backends", "dense", "--out", str(out)]
+    )  # fmt: skip
+    assert rc == 0
+    (src,) = json.loads((out / "bench.json").read_text())["sources"]
+    assert src["spec"]["input_shape"] == [3, 28, 28]
+    assert src["points"][0]["backends"]["dense"]["available"]
+    source = load_source(src["spec"])
+    assert source.model.conv1.in_channels == 3 and source.input_shape == (3, 28, 28)
+    tv = load_source(
+        {"kind": "model", "name": "torchvision:squeezenet1_1", "density": 0.5,
+         "input_shape": [2, 32, 32]}
+    )  # fmt: skip
+    assert next(m for m in tv.model.modules() if isinstance(m, nn.Conv2d)).in_channels == 2
+
+
+def test_bench_model_that_cannot_take_the_channels_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sparsify.pipeline import zoo
+
+    def gray_only(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+        return nn.Sequential(
+            nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes)
+        )
+
+    monkeypatch.setitem(zoo.MODELS, "gray_only", gray_only)
+    out = tmp_path / "b"
+    rc = main(
+        ["bench", "--model", "gray_only", "--input-shape", "3", "8", "8", "--quick", "--batch",
+         "1", "--reps", "1", "--backends", "dense", "--out", str(out)]
+    )  # fmt: skip
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "gray_only" in err and "3 channels" in err and "--input-shape" in err
+    assert "unexpected" not in err
+
+
+def test_bench_reports_effective_gflops_against_the_runs_dense_peak(tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    rc = main(
+        ["bench", "--linear", "96x40", "--density", "0.25", "--quick", "--batch", "3", "5",
+         "--reps", "2", "--backends", "dense", "torch_csr", "ort_dense", "--out", str(out)]
+    )  # fmt: skip
+    assert rc == 0
+    result = json.loads((out / "bench.json").read_text())
+    (src,) = result["sources"]
+    nnz = round(0.25 * 96 * 40)
+    assert src["work"]["nnz_flops_per_sample"] == 2 * nnz  # 2 * nnz * batch per call
+    assert src["work"]["dense_flops_per_sample"] == 2 * 96 * 40
+    rates = []
+    for p in src["points"]:
+        b = p["batch"]
+        for name, e in p["backends"].items():
+            assert e["available"], (name, e.get("reason"))
+            t = e["median_s"]
+            assert e["gflops_nnz"] * 1e9 * t == pytest.approx(2 * nnz * b, rel=1e-6), name
+            if name in ("dense", "ort_dense"):  # dense backends: also on the full weight
+                assert e["gflops_dense"] * 1e9 * t == pytest.approx(2 * 96 * 40 * b, rel=1e-6)
+                rates.append((e["gflops_dense"], name, b))
+            else:
+                assert "gflops_dense" not in e
+    peak = result["dense_peak"]["1"]  # per thread count: the best dense rate of the run
+    best = max(rates)
+    assert (peak["gflops"], peak["backend"], peak["batch"]) == best
+    for p in src["points"]:
+        e = p["backends"]["torch_csr"]
+        assert e["pct_of_dense_peak"] == pytest.approx(100 * e["gflops_nnz"] / best[0])
+        assert "pct_of_dense_peak" not in p["backends"]["dense"]
+    assert p["backends"]["dense"]["speedup_vs_dense"] == pytest.approx(1.0)  # old keys stay
+    md = (out / "bench.md").read_text()
+    assert "Effective GFLOP/s" in md and "dense peak of this run" in md.lower()
+    assert "| batch | dense | torch_csr | ort_dense |" in md  # the latency table, as before
+
+
+def test_bench_mlp_without_the_zoo(tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    rc = main(
+        ["bench", "--mlp", "8x16x4", "--density", "0.5", "--quick", "--batch", "2", "--reps",
+         "1", "--backends", "dense", "torch_csr", "ort_sparse_mm", "--out", str(out)]
+    )  # fmt: skip
+    assert rc == 0
+    (src,) = json.loads((out / "bench.json").read_text())["sources"]
+    assert src["spec"] == {"kind": "mlp", "sizes": [8, 16, 4], "density": 0.5, "seed": 0}
+    assert src["label"] == "MLP 8-16-4 @ 50% zeros"
+    assert src["layers"] == {"0.weight": 0.5, "2.weight": 0.5}  # Linear, ReLU, Linear
+    assert src["work"]["nnz_flops_per_sample"] == 2 * (64 + 32)
+    for name, e in src["points"][0]["backends"].items():
+        assert e["available"] and e["max_abs_diff"] < 1e-5, (name, e)
+    model = load_source(src["spec"]).model
+    assert [type(m).__name__ for m in model] == ["Linear", "ReLU", "Linear"]
+
+
+@pytest.mark.parametrize("sizes", ["8", "8x0x4", "8xax4", "65536x65536x2"])
+def test_bench_refuses_a_bad_mlp(tmp_path: Path, capsys: pytest.CaptureFixture, sizes: str) -> None:
+    assert main(["bench", "--mlp", sizes, "--quick", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--mlp" in err and "1024x4096x4096x1024" in err

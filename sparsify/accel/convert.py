@@ -10,13 +10,16 @@ Per layer (Linear, Conv2d of any groups), at the layer's real input shape:
                 take the kernel with the best median ratio only if
                 median(r) > 1 / (1 - margin)  and  q25(r) > 1,  else keep dense
     cost_model  no timing: each CSR-like kernel k is estimated at
-                    t_k / t_dense = density / b_k(rows)
+                    t_k / t_dense = density / b_k(rows) + F0_k / F
                 (its work and bytes scale with the nonzeros; equal to dense at its break-even
                 density b_k, measured on the reference machine for the layer's rows per call:
                 BREAK_EVEN for torch_csr, SPK_BREAK_EVEN for sparsify's C kernels; b_k halved
-                for a Conv2d, whose input is copied: unfold, or the kernels' stride phases);
-                the lowest estimate wins if it is <= 1, spk (spk_csr at one row per call)
-                where the C kernels run, torch_csr(_panels) where they do not
+                for a Conv2d, whose input is copied: unfold, or the kernels' stride phases;
+                plus its fixed cost per call, F0_k = OVERHEAD_FLOPS[k], the dense work that
+                takes as long, over the layer's dense work per call F = 2 * weights * rows,
+                so a layer with F <= F0_k never goes to k); the lowest estimate wins if it is
+                <= 1, spk (spk_csr at one row per call) where the C kernels run,
+                torch_csr(_panels) where they do not
     fixed       no timing: the first kernel of ``kernels`` that applies to the layer (for
                 benchmarks and tests that must run one kernel; it may be slower than dense)
 
@@ -89,10 +92,33 @@ FilterFn = Callable[[nn.Module, str], bool]
 # log(rows); used only by mode="cost_model".
 BREAK_EVEN: tuple[tuple[int, float], ...] = ((1, 0.1), (64, 0.25))
 # The same for sparsify's C kernels (spk_csr at one row, spk above) against torch dense, from
-# results/kernels/README.md (Linear 4096^2, one thread): at 70% zeros spk_csr equals dense at
-# batch 1 (9.2 vs 9.5 ms) and spk is >= 3x torch dense, >= 1.5x ORT dense, at batches
-# 16-256; 0.25 at one row keeps a margin, 0.3 above is the densest point measured.
-SPK_BREAK_EVEN: tuple[tuple[int, float], ...] = ((1, 0.25), (16, 0.3))
+# the quiet-machine ladder results/bench/peers/bench.json (Linear 4096x4096, one thread,
+# cells "spk" vs "dense", paired speedup s(d) per batch). spk beats dense in every cell
+# (d = 0.3 ... 0.01), so the break-even lies above the ladder and is bounded from its two
+# densest cells: the cost per nonzero does not grow with density (d * s(d) rises along the
+# ladder), so t_spk(d') <= t_spk(d) * d' / d and spk breaks even at d' >= d * s(d):
+#   batch 1:   min(0.2 * 1.09, 0.3 * 1.22) = 0.218     batch 16:  min(0.2 * 3.67, 0.3 * 2.83) = 0.733
+#   batch 64:  min(0.2 * 3.94, 0.3 * 2.69) = 0.789     batch 256: min(0.2 * 3.16, 0.3 * 2.16) = 0.633
+# Margin: / 1.25 (estimated >= 1.25x dense there): 0.17, 0.59, 0.63, 0.51; capped at 0.5, past
+# which CSR reads more bytes than dense (max_density) and nothing was measured.
+SPK_BREAK_EVEN: tuple[tuple[int, float], ...] = ((1, 0.17), (16, 0.5))
+# The fixed cost of one call of a sparse layer, as the dense FLOPs (2 * weights * rows) that
+# take as long: F0 in the cost model's  density / b + F0 / F. Measured with
+# tools/spk_overhead.py (one thread, density 0.1, load ~1.5 on 2 cores): on layers with next
+# to no work (Linear 7x24 and 64x64, batch 1) a call costs ~44 us on spk, ~30 us on
+# torch_csr, ~8 us on torch dense (conv 24x5x3x3 at 8x8: spk 70 us, dense 21 us). spk is
+# slower than dense up to ~2 MFLOP of dense work per call (Linear 1024^2 batch 1, 2.1 MFLOP:
+# 0.96x; 256^2 batch 16, 2.1 MFLOP: 0.79x; conv 32x16x3x3 at 14^2, 1.8 MFLOP: 0.81x) and faster
+# from ~7 MFLOP (conv 64x32x3x3 at 14^2: 1.55x; Linear 512^2 batch 16, 8.4 MFLOP: 1.72x):
+# F0 = 2 MFLOP gets the verdict (faster or not) of all 22 measured layers right. torch_csr
+# loses at 2.1 MFLOP (0.94x, 256^2 batch 16) and wins at 8.4 (1.70x): 1.5 MFLOP. A layer with
+# less dense work than F0 stays dense whatever its zeros.
+OVERHEAD_FLOPS: dict[str, float] = {
+    "spk": 2.0e6,
+    "spk_csr": 2.0e6,
+    "torch_csr": 1.5e6,
+    "torch_csr_panels": 1.5e6,
+}
 # dense_compact is timed only if dead rows/columns remove >= 10% of the weight; the cost
 # model picks it when they remove >= 30% (index_select and scatter cost a few copies)
 MAX_COMPACT = 0.9
@@ -364,6 +390,7 @@ def _decide(
     margin: float,
     reps: int,
     example: bool = True,
+    overhead_flops: float | None = None,
 ) -> tuple[LayerDecision, nn.Module | None]:
     d = _listed(name, module)
     d.input_shape = shape
@@ -439,6 +466,7 @@ def _decide(
             )
             return d, None
         conv = 0.5 if isinstance(module, nn.Conv2d) else 1.0
+        flops = 2 * w.numel() * rows  # the layer's dense work per call
         # (kernel, its break-even density here), best first: ties go to the C kernels
         options = [
             (k, _break_even(rows, SPK_BREAK_EVEN) * conv)
@@ -449,15 +477,32 @@ def _decide(
             (k, _break_even(rows) * conv) for k in ("torch_csr_panels", "torch_csr") if k in kernels
         ][:1]
         limit = max((b for _, b in options), default=_break_even(rows) * conv)
+
+        def f0(k: str) -> float:
+            return OVERHEAD_FLOPS[k] if overhead_flops is None else overhead_flops
+
+        def estimate(k: str, b: float) -> float:  # t_k / t_dense
+            return density / b + f0(k) / flops
+
         if options:
-            best, b = min(options, key=lambda o: density / o[1])
-            if density <= b:
+            best, b = min(options, key=lambda o: estimate(*o))
+            est = estimate(best, b)
+            if est <= 1.0:
                 d.chosen = best
                 d.reason = (
-                    f"cost model: density {density:.3f} <= {best}'s break-even {b:.3f} "
-                    f"(estimated {density / b:.2f}x dense time)"
+                    f"cost model: density {density:.3f} / {best}'s break-even {b:.3f} + "
+                    f"per-call overhead {f0(best):,.0f} / {flops:,} FLOP of dense work = "
+                    f"{est:.2f}x dense time (estimated)"
                 )
                 return d, make_sparse(module, best, rows)
+            if density <= b:  # sparse enough, too small: the fixed cost per call decides
+                d.reason = (
+                    f"kept dense: cost model: {flops:,} FLOP of dense work per call is too "
+                    f"little for {best}'s per-call overhead (worth {f0(best):,.0f} FLOP of "
+                    f"dense time): density {density:.3f} / break-even {b:.3f} + overhead = "
+                    f"{est:.2f}x dense time (estimated)"
+                )
+                return d, None
         if compact <= COST_MODEL_COMPACT and "dense_compact" in kernels:
             d.chosen = "dense_compact"
             d.reason = f"cost model: dead rows/columns leave {compact:.0%} of the weight"
@@ -560,6 +605,7 @@ def sparsify_inference_(
     reps: int = 9,
     filter_fn: FilterFn | None = None,
     verify: bool = True,
+    overhead_flops: float | None = None,
 ) -> InferenceReport:
     """Replace, in place, each Linear/Conv2d of ``model`` by a sparse layer where that is faster.
 
@@ -588,6 +634,9 @@ def sparsify_inference_(
         verify: with ``example_input``, run the converted model on it and revert each layer
             that makes it raise or leave fp32 noise (see the module docstring); costs a
             float64 copy of the model while converting.
+        overhead_flops: ``"cost_model"`` only: the fixed cost of one sparse call, as dense
+            FLOPs (F0 in the module docstring), >= 0. None: the measured
+            :data:`OVERHEAD_FLOPS` per kernel; 0: the break-even tables alone.
 
     Returns:
         An :class:`InferenceReport` with one :class:`LayerDecision` per listed layer, in
@@ -614,6 +663,10 @@ def sparsify_inference_(
     if int(reps) < 1 or int(batch_size) < 1:
         raise SparsifyError(
             "The 'reps' and 'batch_size' parameters of sparsify_inference_ must be integers >= 1."
+        )
+    if overhead_flops is not None and not (math.isfinite(overhead_flops) and overhead_flops >= 0):
+        raise SparsifyError(
+            f"The 'overhead_flops' parameter of sparsify_inference_ must be None or a float in the range [0, inf). Got {overhead_flops!r} instead."
         )
     if threads is not None and int(threads) < 1:
         raise SparsifyError(
@@ -667,6 +720,7 @@ def sparsify_inference_(
                     margin=margin,
                     reps=int(reps),
                     example=example_input is not None,
+                    overhead_flops=overhead_flops,
                 )
             if new is not None:
                 originals[name], sparse[name] = module, new

@@ -6,6 +6,8 @@ is  speedup = t_dense / t_backend,  reported as the median over repetitions of t
 per-repetition ratios, with their IQR (pairing cancels drift shared by both). Outputs are
 checked against dense: max |y - y_dense| and whether the argmax predictions agree.
 Peak RSS per backend is measured in a fresh process each (:mod:`sparsify.bench.rss`).
+Effective GFLOP/s per backend (on the nonzeros; dense backends also on the full weight) and
+each sparse backend as a percentage of the run's dense peak: :mod:`sparsify.bench.rates`.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from sparsify.bench.backends import (
     prepare_artifacts,
     to_numpy,
 )
+from sparsify.bench.rates import add_rates_, work_per_sample
 from sparsify.bench.sources import load_source
 from sparsify.errors import SparsifyError
 from sparsify.timing import (
@@ -137,6 +140,9 @@ def run_bench(
             "reps": reps,
             "timing": "interleaved, shuffled per repetition, warm-up 2, samples >= 5 ms",
             "ratio": "speedup = median over repetitions of t_dense / t_backend (paired)",
+            "rates": "gflops_nnz = 2 * nnz * rows / t, gflops_dense = 2 * weights * rows / t "
+            "(dense backends); dense_peak = best gflops_dense per thread count in this run; "
+            "pct_of_dense_peak = 100 * gflops_nnz / dense_peak (sparse backends)",
         },
         "sources": [],
     }
@@ -147,6 +153,7 @@ def run_bench(
         log(f"source {source.label}")
         entry: dict[str, Any] = {"spec": spec, "label": source.label, "points": []}
         entry["layers"] = _layer_densities(source.model)
+        entry["work"] = work_per_sample(source.model, source.input_shape)
         with tempfile.TemporaryDirectory(prefix="sparsify-bench-") as tmp:
             artifacts = prepare_artifacts(
                 source, Path(tmp), tuple(backends), log, deepsparse_python
@@ -170,6 +177,7 @@ def run_bench(
                 log(f"  peak RSS per backend (one process each) for {source.label}")
                 entry["rss"] = measure_all(spec, artifacts, backends, source.input_shape)
         out["sources"].append(entry)
+    add_rates_(out)
     out["loadavg_end"] = loadavg()
     out["wall_s"] = round(time.time() - started, 1)
     return out

@@ -12,6 +12,44 @@ def _mib(b: int | None) -> str:
     return "–" if b is None or b < 0 else f"{b / 2**20:.1f}"
 
 
+def _rates_table(
+    src: dict[str, Any], backends: list[str], threads: int, peak: dict[str, Any] | None
+) -> list[str]:
+    """Effective GFLOP/s per (batch, backend): on the nonzeros, then the dense backends' rate
+    on the full weight, or a sparse backend's share of the dense peak (sparsify.bench.rates)."""
+    points = [p for p in src["points"] if p["threads"] == threads]
+    if not any("gflops_nnz" in e for p in points for e in p["backends"].values()):
+        return []
+    body = []
+    for p in points:
+        cells = []
+        for b in backends:
+            e = p["backends"].get(b, {})
+            if "gflops_nnz" not in e:
+                cells.append("n/a")
+            elif "gflops_dense" in e:
+                cells.append(f"{e['gflops_nnz']:.3g} (full weight {e['gflops_dense']:.3g})")
+            elif "pct_of_dense_peak" in e:
+                pct = e["pct_of_dense_peak"]
+                cells.append(
+                    f"{e['gflops_nnz']:.3g} ({pct:.0f}% of peak)"
+                    if pct >= 10
+                    else f"{e['gflops_nnz']:.3g} ({pct:.2g}% of peak)"
+                )
+            else:
+                cells.append(f"{e['gflops_nnz']:.3g}")
+        body.append([p["batch"], *cells])
+    peak_text = f"{peak['gflops']:.1f} GFLOP/s" if peak else "none measured"
+    return [
+        f"Effective GFLOP/s, {threads} thread(s), counted on the nonzeros (2 * nnz * rows / t); "
+        f"dense backends also on the full weight; sparse ones as % of this run's dense peak "
+        f"({peak_text}):",
+        "",
+        md_table(["batch", *backends], body, "r" + "l" * len(backends)),
+        "",
+    ]
+
+
 def to_markdown(result: dict[str, Any], title: str = "Benchmark") -> str:
     """One latency table per (source, threads), a memory table per source, then notes."""
     m = result["machine"]
@@ -31,6 +69,14 @@ def to_markdown(result: dict[str, Any], title: str = "Benchmark") -> str:
         "(deepsparse in its own worker process, its rounds timed from this one).",
         "",
     ]
+    peaks = result.get("dense_peak") or {}
+    for threads, pk in sorted(peaks.items(), key=lambda kv: int(kv[0])):
+        lines.append(
+            f"Dense peak of this run, {threads} thread(s): {pk['gflops']:.1f} GFLOP/s "
+            f"({pk['backend']}, {pk['source']}, batch {pk['batch']})."
+        )
+    if peaks:
+        lines.append("")
     for src in result["sources"]:
         lines += [f"## {src['label']}", ""]
         dens = src.get("layers", {})
@@ -66,6 +112,7 @@ def to_markdown(result: dict[str, Any], title: str = "Benchmark") -> str:
                 md_table(["batch", *backends], body, "r" + "l" * len(backends)),
                 "",
             ]
+            lines += _rates_table(src, backends, threads, peaks.get(str(threads)))
         if src.get("rss"):
             body = []
             for b, e in src["rss"].items():

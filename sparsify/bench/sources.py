@@ -7,8 +7,14 @@ Specs (``kind`` first; ``input_shape`` [C, H, W...] optional everywhere it appli
                                                    for the torch backends)
     {"kind": "linear", "in": N, "out": M, "density": d, "seed": s}
                                                    one nn.Linear with zeros imposed
+    {"kind": "mlp", "sizes": [A, B, ...], "density": d, "seed": s}
+                                                   Linear(A, B), ReLU, Linear(B, C), ...
+                                                   (no ReLU after the last) with zeros imposed
     {"kind": "model", "name": NAME, "density": d, "seed": s}
-                                                   a registered model with zeros imposed
+                                                   a registered model with zeros imposed,
+                                                   built for C channels when ``input_shape``
+                                                   is [C, H, W...] (refused in one line when
+                                                   it cannot take that input)
 
 Models are rebuilt one way only, :meth:`~sparsify.pipeline.checkpoint.Checkpoint.build_model`
 (a bundle's weights become a Checkpoint through ``Checkpoint.from_provenance``), so a shrunk
@@ -74,6 +80,21 @@ def _shape(spec: dict[str, Any], recorded: tuple[int, ...] | None, what: str) ->
     return recorded
 
 
+def _check_takes(model: nn.Module, name: str, shape: tuple[int, ...]) -> None:
+    """Run one zero input (1, *shape) through ``model`` so a model that cannot take it is
+    refused in one line now, not with a raw library error in the middle of the benchmark."""
+    try:
+        with torch.inference_mode():
+            model(torch.zeros(1, *shape))
+    except (RuntimeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        what = f"{shape[0]} channels, input {tuple(shape)}" if len(shape) >= 2 else f"input {shape}"
+        raise SparsifyError(
+            f"model {name!r} cannot take {what} ({first}); give the --input-shape it was "
+            "made for (the zoo's built-ins: C 28 28), or make its builder honour in_channels."
+        ) from None
+
+
 def load_source(spec: dict[str, Any]) -> Source:
     """Build the model of ``spec`` (see the module docstring) in eval mode.
 
@@ -112,14 +133,31 @@ def load_source(spec: dict[str, Any]) -> Source:
         model = nn.Sequential(nn.Linear(n_in, n_out)).eval()
         impose_density_(model, d)
         return Source(spec, f"Linear {n_in}x{n_out} @ {1 - d:.0%} zeros", model, (n_in,))
+    if kind == "mlp":
+        torch.manual_seed(int(spec.get("seed", 0)))
+        sizes, d = [int(v) for v in spec["sizes"]], float(spec["density"])
+        layers: list[nn.Module] = []
+        for a, b in zip(sizes, sizes[1:]):
+            layers += [nn.Linear(a, b), nn.ReLU()]
+        model = nn.Sequential(*layers[:-1]).eval()
+        impose_density_(model, d)
+        label = f"MLP {'-'.join(map(str, sizes))} @ {1 - d:.0%} zeros"
+        return Source(spec, label, model, (sizes[0],))
     if kind == "model":
         torch.manual_seed(int(spec.get("seed", 0)))
         d = float(spec["density"])
-        model = zoo.build_model(spec["name"]).eval()
+        name = spec["name"]
+        given = spec.get("input_shape")
+        # an image shape (C, H, W...) says the channels; a flat one (N,) leaves the default
+        channels = int(given[0]) if given is not None and len(given) >= 2 else None
+        shape = _shape(spec, zoo.declared_input_shape(name, channels), f"model {name!r}")
+        model = zoo.build_model(name, **({} if channels is None else {"in_channels": channels}))
+        _check_takes(model.eval(), name, shape)
         impose_density_(model, d)
-        shape = _shape(spec, zoo.declared_input_shape(spec["name"]), f"model {spec['name']!r}")
-        return Source(spec, f"{spec['name']} @ {1 - d:.0%} zeros", model, shape)
-    raise SparsifyError(f"unknown source kind {kind!r}; use checkpoint, bundle, linear or model.")
+        return Source(spec, f"{name} @ {1 - d:.0%} zeros", model, shape)
+    raise SparsifyError(
+        f"unknown source kind {kind!r}; use checkpoint, bundle, linear, mlp or model."
+    )
 
 
 def spec_from_path(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 sparsify bench runs/quickstart --out results/bench/quickstart
 sparsify bench --linear 4096x4096 --density 0.1 --batch 1 64 --threads 1 all --out DIR
 sparsify bench --model lenet300_100 --density 0.05 --quick --out DIR
+sparsify bench --mlp 1024x4096x4096x1024 --density 0.1 0.05 --batch 1 64 --out DIR
 """
 
 from __future__ import annotations
@@ -32,18 +33,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="a single Linear layer, e.g. 4096x4096 (zeros imposed at --density)",
     )
     p.add_argument(
+        "--mlp",
+        action="append",
+        default=[],
+        metavar="AxBx...",
+        help="an MLP of Linear layers with ReLU between, e.g. 1024x4096x4096x1024 (zeros "
+        "imposed at --density)",
+    )
+    p.add_argument(
         "--model",
         action="append",
         default=[],
         metavar="NAME",
-        help="a registered model (e.g. lenet300_100) with zeros imposed at --density",
+        help="a registered model (e.g. lenet300_100) with zeros imposed at --density; "
+        "--input-shape C H W builds it for C channels",
     )
     p.add_argument(
         "--density",
         type=float,
         nargs="+",
         default=[0.1],
-        help="kept fraction of weights for --linear/--model (default 0.1 = 90%% zeros)",
+        help="kept fraction of weights for --linear/--mlp/--model (default 0.1 = 90%% zeros)",
     )
     p.add_argument(
         "--backends",
@@ -115,14 +125,37 @@ def _specs(args: argparse.Namespace) -> list[dict]:
             {"kind": "linear", "in": n_in, "out": n_out, "density": d, "seed": 0}
             for d in args.density
         ]
+    for sizes in args.mlp:
+        widths = _mlp_sizes(sizes)
+        specs += [{"kind": "mlp", "sizes": widths, "density": d, "seed": 0} for d in args.density]
     for name in args.model:
         specs += [{"kind": "model", "name": name, "density": d, "seed": 0} for d in args.density]
     if not specs:
-        raise SparsifyError("nothing to benchmark; give a checkpoint/bundle, --linear or --model.")
+        raise SparsifyError(
+            "nothing to benchmark; give a checkpoint/bundle, --linear, --mlp or --model."
+        )
     if args.input_shape is not None:  # for checkpoints, bundles and models (a Linear has its own)
         shape = list(check_input_shape("--input-shape", args.input_shape))
-        specs = [s if s["kind"] == "linear" else {**s, "input_shape": shape} for s in specs]
+        specs = [
+            s if s["kind"] in ("linear", "mlp") else {**s, "input_shape": shape} for s in specs
+        ]
     return specs
+
+
+def _mlp_sizes(text: str) -> list[int]:
+    """``AxBx...`` (two or more widths, each >= 1, all weights together at most
+    MAX_LINEAR_WEIGHTS) as a list of ints; else a one-line SparsifyError."""
+    try:
+        widths = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        widths = []
+    weights = sum(a * b for a, b in zip(widths, widths[1:]))
+    if len(widths) < 2 or min(widths) < 1 or weights > MAX_LINEAR_WEIGHTS:
+        raise SparsifyError(
+            f"--mlp takes two or more widths >= 1 joined by x, at most {MAX_LINEAR_WEIGHTS:,} "
+            f"weights in all, such as 1024x4096x4096x1024; got {text!r}."
+        )
+    return widths
 
 
 def run(args: argparse.Namespace) -> int:

@@ -267,7 +267,8 @@ def _adapt_stem(model: nn.Module, in_channels: int) -> None:
                     )
                 return
     raise SparsifyError(
-        "model has no Conv2d stem to adapt to in_channels; set model.in_channels: 3."
+        f"model has no Conv2d stem to adapt to {in_channels} input channels; use 3 channels "
+        "(model.in_channels: 3 in a recipe, --input-shape 3 H W in bench)."
     )
 
 
