@@ -577,7 +577,7 @@ def test_grouped_conv_not_offered_to_spk() -> None:
         (64, 0.1, False, "torch_csr_panels"),
         (1, 0.08, False, "torch_csr"),
         (1, 0.15, False, "dense"),
-        (1, 0.3, True, "dense"),  # above every break-even at one row
+        pytest.param(1, 0.3, True, "dense", marks=needs_spk),  # above every break-even at one row
     ],
 )
 def test_cost_model_picks_spk_where_the_kernels_run(
