@@ -6,8 +6,10 @@
 Runs every recipe of ``recipes/compare/`` (or ``--recipes``) once per seed through
 ``sparsify train`` (one subprocess per run, the recipe's pinned thread count, the seed
 changed in a copy of the recipe), into ``results/compare/<recipe>_seed<S>/``. A finished run
-(its ``metrics.json`` exists) is not rerun, so the tool resumes where it stopped.
-``results/compare/summary.{md,json}`` then give, per recipe: sparsity reached, validation
+(its ``metrics.json`` exists) is not rerun, and a run killed midway (its ``resume.pt`` is
+left) continues from its last epoch (``sparsify train --resume``), so the tool resumes where
+it stopped. ``results/compare/summary.{md,json}`` then give, for every recipe of
+``recipes/compare/`` (and of ``--recipes``) with finished runs: sparsity reached, validation
 error (the split settings may be chosen on) and test error (reported, never used to choose),
 each as mean ± sample standard deviation over the seeds.
 """
@@ -44,7 +46,8 @@ def mean_sd(values: list[float]) -> tuple[float, float]:
 
 
 def run_one(recipe: Path, seed: int, data_dir: str | None, out: Path) -> None:
-    """``sparsify train`` on a copy of ``recipe`` with ``seed``, into ``out``."""
+    """``sparsify train`` on a copy of ``recipe`` with ``seed``, into ``out`` (continued
+    from ``out/resume.pt`` where a killed run left one)."""
     spec = yaml.safe_load(recipe.read_text())
     spec["seed"] = seed
     with tempfile.TemporaryDirectory() as tmp:
@@ -53,6 +56,8 @@ def run_one(recipe: Path, seed: int, data_dir: str | None, out: Path) -> None:
         cmd = [sys.executable, "-m", "sparsify", "train", str(copy), "--out", str(out), "-q"]
         if data_dir:
             cmd += ["--data-dir", data_dir]
+        if (out / "resume.pt").is_file():
+            cmd.append("--resume")
         subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
@@ -75,12 +80,12 @@ def fmt(ms: tuple[float, float | None] | None, pct: bool = True) -> str:
     return f"{100 * ms[0]:.2f} ± {100 * ms[1]:.2f}" if pct else f"{ms[0]:.4f} ± {ms[1]:.4f}"
 
 
-def collect(names: list[str]) -> list[dict[str, Any]]:
-    """Summary rows from every finished ``results/compare/<name>_seed*/metrics.json``."""
+def collect(names: list[str], out: Path = OUT) -> list[dict[str, Any]]:
+    """Summary rows from every finished ``<out>/<name>_seed*/metrics.json``."""
     rows = []
     for name in names:
         runs = []
-        for d in sorted(OUT.glob(f"{name}_seed*")):
+        for d in sorted(out.glob(f"{name}_seed*")):
             f = d / "metrics.json"
             if not f.is_file():
                 continue
@@ -105,16 +110,19 @@ def main() -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--data-dir", default=None)
     p.add_argument("--table-only", action="store_true", help="only rebuild the summary")
+    p.add_argument("--out", type=Path, default=OUT, help="runs and summary (default: %(default)s)")
     args = p.parse_args()
-    recipes = args.recipes or sorted((ROOT / "recipes" / "compare").glob("*.yaml"))
-    names = [r.stem for r in recipes]
+    shipped = sorted((ROOT / "recipes" / "compare").glob("*.yaml"))
+    recipes = args.recipes or shipped
+    # the summary lists every recipe with runs, not only the ones this call ran
+    names = sorted({r.stem for r in shipped} | {r.stem for r in recipes})
     if not args.table_only:
         for seed in args.seeds:  # seed-major: a partial run still has every method
             for recipe in recipes:
-                out = OUT / f"{recipe.stem}_seed{seed}"
+                out = args.out / f"{recipe.stem}_seed{seed}"
                 if not (out / "metrics.json").is_file():
                     run_one(recipe, seed, args.data_dir, out)
-    rows = collect(names)
+    rows = collect(names, args.out)
     head = ["recipe", "seeds", "zeros reached %", "val error %", "test error %"]
     body = [
         [
@@ -132,9 +140,9 @@ def main() -> int:
         "on images held out of the training set; the test error is reported, never used to "
         "choose.\n\n" + md_table(head, body) + "\n"
     )
-    OUT.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(OUT / "summary.md", text)
-    atomic_write_text(OUT / "summary.json", json.dumps(rows, indent=1) + "\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(args.out / "summary.md", text)
+    atomic_write_text(args.out / "summary.json", json.dumps(rows, indent=1) + "\n")
     print(text)
     return 0
 
