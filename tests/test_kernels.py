@@ -236,6 +236,35 @@ def test_fallback_when_switched_off(monkeypatch):
     _assert_fp32_close(K.sparse_conv2d(K.pack(wc), img, 2, 1, 2), ref, scale)
 
 
+@pytest.mark.parametrize("layout", ["csr", "blocked"])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_spmm_into_on_torch_buffers_matches_spmm(layout, with_bias):
+    if not K.available():
+        pytest.skip("sparsify.kernels not compiled here")
+    rng = np.random.default_rng(7)
+    w = _weight(rng, (37, 53), 0.15)
+    w[5] = 0  # an empty row
+    bias = torch.from_numpy(rng.standard_normal(37).astype(np.float32)) if with_bias else None
+    sw = K.pack(w, layout, panel=8, kblock=16)
+    for batch in (1, 3, 17):
+        x = torch.from_numpy(rng.standard_normal((batch, 53)).astype(np.float32))
+        y = torch.full((batch, 37), float("nan"))
+        done = K.spmm_into(
+            sw, x.data_ptr(), batch, y.data_ptr(), None if bias is None else bias.data_ptr(), 1
+        )
+        assert done
+        b = None if bias is None else bias.numpy()
+        np.testing.assert_array_equal(y.numpy(), K.spmm(sw, x.numpy(), bias=b, threads=1))
+
+
+def test_spmm_into_reports_when_the_kernels_are_off(monkeypatch):
+    monkeypatch.setenv("SPARSIFY_KERNELS", "off")
+    sw = K.pack(np.eye(4, dtype=np.float32))
+    x, y = torch.ones(1, 4), torch.full((1, 4), 7.0)
+    assert not K.spmm_into(sw, x.data_ptr(), 1, y.data_ptr(), None, 1)
+    assert torch.all(y == 7.0)  # nothing written
+
+
 def test_compiler_failure_warns_once_and_falls_back(monkeypatch):
     monkeypatch.setenv("CC", "/nonexistent/cc-for-sparsify-tests")
     monkeypatch.setattr(build, "_warned", False)

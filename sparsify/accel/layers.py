@@ -330,14 +330,20 @@ class SparseLinear(_SparseBase):
             return self._compact(x2).reshape(*lead, self.out_features)
         if self.weight_spk is not None:
             if self._spk_ok(x2):
-                # torch's (B, in) row-major activation is what spmm reads: no transposes
-                y = spk.spmm(
+                # torch's (B, in) row-major activation is what spmm reads: no transposes;
+                # raw addresses, because numpy round trips cost more than a small layer's work
+                x2 = x2.contiguous()
+                y = torch.empty(x2.shape[0], self.out_features, dtype=torch.float32)
+                bias = self._parameters["bias"]
+                if spk.spmm_into(
                     self.weight_spk,
-                    x2.detach().numpy(),
-                    bias=self._spk_bias(),
-                    threads=torch.get_num_threads(),
-                )
-                return torch.from_numpy(y).reshape(*lead, self.out_features)
+                    x2.data_ptr(),
+                    x2.shape[0],
+                    y.data_ptr(),
+                    None if bias is None else bias.data_ptr(),
+                    torch.get_num_threads(),
+                ):
+                    return y.reshape(*lead, self.out_features)
             self._spk_grad_path()
         # contiguous (in, B): MKL's CSR x dense reads the right-hand side row by row
         y = self._matmul_t(x2.t().contiguous()).t()  # (B, out)
