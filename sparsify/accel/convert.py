@@ -112,10 +112,14 @@ SPK_BREAK_EVEN: tuple[tuple[int, float], ...] = ((1, 0.17), (16, 0.5))
 # from ~7 MFLOP (conv 64x32x3x3 at 14^2: 1.55x; Linear 512^2 batch 16, 8.4 MFLOP: 1.72x):
 # F0 = 2 MFLOP gets the verdict (faster or not) of all 22 measured layers right. torch_csr
 # loses at 2.1 MFLOP (0.94x, 256^2 batch 16) and wins at 8.4 (1.70x): 1.5 MFLOP. A layer with
-# less dense work than F0 stays dense whatever its zeros.
+# less dense work than F0 stays dense whatever its zeros. Since then a Linear's spk call
+# passes torch's buffers to C by address (kernels.spmm_into): rerun (load ~2.9), the tiny
+# Linears cost 21-27 us on spk and Linear 1024^2 at batch 1 (2.1 MFLOP) wins 1.39x, 512^2
+# (0.5 MFLOP) ties (0.96x): F0 = 1 MFLOP for spk; convs still pay ~60-80 us per call (their
+# stride-phase copy), which the conv's halved break-even keeps dense below ~2 MFLOP.
 OVERHEAD_FLOPS: dict[str, float] = {
-    "spk": 2.0e6,
-    "spk_csr": 2.0e6,
+    "spk": 1.0e6,
+    "spk_csr": 1.0e6,
     "torch_csr": 1.5e6,
     "torch_csr_panels": 1.5e6,
 }
