@@ -656,3 +656,24 @@ def test_cost_model_still_puts_big_sparse_layers_on_spk(batch: int, size: int, w
     assert d.chosen == want and "overhead" in d.reason, d
     with torch.inference_mode():
         torch.testing.assert_close(model(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+@needs_spk
+@pytest.mark.parametrize("kernel", ["spk", "spk_csr"])
+def test_spk_linear_reads_strided_and_batched_inputs(kernel: str) -> None:
+    # the spk path hands the activation's address to C: a view must be copied first
+    torch.manual_seed(0)
+    lin = nn.Linear(30, 20)
+    with torch.no_grad():
+        lin.weight.mul_((torch.rand(20, 30) < 0.2).float())
+    layer = SparseLinear(lin, kernel)
+    views = [
+        torch.randn(30, 5).t(),  # transposed
+        torch.randn(5, 60)[:, ::2],  # strided columns
+        torch.randn(1, 60)[:, ::2],  # one strided row
+        torch.randn(2, 3, 30).transpose(0, 1),  # 3-D, permuted
+    ]
+    with torch.no_grad():
+        for x in views:
+            assert not x.is_contiguous()
+            torch.testing.assert_close(layer(x), lin(x), rtol=1e-5, atol=1e-6)
