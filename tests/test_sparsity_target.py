@@ -335,7 +335,9 @@ def test_compare_recipes_differ_only_in_how_zeros_are_chosen() -> None:
         groups.setdefault((p.stem.split("_")[0], target), []).append(d)
     sizes = {key: len(dumps) for key, dumps in groups.items()}
     assert sizes == {
+        ("convnet", 0.9): 3,
         ("convnet", 0.95): 5,
+        ("convnet", 0.98): 3,
         ("lenet300", 0.95): 5,
         ("lenet5", 0.95): 2,
         ("lenet5", 0.98): 2,
