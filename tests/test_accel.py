@@ -677,3 +677,46 @@ def test_spk_linear_reads_strided_and_batched_inputs(kernel: str) -> None:
         for x in views:
             assert not x.is_contiguous()
             torch.testing.assert_close(layer(x), lin(x), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("whole_ratio", [0.8, 1.25])
+def test_a_converted_model_slower_as_a_whole_goes_back_to_dense(
+    monkeypatch: pytest.MonkeyPatch, whole_ratio: float
+) -> None:
+    # the per-layer timings are real; the whole-model timing is scripted, since a real
+    # slowdown of the whole cannot be produced on demand
+    from sparsify.accel import convert
+    from sparsify.timing import Timing
+
+    real = convert.time_interleaved
+    ran: dict[str, int] = {"dense_model": 0, "sparse_model": 0}
+
+    def scripted(fns, **kw):  # type: ignore[no-untyped-def]
+        if set(fns) != set(ran):
+            return real(fns, **kw)
+        for name, fn in fns.items():  # run both configurations, as the real timing would
+            fn()
+            ran[name] += 1
+        t = 1e-3
+        return {
+            "dense_model": Timing((t,) * 5, 1),
+            "sparse_model": Timing((t / whole_ratio,) * 5, 1),
+        }
+
+    monkeypatch.setattr(convert, "time_interleaved", scripted)
+    torch.manual_seed(0)
+    model = nn.Sequential(_sparse(nn.Linear(512, 512), 0.02), nn.ReLU(), nn.Linear(512, 4))
+    ref = copy.deepcopy(model)
+    x = torch.randn(64, 512)
+    report = sparsify_inference_(model, x, threads=1, reps=3, margin=0.0)
+    assert ran == {"dense_model": 1, "sparse_model": 1}
+    first = report.layers[0]
+    if whole_ratio < 1:
+        assert report.converted == [] and isinstance(model[0], nn.Linear)
+        assert "whole converted model ran 0.80x dense" in first.reason
+        assert "every layer was reverted" in report.whole
+    else:
+        assert first.chosen != "dense" and not isinstance(model[0], nn.Linear)
+        assert report.whole.startswith("1.25x dense")
+    assert "whole model: " in report.summary() and report.to_dict()["whole"] == report.whole
+    _assert_same_model(model, ref, x)

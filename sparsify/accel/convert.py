@@ -8,7 +8,10 @@ Per layer (Linear, Conv2d of any groups), at the layer's real input shape:
     calibrate   time dense and every sparse kernel on a random input of that shape,
                 interleaved; per repetition i the paired ratio r_i = t_dense_i / t_kernel_i;
                 take the kernel with the best median ratio only if
-                median(r) > 1 / (1 - margin)  and  q25(r) > 1,  else keep dense
+                median(r) > 1 / (1 - margin)  and  q25(r) > 1,  else keep dense;
+                then, with ``example_input``, the whole converted model is timed the same way
+                against its dense self, and if median(r) < 1 every layer goes back to dense
+                (``report.whole`` says what was measured)
     cost_model  no timing: each CSR-like kernel k is estimated at
                     t_k / t_dense = density / b_k(rows) + F0_k / F
                 (its work and bytes scale with the nonzeros; equal to dense at its break-even
@@ -175,6 +178,7 @@ class InferenceReport:
     layers: list[LayerDecision]
     check: str = "not checked"
     unavailable: dict[str, str] = field(default_factory=dict)
+    whole: str = "not timed"
 
     @property
     def converted(self) -> list[LayerDecision]:
@@ -189,13 +193,15 @@ class InferenceReport:
             "layers": [asdict(d) for d in self.layers],
             "check": self.check,
             "unavailable": dict(self.unavailable),
+            "whole": self.whole,
         }
 
     def summary(self) -> str:
         """One line per layer: shape, zeros, dense and chosen times, the kernel and the reason."""
         lines = [
             f"sparsify_inference_ ({self.mode}, batch {self.batch_size}, {self.threads} thread(s)): "
-            f"{len(self.converted)} of {len(self.layers)} layers sparse; output check: {self.check}"
+            f"{len(self.converted)} of {len(self.layers)} layers sparse; output check: {self.check}",
+            f"  whole model: {self.whole}",
         ]
         for k, why in self.unavailable.items():
             lines.append(f"  kernel {k} not offered: {why}")
@@ -735,11 +741,65 @@ def sparsify_inference_(
     )
     if check is not None:
         report.check = _check_and_revert(model, check, sparse, originals, decisions)
+        if mode == "calibrate" and sparse and report.check.startswith("ok"):
+            with torch_threads(threads), torch.inference_mode():
+                report.whole = _time_whole(
+                    model, example_input, sparse, originals, decisions, int(reps)
+                )
     elif example_input is None:
         report.check = "not checked: no example_input to run"
     else:
         report.check = "not checked: verify=False"
     return report
+
+
+def _time_whole(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    sparse: dict[str, nn.Module],
+    originals: dict[str, nn.Module],
+    decisions: dict[str, LayerDecision],
+    reps: int,
+) -> str:
+    """Time the converted model against its dense self on ``example_input`` (interleaved,
+    paired ratios r_i = t_dense_i / t_sparse_i). Per-layer gains can vanish in the whole
+    model (call overhead, cache effects between layers): if median(r) < 1 every layer goes
+    back to dense, so the converter never hands back a model slower than the one it got.
+    Returns ``report.whole``."""
+    dense_mods = {n: originals[n] for n in sparse}
+    sparse_mods = dict(sparse)
+
+    def run(mods: dict[str, nn.Module]) -> Any:
+        for name, m in mods.items():
+            model.set_submodule(name, m)
+        return model(example_input)
+
+    timings = time_interleaved(
+        {"dense_model": lambda: run(dense_mods), "sparse_model": lambda: run(sparse_mods)},
+        reps=max(reps, 5),
+        warmup=1,
+        min_sample_s=1e-3,
+    )
+    for name, m in sparse_mods.items():  # leave the converted layers in place
+        model.set_submodule(name, m)
+    r = paired_ratio(timings["dense_model"].samples, timings["sparse_model"].samples)
+    t_dense, t_sparse = timings["dense_model"].median, timings["sparse_model"].median
+    said = (
+        f"{r.median:.2f}x dense (lower quartile {r.q25:.2f}x; {fmt_seconds(t_sparse)} against "
+        f"{fmt_seconds(t_dense)})"
+    )
+    if r.median >= 1.0:
+        return said
+    for name in list(sparse):
+        _revert(
+            model,
+            name,
+            originals,
+            sparse,
+            decisions[name],
+            f"reverted to dense: the whole converted model ran {r.median:.2f}x dense",
+        )
+    return f"{said}: slower than dense as a whole, so every layer was reverted"
 
 
 def _revert(
