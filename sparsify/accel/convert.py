@@ -790,15 +790,13 @@ def _time_whole(
     )
     if r.median >= 1.0:
         return said
-    for name in list(sparse):
-        _revert(
-            model,
-            name,
-            originals,
-            sparse,
-            decisions[name],
-            f"reverted to dense: the whole converted model ran {r.median:.2f}x dense",
-        )
+    _revert_all(
+        model,
+        originals,
+        sparse,
+        decisions,
+        f"reverted to dense: the whole converted model ran {r.median:.2f}x dense",
+    )
     return f"{said}: slower than dense as a whole, so every layer was reverted"
 
 
@@ -813,6 +811,18 @@ def _revert(
     model.set_submodule(name, originals[name])
     del sparse[name]
     d.chosen, d.speedup, d.reason = "dense", None, f"{reason} (was {d.chosen}: {d.reason})"
+
+
+def _revert_all(
+    model: nn.Module,
+    originals: dict[str, nn.Module],
+    sparse: dict[str, nn.Module],
+    decisions: dict[str, LayerDecision],
+    reason: str,
+) -> None:
+    """:func:`_revert` every layer still sparse, each with ``reason``."""
+    for name in list(sparse):
+        _revert(model, name, originals, sparse, decisions[name], reason)
 
 
 def _check_and_revert(
@@ -850,15 +860,13 @@ def _check_and_revert(
                 _revert(model, name, originals, sparse, decisions[name], reason)
     why, _ = check(model, sparse)
     if why:  # the layers that passed one by one fail together: leave the model dense
-        for name in list(sparse):
-            _revert(
-                model,
-                name,
-                originals,
-                sparse,
-                decisions[name],
-                f"reverted to dense: the layers that passed one at a time fail together: {why}",
-            )
+        _revert_all(
+            model,
+            originals,
+            sparse,
+            decisions,
+            f"reverted to dense: the layers that passed one at a time fail together: {why}",
+        )
         why, _ = check(model, sparse)
         if why:  # the dense model itself differs from run to run
             return f"FAILED: the original model fails its own check: {why}"
