@@ -16,6 +16,7 @@ from sparsify.errors import SparsifyError
 from sparsify.pipeline.data import mnist as mnist_mod
 from sparsify.pipeline.data.idx import write_idx
 from sparsify.pipeline.data.registry import DataRequest, load_dataset
+from sparsify.pipeline.data.splits import RandomShift
 
 RNG = np.random.default_rng(0)
 
@@ -115,7 +116,32 @@ def test_idx_family_loads(tmp_path: Path, name: str) -> None:
     assert d.input_shape == (1, 28, 28) and d.num_classes == 10 and len(d.train) == 20
     x, y = d.train[0]
     assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and int(y) == 0
-    assert d.augmentation is None  # none is standard for digits/clothes
+    assert isinstance(d.augmentation, RandomShift)  # a small translation, never a flip
+
+
+def test_digit_augmentation_translates_by_at_most_two_pixels_over_the_background(
+    tmp_path: Path,
+) -> None:
+    d = _load("mnist", idx_folder(tmp_path), train_subset=20)
+    background = d.train.tensors[0].min().item()  # pixel 0 after normalisation
+    digit = torch.full((1, 28, 28), background)
+    digit[0, 10:18, 12:15] = 3.0  # a stroke well inside the 2-pixel margin
+    torch.manual_seed(0)
+    # one image at a time (the per-item path) and a whole batch (the in-memory loader's path:
+    # each image in the batch draws its own shift)
+    outs = [d.augmentation(digit) for _ in range(100)]
+    outs += list(d.augmentation.batch(digit.expand(100, 1, 28, 28).contiguous()))
+    seen = set()
+    for out in outs:
+        assert out.shape == digit.shape
+        ys, xs = torch.nonzero(out[0] == 3.0, as_tuple=True)
+        dy, dx = int(ys.min()) - 10, int(xs.min()) - 12
+        assert abs(dy) <= 2 and abs(dx) <= 2, (dy, dx)
+        # the stroke moves whole and everything else is the background: no wrap-around
+        assert torch.equal(out, torch.roll(digit, (dy, dx), dims=(1, 2)))
+        seen.add((dy, dx))
+    assert len(seen) == 25, "every shift in [-2, 2]^2 is drawn"
+    assert torch.equal(digit[0, 10:18, 12:15], torch.full((8, 3), 3.0)), "the input is not mutated"
 
 
 def test_emnist_split_transposed_and_letters_shifted(tmp_path: Path) -> None:

@@ -27,9 +27,10 @@ from sparsify.penalties import L1Prox, penalize_
 from sparsify.penalties.base import penalty_from_dict
 from sparsify.pipeline.checkpoint import load_checkpoint
 from sparsify.pipeline.data import registry
-from sparsify.pipeline.data.loader import TrainBatches
+from sparsify.pipeline.data.loader import FixedBatches, TrainBatches, batch_loader
 from sparsify.pipeline.data.mnist import load_mnist
 from sparsify.pipeline.data.registry import DataRequest, DatasetSplits
+from sparsify.pipeline.data.splits import Augmented, RandomShift
 from sparsify.pipeline.distributed import DistContext
 from sparsify.pipeline.loop import evaluate, run_epochs
 from sparsify.pipeline.recipe import Recipe, load_recipe
@@ -237,7 +238,7 @@ def test_augmentation_is_seeded_and_off_by_default(tmp_path: Path) -> None:
         runs[0].metrics["data"]["augment"] is False and runs[1].metrics["data"]["augment"] is True
     )
     assert runs[1].metrics["input_shape"] == [3, 32, 32]
-    # the MNIST family has no standard augmentation: augment is recorded as not applied
+    # the MNIST family's augmentation is a small translation, recorded as applied
     folder = idx_folder(tmp_path / "f")
     r = Recipe.from_dict(
         {
@@ -246,7 +247,26 @@ def test_augmentation_is_seeded_and_off_by_default(tmp_path: Path) -> None:
             "data": {"dataset": "fashion_mnist", "dir": str(folder), "augment": True},
         }
     )
-    assert train(r, build_data(r), progress=False).metrics["data"]["augment"] is False
+    m = train(r, build_data(r), progress=False).metrics["data"]
+    assert m["augment"] is True and m["augmentation"].startswith("RandomShift(max_shift=2")
+
+
+def test_augmented_in_memory_data_stays_on_the_batched_path() -> None:
+    """A shift-augmented TensorDataset is fetched a batch at a time (no per-item collate), and
+    the batch is shifted image by image: the loader's path, not only the transform."""
+    x = torch.zeros(64, 1, 8, 8)
+    x[:, :, 3:5, 3:5] = 1.0
+    ds = Augmented(TensorDataset(x, torch.arange(64)), RandomShift(2, [0.0]))
+    loader = batch_loader(ds, FixedBatches(64, 32, DistContext()))
+    assert loader.batch_sampler is None, "in-memory + a batch augmentation: no per-item fetch"
+    torch.manual_seed(0)
+    xb, yb = next(iter(loader))
+    assert xb.shape == (32, 1, 8, 8) and torch.equal(yb, torch.arange(32))
+    assert torch.equal(xb.sum(dim=(1, 2, 3)), torch.full((32,), 4.0)), "a 2 px margin: kept whole"
+    assert len({tuple(torch.nonzero(im[0])[0].tolist()) for im in xb}) > 5, "one draw per image"
+    # a transform without a batch method keeps the per-item path
+    per_item = Augmented(TensorDataset(x, torch.arange(64)), lambda im: im)
+    assert batch_loader(per_item, FixedBatches(64, 32, DistContext())).batch_sampler is not None
 
 
 def test_resume_with_augmentation_and_workers_is_bit_exact(tmp_path: Path, monkeypatch) -> None:

@@ -319,12 +319,13 @@ SELECTED = {
 
 
 def _target(path: Path) -> float:
-    """The target a compare recipe's name states: ``<model>_<method>_t95`` is 0.95."""
-    return int(path.stem.rsplit("_t", 1)[1]) / 100
+    """The target a compare recipe's name states: ``<model>_<method>_t95`` is 0.95, ``_t975``
+    is 0.975."""
+    return float("0." + path.stem.rsplit("_t", 1)[1])
 
 
 def test_compare_recipes_differ_only_in_how_zeros_are_chosen() -> None:
-    groups: dict[tuple[str, float], list[dict]] = {}
+    groups: dict[tuple[str, float, bool], list[dict]] = {}
     for p in COMPARE:
         d = load_recipe(p).to_dict()
         target = _target(p)
@@ -332,17 +333,22 @@ def test_compare_recipes_differ_only_in_how_zeros_are_chosen() -> None:
         assert d["name"] == p.stem and d["output"]["dir"] == f"results/compare/{p.stem}"
         for key in ("name", "penalties", "sparsity", "output"):
             d.pop(key)
-        groups.setdefault((p.stem.split("_")[0], target), []).append(d)
+        key = (p.stem.split("_")[0], target, bool(d["data"].get("augment")))
+        assert key[2] == ("_aug_" in p.stem), f"{p.name}: augmented recipes say so in the name"
+        groups.setdefault(key, []).append(d)
     sizes = {key: len(dumps) for key, dumps in groups.items()}
     assert sizes == {
-        ("convnet", 0.9): 3,
-        ("convnet", 0.95): 5,
-        ("convnet", 0.98): 3,
-        ("lenet300", 0.95): 5,
-        ("lenet5", 0.95): 2,
-        ("lenet5", 0.98): 2,
+        ("convnet", 0.9, False): 3,
+        ("convnet", 0.95, False): 5,
+        ("convnet", 0.98, False): 3,
+        ("lenet300", 0.95, False): 5,
+        ("lenet300", 0.95, True): 2,
+        ("lenet5", 0.95, False): 2,
+        ("lenet5", 0.975, True): 2,
+        ("lenet5", 0.98, False): 2,
     }
-    for dumps in groups.values():  # per model and target: data, seed, epochs, optimizers, stages
+    # per model, target and augmentation: data, seed, epochs, optimizers, stages
+    for dumps in groups.values():
         assert all(d == dumps[0] for d in dumps)
     assert {g[0]["model"]["name"] for g in groups.values()} == set(SELECTED)
 

@@ -8,7 +8,8 @@ so W processes see exactly the batches one process would (see
 the *epoch* between ranks (each rank batches its own half), which changes every batch and so
 the trained weights with the world size.
 
-A ``TensorDataset`` (data held in memory) is indexed with the whole batch of indices at once
+A ``TensorDataset`` (data held in memory), or a dataset that says it is ``batched`` (an in-
+memory set under a batch augmentation), is indexed with the whole batch of indices at once
 (``batch_size=None``: no per-item fetch, no collate copy); any other Dataset goes through the
 DataLoader's usual per-item fetch and collate, in ``num_workers`` worker processes if asked.
 """
@@ -87,7 +88,7 @@ def batch_loader(
     without one draws its base seed from the global RNG every epoch).
     """
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
-    if isinstance(dataset, TensorDataset):
+    if isinstance(dataset, TensorDataset) or getattr(dataset, "batched", False):
         return DataLoader(
             dataset, sampler=batches, batch_size=None, num_workers=num_workers, generator=gen
         )

@@ -3,9 +3,10 @@
 All four ship as the same four IDX files of uint8 28x28 images and uint8 labels (EMNIST
 prefixes the names with its split and stores images transposed). The lecture normalises with
 the mean and standard deviation of the *training subset*, ``(x - mean) / std``, and applies the
-same numbers to the test set; every member of the family does the same. No augmentation is
-standard for these (a flipped or shifted digit is another digit), so ``augment: true`` is a
-no-op here.
+same numbers to the test set; every member of the family does the same. Their augmentation
+(``augment: true``) is a random translation by up to 2 pixels each way, the border filled with
+the background (pixel 0, normalised); never a flip, which makes another glyph (Simard et al.
+2003 use small distortions like these on MNIST).
 
 Files are found flat in the folder (the shared copy, .gz or raw) or in torchvision's layout
 ``<folder>/<Class>/raw/``. Without a folder, the default cache is used and filled by
@@ -26,6 +27,10 @@ from torch.utils.data import TensorDataset
 from sparsify.errors import SparsifyError
 from sparsify.pipeline.data.idx import is_integer_type, read_idx
 from sparsify.pipeline.data.registry import DataRequest, DatasetSplits, default_root
+from sparsify.pipeline.data.splits import RandomShift
+
+# pixels a training digit may move each way under augment: true
+MAX_SHIFT = 2
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -297,6 +302,7 @@ def _splits(family: IdxFamily, request: DataRequest) -> DatasetSplits:
         input_shape=(1, 28, 28),
         num_classes=family.num_classes,
         info={"normalisation": {"mean": d.mean, "std": d.std}},
+        augmentation=RandomShift(MAX_SHIFT, [-d.mean / d.std]),
     )
 
 
