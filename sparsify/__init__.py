@@ -31,6 +31,7 @@ _LAZY = {
     "L1Prox": "sparsify.penalties",
     "L1Subgradient": "sparsify.penalties",
     "L2Coupled": "sparsify.penalties",
+    "MaxNorm": "sparsify.penalties",
     "NMProjection": "sparsify.penalties",
     "PenaltyHandle": "sparsify.penalties",
     "Schedule": "sparsify.penalties",

@@ -1,4 +1,4 @@
-"""Penalties: L1/L2/group/N:M configs attached to any optimizer by step hooks; torch only, no recipe."""
+"""Penalties: L1/L2/group/N:M/max-norm configs attached to any optimizer by step hooks; torch only, no recipe."""
 
 from sparsify.penalties.base import PenaltyConfig, penalty_from_dict
 from sparsify.penalties.freeze import FrozenSupport, freeze_support_
@@ -12,6 +12,7 @@ from sparsify.penalties.magnitude import (
     project_to_sparsity_,
     prune_to_sparsity_,
 )
+from sparsify.penalties.maxnorm import MaxNorm, max_norm_
 from sparsify.penalties.nm import NMProjection, check_nm, nm_project_
 from sparsify.penalties.penalize import PenaltyHandle, penalize_
 from sparsify.penalties.prox import L1Prox, soft_threshold, soft_threshold_
@@ -31,6 +32,7 @@ __all__ = [
     "L1Prox",
     "L1Subgradient",
     "L2Coupled",
+    "MaxNorm",
     "NMProjection",
     "PenaltyConfig",
     "PenaltyHandle",
@@ -42,6 +44,7 @@ __all__ = [
     "group_threshold_",
     "is_prunable",
     "l2_penalty",
+    "max_norm_",
     "nm_project_",
     "penalize_",
     "penalty_from_dict",

@@ -173,7 +173,9 @@ PENALTY_KINDS = (
     "group_lasso_prox",
     "sparse_group_lasso_prox",
     "nm_projection",
+    "max_norm",
 )
+PROJECTION_KINDS = ("nm_projection", "max_norm")  # lam only switches these on
 GROUP_KINDS = ("group_lasso_prox", "sparse_group_lasso_prox")
 THRESHOLD_KINDS = ("l1_prox", "weight_decay", *GROUP_KINDS)
 # kind-specific fields: (field, kinds it applies to); None in a recipe means "not given"
@@ -182,6 +184,8 @@ KIND_FIELDS: dict[str, tuple[str, ...]] = {
     "lam_l1": ("sparse_group_lasso_prox",),
     "n": ("nm_projection",),
     "m": ("nm_projection",),
+    "radius": ("max_norm",),
+    "per": ("max_norm",),
 }
 
 
@@ -192,10 +196,10 @@ def _kinds(kinds: tuple[str, ...]) -> str:
 class PenaltySpec(_Section):
     """One penalty. ``lam`` may be a list: the recipe is then a sweep over it.
 
-    ``lam`` is required except for ``nm_projection`` (a projection has no strength; 1.0
-    switches it on). ``size_scaled`` (group kinds), ``lam_l1`` (sparse-group lasso) and
-    ``n``/``m`` (N:M) are refused on other kinds; left out they take the config defaults
-    (False, 0, 2, 4).
+    ``lam`` is required except for the projections ``nm_projection`` and ``max_norm`` (a
+    projection has no strength; 1.0 switches it on). ``size_scaled`` (group kinds), ``lam_l1``
+    (sparse-group lasso), ``n``/``m`` (N:M) and ``radius``/``per`` (max-norm) are refused on
+    other kinds; left out they take the config defaults (False, 0, 2, 4, 1.0, "in").
     """
 
     kind: Literal[PENALTY_KINDS]  # type: ignore[valid-type]
@@ -210,12 +214,14 @@ class PenaltySpec(_Section):
     lam_l1: NonNeg | None = None
     n: int | None = Field(None, ge=1, le=1024)
     m: int | None = Field(None, ge=1, le=1024)
+    radius: float | None = Field(None, gt=0, allow_inf_nan=False)
+    per: Literal["in", "out"] | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _projection_lam(cls, data: Any) -> Any:
-        # nm_projection's lam only switches the hook on; every other kind must say its strength
-        if isinstance(data, dict) and data.get("kind") == "nm_projection" and "lam" not in data:
+        # a projection's lam only switches the hook on; every other kind must say its strength
+        if isinstance(data, dict) and data.get("kind") in PROJECTION_KINDS and "lam" not in data:
             return {**data, "lam": 1.0}
         return data
 
@@ -246,7 +252,7 @@ class PenaltySpec(_Section):
         for name, kinds in KIND_FIELDS.items():
             if getattr(self, name) is not None and self.kind not in kinds:
                 raise ValueError(f"'{name}' applies to {_kinds(kinds)}, not {self.kind}; remove it")
-        if self.kind in (*GROUP_KINDS, "nm_projection") and self.scope != "prunable":
+        if self.kind in (*GROUP_KINDS, *PROJECTION_KINDS) and self.scope != "prunable":
             raise ValueError(
                 f"{self.kind} needs scope 'prunable' (biases have no rows to group); remove 'scope'"
             )
