@@ -25,7 +25,7 @@ quickstart: setup
 	$(BIN)/sparsify footprint runs/quickstart --out runs/quickstart_footprint
 
 test: setup
-	SPARSIFY_TEST_DATA=$(abspath $(or $(DATA_DIR),data/mnist)) $(BIN)/python -m pytest -q
+	SPARSIFY_TEST_DATA=$(abspath $(or $(DATA_DIR),data/mnist)) $(BIN)/python -m pytest -q --durations=25
 
 lint: setup
 	$(BIN)/ruff check sparsify tests tools
