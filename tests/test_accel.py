@@ -10,7 +10,7 @@ from torch import nn
 
 from sparsify import kernels as spk
 from sparsify.accel import InferenceReport, SparseConv2d, SparseLinear, sparsify_inference_
-from sparsify.accel.layers import panel_width
+from sparsify.accel.layers import KERNELS, DepthwiseConv2d, panel_width
 from sparsify.bench.sources import impose_density_
 from sparsify.errors import SparsifyError
 from sparsify.pipeline.zoo import build_model
@@ -229,7 +229,7 @@ def test_conv_without_example_input_stays_dense() -> None:
     report = sparsify_inference_(model, mode="cost_model", batch_size=4)
     convs = [d for d in report.layers if d.kind == "Conv2d"]
     assert convs and all(d.chosen == "dense" and "unknown" in d.reason for d in convs)
-    assert "layers sparse" in report.summary()
+    assert "layers converted" in report.summary()
     assert report.to_dict()["layers"][0]["name"] == "conv1"
 
 
@@ -290,7 +290,8 @@ def _assert_reported(report: InferenceReport, model_before: nn.Module, model: nn
     for d in report.layers:
         assert d.reason and d.shape and d.zeros >= 0, d
         kind = type(model.get_submodule(d.name)).__name__
-        assert kind.startswith("Sparse") == (d.chosen != "dense"), (d, kind)
+        converted = kind.startswith("Sparse") or kind == "DepthwiseConv2d"
+        assert converted == (d.chosen != "dense"), (d, kind)
         assert d.name in report.summary()
 
 
@@ -544,7 +545,7 @@ def test_spk_absent_with_reason_without_the_compiled_kernels(
     model = nn.Sequential(_sparse(nn.Linear(256, 64), 0.05))
     x = torch.randn(4, 256)
     report = sparsify_inference_(model, x, threads=1, reps=2, margin=0.0, max_density=1.0)
-    assert set(report.unavailable) == {"spk", "spk_csr"}
+    assert set(report.unavailable) == {"spk", "spk_csr", "spk_depthwise"}
     assert "SPARSIFY_KERNELS=off" in report.unavailable["spk"]
     assert "kernel spk not offered: SPARSIFY_KERNELS=off" in report.summary()
     assert not {"spk", "spk_csr"} & set(report.layers[0].times_s)
@@ -720,3 +721,137 @@ def test_a_converted_model_slower_as_a_whole_goes_back_to_dense(
         assert report.whole.startswith("1.25x dense")
     assert "whole model: " in report.summary() and report.to_dict()["whole"] == report.whole
     _assert_same_model(model, ref, x)
+
+
+class _Separable(nn.Module):
+    """mobilenet's block: pointwise, depthwise (stride 2, multiplier 2), rectangular depthwise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pw = nn.Conv2d(3, 8, 1)
+        self.dw1 = nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=8)
+        self.dw2 = nn.Conv2d(16, 16, (3, 5), padding=(1, 2), groups=16, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dw2(torch.relu(self.dw1(torch.relu(self.pw(x)))))
+
+
+def test_depthwise_convs_are_offered_the_stencil_and_keep_their_output() -> None:
+    if not spk.available():
+        pytest.skip("sparsify.kernels not compiled here")
+    torch.manual_seed(0)
+    model = _Separable().eval()
+    x = torch.randn(2, 3, 17, 14)
+    with torch.no_grad():
+        ref = model(x)
+    fixed = copy.deepcopy(model)
+    report = sparsify_inference_(fixed, x, mode="fixed", kernels=("spk_depthwise",))
+    chosen = {d.name: d.chosen for d in report.layers}
+    assert chosen == {"pw": "dense", "dw1": "spk_depthwise", "dw2": "spk_depthwise"}
+    assert isinstance(fixed.dw1, DepthwiseConv2d) and isinstance(fixed.dw2, DepthwiseConv2d)
+    assert torch.equal(fixed.dw1.weight, model.dw1.weight)  # the same weights, not repacked
+    assert next(d for d in report.layers if d.name == "pw").reason.startswith("kept dense")
+    with torch.inference_mode():
+        torch.testing.assert_close(fixed(x), ref, rtol=1e-5, atol=1e-5)
+    # calibrate mode times the stencil against torch's conv for each depthwise layer
+    timed = copy.deepcopy(model)
+    report = sparsify_inference_(timed, x, mode="calibrate", reps=3)
+    for d in report.layers:
+        assert ("spk_depthwise" in d.times_s) == d.name.startswith("dw"), d
+    with torch.inference_mode():
+        torch.testing.assert_close(timed(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_the_stencil_layer_falls_back_to_torch_for_gradients_and_is_refused_elsewhere() -> None:
+    torch.manual_seed(1)
+    conv = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+    layer = DepthwiseConv2d.from_conv(conv)
+    x = torch.randn(1, 4, 6, 6, requires_grad=True)
+    layer(x).sum().backward()  # F.conv2d: gradients reach the input and the shared weight
+    assert x.grad is not None and conv.weight.grad is not None
+    with pytest.raises(SparsifyError, match="groups = in_channels"):
+        DepthwiseConv2d.from_conv(nn.Conv2d(4, 8, 3, groups=2))
+
+
+def test_without_the_c_kernels_the_stencil_is_not_offered(monkeypatch) -> None:
+    monkeypatch.setenv("SPARSIFY_KERNELS", "off")
+    model = _Separable().eval()
+    report = sparsify_inference_(model, torch.randn(1, 3, 9, 9), mode="fixed", kernels=KERNELS)
+    assert "SPARSIFY_KERNELS=off" in report.unavailable["spk_depthwise"]
+    assert not any(isinstance(m, DepthwiseConv2d) for m in model.modules())
+
+
+def _randomise_bn_(model: nn.Module) -> nn.Module:
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.3)
+                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                if m.affine:
+                    m.weight.copy_(1 + 0.3 * torch.randn(n, generator=g))
+                    m.bias.copy_(0.2 * torch.randn(n, generator=g))
+    return model.eval()
+
+
+class _Custom(nn.Module):
+    """conv1 -> bn1 wired in forward (ResNet's way): registration order says nothing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(4, 4, 3), nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn1(self.conv1(x))
+
+
+def test_fold_batchnorm_keeps_the_output_and_the_zeros_and_folds_only_what_it_may() -> None:
+    from sparsify.accel.fold import fold_batchnorm_
+
+    torch.manual_seed(5)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, bias=False),  # no bias: folding adds one
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, groups=8),  # depthwise, with bias
+        nn.BatchNorm2d(8, affine=False),
+        nn.BatchNorm2d(8),  # after a batch norm, not a conv: stays
+        nn.Sequential(nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4)),  # nested
+        _Custom(),
+    )
+    _randomise_bn_(model)
+    with torch.no_grad():
+        model[0].weight[torch.rand(model[0].weight.shape) < 0.6] = 0.0
+    zeros = model[0].weight == 0
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        ref = model(x)
+    folded = fold_batchnorm_(model)
+    assert folded == [("0", "1"), ("3", "4"), ("6.0", "6.1")]
+    assert isinstance(model[1], nn.Identity) and isinstance(model[5], nn.BatchNorm2d)
+    assert isinstance(model[7].bn1, nn.BatchNorm2d), "a pair wired in forward is left alone"
+    assert torch.equal(model[0].weight == 0, zeros) and model[0].bias is not None
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref, rtol=1e-5, atol=1e-5)
+    train_mode = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).train()
+    assert fold_batchnorm_(train_mode) == [], "a training-mode batch norm uses batch statistics"
+
+
+def test_the_converter_folds_batchnorm_by_default_and_checks_against_the_unfolded_model() -> None:
+    torch.manual_seed(6)
+    block = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU6(),
+        nn.Conv2d(16, 16, 3, padding=1, groups=16), nn.BatchNorm2d(16), nn.ReLU6(),
+        nn.Conv2d(16, 8, 1), nn.BatchNorm2d(8),
+    )  # fmt: skip
+    model = _randomise_bn_(nn.Sequential(block, nn.Flatten(), nn.Linear(8 * 10 * 10, 5)))
+    x = torch.randn(2, 3, 10, 10)
+    keep = copy.deepcopy(model)
+    report = sparsify_inference_(model, x, mode="cost_model")
+    assert report.folded == ["0.0 <- 0.1", "0.3 <- 0.4", "0.6 <- 0.7"]
+    assert "3 BatchNorm2d folded" in report.summary() and report.to_dict()["folded"]
+    assert report.check.startswith("ok"), report.check
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    report = sparsify_inference_(keep, x, mode="cost_model", fold_batchnorm=False)
+    assert report.folded == [] and sum(isinstance(m, nn.BatchNorm2d) for m in keep.modules()) == 3

@@ -211,6 +211,77 @@ def test_sparse_conv2d_matches_torch(case, density):
             _assert_fp32_close(y, ref, scale.numpy())
 
 
+DW_CASES = [
+    # (C, M, kernel, H, W, stride, padding, dilation, N): M the depth multiplier
+    (8, 1, (3, 3), 13, 11, 1, 1, 1, 2),  # mobilenet's stride-1 block, odd widths
+    (6, 1, (3, 3), 20, 17, 2, 1, 1, 1),  # its stride-2 block
+    (4, 2, (3, 3), 9, 7, 1, 1, 1, 1),  # multiplier 2: outputs 2c, 2c+1 read channel c
+    (3, 1, (5, 5), 17, 15, 2, 2, 2, 3),  # dilated
+    (2, 3, (2, 3), 6, 6, (1, 2), (0, 1), 1, 1),  # rectangular, unequal strides
+    (5, 1, (3, 3), 3, 3, 1, 0, 1, 1),  # one output pixel
+    (3, 1, (1, 1), 4, 9, 1, 0, 1, 2),  # 1x1
+    (2, 1, (7, 7), 30, 33, 3, 3, 1, 1),  # large kernel, stride 3
+    (1, 1, (3, 3), 1, 1, 1, 1, 1, 1),  # a 1x1 image: every tap but the centre is padding
+]
+
+
+@pytest.mark.parametrize("case", DW_CASES)
+def test_depthwise_conv2d_matches_torch_at_any_thread_count(case):
+    c, m, ks, h, w_, s, p, d, n = case
+    rng = np.random.default_rng(hash(case) % 2**32)
+    w = rng.standard_normal((c * m, 1, *ks)).astype(np.float32)
+    x = rng.standard_normal((n, c, h, w_)).astype(np.float32)
+    b = rng.standard_normal(c * m).astype(np.float32)
+    xt, wt, bt = (torch.from_numpy(a).double() for a in (x, w, b))
+    ref = torch.nn.functional.conv2d(xt, wt, bt, s, p, d, groups=c).numpy()
+    scale = torch.nn.functional.conv2d(xt.abs(), wt.abs(), bt.abs(), s, p, d, groups=c).numpy()
+    y1 = K.depthwise_conv2d(x, w, b, s, p, d, threads=1)
+    _assert_fp32_close(y1, ref, scale)
+    np.testing.assert_array_equal(K.depthwise_conv2d(x, w, b, s, p, d, threads=2), y1)
+    _assert_fp32_close(K.depthwise_conv2d(x, w, None, s, p, d), ref - b[:, None, None], scale)
+
+
+def test_depthwise_conv2d_into_on_torch_buffers_and_without_the_kernels(monkeypatch):
+    rng = np.random.default_rng(11)
+    x = torch.from_numpy(rng.standard_normal((2, 4, 10, 9)).astype(np.float32))
+    w = torch.from_numpy(rng.standard_normal((8, 1, 3, 3)).astype(np.float32))
+    b = torch.from_numpy(rng.standard_normal(8).astype(np.float32))
+    want = K.depthwise_conv2d(x.numpy(), w.numpy(), b.numpy(), 2, 1, 1)
+    if K.available():
+        geometry = K._dw_geometry(tuple(x.shape), tuple(w.shape), 2, 1, 1)
+        y = torch.full(want.shape, float("nan"))
+        assert K.depthwise_conv2d_into(
+            x.data_ptr(), tuple(x.shape), w.data_ptr(), tuple(w.shape), b.data_ptr(),
+            y.data_ptr(), geometry, 1,
+        )  # fmt: skip
+        np.testing.assert_array_equal(y.numpy(), want)
+    monkeypatch.setenv("SPARSIFY_KERNELS", "off")  # numpy computes the same sum
+    slow = K.depthwise_conv2d(x.numpy(), w.numpy(), b.numpy(), 2, 1, 1)
+    np.testing.assert_allclose(slow, want, rtol=1e-5, atol=1e-5)
+    y = torch.full(want.shape, 7.0)
+    assert not K.depthwise_conv2d_into(
+        x.data_ptr(), tuple(x.shape), w.data_ptr(), tuple(w.shape), None, y.data_ptr(),
+        K._dw_geometry(tuple(x.shape), tuple(w.shape), 2, 1, 1), 1,
+    )  # fmt: skip
+    assert torch.all(y == 7.0)  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "kw", "match"),
+    [
+        ((1, 4, 8, 8), (4, 2, 3, 3), {}, r"weight must be \(C \* M, 1, kh, kw\)"),
+        ((1, 3, 8, 8), (4, 1, 3, 3), {}, "a multiple of C"),
+        ((1, 4, 8), (4, 1, 3, 3), {}, r"\(N, C, H, W\)"),
+        ((1, 4, 2, 2), (4, 1, 3, 3), {}, "smaller than the"),
+        ((1, 4, 8, 8), (4, 1, 3, 3), {"stride": 0}, "'stride' parameter of depthwise_conv2d"),
+        ((1, 4, 8, 8), (4, 1, 3, 3), {"padding": (1, -1)}, "'padding' parameter"),
+    ],
+)
+def test_depthwise_conv2d_refuses_bad_shapes_in_one_line(x_shape, w_shape, kw, match):
+    with pytest.raises(SparsifyError, match=match):
+        K.depthwise_conv2d(np.zeros(x_shape, np.float32), np.zeros(w_shape, np.float32), **kw)
+
+
 def test_fallback_when_switched_off(monkeypatch):
     monkeypatch.setenv("SPARSIFY_KERNELS", "off")
     assert not K.available()

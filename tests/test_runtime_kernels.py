@@ -225,3 +225,67 @@ def test_spk_runtime_stays_torch_free(
         t32 = model.float()(torch.from_numpy(x)).numpy()
     bound = 4 * np.abs(t32 - ref).max() + 1e-6 * np.abs(ref).max()
     assert np.abs(np.load(tmp_path / "y.npy") - want).max() <= 2 * bound
+
+
+class DepthwiseNet(nn.Module):
+    """mobilenet's pattern: a dense depthwise conv (stride 2, multiplier 2) between sparse
+    pointwise convs, and a rectangular depthwise conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pw1 = nn.Conv2d(3, 8, 1)
+        self.dw1 = nn.Conv2d(8, 16, 3, stride=2, padding=1, groups=8)
+        self.dw2 = nn.Conv2d(16, 16, (3, 5), padding=(1, 2), groups=16, bias=False)
+        self.pw2 = nn.Conv2d(16, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.dw1(torch.relu(self.pw1(x))))
+        return self.pw2(torch.relu(self.dw2(y)))
+
+
+@needs_spk
+def test_spk_runtime_runs_dense_depthwise_convs_on_the_stencil_kernel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(2)
+    model = DepthwiseNet().eval()
+    with torch.no_grad():  # only the pointwise convs are sparse: the depthwise ones stay dense
+        for m in (model.pw1, model.pw2):
+            m.weight[torch.rand(m.weight.shape) < 0.7] = 0.0
+    sonnx.export_onnx(model, tmp_path, example_input=torch.randn(2, 3, 15, 14))
+    calls = []
+    real = spk.depthwise_conv2d
+    monkeypatch.setattr(
+        spk, "depthwise_conv2d", lambda *a, **k: calls.append(a[1].shape) or real(*a, **k)
+    )
+    fast, slow = _spk_and_scipy(tmp_path / sonnx.COMPACT_FILE)
+    x = np.random.default_rng(5).standard_normal((3, 3, 15, 14)).astype(np.float32)
+    with torch.no_grad():
+        ref = model.double()(torch.from_numpy(x).double()).numpy()
+        t32 = model.float()(torch.from_numpy(x)).numpy()
+    bound = 4 * np.abs(t32 - ref).max() + 1e-6 * np.abs(ref).max()
+    y_slow = slow(x)
+    assert not calls, "kernels='scipy' runs no C kernel"
+    y_fast = fast(x)
+    assert sorted(calls) == [(16, 1, 3, 3), (16, 1, 3, 5)], calls
+    assert np.abs(y_fast - ref).max() <= bound and np.abs(y_slow - ref).max() <= bound
+
+
+@needs_spk
+def test_dense_depthwise_conv_with_asymmetric_onnx_pads() -> None:
+    from sparsify.runtime import sparse_ops
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2, 5, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((5, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32)
+    kw = {"group": 5, "pads": [1, 0, 0, 2], "strides": [2, 1]}  # [top, left, bottom, right]
+    im2col = sparse_ops.conv_dense(x, w, b, **kw)
+    stencil = sparse_ops.conv_dense(x, w, b, depthwise_spk=True, **kw)
+    ref = torch.nn.functional.conv2d(
+        torch.nn.functional.pad(torch.from_numpy(x), (0, 2, 1, 0)),
+        torch.from_numpy(w), torch.from_numpy(b), (2, 1), groups=5,
+    ).numpy()  # fmt: skip
+    assert stencil.shape == ref.shape == (2, 5, 4, 8)
+    np.testing.assert_allclose(stencil, ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(im2col, ref, rtol=1e-5, atol=1e-5)

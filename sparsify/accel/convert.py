@@ -30,8 +30,10 @@ Candidates in calibrate mode: dense, torch_csr, torch_csr_panels (when the right
 needs more than one panel), scipy_csr, dense_compact (see below), and sparsify's own C kernels
 ``spk`` (column-blocked) and ``spk_csr`` (plain CSR; only where its packing differs from
 ``spk``'s), the kernels the torch-free runtime also runs; a grouped conv is not offered to
-them (depthwise convs are memory-bound stencils dense code runs well). Where those kernels
-cannot be built (no C compiler, ``SPARSIFY_KERNELS=off``) they are left out and
+them; a depthwise conv (groups = in_channels) is offered ``spk_depthwise`` instead, the
+dense stencil ``kernels.depthwise_conv2d`` (torch's CPU depthwise convolution is slower than
+that on large planes; small ones stay with torch by measurement). Where those kernels cannot
+be built (no C compiler, ``SPARSIFY_KERNELS=off``) they are left out and
 ``report.unavailable`` says why.
 
 A layer denser than ``max_density`` is not offered to the CSR kernels: with int32 indices
@@ -72,10 +74,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from sparsify.accel.fold import fold_batchnorm_
 from sparsify.accel.layers import (
     KERNELS,
     SPK_KERNELS,
+    STENCIL,
     conv_supported,
+    is_depthwise,
     make_sparse,
     panel_width,
     spk_unavailable_reason,
@@ -179,6 +184,7 @@ class InferenceReport:
     check: str = "not checked"
     unavailable: dict[str, str] = field(default_factory=dict)
     whole: str = "not timed"
+    folded: list[str] = field(default_factory=list)  # "conv <- batch norm" folded into it
 
     @property
     def converted(self) -> list[LayerDecision]:
@@ -194,15 +200,21 @@ class InferenceReport:
             "check": self.check,
             "unavailable": dict(self.unavailable),
             "whole": self.whole,
+            "folded": list(self.folded),
         }
 
     def summary(self) -> str:
         """One line per layer: shape, zeros, dense and chosen times, the kernel and the reason."""
         lines = [
             f"sparsify_inference_ ({self.mode}, batch {self.batch_size}, {self.threads} thread(s)): "
-            f"{len(self.converted)} of {len(self.layers)} layers sparse; output check: {self.check}",
+            f"{len(self.converted)} of {len(self.layers)} layers converted (sparse, or the depthwise stencil); output check: {self.check}",
             f"  whole model: {self.whole}",
         ]
+        if self.folded:
+            lines.append(
+                f"  {len(self.folded)} BatchNorm2d folded into the conv before them "
+                f"({', '.join(self.folded[:3])}{', ...' if len(self.folded) > 3 else ''})"
+            )
         for k, why in self.unavailable.items():
             lines.append(f"  kernel {k} not offered: {why}")
         for d in self.layers:
@@ -432,6 +444,8 @@ def _decide(
         return d, None
     density = d.density
     groups = d.groups
+    if not is_depthwise(module):
+        kernels = tuple(k for k in kernels if k != STENCIL)
     if groups > 1:  # dropping dead filters would regroup the conv; spk convs are groups=1
         kernels = tuple(k for k in kernels if k != "dense_compact" and k not in SPK_KERNELS)
     if w[0].numel() < 2 * auto_kblock(density):  # spk's "auto" packing is plain CSR here
@@ -440,9 +454,9 @@ def _decide(
     if compact > MAX_COMPACT:  # too few dead rows/columns: dense_compact is dense plus copies
         kernels = tuple(k for k in kernels if k != "dense_compact")
     if density > max_density:
-        # CSR cannot win here; dropping dead rows/columns still can
-        kernels = tuple(k for k in kernels if k == "dense_compact")
-        if not kernels or compact > MAX_COMPACT:
+        # CSR cannot win here; dropping dead rows/columns still can, and so can the stencil
+        kernels = tuple(k for k in kernels if k in ("dense_compact", STENCIL))
+        if not kernels:
             d.reason = (
                 f"kept dense: density {density:.3f} > max_density {max_density:g} (CSR reads more "
                 f"bytes) and dead rows/columns remove only {1 - compact:.0%} of the weight"
@@ -616,6 +630,7 @@ def sparsify_inference_(
     filter_fn: FilterFn | None = None,
     verify: bool = True,
     overhead_flops: float | None = None,
+    fold_batchnorm: bool = True,
 ) -> InferenceReport:
     """Replace, in place, each Linear/Conv2d of ``model`` by a sparse layer where that is faster.
 
@@ -631,10 +646,11 @@ def sparsify_inference_(
         mode: ``"calibrate"`` (time each layer), ``"cost_model"`` (break-even tables,
             spk where the C kernels run; see the module docstring) or ``"fixed"`` (the first
             applicable kernel of ``kernels``, untimed).
-        kernels: sparse kernels to consider, in order of preference for ``"fixed"`` (subset
-            of ``("torch_csr", "torch_csr_panels", "scipy_csr", "dense_compact", "spk",
-            "spk_csr")``). ``spk``/``spk_csr`` are dropped, with the reason in
-            ``report.unavailable``, where sparsify's compiled kernels cannot run.
+        kernels: kernels to consider, in order of preference for ``"fixed"`` (subset of
+            ``("torch_csr", "torch_csr_panels", "scipy_csr", "dense_compact", "spk",
+            "spk_csr", "spk_depthwise")``). ``spk``/``spk_csr``/``spk_depthwise`` are
+            dropped, with the reason in ``report.unavailable``, where sparsify's compiled
+            kernels cannot run.
         max_density: layers denser than this stay dense untimed, in [0, 1].
         margin: the median paired ratio t_dense / t_sparse must exceed 1 / (1 - margin), in [0, 1).
         reps: timed samples per candidate (interleaved), >= 1.
@@ -647,6 +663,10 @@ def sparsify_inference_(
         overhead_flops: ``"cost_model"`` only: the fixed cost of one sparse call, as dense
             FLOPs (F0 in the module docstring), >= 0. None: the measured
             :data:`OVERHEAD_FLOPS` per kernel; 0: the break-even tables alone.
+        fold_batchnorm: first fold each eval-mode BatchNorm2d that follows a Conv2d inside
+            an ``nn.Sequential`` into that conv (:func:`~sparsify.accel.fold.fold_batchnorm_`;
+            same zeros, one pass less; the batch norm becomes ``nn.Identity``);
+            ``report.folded`` lists the pairs. The output check compares with the unfolded model.
 
     Returns:
         An :class:`InferenceReport` with one :class:`LayerDecision` per listed layer, in
@@ -683,10 +703,11 @@ def sparsify_inference_(
             f"The 'threads' parameter of sparsify_inference_ must be an integer >= 1 or None. Got {threads!r} instead."
         )
     unavailable: dict[str, str] = {}
-    why_spk = spk_unavailable_reason() if set(kernels) & set(SPK_KERNELS) else None
+    compiled = (*SPK_KERNELS, STENCIL)  # the kernels that need sparsify's C library
+    why_spk = spk_unavailable_reason() if set(kernels) & set(compiled) else None
     if why_spk is not None:
-        unavailable = {k: why_spk for k in kernels if k in SPK_KERNELS}
-        kernels = tuple(k for k in kernels if k not in SPK_KERNELS)
+        unavailable = {k: why_spk for k in kernels if k in compiled}
+        kernels = tuple(k for k in kernels if k not in compiled)
     model.eval()
     layers = [
         (n, m)
@@ -710,6 +731,7 @@ def sparsify_inference_(
             n: (int(batch_size), m.in_features) for n, m in layers if isinstance(m, nn.Linear)
         }
         batch = int(batch_size)
+    folded = [f"{c} <- {b}" for c, b in fold_batchnorm_(model)] if fold_batchnorm else []
     rules = _parent_reads(model, example_input is not None)
     decisions: dict[str, LayerDecision] = {}
     originals: dict[str, nn.Module] = {}  # name -> the dense module, to revert to
@@ -737,7 +759,13 @@ def sparsify_inference_(
                 model.set_submodule(name, new)
             decisions[name] = d
     report = InferenceReport(
-        mode, batch, n_threads, margin, list(decisions.values()), unavailable=unavailable
+        mode,
+        batch,
+        n_threads,
+        margin,
+        list(decisions.values()),
+        unavailable=unavailable,
+        folded=folded,
     )
     if check is not None:
         report.check = _check_and_revert(model, check, sparse, originals, decisions)

@@ -22,6 +22,9 @@ Kernels (each computes the dense layer's output, in float32):
                 row-major activation, no transposes; Conv2d (groups=1) ``kernels.sparse_conv2d``
                 (no im2col). W packed ``auto`` (column-blocked by density: batches >= 2, convs)
     spk_csr     the same with W packed ``csr`` (one column block: what wins at batch 1)
+    spk_depthwise  not sparse: a dense depthwise Conv2d (groups = in_channels) on
+                ``kernels.depthwise_conv2d``, a stencil torch's CPU convolution runs slower on
+                large planes (:class:`DepthwiseConv2d`; the converter times it like the rest)
                 Both run on ``torch.get_num_threads()`` threads, only without autograd (under
                 ``no_grad``/``inference_mode`` or for an input that needs no grad); an input
                 that needs a gradient takes the torch_csr path (built on first such call), so
@@ -55,8 +58,20 @@ from torch import nn
 from sparsify import kernels as spk
 from sparsify.errors import SparsifyError, check_choice
 
-KERNELS = ("torch_csr", "torch_csr_panels", "scipy_csr", "dense_compact", "spk", "spk_csr")
+# spk_depthwise: not sparse; a dense depthwise Conv2d on kernels.depthwise_conv2d (last, so
+# mode="fixed" takes it only where no sparse kernel applies)
+KERNELS = (
+    "torch_csr",
+    "torch_csr_panels",
+    "scipy_csr",
+    "dense_compact",
+    "spk",
+    "spk_csr",
+    "spk_depthwise",
+)
+SPARSE_KERNELS = KERNELS[:-1]  # what SparseLinear/SparseConv2d hold
 SPK_KERNELS = ("spk", "spk_csr")  # kernel name -> pack layout: "spk" auto, "spk_csr" csr
+STENCIL = "spk_depthwise"
 # x^T slice a panel reads: width * rhs_cols * 4 bytes. 128 KiB leaves room in a 512 KiB L2
 # for the output rows and the CSR stream; 4-16 panels measured alike at 4096 x batch 64.
 PANEL_BYTES = 128 * 1024
@@ -143,7 +158,7 @@ class _SparseBase(nn.Module):
     ) -> None:
         """Hold ``weight2d`` (out, K) for ``kernel``; ``groups`` > 1 holds the block-diagonal
         (out, groups * K) matrix of a grouped conv (:func:`weight_triplets`)."""
-        check_choice(type(self).__name__, "kernel", kernel, KERNELS)
+        check_choice(type(self).__name__, "kernel", kernel, SPARSE_KERNELS)
         self.kernel = kernel
         self.groups = int(groups)
         self.group_cols = int(weight2d.shape[1])  # K: columns one filter reads
@@ -475,9 +490,84 @@ def conv_supported(conv: nn.Conv2d) -> bool:
     )
 
 
+def is_depthwise(module: nn.Module) -> bool:
+    """A Conv2d with groups = in_channels > 1 (out_channels a multiple: the depth multiplier)
+    that :class:`DepthwiseConv2d` reproduces (zero padding, float32)."""
+    return (
+        isinstance(module, nn.Conv2d)
+        and module.groups > 1
+        and module.groups == module.in_channels
+        and module.out_channels % module.in_channels == 0
+        and conv_supported(module)
+    )
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """A dense depthwise Conv2d computed by ``kernels.depthwise_conv2d`` (a stencil with the
+    sums in registers, no im2col) instead of torch's convolution; the same parameters (the
+    very tensors of the conv it replaces) and output, within fp32 rounding.
+
+    Runs the C kernel on ``torch.get_num_threads()`` threads for a float32 CPU input that
+    needs no gradient; anything else takes ``F.conv2d``, as the original did.
+    """
+
+    kernel = STENCIL
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> DepthwiseConv2d:
+        """Wrap ``conv`` (see :func:`is_depthwise`); its weight and bias are shared, not copied."""
+        if not is_depthwise(conv):
+            raise SparsifyError(
+                f"DepthwiseConv2d needs a zero-padded float32 Conv2d with groups = in_channels "
+                f"> 1; got {conv}. Keep this layer as it is."
+            )
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        for k, v in vars(conv).items():
+            if not k.startswith("_") or k in ("_reversed_padding_repeated_twice",):
+                setattr(new, k, v)
+        new.weight, new.bias = conv.weight, conv.bias
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w, b = self.weight, self.bias
+        needs_grad = torch.is_grad_enabled() and (
+            x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)
+        )
+        if (
+            not needs_grad
+            and x.dim() == 4
+            and x.dtype == torch.float32
+            and x.device.type == "cpu"
+            and x.shape[1] == self.in_channels
+        ):
+            x = x.contiguous()
+            w = w.detach().contiguous()
+            geometry = spk._dw_geometry(
+                tuple(x.shape), tuple(w.shape), self.stride, self.padding, self.dilation
+            )
+            y = torch.empty(x.shape[0], w.shape[0], geometry[4], geometry[5])
+            bias = None if b is None else b.detach().contiguous()
+            if spk.depthwise_conv2d_into(
+                x.data_ptr(),
+                tuple(x.shape),
+                w.data_ptr(),
+                tuple(w.shape),
+                None if bias is None else bias.data_ptr(),
+                y.data_ptr(),
+                geometry,
+                torch.get_num_threads(),
+            ):
+                return y
+        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
+
+
 def make_sparse(module: nn.Module, kernel: str, rhs_cols: int | None = None) -> nn.Module:
     """The sparse inference replacement of a Linear or supported Conv2d; ``rhs_cols``
-    (columns of the dense operand per call) sizes ``torch_csr_panels``."""
+    (columns of the dense operand per call) sizes ``torch_csr_panels``. ``spk_depthwise``
+    gives the dense :class:`DepthwiseConv2d` of a depthwise conv."""
+    if kernel == STENCIL:
+        return DepthwiseConv2d.from_conv(module)
     if isinstance(module, nn.Linear):
         return SparseLinear(module, kernel, rhs_cols)
     if isinstance(module, nn.Conv2d):

@@ -5,6 +5,7 @@
     y = kernels.spmm(sw, x, bias=b)            # x (batch, in) -> y (batch, out) = x W^T + b
     yt = kernels.spmm_t(sw, xt)                # xt (in, batch) -> (out, batch): no transposes
     y = kernels.sparse_conv2d(sw4, img, stride=2, padding=1)   # (N, C, H, W) -> (N, OC, Ho, Wo)
+    y = kernels.depthwise_conv2d(img, w_dw, stride=2, padding=1) # dense depthwise (C*M, 1, kh, kw)
     kernels.info()                             # ISA, compiler, flags, library path
 
 Contracts:
@@ -24,9 +25,10 @@ Contracts:
   hang in the child); the "spawn" start method keeps all cores in children.
 - Inputs are taken as float32 C-contiguous (converted with a copy otherwise); ``out`` if
   given must already be float32, C-contiguous and of the result's shape.
-- Depthwise and other grouped convolutions are not handled here: at 1-9 weights per output
-  they are memory-bound stencils that dense kernels (onnxruntime, torch) run at the limit;
-  callers keep them dense.
+- Depthwise convolutions (``groups == in_channels``) are dense stencils, 1-9 weights per
+  output: ``depthwise_conv2d`` runs them directly (no im2col, no CSR), because torch's CPU
+  depthwise conv costs several times their memory traffic at small batches (measured in
+  results/kernels/depthwise/). Other grouped convolutions are not handled here.
 - Fallback: when the C library cannot be built (no compiler, failed compilation) or
   ``SPARSIFY_KERNELS=off``, the same functions compute with scipy's CSR product (one warning
   line at first use; ``available()`` tells which path runs).
@@ -52,6 +54,8 @@ __all__ = [
     "SparseWeight",
     "available",
     "conv_output_size",
+    "depthwise_conv2d",
+    "depthwise_conv2d_into",
     "info",
     "pack",
     "sparse_conv2d",
@@ -343,11 +347,11 @@ def spmm_t(
     return y
 
 
-def _pair(name: str, v: Any, minimum: int) -> tuple[int, int]:
+def _pair(name: str, v: Any, minimum: int, fn: str = "sparse_conv2d") -> tuple[int, int]:
     t = (v, v) if isinstance(v, int) and not isinstance(v, bool) else tuple(v)
     if len(t) != 2 or any(isinstance(a, bool) or not isinstance(a, int) or a < minimum for a in t):
         raise SparsifyError(
-            f"The '{name}' parameter of sparse_conv2d must be an int >= {minimum} or a pair of "
+            f"The '{name}' parameter of {fn} must be an int >= {minimum} or a pair of "
             f"them. Got {v!r} instead."
         )
     return int(t[0]), int(t[1])
@@ -469,3 +473,122 @@ def sparse_conv2d(
     if rc != 0:
         raise MemoryError(f"sparsify.kernels: sparse_conv2d failed with code {rc} (out of memory)")
     return y
+
+
+def _dw_geometry(
+    x_shape: tuple[int, ...],
+    w_shape: tuple[int, ...],
+    stride: Any,
+    padding: Any,
+    dilation: Any,
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], int, int, int]:
+    """Checked (stride, padding, dilation, multiplier M, Ho, Wo) of a depthwise conv."""
+    fn = "depthwise_conv2d"
+    s, p, d = (
+        _pair("stride", stride, 1, fn),
+        _pair("padding", padding, 0, fn),
+        _pair("dilation", dilation, 1, fn),
+    )
+    if len(w_shape) != 4 or w_shape[1] != 1:
+        raise SparsifyError(
+            f"depthwise_conv2d: the weight must be (C * M, 1, kh, kw); got {tuple(w_shape)}."
+        )
+    if len(x_shape) != 4 or x_shape[1] < 1 or w_shape[0] % x_shape[1]:
+        raise SparsifyError(
+            f"depthwise_conv2d: x must be (N, C, H, W) with the weight's {w_shape[0]} filters a "
+            f"multiple of C; got x {tuple(x_shape)}."
+        )
+    ho, wo = conv_output_size(x_shape[2:], w_shape[2:], s, p, d)
+    if ho < 1 or wo < 1:
+        raise SparsifyError(
+            f"depthwise_conv2d: input {x_shape[2]}x{x_shape[3]} is smaller than the (dilated) "
+            f"kernel {w_shape[2]}x{w_shape[3]} after padding {p}."
+        )
+    return s, p, d, w_shape[0] // x_shape[1], ho, wo
+
+
+def depthwise_conv2d(
+    x: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    *,
+    out: np.ndarray | None = None,
+    threads: int | None = None,
+) -> np.ndarray:
+    """torch's ``conv2d(x, weight, bias, stride, padding, dilation, groups=C)`` (dense).
+
+    ``y[n, o, oy, ox] = bias[o] + sum_{i,j} weight[o, 0, i, j] * x[n, o // M, oy*sh - ph +
+    i*dh, ox*sw - pw + j*dw]`` with zero padding, for x (N, C, H, W) and weight (C * M, 1, kh,
+    kw) (M the depth multiplier). fp32; without the C kernels, numpy computes the same sum.
+    """
+    xa, wa = _f32("x", x), _f32("weight", weight)
+    (sh, sw_), (ph, pw), (dh, dw), m, ho, wo = _dw_geometry(
+        xa.shape, wa.shape, stride, padding, dilation
+    )
+    n, c, h, w = xa.shape
+    y = _check_out(out, (n, c * m, ho, wo))
+    b = _bias(bias, c * m)
+    nt = _threads(threads)
+    lib = _lib()
+    if lib is None:
+        xp = np.pad(np.repeat(xa, m, axis=1), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+        acc = (
+            np.zeros((n, c * m, ho, wo), np.float32)
+            if b is None
+            else np.broadcast_to(b[None, :, None, None], (n, c * m, ho, wo)).copy()
+        )
+        for i in range(wa.shape[2]):
+            for j in range(wa.shape[3]):
+                tap = xp[:, :, i * dh : i * dh + sh * (ho - 1) + 1 : sh,
+                         j * dw : j * dw + sw_ * (wo - 1) + 1 : sw_]  # fmt: skip
+                acc += wa[None, :, 0, i, j, None, None] * tap
+        y[...] = acc
+        return y
+    rc = lib.lib.spk_dwconv2d(
+        n, c, m, h, w, wa.shape[2], wa.shape[3], sh, sw_, ph, pw, dh, dw, ho, wo,
+        _ptr(xa), _ptr(wa), _ptr(b), _ptr(y), nt,
+    )  # fmt: skip
+    if rc != 0:
+        raise MemoryError(
+            f"sparsify.kernels: depthwise_conv2d failed with code {rc} (out of memory)"
+        )
+    return y
+
+
+def depthwise_conv2d_into(
+    x_addr: int,
+    x_shape: tuple[int, int, int, int],
+    w_addr: int,
+    w_shape: tuple[int, int, int, int],
+    bias_addr: int | None,
+    y_addr: int,
+    geometry: tuple[tuple[int, int], tuple[int, int], tuple[int, int], int, int, int],
+    threads: int,
+) -> bool:
+    """``depthwise_conv2d`` on raw addresses, for a torch layer that owns the buffers.
+
+    Contract: C-contiguous float32 buffers, alive for the call: x of ``x_shape``, the weight
+    of ``w_shape``, y of (N, C * M, Ho, Wo), bias of C * M or None; ``geometry`` from
+    ``_dw_geometry`` for these shapes; ``threads`` >= 1. Nothing is checked here (the checks
+    cost more than a small layer's work). Returns False, computing nothing, when the C kernels
+    are not available.
+    """
+    lib = _lib()
+    if lib is None:
+        return False
+    if threads != 1:
+        _threads(threads)  # remembers that the OpenMP pool started (see _after_fork_in_child)
+    (sh, sw_), (ph, pw), (dh, dw), m, ho, wo = geometry
+    n, c, h, w = x_shape
+    rc = lib.lib.spk_dwconv2d(
+        n, c, m, h, w, w_shape[2], w_shape[3], sh, sw_, ph, pw, dh, dw, ho, wo,
+        x_addr, w_addr, bias_addr, y_addr, threads,
+    )  # fmt: skip
+    if rc != 0:
+        raise MemoryError(
+            f"sparsify.kernels: depthwise_conv2d failed with code {rc} (out of memory)"
+        )
+    return True

@@ -47,7 +47,7 @@
 #define SPK_ISA "generic-128bit"
 #endif
 
-#define SPK_ABI 1
+#define SPK_ABI 2
 
 typedef float vf __attribute__((vector_size(VW * 4)));
 
@@ -522,6 +522,114 @@ int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int
         }
         if (err) return err;
     }
+    return err;
+}
+
+/* ---- depthwise convolution (dense): y = conv2d(x, w, bias, groups = C) ------------------
+ * x: (N, C, H, W); w: (C * M, 1, kh, kw) (M = depth multiplier: output channel o reads input
+ * channel o / M); y: (N, C * M, Ho, Wo); bias: (C * M,) or NULL. Zero padding.
+ *   y[n, o, oy, ox] = bias[o] + sum_{i, j} w[o, 0, i, j] * x[n, o / M, oy*sh - ph + i*dh,
+ *                                                               ox*sw - pw + j*dw]
+ * A stencil, memory-bound. Each thread copies its input plane once into a zero-padded,
+ * column-phase-split buffer: phase b holds padded columns b, b + sw, b + 2 sw, ... so that
+ * for every stride the tap (i, j) of VW consecutive outputs is one contiguous unaligned load
+ * (phase (j*dw) % sw, offset (j*dw) / sw), with no bounds tests and VW floats of zero slack
+ * at the end of each row for the last, partial vector. The VW sums stay in a register over
+ * all kh * kw taps (one store). Tap order fixed: results do not depend on the thread count.
+ * Parallel over the (n, o) planes. Returns 0, or -1 if the buffer cannot be allocated. */
+int spk_dwconv2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int kh, int kw,
+                 int sh, int sw, int ph, int pw, int dh, int dw, int64_t Ho, int64_t Wo,
+                 const float *x, const float *w, const float *bias, float *y, int threads) {
+    const int nt = nthreads(threads);
+    const int64_t OC = C * M;
+    const int64_t Hp = H + 2 * (int64_t)ph, Wp = W + 2 * (int64_t)pw;
+    const int64_t Wq = (Wp + sw - 1) / sw, Ws = Wq + VW; /* phase row length with slack */
+    const int64_t plane = Hp * Ws;
+    const size_t bytes = ((size_t)sw * plane * sizeof(float) + 63) / 64 * 64;
+    /* tap (i, j) of output column ox reads buf[toff[i * kw + j] + ox] (+ oy * sh * Ws) */
+    const int ntaps = kh * kw;
+    int64_t *toff = malloc((size_t)ntaps * sizeof(int64_t));
+    if (!toff) return -1;
+    for (int i = 0; i < kh; i++)
+        for (int j = 0; j < kw; j++) {
+            const int64_t c = (int64_t)j * dw;
+            toff[i * kw + j] = (c % sw) * plane + (int64_t)i * dh * Ws + c / sw;
+        }
+    int err = 0;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *buf = aligned_alloc(64, bytes);
+        int64_t filled = -1; /* the (n, c) plane in buf: M output channels reuse it */
+        if (!buf) {
+#pragma omp atomic write
+            err = -1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t pl = 0; pl < N * OC; pl++) {
+            if (!buf) continue;
+            const int64_t n = pl / OC, o = pl % OC, src = n * C + o / M;
+            if (src != filled) {
+                const float *xp = x + src * H * W;
+                for (int b = 0; b < sw; b++)
+                    for (int64_t r = 0; r < Hp; r++) {
+                        float *d = buf + b * plane + r * Ws;
+                        const int64_t iy = r - ph;
+                        if (iy < 0 || iy >= H) {
+                            for (int64_t v = 0; v < Ws; v++) d[v] = 0.0f;
+                            continue;
+                        }
+                        const float *xr = xp + iy * W;
+                        /* v with 0 <= v * sw + b - pw < W: [lo, hi) */
+                        int64_t lo = pw > b ? (pw - b + sw - 1) / sw : 0;
+                        int64_t hi = (W + pw - b + sw - 1) / sw;
+                        if (hi > Ws) hi = Ws;
+                        if (lo > hi) lo = hi;
+                        for (int64_t v = 0; v < lo; v++) d[v] = 0.0f;
+                        const float *xs = xr + lo * sw + b - pw;
+                        if (sw == 1) /* plain loops: rows are short, libc calls cost more */
+                            for (int64_t v = lo; v < hi; v++) d[v] = xs[v - lo];
+                        else
+                            for (int64_t v = lo; v < hi; v++) d[v] = xs[(v - lo) * sw];
+                        for (int64_t v = hi; v < Ws; v++) d[v] = 0.0f;
+                    }
+                filled = src;
+            }
+            const float *wk = w + o * kh * kw;
+            const float bo = bias ? bias[o] : 0.0f;
+            vf w9[9];
+            int64_t o9[9];
+            if (ntaps == 9)
+                for (int t = 0; t < 9; t++) {
+                    w9[t] = (vf){0} + wk[t];
+                    o9[t] = toff[t];
+                }
+            float *yp = y + pl * Ho * Wo;
+            for (int64_t oy = 0; oy < Ho; oy++) {
+                float *yr = yp + oy * Wo;
+                const float *base = buf + oy * sh * Ws;
+                for (int64_t ox = 0; ox < Wo; ox += VW) {
+                    vf acc = (vf){0} + bo;
+                    if (ntaps == 9) { /* 3x3, the common case: weights and offsets in registers */
+                        const float *q = base + ox;
+                        acc += w9[0] * ldu(q + o9[0]) + w9[1] * ldu(q + o9[1]) + w9[2] * ldu(q + o9[2]);
+                        acc += w9[3] * ldu(q + o9[3]) + w9[4] * ldu(q + o9[4]) + w9[5] * ldu(q + o9[5]);
+                        acc += w9[6] * ldu(q + o9[6]) + w9[7] * ldu(q + o9[7]) + w9[8] * ldu(q + o9[8]);
+                    } else {
+                        for (int t = 0; t < ntaps; t++) acc += wk[t] * ldu(base + toff[t] + ox);
+                    }
+                    if (ox + VW <= Wo) {
+                        stu(yr + ox, acc);
+                    } else {
+                        float t[VW];
+                        stu(t, acc);
+                        for (int64_t k = 0; k < Wo - ox; k++) yr[ox + k] = t[k];
+                    }
+                }
+            }
+        }
+        free(buf);
+    }
+    free(toff);
     return err;
 }
 

@@ -397,9 +397,12 @@ def _op_classes(
 
 
 class Conv(OpRun):
-    """Dense ONNX Conv via im2col + matmul (onnx's reference kernel, but faster)."""
+    """Dense ONNX Conv via im2col + matmul (onnx's reference kernel, but faster); a model
+    run on the spk kernels subclasses it with ``depthwise_spk = True`` (depthwise Convs on
+    ``kernels.depthwise_conv2d``)."""
 
     op_domain = ""
+    depthwise_spk = False
 
     def _run(
         self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, **attrs: Any
@@ -414,6 +417,7 @@ class Conv(OpRun):
                 dilations=attrs.get("dilations"),
                 pads=attrs.get("pads"),
                 strides=attrs.get("strides"),
+                depthwise_spk=self.depthwise_spk,
             ),
         )
 
@@ -688,7 +692,14 @@ class OnnxModel:
         self.packs = sparse_ops.SpkPacks(weights, conv_kernels) if self.kernels == "spk" else None
         self._evaluator = ReferenceEvaluator(
             rewritten,
-            new_ops=[*_op_classes(weights, self.packs), Conv, MaxPool, AveragePool, Sigmoid],
+            new_ops=[
+                *_op_classes(weights, self.packs),
+                # the evaluator finds an op class by its name: the subclass is "Conv" too
+                type("Conv", (Conv,), {"depthwise_spk": self.kernels == "spk"}),
+                MaxPool,
+                AveragePool,
+                Sigmoid,
+            ],
         )
         # the evaluator converted every initializer to numpy; drop the protobuf copies so the
         # dense weights are not held twice (it never reads them again)

@@ -12,8 +12,9 @@ with :mod:`sparsify.kernels` (the C kernels the converter also times), on the we
 on first use per layout, the packing replacing its CSR (:class:`SpkPacks`: one copy of each
 weight while the model runs at one kind of batch): MatMul/Gemm ``kernels.spmm(W, X2)``
 (``csr`` packing for one row, column-blocked ``auto`` above), a 2-D Conv with groups=1
-``kernels.sparse_conv2d`` (no im2col; asymmetric pads applied to the input first). Grouped,
-non-2-D and stride > 64 Convs stay on scipy. ``scipy`` is the products above; ``auto`` (the default) is
+``kernels.sparse_conv2d`` (no im2col; asymmetric pads applied to the input first), and a
+dense 2-D depthwise Conv ``kernels.depthwise_conv2d``. Sparse grouped, non-2-D and stride > 64
+Convs stay on scipy. ``scipy`` is the products above; ``auto`` (the default) is
 ``spk`` where the kernels are compiled, else ``scipy`` (also with ``SPARSIFY_KERNELS=off``).
 The two agree within fp32 rounding (different summation orders).
 
@@ -284,10 +285,19 @@ def conv_dense(
     dilations: Sequence[int] | None = None,
     pads: Sequence[int] | None = None,
     strides: Sequence[int] | None = None,
+    depthwise_spk: bool = False,
 ) -> np.ndarray:
-    """ONNX Conv with a dense weight ``w`` (O, C/group, *kernel): im2col + batched matmul."""
+    """ONNX Conv with a dense weight ``w`` (O, C/group, *kernel): im2col + batched matmul;
+    with ``depthwise_spk``, a 2-D depthwise Conv (group = C, w (C * M, 1, kh, kw)) runs
+    ``kernels.depthwise_conv2d`` instead (a stencil, no im2col)."""
     kernel = list(w.shape[2:])
     strides, dilations, pads = _conv_geometry(x, kernel, auto_pad, dilations, pads, strides)
+    if depthwise_spk and x.ndim == 4 and group == x.shape[1] and w.shape[1] == 1:
+        if pads[0] != pads[2] or pads[1] != pads[3]:  # the kernel pads symmetrically
+            x = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
+            pads = [0, 0, 0, 0]
+        b = None if bias is None else np.asarray(bias, dtype=np.float32).reshape(-1)
+        return spk.depthwise_conv2d(x, w, b, tuple(strides), (pads[0], pads[1]), tuple(dilations))
     cols, out = im2col(x, kernel, strides, dilations, pads)  # (C * K, N * L)
     o = w.shape[0]
     per = cols.shape[0] // group
