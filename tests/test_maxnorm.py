@@ -119,7 +119,9 @@ def test_max_norm_keeps_units_that_l1_collapses_through_rescaling() -> None:
         opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
         penalize_(model, opt, L1Prox(lam=1e-2, threshold="lr_lambda"))
         if capped:
-            r = float(group_norms(model[2].weight.detach(), "in").max())  # the init's largest fan-out
+            r = float(
+                group_norms(model[2].weight.detach(), "in").max()
+            )  # the init's largest fan-out
             penalize_(model, opt, MaxNorm(radius=r, per="in", include=[r"^2\.weight$"]))
         for _ in range(500):
             opt.zero_grad()
