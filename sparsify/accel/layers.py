@@ -529,6 +529,15 @@ class DepthwiseConv2d(nn.Conv2d):
         new.weight, new.bias = conv.weight, conv.bias
         return new
 
+    def _geometry(self, x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> tuple:
+        """The checked geometry for these shapes, computed once per input shape (hot path)."""
+        key = (x_shape, w_shape)
+        cached = self.__dict__.get("_dw_cache")
+        if cached is None or cached[0] != key:
+            geometry = spk._dw_geometry(x_shape, w_shape, self.stride, self.padding, self.dilation)
+            self.__dict__["_dw_cache"] = cached = (key, geometry)
+        return cached[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.weight, self.bias
         needs_grad = torch.is_grad_enabled() and (
@@ -543,9 +552,7 @@ class DepthwiseConv2d(nn.Conv2d):
         ):
             x = x.contiguous()
             w = w.detach().contiguous()
-            geometry = spk._dw_geometry(
-                tuple(x.shape), tuple(w.shape), self.stride, self.padding, self.dilation
-            )
+            geometry = self._geometry(tuple(x.shape), tuple(w.shape))
             y = torch.empty(x.shape[0], w.shape[0], geometry[4], geometry[5])
             bias = None if b is None else b.detach().contiguous()
             if spk.depthwise_conv2d_into(

@@ -89,8 +89,8 @@ class RandomShift:
     ``fill[c]``. Draws from torch's RNG, as :func:`crop_flip` does, so runs repeat.
 
     ``batch`` shifts a whole (N, C, H, W) batch in one gather, each image by its own draw: in-
-    memory datasets stay on the loader's batched path (a per-item call costs ~100 us, which
-    would triple an MNIST MLP epoch). A class, not a closure, so DataLoader workers can pickle it.
+    memory datasets stay on the loader's batched path (per-item fetch and collate would cost
+    more than an MNIST MLP's step). A class, not a closure, so DataLoader workers can pickle it.
     """
 
     def __init__(self, max_shift: int, fill: list[float]) -> None:
