@@ -7,6 +7,7 @@ import copy
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from sparsify import kernels as spk
 from sparsify.accel import InferenceReport, SparseConv2d, SparseLinear, sparsify_inference_
@@ -796,7 +797,7 @@ def _randomise_bn_(model: nn.Module) -> nn.Module:
 
 
 class _Custom(nn.Module):
-    """conv1 -> bn1 wired in forward (ResNet's way): registration order says nothing."""
+    """conv1 -> bn1 wired in forward (ResNet's way): only a trace of forward shows the pair."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -828,14 +829,92 @@ def test_fold_batchnorm_keeps_the_output_and_the_zeros_and_folds_only_what_it_ma
     with torch.no_grad():
         ref = model(x)
     folded = fold_batchnorm_(model)
-    assert folded == [("0", "1"), ("3", "4"), ("6.0", "6.1")]
+    assert folded == [("0", "1"), ("3", "4"), ("6.0", "6.1"), ("7.conv1", "7.bn1")]
     assert isinstance(model[1], nn.Identity) and isinstance(model[5], nn.BatchNorm2d)
-    assert isinstance(model[7].bn1, nn.BatchNorm2d), "a pair wired in forward is left alone"
+    assert isinstance(model[7].bn1, nn.Identity), "a pair wired in forward is found by tracing"
     assert torch.equal(model[0].weight == 0, zeros) and model[0].bias is not None
     with torch.no_grad():
         torch.testing.assert_close(model(x), ref, rtol=1e-5, atol=1e-5)
     train_mode = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)).train()
     assert fold_batchnorm_(train_mode) == [], "a training-mode batch norm uses batch statistics"
+
+
+class _Reads(nn.Module):
+    """A conv and a batch norm in one forward, wired as ``how`` says."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how, self.conv, self.bn = how, nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.how == "residual":  # the conv's output is read twice
+            y = self.conv(x)
+            return self.bn(y) + y
+        if self.how == "scaled":  # the batch norm sees something else than the conv's output
+            return self.bn(self.conv(x) * 2)
+        if self.how == "twice":  # the conv runs twice: folding would change the first call
+            return self.bn(self.conv(x)) + self.conv(x)
+        if self.how == "data_dependent":  # untraceable: its children are searched instead
+            return self.inner(x) if x.sum() > 0 else -self.inner(x)
+        return self.bn(self.conv(x))
+
+
+class _WeightStandardised(nn.Conv2d):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = (self.weight - self.weight.mean((1, 2, 3), keepdim=True)) / (
+            self.weight.std((1, 2, 3), keepdim=True) + 1e-5
+        )
+        return F.conv2d(x, w, self.bias, self.stride, self.padding)
+
+
+@pytest.mark.parametrize(
+    "how,folds",
+    [("plain", True), ("residual", False), ("scaled", False), ("twice", False),
+     ("data_dependent", True), ("hooked", False), ("shared", False), ("standardised", False)],
+)  # fmt: skip
+def test_fold_batchnorm_outside_sequential_folds_only_where_nothing_else_reads_the_conv(
+    how: str, folds: bool
+) -> None:
+    from sparsify.accel.fold import fold_batchnorm_
+
+    torch.manual_seed(7)
+    model = _Reads(how)
+    if how == "data_dependent":
+        model.inner = _Reads("plain")
+    if how == "hooked":
+        model.bn.register_forward_hook(lambda m, i, o: o)
+    if how == "shared":  # one module object under two names of a Sequential
+        model = nn.Sequential(model.conv, model.bn, model.conv)
+    if how == "standardised":
+        model = nn.Sequential(_WeightStandardised(3, 4, 3, padding=1), nn.BatchNorm2d(4))
+    model = _randomise_bn_(model)
+    x = torch.randn(2, 3, 9, 9)
+    with torch.no_grad():
+        ref = model(x) if how != "shared" else None
+    folded = fold_batchnorm_(model)
+    assert bool(folded) is folds, folded
+    if how == "data_dependent":
+        assert folded == [("inner.conv", "inner.bn")] and isinstance(model.bn, nn.BatchNorm2d)
+    if ref is not None:
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_fold_batchnorm_folds_every_batch_norm_of_resnet18() -> None:
+    from sparsify.accel.fold import fold_batchnorm_
+
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(8)
+    model = _randomise_bn_(torchvision.models.resnet18(num_classes=10))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+    folded = fold_batchnorm_(model)
+    assert len(folded) == 20 and ("conv1", "bn1") in folded
+    assert ("layer2.0.downsample.0", "layer2.0.downsample.1") in folded
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref, rtol=1e-4, atol=1e-4)
 
 
 def test_the_converter_folds_batchnorm_by_default_and_checks_against_the_unfolded_model() -> None:

@@ -663,9 +663,11 @@ def sparsify_inference_(
         overhead_flops: ``"cost_model"`` only: the fixed cost of one sparse call, as dense
             FLOPs (F0 in the module docstring), >= 0. None: the measured
             :data:`OVERHEAD_FLOPS` per kernel; 0: the break-even tables alone.
-        fold_batchnorm: first fold each eval-mode BatchNorm2d that follows a Conv2d inside
-            an ``nn.Sequential`` into that conv (:func:`~sparsify.accel.fold.fold_batchnorm_`;
-            same zeros, one pass less; the batch norm becomes ``nn.Identity``);
+        fold_batchnorm: first fold each eval-mode BatchNorm2d whose only input is a Conv2d's
+            output, read by nothing else (adjacent in an ``nn.Sequential``, or so wired in a
+            ``forward`` as ``torch.fx`` traces it), into that conv
+            (:func:`~sparsify.accel.fold.fold_batchnorm_`; same zeros, one pass less; the
+            batch norm becomes ``nn.Identity``);
             ``report.folded`` lists the pairs. The output check compares with the unfolded model.
 
     Returns:
