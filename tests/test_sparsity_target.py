@@ -341,11 +341,14 @@ def test_compare_recipes_differ_only_in_how_zeros_are_chosen() -> None:
         ("convnet", 0.9, False): 3,
         ("convnet", 0.95, False): 5,
         ("convnet", 0.98, False): 3,
+        ("lenet300", 0.9, False): 3,
         ("lenet300", 0.95, False): 5,
         ("lenet300", 0.95, True): 2,
-        ("lenet5", 0.95, False): 2,
+        ("lenet300", 0.98, False): 3,
+        ("lenet5", 0.9, False): 3,
+        ("lenet5", 0.95, False): 3,
         ("lenet5", 0.975, True): 2,
-        ("lenet5", 0.98, False): 2,
+        ("lenet5", 0.98, False): 3,
     }
     # per model, target and augmentation: data, seed, epochs, optimizers, stages
     for dumps in groups.values():
