@@ -934,3 +934,29 @@ def test_the_converter_folds_batchnorm_by_default_and_checks_against_the_unfolde
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     report = sparsify_inference_(keep, x, mode="cost_model", fold_batchnorm=False)
     assert report.folded == [] and sum(isinstance(m, nn.BatchNorm2d) for m in keep.modules()) == 3
+
+
+class _CachesOnSelf(nn.Module):
+    """A forward that stores what it computed on self (as some attention caches do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn, self.seen = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen = x
+        return self.bn(self.conv(x))
+
+
+def test_fold_batchnorm_traces_a_copy_so_the_users_model_never_sees_a_proxy() -> None:
+    from sparsify.accel.fold import fold_batchnorm_
+
+    model = _randomise_bn_(_CachesOnSelf())
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        ref = model(x)
+    model.seen = "untouched"
+    assert fold_batchnorm_(model) == [("conv", "bn")]
+    assert model.seen == "untouched" and model.conv.weight.device.type == "cpu"
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref, rtol=1e-5, atol=1e-5)

@@ -23,6 +23,7 @@ Modules with forward hooks, modules called more than once and training-mode batc
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections import Counter
 
@@ -104,16 +105,37 @@ def _traced_pairs(module: nn.Module, prefix: str = "") -> list[tuple[str, str]]:
     return pairs
 
 
+def _meta_copy(model: nn.Module) -> nn.Module | None:
+    """A copy of ``model`` whose parameters and buffers live on the meta device (no data), to
+    trace: a ``forward`` that caches what it computes on ``self`` then caches ``torch.fx``
+    proxies on the copy, not on the user's model. None if the model cannot be copied."""
+    memo: dict[int, object] = {}
+    for p in model.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    try:
+        return copy.deepcopy(model, memo)
+    except Exception:  # noqa: BLE001 - uncopyable state (locks, handles): trace nothing
+        return None
+
+
+def _traced_copy_pairs(model: nn.Module) -> list[tuple[str, str]]:
+    """:func:`_traced_pairs` of a :func:`_meta_copy` of ``model`` (none if it cannot be copied)."""
+    twin = _meta_copy(model)
+    return [] if twin is None else _traced_pairs(twin)
+
+
 @torch.no_grad()
 def fold_batchnorm_(model: nn.Module) -> list[tuple[str, str]]:
     """In place: fold each eval-mode BatchNorm2d that only ever sees a Conv2d's output (see the
     module docstring) into that conv and replace it by ``nn.Identity``.
 
-    Returns the ``(conv, batch norm)`` names folded. Tracing runs ``model.forward`` once on
-    ``torch.fx`` proxies (no data), only for pairs outside plain ``nn.Sequential``s."""
+    Returns the ``(conv, batch norm)`` names folded. ``torch.fx`` traces a data-less copy of
+    ``model`` (its ``forward`` runs once on proxies), never the model itself."""
     shared = Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
     folded: list[tuple[str, str]] = []
-    for find in (_sequential_pairs, _traced_pairs):
+    for find in (_sequential_pairs, _traced_copy_pairs):
         for a, b in find(model):
             conv, bn = model.get_submodule(a), model.get_submodule(b)
             if shared[id(conv)] > 1 or shared[id(bn)] > 1 or not foldable(conv, bn):
