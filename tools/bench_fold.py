@@ -22,6 +22,7 @@ import argparse
 import copy
 import json
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see tools/bench_kernels.py
@@ -77,28 +78,29 @@ def main(argv: list[str] | None = None) -> int:
                 t = time_interleaved(
                     {f: (lambda m=m, x=x: m(x)) for f, m in models.items()}, reps=args.reps
                 )
-                row = {"model": name, "batch": b, **info, "max_abs_diff": diffs}
+                row = {"model": name, "batch": b, "report": info, "max_abs_diff": diffs, "time": {}}
                 for f in FORMS:
                     r = paired_ratio(t["dense"].samples, t[f].samples)
-                    row[f] = {"s": t[f].median, "speedup": r.median, "q25": r.q25, "q75": r.q75}
+                    row["time"][f] = {
+                        "s": t[f].median,
+                        "speedup": r.median,
+                        "q25": r.q25,
+                        "q75": r.q75,
+                    }
                 rows.append(row)
                 print(
                     f"{name} b{b}: "
-                    + ", ".join(f"{f} {row[f]['s'] * 1e3:.1f} ms ({row[f]['speedup']:.2f}x)" for f in FORMS)
+                    + ", ".join(f"{f} {row['time'][f]['s'] * 1e3:.1f} ms ({row['time'][f]['speedup']:.2f}x)" for f in FORMS)
                 )  # fmt: skip
     if args.out is None:
         return 0
-    meta = {
-        "command": "python tools/bench_fold.py " + " ".join(argv or []),
-        "threads": args.threads,
-        "reps": args.reps,
-        "density": args.density,
-        "load_average_start": load_start,
-        "load_average_end": loadavg(),
-        "machine": machine_info(),
-    }
+    meta = dict(
+        command="python tools/bench_fold.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        threads=args.threads, reps=args.reps, density=args.density, machine=machine_info(),
+        load_average_start=load_start, load_average_end=loadavg(),
+    )  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out / "bench.json", json.dumps({**meta, "rows": rows}, indent=1))
+    atomic_write_text(args.out / "bench.json", json.dumps(dict(meta, rows=rows), indent=1))
     lines = [
         "# Batch norms folded into convs: whole convnets, one thread",
         "",
@@ -110,9 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---:|---:|" + "---:|" * len(FORMS),
     ]
     for r in rows:
-        cells = [f"{r[f]['s'] * 1e3:.1f} ({r[f]['speedup']:.2f}x)" for f in FORMS]
+        cells = [f"{r['time'][f]['s'] * 1e3:.1f} ({r['time'][f]['speedup']:.2f}x)" for f in FORMS]
         lines.append(
-            f"| {r['model']} | {r['batch']} | {r['converter']['folded']} | "
+            f"| {r['model']} | {r['batch']} | {r['report']['converter']['folded']} | "
             + " | ".join(cells)
             + " |"
         )
