@@ -121,7 +121,10 @@ def _meta_copy(model: nn.Module) -> nn.Module | None:
 
 
 def _traced_copy_pairs(model: nn.Module) -> list[tuple[str, str]]:
-    """:func:`_traced_pairs` of a :func:`_meta_copy` of ``model`` (none if it cannot be copied)."""
+    """:func:`_traced_pairs` of a :func:`_meta_copy` of ``model`` (none if it cannot be copied,
+    or has no batch norm left to fold: then neither the copy nor the trace is paid for)."""
+    if not any(type(m) is nn.BatchNorm2d and not m.training for m in model.modules()):
+        return []
     twin = _meta_copy(model)
     return [] if twin is None else _traced_pairs(twin)
 
