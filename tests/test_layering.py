@@ -28,6 +28,8 @@ PIPELINE_ORDER = {
     # the loop takes built objects: it reads no recipe; the data readers know no loop
     "sparsify/pipeline/loop.py": ("recipe", "stages", "checkpoint"),
     "sparsify/pipeline/task.py": ("recipe", "loop", "stages", "checkpoint", "data"),
+    # the distillation loss is a loop ingredient: built from numbers, not a recipe section
+    "sparsify/pipeline/distill.py": ("recipe", "loop", "stages", "checkpoint", "data"),
 }
 PIPELINE_ORDER.update(
     {

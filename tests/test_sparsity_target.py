@@ -16,9 +16,11 @@ from sparsify.cli import main
 from sparsify.errors import SparsifyError
 from sparsify.penalties import freeze_support_, project_to_sparsity_
 from sparsify.pipeline import stages
+from sparsify.pipeline.checkpoint import save_checkpoint
 from sparsify.pipeline.data.registry import DatasetSplits
 from sparsify.pipeline.recipe import Recipe, load_recipe
 from sparsify.pipeline.stages import run_recipe, train
+from sparsify.pipeline.zoo import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPARE = sorted((ROOT / "recipes" / "compare").glob("*.yaml"))
@@ -198,6 +200,32 @@ def test_gradual_pruning_follows_the_cubic_schedule_at_every_epoch() -> None:
     assert rec["before_projection"] == target  # the schedule ended at epoch 5 of 6
 
 
+def kill_then_resume(
+    recipe: Recipe, data: DatasetSplits, state_dir: Path, monkeypatch, saves: int
+) -> stages.TrainResult:
+    """Train ``recipe`` once uninterrupted, then again killed right after its ``saves``-th
+    resume-state save, then resumed; assert the resumed model equals the uninterrupted one
+    bit for bit and return the resumed result."""
+    ref = train(recipe, data, progress=False).model.state_dict()
+    real_save, done = stages.save_train_state, []
+
+    def save_then_die(out: Path, state: dict) -> Path:
+        path = real_save(out, state)
+        done.append(state["epoch"])
+        if len(done) == saves:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(stages, "save_train_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, data, progress=False, state_dir=state_dir)
+    monkeypatch.setattr(stages, "save_train_state", real_save)
+    resumed = train(recipe, data, progress=False, state_dir=state_dir, resume=True)
+    for k, v in ref.items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    return resumed
+
+
 def test_gradual_pruning_resumes_bit_for_bit(tmp_path: Path, monkeypatch) -> None:
     """A run killed mid-schedule resumes with its masks and step (the state saves them)."""
     recipe = _recipe(
@@ -206,21 +234,7 @@ def test_gradual_pruning_resumes_bit_for_bit(tmp_path: Path, monkeypatch) -> Non
         epochs=3,
         stages=[],
     )
-    data = _data()
-    ref = train(recipe, data, progress=False).model.state_dict()
-    real_save = stages.save_train_state
-
-    def save_then_die(state_dir: Path, state: dict) -> Path:
-        real_save(state_dir, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(stages, "save_train_state", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(recipe, data, progress=False, state_dir=tmp_path)
-    monkeypatch.setattr(stages, "save_train_state", real_save)
-    resumed = train(recipe, data, progress=False, state_dir=tmp_path, resume=True)
-    for k, v in ref.items():
-        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    resumed = kill_then_resume(recipe, _data(), tmp_path, monkeypatch, saves=1)
     assert [r["epoch"] for r in resumed.metrics["sparsity"]["epochs"]] == [1, 2, 3]
 
 
@@ -331,8 +345,8 @@ def test_compare_recipes_differ_only_in_how_zeros_are_chosen() -> None:
         target = _target(p)
         assert d["sparsity"]["target"] == target and d["threads"] == 1 and d["data"]["val_size"] > 0
         assert d["name"] == p.stem and d["output"]["dir"] == f"results/compare/{p.stem}"
-        for key in ("name", "penalties", "sparsity", "output"):
-            d.pop(key)
+        for key in ("name", "penalties", "sparsity", "distill", "output"):
+            d.pop(key, None)
         key = (p.stem.split("_")[0], target, bool(d["data"].get("augment")))
         assert key[2] == ("_aug_" in p.stem), f"{p.name}: augmented recipes say so in the name"
         groups.setdefault(key, []).append(d)
@@ -344,7 +358,9 @@ def test_compare_recipes_differ_only_in_how_zeros_are_chosen() -> None:
         ("lenet300", 0.9, False): 3,
         ("lenet300", 0.95, False): 5,
         ("lenet300", 0.95, True): 2,
-        ("lenet300", 0.98, False): 3,
+        ("lenet300", 0.98, False): 4,
+        ("lenet300ft", 0.95, False): 2,
+        ("lenet300ft", 0.98, False): 3,
         ("lenet5", 0.9, False): 3,
         ("lenet5", 0.95, False): 3,
         ("lenet5", 0.975, True): 2,
@@ -365,6 +381,15 @@ def test_compare_recipe_runs_end_to_end_on_a_small_subset(
     d["epochs"], d["stages"][1]["epochs"] = 2, 1
     if d["sparsity"].get("schedule") == "gradual":
         d["sparsity"].update(start=0, end=1)
+    if "init" in d["model"]:  # train-then-compress: a stand-in for the dense run it names
+        dense = tmp_path / "dense"
+        model = build_model(d["model"]["name"])
+        save_checkpoint(dense, model, input_shape=(1, 28, 28), model_name=d["model"]["name"])
+        d["model"]["init"] = str(dense)
+    if "teacher" in d.get("distill", {}):
+        d["distill"]["teacher"] = d["model"]["init"]
+    elif "distill" in d:
+        d["distill"]["from_epoch"] = 1
     for p in d["penalties"]:
         if "schedule" in p:
             p["schedule"]["length"] = 1

@@ -55,10 +55,12 @@ def run_one(recipe: Path, seed: int, data_dir: str | None, out: Path) -> None:
         copy.write_text(yaml.safe_dump(spec, sort_keys=False))
         cmd = [sys.executable, "-m", "sparsify", "train", str(copy), "--out", str(out), "-q"]
         if data_dir:
-            cmd += ["--data-dir", data_dir]
+            cmd += ["--data-dir", str(Path(data_dir).resolve())]
         if (out / "resume.pt").is_file():
             cmd.append("--resume")
-        subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        # from the checkout: recipes name earlier runs (model.init) relative to it
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        subprocess.run(cmd, check=True, env=env, cwd=ROOT)
 
 
 def row(name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from sparsify.errors import SparsifyError
 from sparsify.pipeline.data.loader import FixedBatches, TrainBatches, batch_loader
 from sparsify.pipeline.data.registry import DatasetSplits
+from sparsify.pipeline.distill import Distillation
 from sparsify.pipeline.distributed import DistContext
 from sparsify.pipeline.task import Classification, Task
 from sparsify.stats import model_stats
@@ -123,6 +124,7 @@ def run_epochs(
     desc: str,
     progress: bool,
     after_epoch: Callable[[int], None] | None = None,
+    distill: Distillation | None = None,
 ) -> None:
     """Mini-batch training of ``net`` (``model``, or its DDP wrapper) in place.
 
@@ -130,7 +132,8 @@ def run_epochs(
     global batch of B items; DDP's gradient average over W ranks then equals the gradient of
     the mean loss over the global batch. One pass over ``batches`` per epoch; the scheduler
     steps once per optimizer step. Appends ``{epoch, loss, zero_fraction}`` to ``history``
-    (loss: mean over the epoch's items) and calls ``after_epoch(epoch)`` (0-based).
+    (loss: mean over the epoch's items) and calls ``after_epoch(epoch)`` (0-based). With
+    ``distill``, its loss (:mod:`sparsify.pipeline.distill`) replaces the task's.
 
     Raises:
         SparsifyError: a step's loss is not finite (one process; with DDP: after the epoch,
@@ -141,16 +144,21 @@ def run_epochs(
     bar = tqdm(
         epochs, desc=desc, unit="epoch", disable=not (progress and dist.is_main), leave=False
     )
+    fix = "lower optimizer.lr, the lambdas" + (" or distill.weight" if distill else "")
     net.train()
     for epoch in bar:
         total = 0.0
         for step, (xb, yb, global_len) in enumerate(batches, start=1):
-            loss_sum = task.loss_sum(net(xb.to(device)), yb.to(device))
+            xb, yb = xb.to(device), yb.to(device)
+            out = net(xb)
+            loss_sum = (
+                task.loss_sum(out, yb) if distill is None else distill.loss_sum(out, xb, yb, task)
+            )
             value = loss_sum.item()
             if not dist.enabled and not math.isfinite(value):  # DDP: all ranks stop below
                 raise SparsifyError(
-                    f"training diverged at epoch {epoch + 1} step {step} (loss={value}): lower "
-                    "optimizer.lr or the lambdas; no model was written."
+                    f"training diverged at epoch {epoch + 1} step {step} (loss={value}): {fix}; "
+                    "no model was written."
                 )
             optimizer.zero_grad(set_to_none=True)
             (loss_sum * (dist.world_size / global_len)).backward()
@@ -161,8 +169,8 @@ def run_epochs(
         (total,) = dist.all_reduce_sum([total])
         if not math.isfinite(total):
             raise SparsifyError(
-                f"training diverged at epoch {epoch + 1} (loss={total}): lower optimizer.lr or "
-                "the lambdas; no model was written."
+                f"training diverged at epoch {epoch + 1} (loss={total}): {fix}; no model was "
+                "written."
             )
         stats = model_stats(model)
         history.append(

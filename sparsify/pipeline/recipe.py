@@ -32,11 +32,18 @@ class _Section(BaseModel):
 
 class ModelSpec(_Section):
     """Which network: a name in the model registry (:mod:`sparsify.pipeline.zoo`): a built-in,
-    ``torchvision:<classifier>``, or one registered with ``sparsify.register_model``."""
+    ``torchvision:<classifier>``, or one registered with ``sparsify.register_model``.
+
+    ``init``: a sparsify checkpoint (run directory or its ``model.safetensors``) whose weights
+    the model starts from instead of a random initialisation (train-then-compress); a
+    ``{seed}`` in it becomes the recipe's seed, so a seed sweep starts each run from its own
+    dense run.
+    """
 
     name: str = "lecture_convnet"
     num_classes: int = Field(10, ge=2, le=100_000)
     in_channels: int = Field(1, ge=1, le=64)
+    init: str | None = Field(None, min_length=1, max_length=4096)
 
     @field_validator("name")
     @classmethod
@@ -369,6 +376,35 @@ class SparsitySpec(_Section):
         }
 
 
+class DistillSpec(_Section):
+    """Distillation (:mod:`sparsify.pipeline.distill`) from one of two teachers:
+
+    from_epoch  the model itself as it is after train epoch ``from_epoch`` (self-distillation;
+                with gradual magnitude pruning starting there, the dense network at no extra
+                epoch); it teaches every later step of the train and debias stages
+    teacher     a sparsify checkpoint (run directory or ``model.safetensors``, any registered
+                architecture with the same classes; ``{seed}`` becomes the recipe's seed); it
+                teaches every step of the train and debias stages
+
+    Loss per item: ``(1 - weight) * CE + weight * temperature^2 * KL(teacher || student)`` at
+    ``temperature``. Classification only.
+    """
+
+    from_epoch: int | None = Field(None, ge=1, le=100_000)
+    teacher: str | None = Field(None, min_length=1, max_length=4096)
+    weight: float = Field(0.5, gt=0, le=1, allow_inf_nan=False)
+    temperature: Positive = 4.0
+
+    @model_validator(mode="after")
+    def _one_teacher(self) -> DistillSpec:
+        if (self.from_epoch is None) == (self.teacher is None):
+            raise ValueError(
+                "give exactly one of 'from_epoch' (the model teaches itself from that epoch) "
+                "and 'teacher' (a checkpoint)"
+            )
+        return self
+
+
 class OutputSpec(_Section):
     """Where ``sparsify train`` writes when ``--out`` is not given."""
 
@@ -478,6 +514,7 @@ class Recipe(_Section):
     penalties: list[PenaltySpec] = []
     stages: list[StageSpec] = []  # empty: one train stage (the recipe before stages existed)
     sparsity: SparsitySpec | None = None  # None: no target (zeros are what the penalties leave)
+    distill: DistillSpec | None = None  # None: the task's loss alone
     output: OutputSpec = OutputSpec()
 
     @field_validator("stages")
@@ -523,6 +560,17 @@ class Recipe(_Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _distill_fits(self) -> Recipe:
+        start = None if self.distill is None else self.distill.from_epoch
+        if start is not None and start >= self.epochs:
+            raise PydanticCustomError(
+                "recipe_rule",
+                f"distill.from_epoch ({self.distill.from_epoch}) must be below the train stage's "
+                f"{self.epochs} epochs (the teacher is copied after that epoch); lower it",
+            )
+        return self
+
     def sweep(self) -> tuple[int, list[float]] | None:
         """``(penalty index, lambdas)`` if this recipe is a sweep, else None."""
         for i, p in enumerate(self.penalties):
@@ -552,6 +600,14 @@ class Recipe(_Section):
         d = self.model_dump(mode="json")
         if not d["stages"]:
             del d["stages"]
+        if d["model"]["init"] is None:
+            del d["model"]["init"]
+        if d["distill"] is None:
+            del d["distill"]
+        else:  # the teacher not given
+            for key in ("from_epoch", "teacher"):
+                if d["distill"][key] is None:
+                    del d["distill"][key]
         if d["sparsity"] is None:
             del d["sparsity"]
         else:  # method-specific fields not given

@@ -37,14 +37,16 @@ from sparsify.errors import SparsifyError, one_line
 from sparsify.penalties.base import penalty_from_dict
 from sparsify.penalties.freeze import freeze_support_
 from sparsify.penalties.penalize import PenaltyHandle, penalize_
-from sparsify.pipeline.checkpoint import SHRUNK
+from sparsify.pipeline.checkpoint import SHRUNK, load_checkpoint
 from sparsify.pipeline.data.loader import TrainBatches
 from sparsify.pipeline.data.mnist import MnistSplits
 from sparsify.pipeline.data.registry import DataRequest, DatasetSplits, load_dataset
 from sparsify.pipeline.data.splits import Augmented, carve_validation, validation_size
+from sparsify.pipeline.distill import Distillation
 from sparsify.pipeline.distributed import DistContext
 from sparsify.pipeline.loop import (
     check_input_shape,
+    evaluate,
     measure,
     resolve_device,
     run_epochs,
@@ -179,6 +181,7 @@ def run_recipe(
                 log=log,
                 dist=dist,
                 support=result.support,
+                distill=result.distill,
             )
             if recipe.sparsity is not None:  # debias froze the zeros: the count must hold
                 record_reached(metrics["sparsity"], recipe.sparsity, model)
@@ -337,6 +340,43 @@ def data_record(recipe: Recipe, data: DatasetSplits) -> dict[str, Any]:
     }
 
 
+def with_seed(path: str, seed: int) -> str:
+    """``path`` with every ``{seed}`` replaced by ``seed`` (nothing else is interpolated)."""
+    return path.replace("{seed}", str(seed))
+
+
+def load_teacher(path: str, data: DatasetSplits, device: torch.device) -> nn.Module:
+    """The checkpoint at ``path`` rebuilt as a teacher for ``data``'s images and classes.
+
+    Raises:
+        SparsifyError: an unreadable checkpoint, or a model whose output does not have one
+            logit per class of the data (one line, with the fix).
+    """
+    try:
+        with torch.random.fork_rng(devices=[]):  # its throwaway init must not move the run's RNG
+            teacher = load_checkpoint(path).build_model().to(device)
+    except SparsifyError as exc:
+        raise SparsifyError(f"distill.teacher: {exc}") from None
+    with torch.no_grad():
+        out = teacher(torch.zeros((1, *data.input_shape), device=device))
+    if out.ndim != 2 or out.shape[1] != data.num_classes:
+        raise SparsifyError(
+            f"distill.teacher {path} gives outputs of shape {tuple(out.shape[1:])} for one "
+            f"image; the data has {data.num_classes} classes. Give a teacher trained on them."
+        )
+    return teacher
+
+
+def _teacher_errors(
+    teacher: nn.Module, data: DatasetSplits, task: Any, dist: DistContext
+) -> dict[str, float]:
+    return {
+        f"teacher_{split}_error": evaluate(teacher, ds, task, dist=dist)[0]
+        for split, ds in (("train", data.train), ("val", data.val))
+        if ds is not None
+    }
+
+
 @dataclass
 class TrainResult:
     """The trained model, its metrics (what ``metrics.json`` holds) and per-epoch history."""
@@ -347,6 +387,8 @@ class TrainResult:
     # the sparsity target's keep-masks by weight name (None without a target): a debias
     # stage trains within them, so weights the projection regrew come back
     support: dict[str, torch.Tensor] | None = None
+    # the distillation loss and its teacher (None without a distill section): debias uses it too
+    distill: Distillation | None = None
 
 
 def train(
@@ -391,10 +433,25 @@ def train(
     _check_not_empty(recipe, data)
     _check_model_fits(recipe, data)
     task = make_task(data.task)
+    if recipe.distill is not None and data.task != "classification":
+        raise SparsifyError(
+            f"distill needs a classification task (it matches class probabilities); this "
+            f"dataset's task is {data.task}. Remove the distill section."
+        )
     torch.manual_seed(recipe.seed)
-    model = build_model(recipe.model.name, recipe.model.num_classes, recipe.model.in_channels).to(
-        device
-    )
+
+    def fresh_model() -> nn.Module:
+        m = recipe.model
+        return build_model(m.name, m.num_classes, m.in_channels)
+
+    model = fresh_model().to(device)
+    if recipe.model.init is not None:  # train-then-compress: start from trained weights
+        init = with_seed(recipe.model.init, recipe.seed)
+        try:
+            load_checkpoint(init, model=model).train()
+        except SparsifyError as exc:
+            raise SparsifyError(f"model.init: {exc}") from None
+        log(f"model: weights from {init}")
     check_input_shape(model, torch.zeros((1, *data.input_shape), device=device), recipe.model.name)
     gen = torch.Generator().manual_seed(recipe.seed)
     worker_gen = torch.Generator().manual_seed(recipe.seed + 2**32)
@@ -420,6 +477,22 @@ def train(
             recipe.sparsity, model, optimizer, handles, recipe.epochs, steps_per_epoch
         )
         log(target.summary())
+    distill = None
+    if recipe.distill is not None:
+        spec = recipe.distill
+        teacher = None
+        if spec.teacher is not None:
+            teacher = load_teacher(with_seed(spec.teacher, recipe.seed), data, device)
+        distill = Distillation(
+            teacher,
+            build=fresh_model,
+            from_epoch=spec.from_epoch,
+            weight=spec.weight,
+            temperature=spec.temperature,
+        )
+        if teacher is not None:
+            distill.measured = _teacher_errors(distill.teacher, data, task, dist)
+            log(f"distill: teacher {spec.teacher} ({distill.measured})")
     net = wrap_ddp(model, dist)
 
     history: list[dict[str, float]] = []
@@ -442,6 +515,8 @@ def train(
                 h.load_state_dict(hs)
             if target is not None:
                 target.load_state_dict(saved["sparsity"])
+            if distill is not None and saved.get("teacher") is not None:
+                distill.load_state_dict(saved["teacher"])
             gen.set_state(saved["generator"])
             if "worker_generator" in saved:  # states written before DataLoaders lack it
                 worker_gen.set_state(saved["worker_generator"])
@@ -475,6 +550,7 @@ def train(
                     "scheduler": scheduler.state_dict() if scheduler is not None else None,
                     "penalties": [{"step": h.step, "lam_scale": h.lam_scale} for h in handles],
                     **({"sparsity": target.state_dict()} if target is not None else {}),
+                    **({"teacher": distill.state_dict()} if distill is not None else {}),
                     "generator": gen.get_state(),
                     "worker_generator": worker_gen.get_state(),
                     "torch_rng": torch.get_rng_state(),
@@ -486,6 +562,10 @@ def train(
     def after_epoch(epoch: int) -> None:
         if target is not None:  # record (and control) before the state is saved
             target.after_epoch(epoch)
+        if distill is not None and epoch + 1 == distill.from_epoch:
+            distill.snapshot(model)
+            distill.measured = _teacher_errors(distill.teacher, data, task, dist)
+            log(f"distill: teacher taken after epoch {epoch + 1} ({distill.measured})")
         save_state(epoch)
 
     run_epochs(
@@ -501,6 +581,7 @@ def train(
         desc=recipe.name,
         progress=progress,
         after_epoch=after_epoch,
+        distill=distill,
     )
     for h in handles:
         h.remove()
@@ -540,6 +621,7 @@ def train(
         "num_classes": data.num_classes,
         "data": data_record(recipe, data),
         **({"sparsity": sparsity} if sparsity is not None else {}),
+        **({"distill": distill.record()} if distill is not None else {}),
         "device": str(device),
         "threads": torch.get_num_threads(),
         "world_size": dist.world_size,
@@ -550,6 +632,7 @@ def train(
         metrics=metrics,
         history=history,
         support=target.support() if target is not None else None,
+        distill=distill,
     )
 
 
@@ -563,6 +646,7 @@ def debias(
     log: Callable[[str], None] | None = None,
     dist: DistContext | None = None,
     support: dict[str, torch.Tensor] | None = None,
+    distill: Distillation | None = None,
 ) -> dict[str, Any]:
     """The debias stage: fine-tune ``model`` in place with its zeros frozen, no penalty.
 
@@ -571,7 +655,7 @@ def debias(
     every selected weight that is 0 now at exactly 0 (gradient, optimizer state and weight
     masked). Penalty hooks must already be removed (``train`` removes its own). ``support``:
     keep-masks by weight name that replace ``w != 0`` (a sparsity target's, see
-    :mod:`sparsify.pipeline.targets`).
+    :mod:`sparsify.pipeline.targets`). ``distill``: the train stage's teacher keeps teaching.
 
     Returns:
         ``{epochs, steps, seconds, frozen (summary line), support_density, history}``.
@@ -617,6 +701,7 @@ def debias(
         history=history,
         desc=f"{recipe.name} {stage.name}",
         progress=progress,
+        distill=distill,
     )
     seconds = time.perf_counter() - start
     frozen.remove()
