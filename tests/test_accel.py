@@ -717,9 +717,12 @@ def test_a_converted_model_slower_as_a_whole_goes_back_to_dense(
         assert report.converted == [] and isinstance(model[0], nn.Linear)
         assert "whole converted model ran 0.80x dense" in first.reason
         assert "every layer was reverted" in report.whole
+        assert report.check.endswith("(0 layer(s) sparse)"), report.check
     else:
         assert first.chosen != "dense" and not isinstance(model[0], nn.Linear)
         assert report.whole.startswith("1.25x dense")
+        assert report.check.endswith(f"({len(report.converted)} layer(s) sparse)")
+        assert report.converted
     assert "whole model: " in report.summary() and report.to_dict()["whole"] == report.whole
     _assert_same_model(model, ref, x)
 

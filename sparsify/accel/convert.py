@@ -776,6 +776,8 @@ def sparsify_inference_(
                 report.whole = _time_whole(
                     model, example_input, sparse, originals, decisions, int(reps)
                 )
+        if report.check.startswith("ok"):  # counted last: the whole-model timing may revert
+            report.check += f" ({len(sparse)} layer(s) sparse)"
     elif example_input is None:
         report.check = "not checked: no example_input to run"
     else:
@@ -900,4 +902,4 @@ def _check_and_revert(
         why, _ = check(model, sparse)
         if why:  # the dense model itself differs from run to run
             return f"FAILED: the original model fails its own check: {why}"
-    return f"ok: {check.last} on example_input ({len(sparse)} layer(s) sparse)"
+    return f"ok: {check.last} on example_input"
