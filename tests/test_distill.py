@@ -175,8 +175,17 @@ def test_bad_teachers_and_inits_fail_in_one_line_before_training(tmp_path: Path)
     five = _recipe(distill=None, model={"name": "lenet300_100", "num_classes": 5})
     wrong = tmp_path / "five"
     save_checkpoint(wrong, build_model("lenet300_100", num_classes=5), five)
+    rgb = tmp_path / "rgb"  # a teacher for 3-channel images; the data has 1 channel
+    save_checkpoint(
+        rgb,
+        build_model("lenet5", in_channels=3),
+        model_name="lenet5",
+        model_args={"num_classes": 10, "in_channels": 3},
+        input_shape=(3, 28, 28),
+    )
     cases = [
         ({"distill": {"teacher": str(wrong)}}, "the data has 10 classes"),
+        ({"distill": {"teacher": str(rgb)}}, "give distill.teacher a model trained on"),
         ({"distill": {"teacher": str(tmp_path / "nowhere")}}, "distill.teacher: checkpoint"),
         ({"distill": None, "model": {"name": "lenet300_100", "init": str(wrong)}}, "model.init: "),
     ]

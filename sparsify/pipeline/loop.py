@@ -82,16 +82,21 @@ def evaluate(
     return wrong / n, loss / n
 
 
-def check_input_shape(model: nn.Module, sample: torch.Tensor, name: str) -> None:
-    """Run one sample (1, C, H, W) through ``model`` so a shape mismatch fails now, clearly."""
+def check_input_shape(
+    model: nn.Module,
+    sample: torch.Tensor,
+    name: str,
+    fix: str = "fix model.in_channels or choose a model for this dataset's images",
+) -> torch.Tensor:
+    """Run one sample (1, C, H, W) through ``model`` so a shape mismatch fails now, clearly
+    (``fix`` ends the one-line error); returns the output. Leaves ``model`` in train mode."""
     try:
         with torch.no_grad():
-            model.eval()(sample)
+            return model.eval()(sample)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0][:200]
         raise SparsifyError(
-            f"model {name!r} cannot take input of shape {tuple(sample.shape[1:])} ({first}); "
-            "fix model.in_channels or choose a model for this dataset's images."
+            f"model {name!r} cannot take input of shape {tuple(sample.shape[1:])} ({first}); {fix}."
         ) from None
     finally:
         model.train()

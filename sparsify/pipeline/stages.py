@@ -357,8 +357,9 @@ def load_teacher(path: str, data: DatasetSplits, device: torch.device) -> nn.Mod
             teacher = load_checkpoint(path).build_model().to(device)
     except SparsifyError as exc:
         raise SparsifyError(f"distill.teacher: {exc}") from None
-    with torch.no_grad():
-        out = teacher(torch.zeros((1, *data.input_shape), device=device))
+    sample = torch.zeros((1, *data.input_shape), device=device)
+    fix = "give distill.teacher a model trained on this dataset's images"
+    out = check_input_shape(teacher, sample, path, fix)
     if out.ndim != 2 or out.shape[1] != data.num_classes:
         raise SparsifyError(
             f"distill.teacher {path} gives outputs of shape {tuple(out.shape[1:])} for one "
@@ -367,14 +368,22 @@ def load_teacher(path: str, data: DatasetSplits, device: torch.device) -> nn.Mod
     return teacher
 
 
-def _teacher_errors(
-    teacher: nn.Module, data: DatasetSplits, task: Any, dist: DistContext
-) -> dict[str, float]:
-    return {
-        f"teacher_{split}_error": evaluate(teacher, ds, task, dist=dist)[0]
+def _measure_teacher(
+    distill: Distillation,
+    data: DatasetSplits,
+    task: Any,
+    dist: DistContext,
+    log: Callable[[str], None],
+    source: str,
+) -> None:
+    """Record (and log) the teacher's error on the train and validation splits."""
+    assert distill.teacher is not None
+    distill.measured = {
+        f"teacher_{split}_error": evaluate(distill.teacher, ds, task, dist=dist)[0]
         for split, ds in (("train", data.train), ("val", data.val))
         if ds is not None
     }
+    log(f"distill: teacher {source} ({distill.measured})")
 
 
 @dataclass
@@ -491,8 +500,7 @@ def train(
             temperature=spec.temperature,
         )
         if teacher is not None:
-            distill.measured = _teacher_errors(distill.teacher, data, task, dist)
-            log(f"distill: teacher {spec.teacher} ({distill.measured})")
+            _measure_teacher(distill, data, task, dist, log, spec.teacher)
     net = wrap_ddp(model, dist)
 
     history: list[dict[str, float]] = []
@@ -564,8 +572,7 @@ def train(
             target.after_epoch(epoch)
         if distill is not None and epoch + 1 == distill.from_epoch:
             distill.snapshot(model)
-            distill.measured = _teacher_errors(distill.teacher, data, task, dist)
-            log(f"distill: teacher taken after epoch {epoch + 1} ({distill.measured})")
+            _measure_teacher(distill, data, task, dist, log, f"taken after epoch {epoch + 1}")
         save_state(epoch)
 
     run_epochs(
