@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import stat
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from sparsify.kernels import build
 from sparsify.kernels.layouts import SparseWeight
 
 PORTABLE = ("-O2", "-shared", "-fPIC")  # no -march, no OpenMP: the 128-bit/scalar variant
+AVX2 = ("-O2", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC")  # 8-float vectors
 
 
 def _weight(rng: np.random.Generator, shape: tuple[int, ...], density: float) -> np.ndarray:
@@ -354,26 +356,47 @@ def test_compiler_failure_warns_once_and_falls_back(monkeypatch):
     _assert_fp32_close(y, ref, scale)
 
 
-def test_portable_variant_compiles_and_matches(monkeypatch, tmp_path):
-    """The 128-bit/scalar build (no -march, no OpenMP) is what other CPUs get: check it here."""
+def _cpu_has(flag: str) -> bool:
+    try:
+        return flag in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        PORTABLE,
+        pytest.param(
+            AVX2,
+            marks=pytest.mark.skipif(not _cpu_has("avx2"), reason="this CPU has no AVX2"),
+        ),
+    ],
+    ids=["128bit", "avx2"],
+)
+def test_portable_variant_compiles_and_matches(monkeypatch, tmp_path, flags):
+    """Builds other CPUs get (128-bit/scalar: no -march, no OpenMP; AVX2 without AVX-512) run
+    here too: each vector width's tile, transpose and remainder paths against float64."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    lib = build.load(PORTABLE)
+    lib = build.load(flags)
     assert lib is not None and lib.path.is_relative_to(tmp_path)
     assert stat.S_IMODE(os.stat(lib.path.parent).st_mode) == 0o700
     assert not [f for f in os.listdir(lib.path.parent) if f != "libspk.so"]  # no temp left
     rng = np.random.default_rng(6)
     w = _weight(rng, (50, 70), 0.2)
     sw = K.pack(w, "blocked", panel=8, kblock=16)
+    bias = rng.standard_normal(50).astype(np.float32)
     for batch in (1, 9, 40):
         x = rng.standard_normal((batch, 70)).astype(np.float32)
-        ref, scale = _linear_ref(w, x)
-        _assert_fp32_close(K.spmm(sw, x, _flags=PORTABLE), ref, scale)
+        ref, scale = _linear_ref(w, x, bias)
+        for packed in (sw, K.pack(w, "csr")):  # panel 8 and panel 128 (50 rows: 3 blocks + 2)
+            _assert_fp32_close(K.spmm(packed, x, bias=bias, _flags=flags), ref, scale)
     wc = _weight(rng, (5, 4, 3, 3), 0.5)
     img = rng.standard_normal((1, 4, 8, 9)).astype(np.float32)
     xt, wt = torch.from_numpy(img).double(), torch.from_numpy(wc).double()
     ref = torch.nn.functional.conv2d(xt, wt, None, 1, 1).numpy()
     scale = torch.nn.functional.conv2d(xt.abs(), wt.abs(), None, 1, 1).numpy()
-    _assert_fp32_close(K.sparse_conv2d(K.pack(wc), img, 1, 1, _flags=PORTABLE), ref, scale)
+    _assert_fp32_close(K.sparse_conv2d(K.pack(wc), img, 1, 1, _flags=flags), ref, scale)
 
 
 def _good() -> SparseWeight:

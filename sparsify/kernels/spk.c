@@ -58,6 +58,49 @@ static inline vf ldu(const float *p) {
 }
 static inline void stu(float *p, vf v) { memcpy(p, &v, sizeof v); }
 
+/* Two-source lane shuffle with constant lane indices (b's lanes are numbered VW..2VW-1). */
+typedef int32_t vi __attribute__((vector_size(VW * 4)));
+#if defined(__clang__)
+#define SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define SHUF(a, b, ...) __builtin_shuffle(a, b, (vi){__VA_ARGS__})
+#endif
+
+/* In-register transpose of the VW x VW block r[0..VW) (r[i] = row i): log2(VW) stages; stage
+ * h swaps the off-diagonal h x h blocks of every 2h x 2h block, pairing rows i and i + h.
+ * VW * log2(VW) shuffles for VW * VW floats, where a scalar transpose moves them one by one. */
+#define TSTAGE(h, ...)                                                                      \
+    for (int i = 0; i < VW; i++)                                                            \
+        if (!(i & (h))) {                                                                   \
+            const vf a = r[i], b = r[i + (h)];                                              \
+            __VA_ARGS__                                                                     \
+        }
+static inline void transpose_block(vf *r) {
+#if VW == 16
+    TSTAGE(8, r[i] = SHUF(a, b, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+                r[i + 8] =
+                    SHUF(a, b, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);)
+    TSTAGE(4, r[i] = SHUF(a, b, 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+                r[i + 4] = SHUF(a, b, 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);)
+    TSTAGE(2, r[i] = SHUF(a, b, 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
+                r[i + 2] = SHUF(a, b, 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);)
+    TSTAGE(1, r[i] = SHUF(a, b, 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+                r[i + 1] = SHUF(a, b, 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);)
+#elif VW == 8
+    TSTAGE(4, r[i] = SHUF(a, b, 0, 1, 2, 3, 8, 9, 10, 11);
+                r[i + 4] = SHUF(a, b, 4, 5, 6, 7, 12, 13, 14, 15);)
+    TSTAGE(2, r[i] = SHUF(a, b, 0, 1, 8, 9, 4, 5, 12, 13);
+                r[i + 2] = SHUF(a, b, 2, 3, 10, 11, 6, 7, 14, 15);)
+    TSTAGE(1, r[i] = SHUF(a, b, 0, 8, 2, 10, 4, 12, 6, 14);
+                r[i + 1] = SHUF(a, b, 1, 9, 3, 11, 5, 13, 7, 15);)
+#else
+    TSTAGE(2, r[i] = SHUF(a, b, 0, 1, 4, 5);
+                r[i + 2] = SHUF(a, b, 2, 3, 6, 7);)
+    TSTAGE(1, r[i] = SHUF(a, b, 0, 4, 2, 6);
+                r[i + 1] = SHUF(a, b, 1, 5, 3, 7);)
+#endif
+}
+
 const char *spk_isa(void) { return SPK_ISA; }
 int spk_vector_width(void) { return VW; }
 int spk_abi(void) { return SPK_ABI; }
@@ -246,13 +289,22 @@ static int spmm_core(int64_t rows, int64_t cols, int P, int nkb, const int64_t *
             }
             continue;
         }
-        for (int b = 0; b < T; b++) {
-            if (b < nb) {
-                const float *xr = x + (b0 + b) * cols;
-                for (int64_t c = c0; c < c1; c++) dst[c * T + b] = xr[c];
-            } else {
-                for (int64_t c = c0; c < c1; c++) dst[c * T + b] = 0.0f;
+        /* VW x VW blocks transposed in registers; the columns past the last full block
+         * (cols % VW, last chunk only) one by one */
+        const int64_t cv = c0 + (c1 - c0) / VW * VW;
+        for (int b = 0; b < T; b += VW) {
+            for (int64_t c = c0; c < cv; c += VW) {
+                /* lanes past the batch are never written out; zeros keep them finite, so
+                 * the tile meets no NaN or denormal slow path */
+                vf r[VW];
+                for (int i = 0; i < VW; i++)
+                    r[i] = b + i < nb ? ldu(x + (b0 + b + i) * cols + c) : (vf){0};
+                transpose_block(r);
+                for (int k = 0; k < VW; k++) stu(dst + (c + k) * T + b, r[k]);
             }
+            for (int64_t c = cv; c < c1; c++)
+                for (int i = 0; i < VW; i++)
+                    dst[c * T + b + i] = b + i < nb ? x[(b0 + b + i) * cols + c] : 0.0f;
         }
     }
 
@@ -296,15 +348,24 @@ static int spmm_core(int64_t rows, int64_t cols, int P, int nkb, const int64_t *
                 }
                 continue;
             }
-            /* transpose the (nr, T) tile into y's (batch, rows) layout 16 rows at a time, so
-             * the 16 tile rows being read stay in L1 while the batch columns sweep */
-            for (int q0 = 0; q0 < nr; q0 += 16) {
-                const int q1 = q0 + 16 < nr ? q0 + 16 : nr;
-                for (int64_t b = 0; b < nb; b++) {
-                    float *yr = y + (b0 + b) * rows + r0;
-                    for (int q = q0; q < q1; q++)
-                        yr[q] = yt[(int64_t)q * T + b] + (bias ? bias[r0 + q] : 0.0f);
+            /* the (nr, T) tile into y's (batch, rows) layout: VW x VW blocks transposed in
+             * registers, the rows past the last full block (nr % VW) one by one */
+            const int qv = nr / VW * VW;
+            for (int q0 = 0; q0 < qv; q0 += VW) {
+                const vf bv = bias ? ldu(bias + r0 + q0) : (vf){0};
+                for (int64_t b = 0; b < nb; b += VW) {
+                    vf r[VW];
+                    for (int i = 0; i < VW; i++) r[i] = ldu(yt + (int64_t)(q0 + i) * T + b);
+                    transpose_block(r);
+                    const int64_t kn = nb - b < VW ? nb - b : VW;
+                    for (int64_t k = 0; k < kn; k++)
+                        stu(y + (b0 + b + k) * rows + r0 + q0, r[k] + bv);
                 }
+            }
+            for (int q = qv; q < nr; q++) {
+                const float bq = bias ? bias[r0 + q] : 0.0f;
+                for (int64_t b = 0; b < nb; b++)
+                    y[(b0 + b) * rows + r0 + q] = yt[(int64_t)q * T + b] + bq;
             }
         }
         free(yt);
