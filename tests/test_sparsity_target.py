@@ -384,15 +384,16 @@ def test_compare_recipe_runs_end_to_end_on_a_small_subset(
     d["epochs"], d["stages"][1]["epochs"] = 2, 1
     if d["sparsity"].get("schedule") == "gradual":
         d["sparsity"].update(start=0, end=1)
-    # a stand-in for the dense run a train-then-compress start or a teacher names
-    dense = tmp_path / "dense"
-    model = build_model(d["model"]["name"])
-    save_checkpoint(dense, model, input_shape=(1, 28, 28), model_name=d["model"]["name"])
-    if "init" in d["model"]:
-        d["model"]["init"] = str(dense)
-    if "teacher" in d.get("distill", {}):
-        d["distill"]["teacher"] = str(dense)
-    elif "distill" in d:
+    teacher = "teacher" in d.get("distill", {})
+    if "init" in d["model"] or teacher:  # a stand-in for the dense run the recipe names
+        dense = tmp_path / "dense"
+        model = build_model(d["model"]["name"])
+        save_checkpoint(dense, model, input_shape=(1, 28, 28), model_name=d["model"]["name"])
+        if "init" in d["model"]:
+            d["model"]["init"] = str(dense)
+        if teacher:
+            d["distill"]["teacher"] = str(dense)
+    if "distill" in d and not teacher:
         d["distill"]["from_epoch"] = 1
     for p in d["penalties"]:
         if "schedule" in p:
