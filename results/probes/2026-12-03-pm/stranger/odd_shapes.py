@@ -28,7 +28,8 @@ class Odd(nn.Module):
         return torch.cat([h, self.z(torch.relu(h))], dim=1)  # 17 features, then the 1-row layer
 
 
-for batch in (2, 15, 17, 33, 130):
+for threads, batch in [(t, b) for t in (1, 2) for b in (2, 15, 17, 33, 130)]:
+    torch.set_num_threads(threads)
     m = Odd().eval()
     with torch.no_grad():
         for lin in (m.a, m.b, m.c):
@@ -38,7 +39,7 @@ for batch in (2, 15, 17, 33, 130):
     ref64.load_state_dict({k: v.double() for k, v in m.state_dict().items()})
     x = torch.randn(batch, 37)
     rep = sparsify_inference_(
-        m, x, mode="fixed", kernels=("spk",), max_density=1.0, verify=False, threads=1
+        m, x, mode="fixed", kernels=("spk",), max_density=1.0, verify=False, threads=threads
     )
     kinds = sorted({d.chosen for d in rep.layers})
     with torch.inference_mode():
@@ -50,7 +51,7 @@ for batch in (2, 15, 17, 33, 130):
     err = (y - ref).abs().max().item()
     bad_rows = torch.isnan(y_nan).any(dim=1).nonzero().flatten().tolist()
     print(
-        f"batch {batch:3d}: layers {kinds}, max |y - ref| {err:.2e}, "
+        f"{threads} thread(s), batch {batch:3d}: layers {kinds}, max |y - ref| {err:.2e}, "
         f"NaN image {batch // 2} -> NaN rows {bad_rows}"
     )
     assert err < 1e-5 and bad_rows in ([], [batch // 2]), (err, bad_rows)
