@@ -368,6 +368,8 @@ def test_compare_recipes_differ_only_in_how_zeros_are_chosen() -> None:
         ("lenet5", 0.95, False): 3,
         ("lenet5", 0.975, True): 2,
         ("lenet5", 0.98, False): 3,
+        ("lenet5ft", 0.95, True): 2,
+        ("lenet5ft", 0.98, True): 2,
     }
     # per model, target and augmentation: data, seed, epochs, optimizers, stages
     for dumps in groups.values():
