@@ -366,8 +366,10 @@ def test_compare_recipes_differ_only_in_how_zeros_are_chosen() -> None:
         ("lenet300ft", 0.98, True): 2,
         ("lenet5", 0.9, False): 3,
         ("lenet5", 0.95, False): 3,
+        ("lenet5", 0.95, True): 1,
         ("lenet5", 0.975, True): 2,
         ("lenet5", 0.98, False): 3,
+        ("lenet5", 0.98, True): 1,
         ("lenet5ft", 0.95, True): 2,
         ("lenet5ft", 0.98, True): 2,
     }
