@@ -505,3 +505,22 @@ def test_pack_a_conv_matrix_with_its_kernel_size():
         K.pack(w, kernel_size=(3, 3))
     with pytest.raises(SparsifyError, match="does not divide"):
         K.pack(flat, kernel_size=(5, 5))  # 36 columns
+
+
+def test_scratch_buffers_start_on_a_cache_line():
+    """The packed activation is read in whole vectors from the scratch's start: numpy's
+    16-byte alignment would split each of those loads across two cache lines."""
+    K._scratch.bufs = {}
+    sizes = [1, 5, 4096 * 64 + 3, 17, 4096 * 80]  # grows twice, reused between
+    for n in sizes:
+        for dtype in (np.float32, np.int32):
+            buf = K._buffer(f"t_{dtype.__name__}", n, dtype)
+            assert buf.shape[0] >= n and buf.dtype == dtype and buf.flags.c_contiguous
+            assert buf.ctypes.data % K.SCRATCH_ALIGN == 0
+            buf[:n] = 1  # the whole length is writable
+    rng = np.random.default_rng(11)
+    w = _weight(rng, (70, 300), 0.1)
+    x = rng.standard_normal((33, 300)).astype(np.float32)
+    ref, scale = _linear_ref(w, x)
+    _assert_fp32_close(K.spmm(K.pack(w, "blocked", kblock=64), x), ref, scale)
+    assert K._scratch.bufs["xt"].ctypes.data % K.SCRATCH_ALIGN == 0

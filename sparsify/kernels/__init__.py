@@ -107,14 +107,30 @@ def info() -> dict[str, Any]:
     }
 
 
+SCRATCH_ALIGN = 64  # bytes: one cache line, one AVX-512 vector
+
+
+def _aligned_empty(n: int, dtype: type, align: int = SCRATCH_ALIGN) -> np.ndarray:
+    """An uninitialised 1-D array of n elements whose first byte is ``align``-aligned.
+
+    numpy only promises 16 bytes; the kernels read the packed activation in whole vectors at
+    multiples of the tile width, so a scratch that starts 16 bytes off a cache line splits
+    every one of those loads across two lines (measured: 1.2-1.6x slower products).
+    """
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.empty(n * itemsize + align, dtype=np.uint8)
+    off = -raw.ctypes.data % align
+    return raw[off : off + n * itemsize].view(dtype)
+
+
 def _buffer(name: str, n: int, dtype: type) -> np.ndarray:
-    """A per-thread scratch array of at least n elements (grown, never shrunk)."""
+    """A per-thread, 64-byte-aligned scratch array of at least n elements (grown, never shrunk)."""
     store = getattr(_scratch, "bufs", None)
     if store is None:
         store = _scratch.bufs = {}
     buf = store.get(name)
     if buf is None or buf.shape[0] < n:
-        buf = np.empty(max(n, 1), dtype=dtype)
+        buf = _aligned_empty(max(n, 1), dtype)
         store[name] = buf
     return buf
 
