@@ -224,6 +224,11 @@ DW_CASES = [
     (3, 1, (1, 1), 4, 9, 1, 0, 1, 2),  # 1x1
     (2, 1, (7, 7), 30, 33, 3, 3, 1, 1),  # large kernel, stride 3
     (1, 1, (3, 3), 1, 1, 1, 1, 1, 1),  # a 1x1 image: every tap but the centre is padding
+    # wider than two 16-float vectors: whole-vector row copies, the last vector of a row
+    # moved back to end at Wo, and (stride 2) the even-lane shuffle of the row copy
+    (3, 1, (3, 3), 9, 37, 1, 1, 1, 2),
+    (2, 2, (3, 3), 7, 75, 2, 1, 1, 1),
+    (2, 1, (3, 3), 5, 64, 1, 1, 1, 1),  # rows a whole number of vectors
 ]
 
 
@@ -399,6 +404,14 @@ def test_portable_variant_compiles_and_matches(monkeypatch, tmp_path, flags):
     ref = torch.nn.functional.conv2d(xt, wt, None, 1, 1).numpy()
     scale = torch.nn.functional.conv2d(xt.abs(), wt.abs(), None, 1, 1).numpy()
     _assert_fp32_close(K.sparse_conv2d(K.pack(wc), img, 1, 1, _flags=flags), ref, scale)
+    for stride, width in ((1, 9), (1, 37), (2, 75)):  # partial, moved-back and shuffled rows
+        img = rng.standard_normal((1, 2, 6, width)).astype(np.float32)
+        wd = rng.standard_normal((4, 1, 3, 3)).astype(np.float32)
+        xt, wt = torch.from_numpy(img).double(), torch.from_numpy(wd).double()
+        ref = torch.nn.functional.conv2d(xt, wt, None, stride, 1, groups=2).numpy()
+        scale = torch.nn.functional.conv2d(xt.abs(), wt.abs(), None, stride, 1, groups=2).numpy()
+        got = K.depthwise_conv2d(img, wd, None, stride, 1, _flags=flags)
+        _assert_fp32_close(got, ref, scale)
 
 
 def _good() -> SparseWeight:
@@ -524,3 +537,52 @@ def test_scratch_buffers_start_on_a_cache_line():
     ref, scale = _linear_ref(w, x)
     _assert_fp32_close(K.spmm(K.pack(w, "blocked", kblock=64), x), ref, scale)
     assert K._scratch.bufs["xt"].ctypes.data % K.SCRATCH_ALIGN == 0
+
+
+_ASAN_SCRIPT = r"""
+import itertools, numpy as np, torch
+from sparsify import kernels as K
+flags = ("-O1", "-g", "-fsanitize=address", "-fno-omit-frame-pointer", "-shared", "-fPIC")
+rng = np.random.default_rng(0)
+for c, m, h, w, s, p in itertools.product(
+    (1, 3), (1, 2), (1, 5, 14), (1, 7, 16, 17, 33, 64, 75), (1, 2), (0, 1)
+):
+    if h + 2 * p < 3 or w + 2 * p < 3:
+        continue
+    x = rng.standard_normal((1, c, h, w)).astype(np.float32)  # its own heap block
+    wt = rng.standard_normal((c * m, 1, 3, 3)).astype(np.float32)
+    y = K.depthwise_conv2d(x, wt, None, s, p, _flags=flags)
+    ref = torch.nn.functional.conv2d(
+        torch.from_numpy(x).double(), torch.from_numpy(wt).double(), None, s, p, groups=c
+    ).numpy()
+    assert np.allclose(y, ref, atol=1e-4), (c, m, h, w, s, p)
+for rows, cols, batch in ((5, 7, 1), (33, 40, 3), (16, 300, 17)):
+    wd = np.where(rng.random((rows, cols)) < 0.3, 1.0, 0.0).astype(np.float32)
+    x = rng.standard_normal((batch, cols)).astype(np.float32)
+    for sw in (K.pack(wd), K.pack(wd, "blocked", panel=4, kblock=16)):
+        assert np.allclose(K.spmm(sw, x, _flags=flags), x @ wd.T, atol=1e-4)
+print("asan-clean")
+"""
+
+
+def test_kernels_stay_inside_their_arrays_under_address_sanitizer(tmp_path):
+    """The stencil's whole-vector row copies read up to the last float of x and no further
+    (a load one float past it is caught here); the products likewise. gcc builds only."""
+    import shutil
+    import subprocess
+    import sys
+
+    cc = shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no gcc here to build an AddressSanitizer variant")
+    libasan = subprocess.run(
+        [cc, "-print-file-name=libasan.so"], capture_output=True, text=True
+    ).stdout.strip()
+    if not os.path.isabs(libasan) or not os.path.exists(libasan):
+        pytest.skip("gcc has no libasan here")
+    env = dict(os.environ, LD_PRELOAD=libasan, ASAN_OPTIONS="detect_leaks=0",
+               XDG_CACHE_HOME=str(tmp_path), CC=cc)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-c", _ASAN_SCRIPT], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 0 and "asan-clean" in res.stdout, res.stderr[-3000:]

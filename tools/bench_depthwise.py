@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see tools/bench_kernels.py
@@ -114,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"all 17 layers, batch {b}: torch {fmt_seconds(tt)}, stencil {fmt_seconds(ts)}")
     if args.out is not None:
         meta = {
-            "command": "python tools/bench_depthwise.py " + " ".join(argv or []),
+            "command": "python tools/bench_depthwise.py "
+            + " ".join(sys.argv[1:] if argv is None else argv),
             "threads": args.threads,
             "reps": args.reps,
             "load_average_start": load_start,

@@ -533,6 +533,7 @@ def depthwise_conv2d(
     *,
     out: np.ndarray | None = None,
     threads: int | None = None,
+    _flags: tuple[str, ...] | None = None,
 ) -> np.ndarray:
     """torch's ``conv2d(x, weight, bias, stride, padding, dilation, groups=C)`` (dense).
 
@@ -548,7 +549,7 @@ def depthwise_conv2d(
     y = _check_out(out, (n, c * m, ho, wo))
     b = _bias(bias, c * m)
     nt = _threads(threads)
-    lib = _lib()
+    lib = _lib(_flags)
     if lib is None:
         xp = np.pad(np.repeat(xa, m, axis=1), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
         acc = (

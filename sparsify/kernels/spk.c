@@ -586,7 +586,157 @@ int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int
     return err;
 }
 
-/* ---- depthwise convolution (dense): y = conv2d(x, w, bias, groups = C) ------------------
+/* ---- depthwise convolution (dense): y = conv2d(x, w, bias, groups = C) ---------------- */
+
+/* Lanes 0, 2, 4, ... of the 2 VW floats a:c (a stride-2 row copy) */
+#if VW == 16
+#define EVEN_LANES(a, c) SHUF(a, c, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
+#elif VW == 8
+#define EVEN_LANES(a, c) SHUF(a, c, 0, 2, 4, 6, 8, 10, 12, 14)
+#else
+#define EVEN_LANES(a, c) SHUF(a, c, 0, 2, 4, 6)
+#endif
+
+/* In a short copy loop: stops the compiler from turning the loop into a memcpy/memset call,
+ * whose fixed cost exceeds a row of a small plane. */
+#define KEEP_LOOP() __asm__ volatile("" ::: "memory")
+
+/* d[v] = x[v * sw + b - pw] where that column exists in row xr, else 0, for v in [0, Ws)
+ * (Ws a multiple of VW with Ws - VW >= every v inside the image; xr NULL: a padding row, all
+ * zeros). Zeros and the copy go in whole vectors (stride 2: two loads and an even-lane
+ * shuffle); only a copy shorter than one vector goes lane by lane. Written out because a
+ * plain loop becomes a memcpy/memset call per row, which costs more than the row on the
+ * small planes of a mobile net. */
+static inline void pad_row(float *d, int64_t Ws, const float *xr, int64_t W, int b, int sw,
+                           int pw, const float *xend) {
+    if (!xr) {
+        for (int64_t v0 = 0; v0 < Ws; v0 += VW) stu(d + v0, (vf){0});
+        return;
+    }
+    /* v with 0 <= v * sw + b - pw < W: [lo, hi) (strides 1 and 2 without a division) */
+#define DIV_SW(a) (sw == 1 ? (a) : sw == 2 ? (a) / 2 : (a) / sw)
+    int64_t lo = pw > b ? DIV_SW(pw - b + sw - 1) : 0;
+    int64_t hi = DIV_SW(W + pw - b + sw - 1);
+#undef DIV_SW
+    if (hi > Ws) hi = Ws;
+    if (lo > hi) lo = hi;
+    const float *xs = xr + lo * sw + b - pw; /* column of v = lo */
+    float *dst = d + lo;
+    const int64_t n = hi - lo;
+    int64_t t = 0;
+    for (; t + VW <= lo; t += VW) stu(d + t, (vf){0}); /* head: [0, lo), then the copy */
+    if (t < lo) stu(d + t, (vf){0});                   /* overwrites what it spills over */
+    int64_t i = 0;
+    if (n > 0 && n < VW && sw <= 2 && xs + sw * VW <= xend) {
+        /* a row shorter than a vector: one (stride 2: two) whole loads that stay inside x;
+         * the lanes past hi are garbage until the tail zeros below overwrite them */
+        const vf a = ldu(xs);
+        stu(dst, sw == 1 ? a : EVEN_LANES(a, ldu(xs + VW)));
+        i = n;
+    }
+    if (sw == 1) {
+        for (; i + VW <= n; i += VW) {
+            stu(dst + i, ldu(xs + i));
+            KEEP_LOOP();
+        }
+        if (i < n && n >= VW) { /* the last vector moved back to end at n */
+            stu(dst + n - VW, ldu(xs + n - VW));
+            i = n;
+        }
+    } else if (sw == 2) {
+        /* the vector ending at n reads one float past the last column it keeps (column
+         * 2n - 1): allowed while that is still inside x */
+        const int64_t m = xs + 2 * n <= xend ? n : n - 1;
+        for (; i + VW <= m; i += VW) {
+            const vf a = ldu(xs + 2 * i), c = ldu(xs + 2 * i + VW);
+            stu(dst + i, EVEN_LANES(a, c));
+            KEEP_LOOP();
+        }
+        if (i < m && m >= VW) { /* the last vector moved back to end at m */
+            const vf a = ldu(xs + 2 * (m - VW)), c = ldu(xs + 2 * (m - VW) + VW);
+            stu(dst + m - VW, EVEN_LANES(a, c));
+            i = m;
+        }
+    }
+    for (; i < n; i++) {
+        dst[i] = xs[i * sw];
+        KEEP_LOOP();
+    }
+    for (t = hi; t + VW <= Ws; t += VW) stu(d + t, (vf){0}); /* tail: [hi, Ws) */
+    stu(d + Ws - VW, (vf){0}); /* starts at or past hi (see above) */
+}
+
+/* One output plane of a depthwise conv from its padded, phase-split copy `buf`: output row
+ * oy starts at buf + oy * rstride; tap t of VW consecutive outputs is one unaligned load at
+ * offset toff[t]. Outputs go in jobs of VW columns of one row, JOBS jobs at a time, so JOBS
+ * independent FMA chains overlap (one chain of ntaps dependent FMAs per vector would leave
+ * the core waiting on FMA latency). A row's last vector is moved back to end at Wo when
+ * Wo >= VW (it recomputes a few outputs of the vector before it, with the same taps in the
+ * same order, so the same values), so only planes narrower than VW store partial vectors.
+ * Each output is bias + its taps in the order t = 0, 1, ...: the job grouping does not
+ * change any result. */
+#define DW_JOBS 4
+static inline __attribute__((always_inline)) void
+dw_plane(const float *buf, int64_t rstride, const int64_t *toff, int ntaps, const float *wk,
+         float bo, int64_t Ho, int64_t Wo, float *yp) {
+    const int64_t npos = Wo >= VW ? (Wo + VW - 1) / VW : 1;
+    const int64_t njobs = Ho * npos;
+    int64_t oy = 0, pi = 0; /* the next job's row and position in the row */
+    for (int64_t j0 = 0; j0 < njobs; j0 += DW_JOBS) {
+        const float *q[DW_JOBS];
+        float *dst[DW_JOBS];
+        const int nj = njobs - j0 < DW_JOBS ? (int)(njobs - j0) : DW_JOBS;
+        for (int k = 0; k < DW_JOBS; k++) {
+            if (k < nj) {
+                int64_t ox = pi * VW;
+                if (ox + VW > Wo && Wo >= VW) ox = Wo - VW;
+                q[k] = buf + oy * rstride + ox;
+                dst[k] = yp + oy * Wo + ox;
+                if (++pi == npos) {
+                    pi = 0;
+                    oy++;
+                }
+            } else { /* past the last job: recompute job 0, store nothing */
+                q[k] = q[0];
+                dst[k] = NULL;
+            }
+        }
+        vf acc[DW_JOBS];
+        for (int k = 0; k < DW_JOBS; k++) acc[k] = (vf){0} + bo;
+        for (int t = 0; t < ntaps; t++) {
+            const vf wt = (vf){0} + wk[t];
+            const int64_t ot = toff[t];
+            for (int k = 0; k < DW_JOBS; k++) acc[k] += wt * ldu(q[k] + ot);
+        }
+        for (int k = 0; k < nj; k++) {
+            /* a whole vector also where the row is shorter, except on the plane's last row:
+             * the spill lands in the next row, which a later job of this plane rewrites */
+            if (Wo >= VW || dst[k] + VW <= yp + (Ho - 1) * Wo) {
+                stu(dst[k], acc[k]);
+            } else {
+                float tmp[VW];
+                stu(tmp, acc[k]);
+                for (int64_t i = 0; i < Wo; i++) {
+                    dst[k][i] = tmp[i];
+                    KEEP_LOOP();
+                }
+            }
+        }
+    }
+}
+
+/* 3x3, the common case: a constant tap count, so the tap loop unrolls */
+static void dw_plane9(const float *buf, int64_t rstride, const int64_t *toff, const float *wk,
+                      float bo, int64_t Ho, int64_t Wo, float *yp) {
+    dw_plane(buf, rstride, toff, 9, wk, bo, Ho, Wo, yp);
+}
+
+static void dw_plane_any(const float *buf, int64_t rstride, const int64_t *toff, int ntaps,
+                         const float *wk, float bo, int64_t Ho, int64_t Wo, float *yp) {
+    dw_plane(buf, rstride, toff, ntaps, wk, bo, Ho, Wo, yp);
+}
+
+/* y = conv2d(x, w, bias, groups = C)
  * x: (N, C, H, W); w: (C * M, 1, kh, kw) (M = depth multiplier: output channel o reads input
  * channel o / M); y: (N, C * M, Ho, Wo); bias: (C * M,) or NULL. Zero padding.
  *   y[n, o, oy, ox] = bias[o] + sum_{i, j} w[o, 0, i, j] * x[n, o / M, oy*sh - ph + i*dh,
@@ -604,7 +754,8 @@ int spk_dwconv2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int kh, 
     const int nt = nthreads(threads);
     const int64_t OC = C * M;
     const int64_t Hp = H + 2 * (int64_t)ph, Wp = W + 2 * (int64_t)pw;
-    const int64_t Wq = (Wp + sw - 1) / sw, Ws = Wq + VW; /* phase row length with slack */
+    /* phase row length: a whole number of vectors, with at least VW floats of slack */
+    const int64_t Wq = (Wp + sw - 1) / sw, Ws = (Wq + VW - 1) / VW * VW + VW;
     const int64_t plane = Hp * Ws;
     const size_t bytes = ((size_t)sw * plane * sizeof(float) + 63) / 64 * 64;
     /* tap (i, j) of output column ox reads buf[toff[i * kw + j] + ox] (+ oy * sh * Ws) */
@@ -616,6 +767,7 @@ int spk_dwconv2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int kh, 
             const int64_t c = (int64_t)j * dw;
             toff[i * kw + j] = (c % sw) * plane + (int64_t)i * dh * Ws + c / sw;
         }
+    const float *xend = x + N * C * H * W; /* no load may pass it */
     int err = 0;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -633,60 +785,19 @@ int spk_dwconv2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int kh, 
                 const float *xp = x + src * H * W;
                 for (int b = 0; b < sw; b++)
                     for (int64_t r = 0; r < Hp; r++) {
-                        float *d = buf + b * plane + r * Ws;
                         const int64_t iy = r - ph;
-                        if (iy < 0 || iy >= H) {
-                            for (int64_t v = 0; v < Ws; v++) d[v] = 0.0f;
-                            continue;
-                        }
-                        const float *xr = xp + iy * W;
-                        /* v with 0 <= v * sw + b - pw < W: [lo, hi) */
-                        int64_t lo = pw > b ? (pw - b + sw - 1) / sw : 0;
-                        int64_t hi = (W + pw - b + sw - 1) / sw;
-                        if (hi > Ws) hi = Ws;
-                        if (lo > hi) lo = hi;
-                        for (int64_t v = 0; v < lo; v++) d[v] = 0.0f;
-                        const float *xs = xr + lo * sw + b - pw;
-                        if (sw == 1) /* plain loops: rows are short, libc calls cost more */
-                            for (int64_t v = lo; v < hi; v++) d[v] = xs[v - lo];
-                        else
-                            for (int64_t v = lo; v < hi; v++) d[v] = xs[(v - lo) * sw];
-                        for (int64_t v = hi; v < Ws; v++) d[v] = 0.0f;
+                        pad_row(buf + b * plane + r * Ws, Ws,
+                                iy < 0 || iy >= H ? NULL : xp + iy * W, W, b, sw, pw, xend);
                     }
                 filled = src;
             }
             const float *wk = w + o * kh * kw;
             const float bo = bias ? bias[o] : 0.0f;
-            vf w9[9];
-            int64_t o9[9];
-            if (ntaps == 9)
-                for (int t = 0; t < 9; t++) {
-                    w9[t] = (vf){0} + wk[t];
-                    o9[t] = toff[t];
-                }
             float *yp = y + pl * Ho * Wo;
-            for (int64_t oy = 0; oy < Ho; oy++) {
-                float *yr = yp + oy * Wo;
-                const float *base = buf + oy * sh * Ws;
-                for (int64_t ox = 0; ox < Wo; ox += VW) {
-                    vf acc = (vf){0} + bo;
-                    if (ntaps == 9) { /* 3x3, the common case: weights and offsets in registers */
-                        const float *q = base + ox;
-                        acc += w9[0] * ldu(q + o9[0]) + w9[1] * ldu(q + o9[1]) + w9[2] * ldu(q + o9[2]);
-                        acc += w9[3] * ldu(q + o9[3]) + w9[4] * ldu(q + o9[4]) + w9[5] * ldu(q + o9[5]);
-                        acc += w9[6] * ldu(q + o9[6]) + w9[7] * ldu(q + o9[7]) + w9[8] * ldu(q + o9[8]);
-                    } else {
-                        for (int t = 0; t < ntaps; t++) acc += wk[t] * ldu(base + toff[t] + ox);
-                    }
-                    if (ox + VW <= Wo) {
-                        stu(yr + ox, acc);
-                    } else {
-                        float t[VW];
-                        stu(t, acc);
-                        for (int64_t k = 0; k < Wo - ox; k++) yr[ox + k] = t[k];
-                    }
-                }
-            }
+            if (ntaps == 9)
+                dw_plane9(buf, sh * Ws, toff, wk, bo, Ho, Wo, yp);
+            else
+                dw_plane_any(buf, sh * Ws, toff, ntaps, wk, bo, Ho, Wo, yp);
         }
         free(buf);
     }
