@@ -242,6 +242,46 @@ def loadavg() -> list[float] | None:
         return None
 
 
+class CpuSnapshot(NamedTuple):
+    """Machine-wide busy CPU seconds, this process's CPU seconds and the wall clock, at once."""
+
+    machine_busy_s: float
+    own_s: float
+    wall_s: float
+
+
+def cpu_snapshot() -> CpuSnapshot | None:
+    """Now, from ``/proc/stat`` (busy = user + nice + system + irq + softirq + steal: the
+    hypervisor's steal is work this machine did not get) and ``os.times()`` (all threads of
+    this process and its waited-for children); None where there is no ``/proc/stat``."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    ticks = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7]
+    t = os.times()  # children: the ones waited for (a compiler this process ran, say)
+    own = t.user + t.system + t.children_user + t.children_system
+    return CpuSnapshot(busy / os.sysconf("SC_CLK_TCK"), own, time.monotonic())
+
+
+def others_busy_cores(start: CpuSnapshot | None, end: CpuSnapshot | None) -> float | None:
+    """Cores kept busy on average by everything but this process between two snapshots:
+    (machine busy seconds - this process's CPU seconds) / wall seconds, >= 0.
+
+    Unlike the load average, this does not count the benchmark's own threads, so a quiet
+    machine reads ~0 however many threads the benchmark runs (resolution: one clock tick,
+    10 ms, per snapshot). None where either snapshot is.
+    """
+    if start is None or end is None or end.wall_s <= start.wall_s:
+        return None
+    other = (end.machine_busy_s - start.machine_busy_s) - (end.own_s - start.own_s)
+    return max(0.0, other) / (end.wall_s - start.wall_s)
+
+
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo, else platform.processor()."""
     try:

@@ -83,3 +83,35 @@ def test_measure_latency_names_and_units() -> None:
     ms = measure_latency(models, torch.randn(4, 64), repeats=3, warmup=1)
     assert list(ms) == ["before", "after"] and all(v > 0 for v in ms.values())
     assert not models["before"].training  # timed in eval mode (dropout off)
+
+
+def test_others_busy_cores_counts_a_busy_child_and_not_this_process() -> None:
+    """A spinning child is another process: about one core. Our own spinning is not counted
+    (that is what separates this from the load average); the tolerance leaves room for
+    whatever else the CI machine runs."""
+    import subprocess
+    import sys
+    import time
+
+    from sparsify.timing import CpuSnapshot, cpu_snapshot, others_busy_cores
+
+    if cpu_snapshot() is None:
+        pytest.skip("no /proc/stat here")
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 2.0: pass"
+    child = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        time.sleep(0.3)  # past the interpreter's start
+        a = cpu_snapshot()
+        time.sleep(1.0)
+        b = cpu_snapshot()
+    finally:
+        child.wait()
+    assert 0.5 <= others_busy_cores(a, b) <= 2.5
+    a = cpu_snapshot()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 0.6:
+        pass
+    mine = others_busy_cores(a, cpu_snapshot())
+    assert mine is not None and mine >= 0.0
+    assert others_busy_cores(None, a) is None
+    assert others_busy_cores(a, CpuSnapshot(a.machine_busy_s, a.own_s, a.wall_s)) is None
