@@ -115,7 +115,8 @@ def _aligned_empty(n: int, dtype: type, align: int = SCRATCH_ALIGN) -> np.ndarra
 
     numpy only promises 16 bytes; the kernels read the packed activation in whole vectors at
     multiples of the tile width, so a scratch that starts 16 bytes off a cache line splits
-    every one of those loads across two lines (measured: 1.2-1.6x slower products).
+    every one of those loads across two lines (measured: 1.07-1.46x slower products;
+    results/probes/2026-12-03-night/).
     """
     itemsize = np.dtype(dtype).itemsize
     raw = np.empty(n * itemsize + align, dtype=np.uint8)
