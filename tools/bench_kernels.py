@@ -42,6 +42,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import datetime as dt
+import math
 import shlex
 import statistics
 import sys
@@ -410,6 +411,10 @@ def main(argv: list[str] | None = None) -> int:
         "average, from /proc/stat) mark the run noisy",
     )
     args = ap.parse_args(argv)
+    for flag in ("max_load", "max_other"):
+        v = getattr(args, flag)
+        if not (math.isfinite(v) and v >= 0):
+            ap.error(f"--{flag.replace('_', '-')} must be a finite number >= 0; got {v!r}")
     if not K.available():
         print(f"sparsify.kernels unavailable: {K.info()}", file=sys.stderr)
         return 2
