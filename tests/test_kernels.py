@@ -191,6 +191,13 @@ CONV_CASES = [
     (5, 2, (7, 7), 23, 21, 2, 3, 1, 1),  # resnet stem shape
     (1, 1, (3, 3), 3, 3, 1, 0, 1, 3),  # one output pixel
     (33, 17, (3, 3), 6, 5, 1, 1, 1, 1),
+    # 1x1, stride 1, no padding: x read in place; planes a whole number of 16-float vectors
+    # (8x16), with a last tile past the plane's end (14x14 = 196, 17x19 = 323: tiles of 128,
+    # 64 and 16 floats, the last one copied), and smaller than one vector (2x3)
+    (12, 20, (1, 1), 8, 16, 1, 0, 1, 2),
+    (12, 20, (1, 1), 14, 14, 1, 0, 1, 3),
+    (40, 24, (1, 1), 17, 19, 1, 0, 1, 1),
+    (7, 6, (1, 1), 2, 3, 1, 0, 1, 2),
 ]
 
 
@@ -490,6 +497,99 @@ def test_bad_arguments_are_one_line_errors(call, message):
     assert "\n" not in str(err.value)
 
 
+CLAMPS = [(0.0, float("inf")), (0.0, 6.0), (-0.5, 0.25)]  # ReLU, ReLU6, a Hardtanh
+
+
+@pytest.mark.parametrize("clamp", CLAMPS)
+def test_fused_clamp_is_the_clip_of_the_unfused_result_and_keeps_nan(clamp):
+    """Every kernel's ``clamp`` returns exactly np.clip of what it returns without one (the
+    same sums, clamped in registers), NaN included, at batch 1 and above and on 1-2 threads."""
+    rng = np.random.default_rng(3)
+    lo, hi = clamp
+    w2 = _weight(rng, (37, 50), 0.3)
+    w4 = _weight(rng, (9, 5, 3, 3), 0.3)
+    w1 = _weight(rng, (11, 6, 1, 1), 0.5)
+    wd = rng.standard_normal((8, 1, 3, 3)).astype(np.float32)
+    b37, b9, b11, b8 = (rng.standard_normal(n).astype(np.float32) for n in (37, 9, 11, 8))
+    xs = {n: rng.standard_normal((n, 50)).astype(np.float32) for n in (1, 5, 40)}
+    xs[5][2, 7] = np.nan  # a NaN in: NaNs out, kept by the clamp
+    img = rng.standard_normal((2, 5, 9, 8)).astype(np.float32)
+    img1 = rng.standard_normal((3, 6, 14, 14)).astype(np.float32)
+    img1[1, 2, 3, 4] = np.nan
+    imgd = rng.standard_normal((2, 8, 10, 7)).astype(np.float32)
+    calls = []
+    for layout in ("csr", "auto"):
+        sw = K.pack(w2, layout)
+        for x in xs.values():
+            calls.append(lambda c, t, sw=sw, x=x: K.spmm(sw, x, bias=b37, clamp=c, threads=t))
+            calls.append(lambda c, t, sw=sw, x=x: K.spmm_t(sw, x.T, bias=b37, clamp=c, threads=t))
+    for sw, x, s, p in ((K.pack(w4), img, 2, 1), (K.pack(w1), img1, 1, 0)):
+        b = b9 if sw.shape[0] == 9 else b11
+        calls.append(
+            lambda c, t, sw=sw, x=x, s=s, p=p, b=b: K.sparse_conv2d(
+                sw, x, s, p, bias=b, clamp=c, threads=t
+            )
+        )
+    calls.append(lambda c, t: K.depthwise_conv2d(imgd, wd, b8, 1, 1, clamp=c, threads=t))
+    for call in calls:
+        plain = call(None, 1)
+        want = np.clip(plain, lo, hi)
+        for t in (1, 2):
+            np.testing.assert_array_equal(call(clamp, t), want)
+        assert np.isnan(want).sum() == np.isnan(plain).sum()
+
+
+def test_fused_clamp_without_the_kernels(monkeypatch):
+    rng = np.random.default_rng(4)
+    w2, x = _weight(rng, (6, 9), 0.5), rng.standard_normal((3, 9)).astype(np.float32)
+    w4 = _weight(rng, (4, 3, 3, 3), 0.5)
+    img = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    wd = rng.standard_normal((3, 1, 3, 3)).astype(np.float32)
+    with_c = [
+        K.spmm(K.pack(w2), x, clamp=(0, 6)),
+        K.sparse_conv2d(K.pack(w4), img, 1, 1, clamp=(0, 6)),
+        K.depthwise_conv2d(img, wd, None, 1, 1, clamp=(0, 6)),
+    ]
+    monkeypatch.setenv("SPARSIFY_KERNELS", "off")
+    assert not K.available()
+    without = [
+        K.spmm(K.pack(w2), x, clamp=(0, 6)),
+        K.sparse_conv2d(K.pack(w4), img, 1, 1, clamp=(0, 6)),
+        K.depthwise_conv2d(img, wd, None, 1, 1, clamp=(0, 6)),
+    ]
+    for a, b in zip(with_c, without, strict=True):
+        assert a.min() >= 0 and a.max() <= 6
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "clamp, match",
+    [((1.0, 0.0), "lo <= hi"), ((float("nan"), 1.0), "lo <= hi"), ((0.0,), "pair"), ("ab", "pair")],
+)
+def test_a_bad_clamp_is_refused_in_one_line(clamp, match):
+    sw = K.pack(np.eye(3, dtype=np.float32))
+    with pytest.raises(SparsifyError, match=match):
+        K.spmm(sw, np.ones((2, 3), np.float32), clamp=clamp)
+
+
+def test_sparse_conv2d_into_on_torch_buffers_matches_sparse_conv2d():
+    rng = np.random.default_rng(6)
+    for oc, ic, k, h, w_, s, p in ((9, 4, 3, 11, 10, 2, 1), (12, 20, 1, 14, 14, 1, 0)):
+        wt = _weight(rng, (oc, ic, k, k), 0.3)
+        sw = K.pack(wt)
+        x = torch.randn(2, ic, h, w_)
+        b = torch.randn(oc)
+        act = np.array([0.0, 1.0], np.float32)
+        geometry = K._conv_geometry(sw, tuple(x.shape), s, p, 1)
+        y = torch.empty(2, oc, geometry[3], geometry[4])
+        assert K.sparse_conv2d_into(
+            sw, x.data_ptr(), tuple(x.shape), y.data_ptr(), b.data_ptr(), geometry, 1,
+            act.ctypes.data,
+        )  # fmt: skip
+        want = K.sparse_conv2d(sw, x.numpy(), s, p, bias=b.numpy(), clamp=(0, 1), threads=1)
+        np.testing.assert_array_equal(y.numpy(), want)
+
+
 def test_conv_argument_errors():
     sw = K.pack(np.ones((2, 3, 3, 3), np.float32))
     with pytest.raises(SparsifyError, match="shape \\(N, 3, H, W\\)"):
@@ -556,6 +656,13 @@ for c, m, h, w, s, p in itertools.product(
         torch.from_numpy(x).double(), torch.from_numpy(wt).double(), None, s, p, groups=c
     ).numpy()
     assert np.allclose(y, ref, atol=1e-4), (c, m, h, w, s, p)
+for c, h, w, n in ((3, 7, 7, 1), (5, 14, 14, 2), (2, 2, 3, 1), (4, 8, 16, 1), (6, 17, 19, 2)):
+    # 1x1, stride 1, no padding: read in place, the last tile's columns copied
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = np.where(rng.random((9, c, 1, 1)) < 0.5, 1.0, 0.0).astype(np.float32)
+    y = K.sparse_conv2d(K.pack(wt), x, clamp=(0, 1), threads=2, _flags=flags)
+    ref = np.clip(np.einsum("oc,nchw->nohw", wt[:, :, 0, 0], x), 0, 1)
+    assert np.allclose(y, ref, atol=1e-4), (c, h, w, n)
 for rows, cols, batch in ((5, 7, 1), (33, 40, 3), (16, 300, 17)):
     wd = np.where(rng.random((rows, cols)) < 0.3, 1.0, 0.0).astype(np.float32)
     x = rng.standard_normal((batch, cols)).astype(np.float32)

@@ -75,6 +75,7 @@ import torch
 from torch import nn
 
 from sparsify.accel.fold import fold_batchnorm_
+from sparsify.accel.fuse import activation_pairs, fuse_activations_, unfuse_
 from sparsify.accel.layers import (
     KERNELS,
     SPK_KERNELS,
@@ -185,6 +186,7 @@ class InferenceReport:
     unavailable: dict[str, str] = field(default_factory=dict)
     whole: str = "not timed"
     folded: list[str] = field(default_factory=list)  # "conv <- batch norm" folded into it
+    fused: list[str] = field(default_factory=list)  # "layer <- activation" fused into it
 
     @property
     def converted(self) -> list[LayerDecision]:
@@ -201,6 +203,7 @@ class InferenceReport:
             "unavailable": dict(self.unavailable),
             "whole": self.whole,
             "folded": list(self.folded),
+            "fused": list(self.fused),
         }
 
     def summary(self) -> str:
@@ -214,6 +217,11 @@ class InferenceReport:
             lines.append(
                 f"  {len(self.folded)} BatchNorm2d folded into the conv before them "
                 f"({', '.join(self.folded[:3])}{', ...' if len(self.folded) > 3 else ''})"
+            )
+        if self.fused:
+            lines.append(
+                f"  {len(self.fused)} activation(s) fused into the converted layer before them "
+                f"({', '.join(self.fused[:3])}{', ...' if len(self.fused) > 3 else ''})"
             )
         for k, why in self.unavailable.items():
             lines.append(f"  kernel {k} not offered: {why}")
@@ -631,6 +639,7 @@ def sparsify_inference_(
     verify: bool = True,
     overhead_flops: float | None = None,
     fold_batchnorm: bool = True,
+    fuse_activations: bool = True,
 ) -> InferenceReport:
     """Replace, in place, each Linear/Conv2d of ``model`` by a sparse layer where that is faster.
 
@@ -669,6 +678,11 @@ def sparsify_inference_(
             (:func:`~sparsify.accel.fold.fold_batchnorm_`; same zeros, one pass less; the
             batch norm becomes ``nn.Identity``);
             ``report.folded`` lists the pairs. The output check compares with the unfolded model.
+        fuse_activations: last, fuse each ReLU/ReLU6/Hardtanh whose only input is a converted
+            layer's output (read by nothing else) into that layer, if it runs on the C
+            kernels (:mod:`~sparsify.accel.fuse`; the activation becomes ``nn.Identity``);
+            ``report.fused`` lists the pairs. With ``verify`` the fused model is checked
+            again, and unfused if it fails.
 
     Returns:
         An :class:`InferenceReport` with one :class:`LayerDecision` per listed layer, in
@@ -734,6 +748,8 @@ def sparsify_inference_(
         }
         batch = int(batch_size)
     folded = [f"{c} <- {b}" for c, b in fold_batchnorm_(model)] if fold_batchnorm else []
+    # found on the unconverted model: torch.fx traces its own layers, not the sparse ones
+    act_pairs = activation_pairs(model, {n for n, _ in layers}) if fuse_activations else []
     rules = _parent_reads(model, example_input is not None)
     decisions: dict[str, LayerDecision] = {}
     originals: dict[str, nn.Module] = {}  # name -> the dense module, to revert to
@@ -782,7 +798,28 @@ def sparsify_inference_(
         report.check = "not checked: no example_input to run"
     else:
         report.check = "not checked: verify=False"
+    if act_pairs and sparse and (check is None or report.check.startswith("ok")):
+        report.fused = _fuse_checked(model, act_pairs, check, sparse, report)
     return report
+
+
+def _fuse_checked(
+    model: nn.Module,
+    pairs: list[tuple[str, str]],
+    check: _OutputCheck | None,
+    sparse: dict[str, nn.Module],
+    report: InferenceReport,
+) -> list[str]:
+    """Fuse the activations of ``pairs`` into the converted layers; with a ``check``, run it
+    again and undo the fusion if the output no longer passes (noted in ``report.check``)."""
+    fused = fuse_activations_(model, pairs)
+    if fused and check is not None:
+        why, _ = check(model, sparse)
+        if why:
+            unfuse_(model, fused)
+            report.check += f"; activations left unfused: with them fused {why}"
+            return []
+    return [f"{a} <- {b}" for a, b, _ in fused]
 
 
 def _time_whole(

@@ -40,6 +40,11 @@ depthwise Conv2d is held as the block-diagonal CSR matrix over all of unfold's r
 nnz as its weight). Each layer still answers ``.weight`` (the dense view, made on read) and a
 conv's ``in_channels``/``out_channels``/``groups``, for parents that read them instead of
 calling the layer.
+
+A layer that computes on the C kernels (``spk``, ``spk_csr``, ``spk_depthwise``) can also
+take the activation after it (:mod:`sparsify.accel.fuse`): ``clamp = (lo, hi)`` applies
+``min(max(y, lo), hi)`` (ReLU, ReLU6, Hardtanh) while the output is still in registers;
+every other path of the layer applies it with ``torch.clamp``.
 """
 
 from __future__ import annotations
@@ -145,7 +150,27 @@ def _outside_inference_mode(init: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-class _SparseBase(nn.Module):
+class _Activated:
+    """A fused activation ``clamp = (lo, hi)`` (or None): ``y -> min(max(y, lo), hi)``."""
+
+    clamp: tuple[float, float] | None = None
+    _act: np.ndarray | None = None  # the two float32 the C kernels read
+
+    def fuse_clamp_(self, clamp: tuple[float, float] | None) -> None:
+        """From now on return ``min(max(y, lo), hi)`` (NaN kept) of what the layer computed;
+        None: the plain output again."""
+        self._act = spk._act(clamp, f"{type(self).__name__}.fuse_clamp_")
+        self.clamp = None if clamp is None else (float(clamp[0]), float(clamp[1]))
+
+    def _act_addr(self) -> int | None:
+        return None if self._act is None else spk._ptr(self._act)
+
+    def _activate(self, y: torch.Tensor) -> torch.Tensor:
+        """The activation on a path that did not fuse it (torch.clamp keeps NaN too)."""
+        return y if self.clamp is None else torch.clamp(y, *self.clamp)
+
+
+class _SparseBase(_Activated, nn.Module):
     """The weight as CSR (torch or scipy, per kernel) and the bias; no dense copy."""
 
     def _init_weight(
@@ -342,7 +367,7 @@ class SparseLinear(_SparseBase):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)  # (B, in)
         if self.weight_compact is not None:
-            return self._compact(x2).reshape(*lead, self.out_features)
+            return self._activate(self._compact(x2)).reshape(*lead, self.out_features)
         if self.weight_spk is not None:
             if self._spk_ok(x2):
                 # torch's (B, in) row-major activation is what spmm reads: no transposes;
@@ -357,6 +382,7 @@ class SparseLinear(_SparseBase):
                     y.data_ptr(),
                     None if bias is None else bias.data_ptr(),
                     torch.get_num_threads(),
+                    self._act_addr(),
                 ):
                     return y.reshape(*lead, self.out_features)
             self._spk_grad_path()
@@ -364,7 +390,7 @@ class SparseLinear(_SparseBase):
         y = self._matmul_t(x2.t().contiguous()).t()  # (B, out)
         if self.bias is not None:
             y = y + self.bias
-        return y.reshape(*lead, self.out_features)
+        return self._activate(y).reshape(*lead, self.out_features)
 
     def _compact(self, x2: torch.Tensor) -> torch.Tensor:
         """y = bias; y[:, R] = x[:, C] @ W[R][:, C]^T + b[R]  (B, out)."""
@@ -382,6 +408,7 @@ class SparseLinear(_SparseBase):
     def extra_repr(self) -> str:
         return (
             f"in={self.in_features}, out={self.out_features}, nnz={self.nnz}, kernel={self.kernel}"
+            + (f", clamp={self.clamp}" if self.clamp else "")
         )
 
 
@@ -432,19 +459,26 @@ class SparseConv2d(_SparseBase):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
         if self.weight_compact is not None:
-            return self._compact_conv(x)
+            return self._activate(self._compact_conv(x))
         if self.weight_spk is not None:
-            if self._spk_ok(x):
-                y = spk.sparse_conv2d(
+            if self._spk_ok(x) and x.dim() == 4:
+                # raw addresses and a geometry checked once per shape: the checked
+                # kernels.sparse_conv2d costs ~15 us a call, a small conv's whole work
+                x = x.detach().contiguous()
+                geometry = self._geometry(tuple(x.shape))
+                y = torch.empty(x.shape[0], self.out_features, geometry[3], geometry[4])
+                bias = self._parameters.get("bias")
+                if spk.sparse_conv2d_into(
                     self.weight_spk,
-                    x.detach().numpy(),
-                    self.stride,
-                    self.padding,
-                    self.dilation,
-                    bias=self._spk_bias(),
-                    threads=torch.get_num_threads(),
-                )
-                return torch.from_numpy(y)
+                    x.data_ptr(),
+                    tuple(x.shape),
+                    y.data_ptr(),
+                    None if bias is None else bias.data_ptr(),
+                    geometry,
+                    torch.get_num_threads(),
+                    self._act_addr(),
+                ):
+                    return y
             self._spk_grad_path()
         b, _, h, w = x.shape
         kh, kw = self.kernel_size
@@ -458,7 +492,17 @@ class SparseConv2d(_SparseBase):
         y = y.reshape(self.out_features, b, ho * wo).transpose(0, 1)  # (B, out, L)
         if self.bias is not None:
             y = y + self.bias[:, None]
-        return y.reshape(b, self.out_features, ho, wo)
+        return self._activate(y.reshape(b, self.out_features, ho, wo))
+
+    def _geometry(self, x_shape: tuple[int, ...]) -> tuple:
+        """The checked kernel geometry for this input shape, computed once per shape."""
+        cached = self.__dict__.get("_conv_cache")
+        if cached is None or cached[0] != x_shape:
+            geometry = spk._conv_geometry(
+                self.weight_spk, x_shape, self.stride, self.padding, self.dilation
+            )
+            self.__dict__["_conv_cache"] = cached = (x_shape, geometry)
+        return cached[1]
 
     def _compact_conv(self, x: torch.Tensor) -> torch.Tensor:
         bc = None if self.bias is None else self.bias[self.rows]
@@ -476,7 +520,7 @@ class SparseConv2d(_SparseBase):
         return (
             f"in={self.in_features}, out={self.out_features}, kernel_size={self.kernel_size}, "
             f"stride={self.stride}, padding={self.padding}, groups={self.groups}, nnz={self.nnz}, "
-            f"kernel={self.kernel}"
+            f"kernel={self.kernel}" + (f", clamp={self.clamp}" if self.clamp else "")
         )
 
 
@@ -502,7 +546,7 @@ def is_depthwise(module: nn.Module) -> bool:
     )
 
 
-class DepthwiseConv2d(nn.Conv2d):
+class DepthwiseConv2d(_Activated, nn.Conv2d):
     """A dense depthwise Conv2d computed by ``kernels.depthwise_conv2d`` (a stencil with the
     sums in registers, no im2col) instead of torch's convolution; the same parameters (the
     very tensors of the conv it replaces) and output, within fp32 rounding.
@@ -528,6 +572,9 @@ class DepthwiseConv2d(nn.Conv2d):
                 setattr(new, k, v)
         new.weight, new.bias = conv.weight, conv.bias
         return new
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (f", clamp={self.clamp}" if self.clamp else "")
 
     def _geometry(self, x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> tuple:
         """The checked geometry for these shapes, computed once per input shape (hot path)."""
@@ -564,9 +611,11 @@ class DepthwiseConv2d(nn.Conv2d):
                 y.data_ptr(),
                 geometry,
                 torch.get_num_threads(),
+                self._act_addr(),
             ):
                 return y
-        return F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
+        y = F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
+        return self._activate(y)
 
 
 def make_sparse(module: nn.Module, kernel: str, rhs_cols: int | None = None) -> nn.Module:

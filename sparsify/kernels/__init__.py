@@ -23,6 +23,10 @@ Contracts:
   bitwise identical for any thread count. A process forked after this one ran a
   multi-threaded call runs the kernels built without OpenMP, on one thread (GNU OpenMP would
   hang in the child); the "spawn" start method keeps all cores in children.
+- Fused activation: ``spmm``, ``spmm_t``, ``sparse_conv2d`` and ``depthwise_conv2d`` take
+  ``clamp=(lo, hi)``: ``y = min(max(y, lo), hi)`` after the bias, on each output while it is
+  still in registers (ReLU ``(0, inf)``, ReLU6 ``(0, 6)``), NaN kept as torch keeps it; the
+  result is exactly ``np.clip`` of the unclamped one, without a second pass over y.
 - Inputs are taken as float32 C-contiguous (converted with a copy otherwise); ``out`` if
   given must already be float32, C-contiguous and of the result's shape.
 - Depthwise convolutions (``groups == in_channels``) are dense stencils, 1-9 weights per
@@ -59,6 +63,7 @@ __all__ = [
     "info",
     "pack",
     "sparse_conv2d",
+    "sparse_conv2d_into",
     "spmm",
     "spmm_into",
     "spmm_t",
@@ -210,6 +215,34 @@ def _bias(bias: Any, n: int) -> np.ndarray | None:
     return b
 
 
+def _act(clamp: Any, who: str) -> np.ndarray | None:
+    """The fused activation ``clamp = (lo, hi)`` as the C side reads it (two float32), or None.
+
+    ``y = min(max(y, lo), hi)`` after the bias, NaN kept: ReLU is ``(0, inf)``, ReLU6
+    ``(0, 6)``, Hardtanh ``(min_val, max_val)``."""
+    if clamp is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in clamp)
+    except (TypeError, ValueError):
+        raise SparsifyError(
+            f"The 'clamp' parameter of {who} must be None or a pair (lo, hi) of floats, e.g. "
+            f"(0, inf) for ReLU. Got {clamp!r} instead."
+        ) from None
+    if not lo <= hi:  # also refuses NaN
+        raise SparsifyError(
+            f"The 'clamp' parameter of {who} must have lo <= hi (neither NaN). Got {clamp!r} instead."
+        )
+    return np.array([lo, hi], dtype=np.float32)
+
+
+def _clip_(y: np.ndarray, act: np.ndarray | None) -> np.ndarray:
+    """The fallback paths' fused activation (np.clip keeps NaN, as the C side does)."""
+    if act is not None:
+        np.clip(y, act[0], act[1], out=y)
+    return y
+
+
 def _ptr(a: np.ndarray | None) -> int | None:
     """The data address of ``a`` (None for None); cheaper than ``a.ctypes.data``."""
     return None if a is None else a.__array_interface__["data"][0]
@@ -229,6 +262,7 @@ def spmm(
     out: np.ndarray | None = None,
     *,
     bias: Any = None,
+    clamp: tuple[float, float] | None = None,
     threads: int | None = None,
     tile_vectors: int | None = None,
     _flags: tuple[str, ...] | None = None,
@@ -240,6 +274,8 @@ def spmm(
         x: (batch, cols) activations, row-major as torch and onnxruntime hold them.
         out: optional result buffer (float32, C-contiguous, (batch, rows)).
         bias: optional (rows,) added to every row of the result.
+        clamp: optional fused activation ``(lo, hi)``: ``y = min(max(y, lo), hi)`` after the
+            bias, NaN kept (ReLU ``(0, inf)``, ReLU6 ``(0, 6)``), in the same pass.
         threads: OpenMP threads (None: all cores).
         tile_vectors: output tile width in vectors (1, 2, 4, 8; None: 64 floats); a tuning
             knob.
@@ -254,6 +290,7 @@ def spmm(
     batch = xa.shape[0]
     y = _check_out(out, (batch, rows))
     b = _bias(bias, rows)
+    act = _act(clamp, "spmm")
     lib = _lib(_flags)
     if batch == 0 or rows == 0:
         return y
@@ -262,18 +299,18 @@ def spmm(
         if b is not None:
             res = res + b
         y[...] = res
-        return y
+        return _clip_(y, act)
     if batch == 1:
         rc = lib.lib.spk_spmv(
-            rows, cols, sw.panel, sw.nkb, *_weight_ptrs(sw), _ptr(xa), _ptr(y), _ptr(b), nt,
+            rows, cols, sw.panel, sw.nkb, *_weight_ptrs(sw), _ptr(xa), _ptr(y), _ptr(b), _ptr(act), nt,
         )  # fmt: skip
     else:
         vw = lib.vector_width
         bpad = -(-batch // vw) * vw
         xt = _buffer("xt", cols * bpad, np.float32)
         rc = lib.lib.spk_spmm(
-            rows, cols, sw.panel, sw.nkb, *_weight_ptrs(sw), _ptr(xa), batch, _ptr(y), _ptr(b), _ptr(xt),
-            tile_vectors or _default_nv(lib), nt,
+            rows, cols, sw.panel, sw.nkb, *_weight_ptrs(sw), _ptr(xa), batch, _ptr(y), _ptr(b), _ptr(act),
+            _ptr(xt), tile_vectors or _default_nv(lib), nt,
         )  # fmt: skip
     if rc != 0:
         raise MemoryError(f"sparsify.kernels: spmm failed with code {rc} (out of memory)")
@@ -281,13 +318,20 @@ def spmm(
 
 
 def spmm_into(
-    sw: SparseWeight, x_addr: int, batch: int, y_addr: int, bias_addr: int | None, threads: int
+    sw: SparseWeight,
+    x_addr: int,
+    batch: int,
+    y_addr: int,
+    bias_addr: int | None,
+    threads: int,
+    act_addr: int | None = None,
 ) -> bool:
     """``spmm`` on raw addresses, for callers that own the buffers (a torch layer's tensors).
 
     Contract: ``x_addr`` points to ``batch * cols`` float32 (row-major (batch, cols)),
     ``y_addr`` to ``batch * rows`` writable float32, ``bias_addr`` to ``rows`` float32 or is
-    None; all C-contiguous and alive for the call; ``threads`` >= 1; ``sw`` a checked
+    None; ``act_addr`` to the two float32 of a fused activation (see :func:`_act`) or None;
+    all C-contiguous and alive for the call; ``threads`` >= 1; ``sw`` a checked
     ``SparseWeight`` (from :func:`pack`). Nothing is validated here: the per-call checks and
     array conversions of :func:`spmm` cost more than a small layer's arithmetic (about 40 us
     against 5 us on a 100x300 layer at batch 1). Returns False, having computed nothing, when
@@ -302,14 +346,14 @@ def spmm_into(
     wp, ip, vp = _weight_ptrs(sw)
     if batch == 1:
         rc = lib.lib.spk_spmv(
-            rows, cols, sw.panel, sw.nkb, wp, ip, vp, x_addr, y_addr, bias_addr, threads
+            rows, cols, sw.panel, sw.nkb, wp, ip, vp, x_addr, y_addr, bias_addr, act_addr, threads
         )
     else:
         vw = lib.vector_width
         xt = _buffer("xt", cols * (-(-batch // vw) * vw), np.float32)
         rc = lib.lib.spk_spmm(
-            rows, cols, sw.panel, sw.nkb, wp, ip, vp, x_addr, batch, y_addr, bias_addr, _ptr(xt),
-            _default_nv(lib), threads,
+            rows, cols, sw.panel, sw.nkb, wp, ip, vp, x_addr, batch, y_addr, bias_addr, act_addr,
+            _ptr(xt), _default_nv(lib), threads,
         )  # fmt: skip
     if rc != 0:
         raise MemoryError(f"sparsify.kernels: spmm failed with code {rc} (out of memory)")
@@ -322,6 +366,7 @@ def spmm_t(
     out: np.ndarray | None = None,
     *,
     bias: Any = None,
+    clamp: tuple[float, float] | None = None,
     threads: int | None = None,
     tile_vectors: int | None = None,
     _flags: tuple[str, ...] | None = None,
@@ -339,16 +384,17 @@ def spmm_t(
     batch = xa.shape[1]
     y = _check_out(out, (rows, batch))
     b = _bias(bias, rows)
+    act = _act(clamp, "spmm_t")
     lib = _lib(_flags)
     if batch == 0 or rows == 0:
         return y
     if lib is None:
         res = np.asarray(sw.to_scipy() @ xa)
         y[...] = res if b is None else res + b[:, None]
-        return y
+        return _clip_(y, act)
     if batch == 1:  # (cols, 1) and (rows, 1) are plain vectors
         rc = lib.lib.spk_spmv(
-            rows, cols, sw.panel, sw.nkb, *_weight_ptrs(sw), _ptr(xa), _ptr(y), _ptr(b), nt,
+            rows, cols, sw.panel, sw.nkb, *_weight_ptrs(sw), _ptr(xa), _ptr(y), _ptr(b), _ptr(act), nt,
         )  # fmt: skip
         if rc != 0:
             raise MemoryError(f"sparsify.kernels: spmm_t failed with code {rc}")
@@ -357,7 +403,7 @@ def spmm_t(
     scratch = _buffer("xt", cols * (-(-batch // vw) * vw), np.float32)
     rc = lib.lib.spk_spmm_t(
         rows, cols, sw.panel, sw.nkb, *_weight_ptrs(sw), _ptr(xa), batch, _ptr(y), _ptr(b),
-        _ptr(scratch), tile_vectors or _default_nv(lib), nt,
+        _ptr(act), _ptr(scratch), tile_vectors or _default_nv(lib), nt,
     )  # fmt: skip
     if rc != 0:
         raise MemoryError(f"sparsify.kernels: spmm_t failed with code {rc} (out of memory)")
@@ -423,6 +469,7 @@ def sparse_conv2d(
     dilation: int | tuple[int, int] = 1,
     *,
     bias: Any = None,
+    clamp: tuple[float, float] | None = None,
     out: np.ndarray | None = None,
     threads: int | None = None,
     tile_vectors: int | None = None,
@@ -434,12 +481,12 @@ def sparse_conv2d(
         sw: a weight packed from a 4-D (OC, IC, kh, kw) array.
         x: (N, IC, H, W) input (NCHW, as torch and onnxruntime hold it).
         stride, padding, dilation: ints or (h, w) pairs (zero padding).
-        bias, out, threads, tile_vectors: as in ``spmm``; out is (N, OC, Ho, Wo).
+        bias, clamp, out, threads, tile_vectors: as in ``spmm``; out is (N, OC, Ho, Wo).
 
     No im2col: each nonzero (oc, ic, i, j) adds its value times a shifted run of the
     (padded, stride-phase-split) input plane ic to a run of output row oc; 1x1 convolutions
-    are the matrix product on the (C, H*W) layout. Depthwise/grouped convolutions are not
-    supported (keep them dense).
+    are the matrix product on the (C, H*W) layout, and with stride 1 and no padding read x
+    in place (no copy). Depthwise/grouped convolutions are not supported (keep them dense).
     """
     if not isinstance(sw, SparseWeight) or sw.kernel_size is None:
         raise SparsifyError(
@@ -447,49 +494,118 @@ def sparse_conv2d(
         )
     sw.ensure_checked()
     nt = _threads(threads)
+    xa = _f32("x", x)
+    geometry = _conv_geometry(sw, xa.shape, stride, padding, dilation)
+    s, p, d, ho, wo = geometry[:5]
+    n, oc = xa.shape[0], sw.shape[0]
+    y = _check_out(out, (n, oc, ho, wo))
+    b = _bias(bias, oc)
+    act = _act(clamp, "sparse_conv2d")
+    lib = _lib(_flags)
+    if n == 0 or oc == 0:
+        return y
+    if lib is None or not geometry[-1]:
+        res = _conv_fallback(sw, xa, s, p, d, ho, wo)
+        if b is not None:
+            res = res + b[:, None, None]
+        y[...] = res
+        return _clip_(y, act)
+    _conv_call(lib, sw, _ptr(xa), xa.shape, _ptr(y), _ptr(b), _ptr(act), geometry,
+               tile_vectors or _default_nv(lib), nt)  # fmt: skip
+    return y
+
+
+MAX_VW = 16  # floats per vector of the widest build (AVX-512); sizes scratch for any build
+
+
+def _conv_geometry(
+    sw: SparseWeight, x_shape: tuple[int, ...], stride: Any, padding: Any, dilation: Any
+) -> tuple:
+    """Checked geometry of ``sparse_conv2d`` on an input of ``x_shape``: (stride, padding,
+    dilation, Ho, Wo, Hq, Wq, phase_floats, fits) with (Hq, Wq) the stride-phase plane,
+    phase_floats the scratch the C side needs (phase planes, or for a 1x1 conv with stride 1
+    and no padding, read in place, the last tile's columns of every channel; the larger, so a
+    build without that path fits too) and fits False where the planes overflow int32 offsets."""
     s, p, d = (
         _pair("stride", stride, 1),
         _pair("padding", padding, 0),
         _pair("dilation", dilation, 1),
     )
-    xa = _f32("x", x)
-    ic, (kh, kw), oc = sw.in_channels, sw.kernel_size, sw.shape[0]
-    if xa.ndim != 4 or xa.shape[1] != ic:
-        raise SparsifyError(f"sparse_conv2d: x must have shape (N, {ic}, H, W); got {xa.shape}.")
-    n, _, h, w = xa.shape
+    ic, (kh, kw) = sw.in_channels, sw.kernel_size
+    if len(x_shape) != 4 or x_shape[1] != ic:
+        raise SparsifyError(
+            f"sparse_conv2d: x must have shape (N, {ic}, H, W); got {tuple(x_shape)}."
+        )
+    h, w = x_shape[2:]
     ho, wo = conv_output_size((h, w), (kh, kw), s, p, d)
     if ho < 1 or wo < 1:
         raise SparsifyError(
             f"sparse_conv2d: input {h}x{w} is smaller than the (dilated) kernel {kh}x{kw} "
             f"after padding {p}."
         )
-    y = _check_out(out, (n, oc, ho, wo))
-    b = _bias(bias, oc)
-    lib = _lib(_flags)
-    if n == 0 or oc == 0:
-        return y
     hq = -(-(h + 2 * p[0]) // s[0])
     wq = -(-(w + 2 * p[1]) // s[1])
     used = ic * s[0] * s[1] * hq * wq
-    if lib is None or used + wq * (ho + 2) > np.iinfo(np.int32).max:
-        res = _conv_fallback(sw, xa, s, p, d, ho, wo)
-        if b is not None:
-            res = res + b[:, None, None]
-        y[...] = res
-        return y
-    phase_floats = used + wq + 2 * lib.vector_width
+    phase_floats = max(used + wq + 2 * MAX_VW, ic * 8 * MAX_VW)
+    fits = used + wq * (ho + 2) <= np.iinfo(np.int32).max
+    return s, p, d, ho, wo, hq, wq, phase_floats, fits
+
+
+def _conv_call(
+    lib: build.Library,
+    sw: SparseWeight,
+    x_addr: int,
+    x_shape: tuple[int, ...],
+    y_addr: int,
+    bias_addr: int | None,
+    act_addr: int | None,
+    geometry: tuple,
+    nv: int,
+    threads: int,
+) -> None:
+    """Run ``spk_conv2d`` (scratch from this thread's buffers); raise on its error codes."""
+    (sh, sw_), (ph, pw), (dh, dw), ho, wo, hq, wq, phase_floats, _ = geometry
+    n, ic, h, w = x_shape
+    kh, kw = sw.kernel_size
     scratch = _buffer("phases", phase_floats, np.float32)
-    colmap = _buffer("colmap", sw.shape[1], np.int32)
+    colmap = _buffer("colmap", 2 * sw.shape[1], np.int32)
     rc = lib.lib.spk_conv2d(
-        oc, ic, kh, kw, sw.panel, sw.nkb, *_weight_ptrs(sw), _ptr(xa), n, h, w, s[0], s[1], p[0], p[1], d[0], d[1], ho, wo,
-        _ptr(y), _ptr(b), _ptr(scratch), hq, wq, phase_floats, _ptr(colmap),
-        tile_vectors or _default_nv(lib), nt,
+        sw.shape[0], ic, kh, kw, sw.panel, sw.nkb, *_weight_ptrs(sw), x_addr, n, h, w, sh, sw_, ph, pw, dh, dw, ho, wo,
+        y_addr, bias_addr, act_addr, _ptr(scratch), hq, wq, phase_floats, _ptr(colmap), nv, threads,
     )  # fmt: skip
     if rc == -3:
-        raise SparsifyError(f"sparse_conv2d: strides above 64 are not supported; got {s}.")
+        raise SparsifyError(f"sparse_conv2d: strides above 64 are not supported; got {(sh, sw_)}.")
     if rc != 0:
         raise MemoryError(f"sparsify.kernels: sparse_conv2d failed with code {rc} (out of memory)")
-    return y
+
+
+def sparse_conv2d_into(
+    sw: SparseWeight,
+    x_addr: int,
+    x_shape: tuple[int, int, int, int],
+    y_addr: int,
+    bias_addr: int | None,
+    geometry: tuple,
+    threads: int,
+    act_addr: int | None = None,
+) -> bool:
+    """``sparse_conv2d`` on raw addresses, for a torch layer that owns the buffers.
+
+    Contract: C-contiguous float32 buffers, alive for the call: x of ``x_shape`` (N >= 1), y
+    of (N, OC, Ho, Wo), bias of OC or None, the fused activation's two float32 (see
+    :func:`_act`) or None; ``geometry`` from ``_conv_geometry`` for this weight and shape;
+    ``threads`` >= 1; ``sw`` a checked 4-D ``SparseWeight``. Nothing is checked here (the
+    checks cost ~15 us a call, more than a small conv's work). Returns False, computing
+    nothing, when the C kernels are not available or the shape needs the fallback.
+    """
+    lib = _lib()
+    if lib is None or not geometry[-1]:
+        return False
+    if threads != 1:
+        _threads(threads)  # remembers that the OpenMP pool started (see _after_fork_in_child)
+    _conv_call(lib, sw, x_addr, x_shape, y_addr, bias_addr, act_addr, geometry,
+               _default_nv(lib), threads)  # fmt: skip
+    return True
 
 
 def _dw_geometry(
@@ -532,6 +648,7 @@ def depthwise_conv2d(
     padding: int | tuple[int, int] = 0,
     dilation: int | tuple[int, int] = 1,
     *,
+    clamp: tuple[float, float] | None = None,
     out: np.ndarray | None = None,
     threads: int | None = None,
     _flags: tuple[str, ...] | None = None,
@@ -540,7 +657,8 @@ def depthwise_conv2d(
 
     ``y[n, o, oy, ox] = bias[o] + sum_{i,j} weight[o, 0, i, j] * x[n, o // M, oy*sh - ph +
     i*dh, ox*sw - pw + j*dw]`` with zero padding, for x (N, C, H, W) and weight (C * M, 1, kh,
-    kw) (M the depth multiplier). fp32; without the C kernels, numpy computes the same sum.
+    kw) (M the depth multiplier), then the fused activation ``clamp`` as in ``spmm``. fp32;
+    without the C kernels, numpy computes the same sum.
     """
     xa, wa = _f32("x", x), _f32("weight", weight)
     (sh, sw_), (ph, pw), (dh, dw), m, ho, wo = _dw_geometry(
@@ -549,6 +667,7 @@ def depthwise_conv2d(
     n, c, h, w = xa.shape
     y = _check_out(out, (n, c * m, ho, wo))
     b = _bias(bias, c * m)
+    act = _act(clamp, "depthwise_conv2d")
     nt = _threads(threads)
     lib = _lib(_flags)
     if lib is None:
@@ -564,10 +683,10 @@ def depthwise_conv2d(
                          j * dw : j * dw + sw_ * (wo - 1) + 1 : sw_]  # fmt: skip
                 acc += wa[None, :, 0, i, j, None, None] * tap
         y[...] = acc
-        return y
+        return _clip_(y, act)
     rc = lib.lib.spk_dwconv2d(
         n, c, m, h, w, wa.shape[2], wa.shape[3], sh, sw_, ph, pw, dh, dw, ho, wo,
-        _ptr(xa), _ptr(wa), _ptr(b), _ptr(y), nt,
+        _ptr(xa), _ptr(wa), _ptr(b), _ptr(act), _ptr(y), nt,
     )  # fmt: skip
     if rc != 0:
         raise MemoryError(
@@ -585,11 +704,13 @@ def depthwise_conv2d_into(
     y_addr: int,
     geometry: tuple[tuple[int, int], tuple[int, int], tuple[int, int], int, int, int],
     threads: int,
+    act_addr: int | None = None,
 ) -> bool:
     """``depthwise_conv2d`` on raw addresses, for a torch layer that owns the buffers.
 
     Contract: C-contiguous float32 buffers, alive for the call: x of ``x_shape``, the weight
-    of ``w_shape``, y of (N, C * M, Ho, Wo), bias of C * M or None; ``geometry`` from
+    of ``w_shape``, y of (N, C * M, Ho, Wo), bias of C * M or None, the fused activation's
+    two float32 (see :func:`_act`) or None; ``geometry`` from
     ``_dw_geometry`` for these shapes; ``threads`` >= 1. Nothing is checked here (the checks
     cost more than a small layer's work). Returns False, computing nothing, when the C kernels
     are not available.
@@ -603,7 +724,7 @@ def depthwise_conv2d_into(
     n, c, h, w = x_shape
     rc = lib.lib.spk_dwconv2d(
         n, c, m, h, w, w_shape[2], w_shape[3], sh, sw_, ph, pw, dh, dw, ho, wo,
-        x_addr, w_addr, bias_addr, y_addr, threads,
+        x_addr, w_addr, bias_addr, act_addr, y_addr, threads,
     )  # fmt: skip
     if rc != 0:
         raise MemoryError(

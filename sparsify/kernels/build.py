@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("spk.c")
-ABI = 2  # must equal SPK_ABI in spk.c
+ABI = 3  # must equal SPK_ABI in spk.c
 # flag sets tried in order: the first that compiles wins (clang on macOS lacks -fopenmp;
 # some compilers lack -march=native)
 FLAG_SETS: tuple[tuple[str, ...], ...] = (
@@ -142,19 +142,20 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.spk_openmp.restype = i32
     lib.spk_max_threads.restype = i32
     lib.spk_spmm.restype = i32
-    lib.spk_spmm.argtypes = [i64, i64, i32, i32, vp, vp, vp, vp, i64, vp, vp, vp, i32, i32]
+    spmm_args = [i64, i64, i32, i32, vp, vp, vp, vp, i64, vp, vp, vp, vp, i32, i32]
+    lib.spk_spmm.argtypes = spmm_args
     lib.spk_spmm_t.restype = i32
-    lib.spk_spmm_t.argtypes = [i64, i64, i32, i32, vp, vp, vp, vp, i64, vp, vp, vp, i32, i32]
+    lib.spk_spmm_t.argtypes = spmm_args
     lib.spk_spmv.restype = i32
-    lib.spk_spmv.argtypes = [i64, i64, i32, i32, vp, vp, vp, vp, vp, vp, i32]
+    lib.spk_spmv.argtypes = [i64, i64, i32, i32, vp, vp, vp, vp, vp, vp, vp, i32]
     lib.spk_conv2d.restype = i32
     lib.spk_conv2d.argtypes = (
         [i64, i64, i32, i32, i32, i32, vp, vp, vp, vp, i64, i64, i64]
         + [i32] * 6
-        + [i64, i64, vp, vp, vp, i64, i64, i64, vp, i32, i32]
+        + [i64, i64, vp, vp, vp, vp, i64, i64, i64, vp, i32, i32]
     )
     lib.spk_dwconv2d.restype = i32
-    lib.spk_dwconv2d.argtypes = [i64] * 5 + [i32] * 8 + [i64, i64, vp, vp, vp, vp, i32]
+    lib.spk_dwconv2d.argtypes = [i64] * 5 + [i32] * 8 + [i64, i64, vp, vp, vp, vp, vp, i32]
     lib.spk_read_bandwidth_probe.restype = ctypes.c_float
     lib.spk_read_bandwidth_probe.argtypes = [vp, i64, i32]
     lib.spk_fma_peak_probe.restype = ctypes.c_float

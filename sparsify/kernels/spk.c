@@ -47,7 +47,7 @@
 #define SPK_ISA "generic-128bit"
 #endif
 
-#define SPK_ABI 2
+#define SPK_ABI 3
 
 typedef float vf __attribute__((vector_size(VW * 4)));
 
@@ -65,6 +65,35 @@ typedef int32_t vi __attribute__((vector_size(VW * 4)));
 #else
 #define SHUF(a, b, ...) __builtin_shuffle(a, b, (vi){__VA_ARGS__})
 #endif
+
+/* ---- fused activation: y = min(max(y, lo), hi) ---------------------------------------
+ * act: NULL (no activation) or {lo, hi}; ReLU is {0, inf}, ReLU6 {0, 6}. A NaN stays NaN (no
+ * comparison with it is true), as torch's relu/hardtanh keep it, so a fused layer returns
+ * exactly what the layer followed by its activation returns. */
+typedef struct {
+    float lo, hi;
+} span;
+
+static inline span act_span(const float *act) {
+    span a = {-__builtin_inff(), __builtin_inff()};
+    if (act) {
+        a.lo = act[0];
+        a.hi = act[1];
+    }
+    return a;
+}
+
+static inline float clamps(float v, span a) {
+    v = v < a.lo ? a.lo : v;
+    return v > a.hi ? a.hi : v;
+}
+
+static inline vf clampv(vf v, span a) {
+    const vf lo = (vf){0} + a.lo, hi = (vf){0} + a.hi;
+    const vi below = v < lo, above = v > hi;
+    v = (vf)(((vi)v & ~below) | ((vi)lo & below));
+    return (vf)(((vi)v & ~above) | ((vi)hi & above));
+}
 
 /* In-register transpose of the VW x VW block r[0..VW) (r[i] = row i): log2(VW) stages; stage
  * h swaps the off-diagonal h x h blocks of every 2h x 2h block, pairing rows i and i + h.
@@ -255,14 +284,16 @@ static int nthreads(int threads) {
 
 /* ---- matrix product, batch >= 2 ----------------------------------------------------------
  * transposed == 0: x (batch, cols), y (batch, rows); transposed == 1: x (cols, batch),
- * y (rows, batch); all row-major; bias: (rows,) or NULL. xt: scratch of
+ * y (rows, batch); all row-major; bias: (rows,) or NULL; act: the fused activation (see
+ * act_span) or NULL. xt: scratch of
  * cols * round_up(batch, VW) floats, filled with the activation packed tile by tile.
  * Returns 0, or -1 on allocation failure. */
 static int spmm_core(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
                      const int32_t *idx, const float *val, const float *x, int transposed,
-                     int64_t batch, float *y, const float *bias, float *xt, int nvmax,
-                     int threads) {
+                     int64_t batch, float *y, const float *bias, const float *act, float *xt,
+                     int nvmax, int threads) {
     const int nt = nthreads(threads);
+    const span a = act_span(act);
     const int64_t bpad = (batch + VW - 1) / VW * VW;
     nvmax = clamp_nv(nvmax);
 
@@ -344,7 +375,8 @@ static int spmm_core(int64_t rows, int64_t cols, int P, int nkb, const int64_t *
                 for (int q = 0; q < nr; q++) {
                     float *yr = y + (r0 + q) * batch + b0;
                     const float bq = bias ? bias[r0 + q] : 0.0f;
-                    for (int64_t b = 0; b < nb; b++) yr[b] = yt[(int64_t)q * T + b] + bq;
+                    for (int64_t b = 0; b < nb; b++)
+                        yr[b] = clamps(yt[(int64_t)q * T + b] + bq, a);
                 }
                 continue;
             }
@@ -359,13 +391,13 @@ static int spmm_core(int64_t rows, int64_t cols, int P, int nkb, const int64_t *
                     transpose_block(r);
                     const int64_t kn = nb - b < VW ? nb - b : VW;
                     for (int64_t k = 0; k < kn; k++)
-                        stu(y + (b0 + b + k) * rows + r0 + q0, r[k] + bv);
+                        stu(y + (b0 + b + k) * rows + r0 + q0, clampv(r[k] + bv, a));
                 }
             }
             for (int q = qv; q < nr; q++) {
                 const float bq = bias ? bias[r0 + q] : 0.0f;
                 for (int64_t b = 0; b < nb; b++)
-                    y[(b0 + b) * rows + r0 + q] = yt[(int64_t)q * T + b] + bq;
+                    y[(b0 + b) * rows + r0 + q] = clamps(yt[(int64_t)q * T + b] + bq, a);
             }
         }
         free(yt);
@@ -377,8 +409,8 @@ static int spmm_core(int64_t rows, int64_t cols, int P, int nkb, const int64_t *
  * xt: scratch of cols * round_up(batch, VW) floats. */
 int spk_spmm(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
              const int32_t *idx, const float *val, const float *x, int64_t batch, float *y,
-             const float *bias, float *xt, int nvmax, int threads) {
-    return spmm_core(rows, cols, P, nkb, ptr, idx, val, x, 0, batch, y, bias, xt, nvmax,
+             const float *bias, const float *act, float *xt, int nvmax, int threads) {
+    return spmm_core(rows, cols, P, nkb, ptr, idx, val, x, 0, batch, y, bias, act, xt, nvmax,
                      threads);
 }
 
@@ -386,8 +418,8 @@ int spk_spmm(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
  * a chain of layers can keep activations as (features, batch). Same scratch as spk_spmm. */
 int spk_spmm_t(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
                const int32_t *idx, const float *val, const float *x, int64_t batch, float *y,
-               const float *bias, float *xt, int nvmax, int threads) {
-    return spmm_core(rows, cols, P, nkb, ptr, idx, val, x, 1, batch, y, bias, xt, nvmax,
+               const float *bias, const float *act, float *xt, int nvmax, int threads) {
+    return spmm_core(rows, cols, P, nkb, ptr, idx, val, x, 1, batch, y, bias, act, xt, nvmax,
                      threads);
 }
 
@@ -431,12 +463,13 @@ static inline float dot_seg(const int32_t *idx, const float *val, int64_t s, int
     return sum + ((s0 + s1) + (s2 + s3));
 }
 
-/* x: (cols,), y: (rows,), bias: (rows,) or NULL. */
+/* x: (cols,), y: (rows,), bias: (rows,) or NULL, act: see act_span. */
 int spk_spmv(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
              const int32_t *idx, const float *val, const float *x, float *y, const float *bias,
-             int threads) {
+             const float *act, int threads) {
     (void)cols;
     const int nt = nthreads(threads);
+    const span a = act_span(act);
     const int64_t npanels = (rows + P - 1) / P;
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t p = 0; p < npanels; p++) {
@@ -448,6 +481,8 @@ int spk_spmv(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
             const int64_t *pk = pp + (int64_t)kb * P;
             for (int q = 0; q < nr; q++) y[r0 + q] += dot_seg(idx, val, pk[q], pk[q + 1], x);
         }
+        if (act)
+            for (int q = 0; q < nr; q++) y[r0 + q] = clamps(y[r0 + q], a);
     }
     return 0;
 }
@@ -462,16 +497,29 @@ int spk_spmv(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
  * ow >= Wo are computed and dropped), so every nonzero adds val * (a contiguous run of the
  * phase plane) to a contiguous run of wide outputs: the matrix-product core with the
  * spatial positions as the dense dimension and no im2col.
- * x: (N, IC, H, W); y: (N, OC, Ho, Wo); scratch: phase_floats floats (see Python);
- * colmap: IC * kh * kw int32 scratch, filled here. */
+ * A 1x1 conv with stride 1 and no padding ("direct") needs no phases: its input planes are
+ * already the (IC, H * W) operand, read in place; only a last tile that would read past the
+ * end of a plane (H * W not a multiple of VW) takes its columns from a zero-padded copy of
+ * those columns (IC * T floats of scratch), so no load leaves x.
+ * x: (N, IC, H, W); y: (N, OC, Ho, Wo); act: the fused activation (act_span) or NULL;
+ * scratch: phase_floats floats (see Python); colmap: 2 * IC * kh * kw int32 scratch, filled
+ * here. Returns 0; -1: out of memory; -3: a stride above 64; -4: scratch too small. */
 int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int64_t *ptr,
                const int32_t *idx, const float *val, const float *x, int64_t N, int64_t H,
                int64_t W, int sh, int sw, int ph, int pw, int dh, int dw, int64_t Ho,
-               int64_t Wo, float *y, const float *bias, float *scratch, int64_t Hq,
-               int64_t Wq, int64_t phase_floats, int32_t *colmap, int nvmax, int threads) {
+               int64_t Wo, float *y, const float *bias, const float *act, float *scratch,
+               int64_t Hq, int64_t Wq, int64_t phase_floats, int32_t *colmap, int nvmax,
+               int threads) {
     const int nt = nthreads(threads);
+    const span a = act_span(act);
     nvmax = clamp_nv(nvmax);
     const int64_t plane = Hq * Wq;
+#ifdef SPK_NO_DIRECT /* the copy-everything path, kept buildable for A/B timing */
+    const int direct = 0;
+#else
+    const int direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0 &&
+                       Hq == H && Wq == W;
+#endif
     for (int64_t ic = 0; ic < IC; ic++)
         for (int i = 0; i < kh; i++)
             for (int j = 0; j < kw; j++) {
@@ -492,14 +540,31 @@ int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int
     const int64_t npanels = (OC + P - 1) / P;
     const int64_t nwork = npanels * ntiles;
     const int64_t Hp = H + 2 * (int64_t)ph, Wp = W + 2 * (int64_t)pw;
+    int64_t tail_q0 = 0; /* direct: the last tile, if it reads past a plane, comes from scratch */
+    int tail_nv = 0;
+    tile_at(&tl, ntiles - 1, &tail_q0, &tail_nv);
+    const int64_t tail_T = (int64_t)tail_nv * VW;
+    const int tail = direct && tail_q0 + tail_T > plane;
+    if (tail) {
+        if (IC * tail_T > phase_floats) return -4;
+        for (int64_t ic = 0; ic < IC; ic++) colmap[IC + ic] = (int32_t)(ic * tail_T);
+    }
     int err = 0;
 
     for (int64_t n = 0; n < N; n++) {
         const float *xn = x + n * IC * H * W;
         float *yn = y + n * OC * Ho * Wo;
+        if (tail) {
+            const int64_t keep = plane - tail_q0;
+            for (int64_t ic = 0; ic < IC; ic++) {
+                float *d = scratch + ic * tail_T;
+                memcpy(d, xn + ic * plane + tail_q0, (size_t)keep * sizeof(float));
+                memset(d + keep, 0, (size_t)(tail_T - keep) * sizeof(float));
+            }
+        }
         /* stride phases of the padded image; the slack after the planes stays zero */
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-        for (int64_t ic = 0; ic < IC; ic++) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && !direct)
+        for (int64_t ic = 0; ic < (direct ? 0 : IC); ic++) {
             for (int a = 0; a < sh; a++)
                 for (int b = 0; b < sw; b++) {
                     if (!(need_h[a] && need_w[b])) continue; /* no tap reads this phase */
@@ -535,7 +600,7 @@ int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int
                 }
         }
         const int64_t used = IC * sh * sw * plane;
-        if (n == 0 && phase_floats > used)
+        if (n == 0 && !direct && phase_floats > used)
             memset(scratch + used, 0, (size_t)(phase_floats - used) * sizeof(float));
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -554,8 +619,10 @@ int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int
                 int nv;
                 int64_t q0;
                 tile_at(&tl, w % ntiles, &q0, &nv);
-                run_tile(nv, 1, ptr + p * nkb * (int64_t)P, idx, val, nkb, P, nr,
-                         scratch + q0, colmap, yt);
+                const int from_tail = tail && w % ntiles == ntiles - 1;
+                const float *X = !direct ? scratch + q0 : from_tail ? scratch : xn + q0;
+                run_tile(nv, 1, ptr + p * nkb * (int64_t)P, idx, val, nkb, P, nr, X,
+                         from_tail ? colmap + IC : colmap, yt);
                 const int T = nv * VW;
                 /* the tile covers wide positions [q0, q0 + T): runs of one output row each;
                  * copy the part of each run with ow < Wo */
@@ -569,7 +636,7 @@ int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int
                         const int64_t run = Wq - ow < T - k ? Wq - ow : T - k;
                         const int64_t keep = Wo - ow < run ? (Wo - ow > 0 ? Wo - ow : 0) : run;
                         float *dst = yo + oh * Wo + ow;
-                        for (int64_t m = 0; m < keep; m++) dst[m] = src[k + m] + bq;
+                        for (int64_t m = 0; m < keep; m++) dst[m] = clamps(src[k + m] + bq, a);
                         k += (int)run;
                         ow += run;
                         if (ow == Wq) {
@@ -678,7 +745,7 @@ static inline void pad_row(float *d, int64_t Ws, const float *xr, int64_t W, int
 #define DW_JOBS 4
 static inline __attribute__((always_inline)) void
 dw_plane(const float *buf, int64_t rstride, const int64_t *toff, int ntaps, const float *wk,
-         float bo, int64_t Ho, int64_t Wo, float *yp) {
+         float bo, span a, int64_t Ho, int64_t Wo, float *yp) {
     const int64_t npos = Wo >= VW ? (Wo + VW - 1) / VW : 1;
     const int64_t njobs = Ho * npos;
     int64_t oy = 0, pi = 0; /* the next job's row and position in the row */
@@ -708,6 +775,7 @@ dw_plane(const float *buf, int64_t rstride, const int64_t *toff, int ntaps, cons
             const int64_t ot = toff[t];
             for (int k = 0; k < DW_JOBS; k++) acc[k] += wt * ldu(q[k] + ot);
         }
+        for (int k = 0; k < DW_JOBS; k++) acc[k] = clampv(acc[k], a);
         for (int k = 0; k < nj; k++) {
             /* a whole vector also where the row is shorter, except on the plane's last row:
              * the spill lands in the next row, which a later job of this plane rewrites */
@@ -727,18 +795,19 @@ dw_plane(const float *buf, int64_t rstride, const int64_t *toff, int ntaps, cons
 
 /* 3x3, the common case: a constant tap count, so the tap loop unrolls */
 static void dw_plane9(const float *buf, int64_t rstride, const int64_t *toff, const float *wk,
-                      float bo, int64_t Ho, int64_t Wo, float *yp) {
-    dw_plane(buf, rstride, toff, 9, wk, bo, Ho, Wo, yp);
+                      float bo, span a, int64_t Ho, int64_t Wo, float *yp) {
+    dw_plane(buf, rstride, toff, 9, wk, bo, a, Ho, Wo, yp);
 }
 
 static void dw_plane_any(const float *buf, int64_t rstride, const int64_t *toff, int ntaps,
-                         const float *wk, float bo, int64_t Ho, int64_t Wo, float *yp) {
-    dw_plane(buf, rstride, toff, ntaps, wk, bo, Ho, Wo, yp);
+                         const float *wk, float bo, span a, int64_t Ho, int64_t Wo, float *yp) {
+    dw_plane(buf, rstride, toff, ntaps, wk, bo, a, Ho, Wo, yp);
 }
 
 /* y = conv2d(x, w, bias, groups = C)
  * x: (N, C, H, W); w: (C * M, 1, kh, kw) (M = depth multiplier: output channel o reads input
- * channel o / M); y: (N, C * M, Ho, Wo); bias: (C * M,) or NULL. Zero padding.
+ * channel o / M); y: (N, C * M, Ho, Wo); bias: (C * M,) or NULL; act: the fused activation
+ * (act_span) or NULL. Zero padding.
  *   y[n, o, oy, ox] = bias[o] + sum_{i, j} w[o, 0, i, j] * x[n, o / M, oy*sh - ph + i*dh,
  *                                                               ox*sw - pw + j*dw]
  * A stencil, memory-bound. Each thread copies its input plane once into a zero-padded,
@@ -750,8 +819,10 @@ static void dw_plane_any(const float *buf, int64_t rstride, const int64_t *toff,
  * Parallel over the (n, o) planes. Returns 0, or -1 if the buffer cannot be allocated. */
 int spk_dwconv2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int kh, int kw,
                  int sh, int sw, int ph, int pw, int dh, int dw, int64_t Ho, int64_t Wo,
-                 const float *x, const float *w, const float *bias, float *y, int threads) {
+                 const float *x, const float *w, const float *bias, const float *act, float *y,
+                 int threads) {
     const int nt = nthreads(threads);
+    const span a = act_span(act);
     const int64_t OC = C * M;
     const int64_t Hp = H + 2 * (int64_t)ph, Wp = W + 2 * (int64_t)pw;
     /* phase row length: a whole number of vectors, with at least VW floats of slack */
@@ -795,9 +866,9 @@ int spk_dwconv2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int kh, 
             const float bo = bias ? bias[o] : 0.0f;
             float *yp = y + pl * Ho * Wo;
             if (ntaps == 9)
-                dw_plane9(buf, sh * Ws, toff, wk, bo, Ho, Wo, yp);
+                dw_plane9(buf, sh * Ws, toff, wk, bo, a, Ho, Wo, yp);
             else
-                dw_plane_any(buf, sh * Ws, toff, ntaps, wk, bo, Ho, Wo, yp);
+                dw_plane_any(buf, sh * Ws, toff, ntaps, wk, bo, a, Ho, Wo, yp);
         }
         free(buf);
     }

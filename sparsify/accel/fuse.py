@@ -1,0 +1,93 @@
+"""Fuse the activation after a converted layer into the layer: one pass less over its output.
+
+``act(layer(x))`` for ``act`` in {ReLU, ReLU6, Hardtanh} is ``min(max(layer(x), lo), hi)``
+with (lo, hi) = (0, inf), (0, 6), (min_val, max_val). The C kernels apply it to each output
+while it is still in registers, right after the bias, so the activation's own read and write
+of the whole tensor (and its module call) go away; ``act`` becomes ``nn.Identity``. The
+result is the same floats: the clamp sees exactly the sum the layer would have returned, and a
+NaN stays NaN, as in torch.
+
+Only where the activation's sole input is the layer's output, read by nothing else
+(:mod:`sparsify.accel.pairs`, through the ``nn.Identity`` a folded batch norm left), and only
+into a layer that runs on the C kernels (``spk``, ``spk_csr``, ``spk_depthwise``): elsewhere
+nothing would be saved. On mobilenet_v2 at batch 1 the 35 ReLU6 modules cost about 6% of the
+converted model's time (results/probes/2026-12-04/).
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from sparsify.accel.layers import DepthwiseConv2d, SparseConv2d, SparseLinear
+from sparsify.accel.pairs import registered_once, sequential_pairs, traced_pairs
+
+
+def activation_clamp(act: nn.Module) -> tuple[float, float] | None:
+    """(lo, hi) of an activation that is a clamp: ReLU (0, inf), ReLU6 (0, 6), Hardtanh
+    (min_val, max_val); None for anything else (subclasses included: they may compute
+    something else)."""
+    if type(act) is nn.ReLU:
+        return (0.0, math.inf)
+    if type(act) in (nn.ReLU6, nn.Hardtanh):
+        return (float(act.min_val), float(act.max_val))
+    return None
+
+
+def fusable(layer: nn.Module, act: nn.Module) -> bool:
+    """``act`` can go into ``layer``: a clamp after a layer that runs on the C kernels and has
+    no activation yet, neither with hooks."""
+    on_kernels = (
+        isinstance(layer, (SparseLinear, SparseConv2d)) and layer.weight_spk is not None
+    ) or type(layer) is DepthwiseConv2d
+    return (
+        on_kernels
+        and layer.clamp is None
+        and activation_clamp(act) is not None
+        and not any(m._forward_hooks or m._forward_pre_hooks for m in (layer, act))
+    )
+
+
+def activation_pairs(model: nn.Module, candidate: set[str]) -> list[tuple[str, str]]:
+    """``(layer, activation)`` names where the activation reads only ``layer``'s output, for
+    the layers named in ``candidate`` (others are not searched: the trace is paid for only
+    where some candidate is followed by a clamp)."""
+
+    def pairable(a: nn.Module, b: nn.Module) -> bool:
+        return activation_clamp(b) is not None
+
+    found = [p for p in sequential_pairs(model, pairable, through=True) if p[0] in candidate]
+    seen = {a for a, _ in found}
+    if candidate - seen and any(activation_clamp(m) for m in model.modules()):
+        found += [
+            p
+            for p in traced_pairs(model, pairable, through=True)
+            if p[0] in candidate and p[0] not in seen
+        ]
+    return found
+
+
+def fuse_activations_(
+    model: nn.Module, pairs: list[tuple[str, str]]
+) -> list[tuple[str, str, nn.Module]]:
+    """In place: each ``(layer, activation)`` of ``pairs`` whose layer is (now) fusable takes
+    the activation's clamp; the activation becomes ``nn.Identity``. Returns what was fused, as
+    ``(layer, activation, the activation module)``, for :func:`unfuse_`."""
+    once = registered_once(model)
+    done = []
+    for a, b in pairs:
+        layer, act = model.get_submodule(a), model.get_submodule(b)
+        if not (once(layer) and once(act) and fusable(layer, act)):
+            continue
+        layer.fuse_clamp_(activation_clamp(act))
+        model.set_submodule(b, nn.Identity())
+        done.append((a, b, act))
+    return done
+
+
+def unfuse_(model: nn.Module, fused: list[tuple[str, str, nn.Module]]) -> None:
+    """Undo :func:`fuse_activations_`: each activation back in its place, no clamp."""
+    for a, b, act in fused:
+        model.get_submodule(a).fuse_clamp_(None)
+        model.set_submodule(b, act)
