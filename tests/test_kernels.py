@@ -590,6 +590,43 @@ def test_sparse_conv2d_into_on_torch_buffers_matches_sparse_conv2d():
         np.testing.assert_array_equal(y.numpy(), want)
 
 
+POOL_CASES = [
+    # (shape, kernel, stride, padding, dilation)
+    ((1, 64, 40, 40), 3, 2, 1, 1),  # resnet's stem pool
+    ((2, 3, 9, 7), 3, 1, 1, 1),
+    ((1, 2, 17, 20), (2, 3), (2, 1), (1, 1), (1, 2)),
+    ((1, 1, 1, 1), 1, None, 0, 1),  # stride None: the kernel size, as torch
+    ((3, 5, 33, 40), 5, 3, 2, 2),
+    ((2, 3, 6, 75), 2, 2, 0, 1),  # LeNet's 2x2 pool, rows wider than a vector
+]
+
+
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_max_pool2d_is_torch_max_pool2d_bit_for_bit_with_nan(case):
+    shape, k, s, p, d = case
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(7))
+    x.view(-1)[x.numel() // 3] = float("nan")  # a NaN in a window: NaN out, as torch
+    x.view(-1)[-1] = float("-inf")
+    ref = torch.nn.functional.max_pool2d(x, k, s, p, d).numpy()
+    for t in (1, 2):
+        y = K.max_pool2d(x.numpy(), k, s, p, d, threads=t)
+        np.testing.assert_array_equal(y, ref)
+    np.testing.assert_array_equal(K.max_pool2d(x.numpy(), k, s, p, d, _flags=PORTABLE), ref)
+
+
+def test_max_pool2d_without_the_kernels_and_its_errors(monkeypatch):
+    x = torch.randn(2, 3, 11, 9)
+    ref = torch.nn.functional.max_pool2d(x, 3, 2, 1).numpy()
+    monkeypatch.setenv("SPARSIFY_KERNELS", "off")
+    np.testing.assert_array_equal(K.max_pool2d(x.numpy(), 3, 2, 1), ref)
+    with pytest.raises(SparsifyError, match="at most half the kernel"):
+        K.max_pool2d(x.numpy(), 3, 1, 2)
+    with pytest.raises(SparsifyError, match="smaller than the"):
+        K.max_pool2d(x.numpy(), 13)
+    with pytest.raises(SparsifyError, match=r"\(N, C, H, W\)"):
+        K.max_pool2d(x.numpy()[0], 2)
+
+
 def test_conv_argument_errors():
     sw = K.pack(np.ones((2, 3, 3, 3), np.float32))
     with pytest.raises(SparsifyError, match="shape \\(N, 3, H, W\\)"):
@@ -663,6 +700,11 @@ for c, h, w, n in ((3, 7, 7, 1), (5, 14, 14, 2), (2, 2, 3, 1), (4, 8, 16, 1), (6
     y = K.sparse_conv2d(K.pack(wt), x, clamp=(0, 1), threads=2, _flags=flags)
     ref = np.clip(np.einsum("oc,nchw->nohw", wt[:, :, 0, 0], x), 0, 1)
     assert np.allclose(y, ref, atol=1e-4), (c, h, w, n)
+for c, h, w, k, s, p in ((2, 5, 7, 3, 2, 1), (3, 14, 33, 3, 1, 1), (1, 6, 64, 2, 2, 0)):
+    x = rng.standard_normal((1, c, h, w)).astype(np.float32)
+    y = K.max_pool2d(x, k, s, p, _flags=flags)
+    ref = torch.nn.functional.max_pool2d(torch.from_numpy(x), k, s, p).numpy()
+    assert np.array_equal(y, ref), (c, h, w, k, s, p)
 for rows, cols, batch in ((5, 7, 1), (33, 40, 3), (16, 300, 17)):
     wd = np.where(rng.random((rows, cols)) < 0.3, 1.0, 0.0).astype(np.float32)
     x = rng.standard_normal((batch, cols)).astype(np.float32)

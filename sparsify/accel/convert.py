@@ -86,6 +86,7 @@ from sparsify.accel.layers import (
     panel_width,
     spk_unavailable_reason,
 )
+from sparsify.accel.pool import poolable, replace_pools_, restore_
 from sparsify.errors import SparsifyError, check_choice
 from sparsify.kernels.layouts import auto_kblock
 from sparsify.timing import fmt_seconds, paired_ratio, time_interleaved, torch_threads
@@ -187,6 +188,7 @@ class InferenceReport:
     whole: str = "not timed"
     folded: list[str] = field(default_factory=list)  # "conv <- batch norm" folded into it
     fused: list[str] = field(default_factory=list)  # "layer <- activation" fused into it
+    pools: list[str] = field(default_factory=list)  # each MaxPool2d: stencil or torch's, why
 
     @property
     def converted(self) -> list[LayerDecision]:
@@ -204,6 +206,7 @@ class InferenceReport:
             "whole": self.whole,
             "folded": list(self.folded),
             "fused": list(self.fused),
+            "pools": list(self.pools),
         }
 
     def summary(self) -> str:
@@ -223,6 +226,8 @@ class InferenceReport:
                 f"  {len(self.fused)} activation(s) fused into the converted layer before them "
                 f"({', '.join(self.fused[:3])}{', ...' if len(self.fused) > 3 else ''})"
             )
+        for line in self.pools:
+            lines.append(f"  MaxPool2d {line}")
         for k, why in self.unavailable.items():
             lines.append(f"  kernel {k} not offered: {why}")
         for d in self.layers:
@@ -684,6 +689,11 @@ def sparsify_inference_(
             ``report.fused`` lists the pairs. With ``verify`` the fused model is checked
             again, and unfused if it fails.
 
+    Where ``spk_depthwise`` is among the kernels, each ``nn.MaxPool2d`` (ceil_mode=False, no
+    indices) is also offered the kernels' max-pool stencil (:mod:`~sparsify.accel.pool`),
+    timed against torch's at its input shape in ``"calibrate"`` mode (needs
+    ``example_input``), untimed otherwise; ``report.pools`` says what each got.
+
     Returns:
         An :class:`InferenceReport` with one :class:`LayerDecision` per listed layer, in
         ``named_modules`` order, and ``check``: how the converted model's output was checked.
@@ -735,9 +745,10 @@ def sparsify_inference_(
             f"sparsify_inference_ replaces layers inside a model; got a bare {type(model).__name__}: "
             "wrap it, e.g. nn.Sequential(layer)."
         )
+    pools = [n for n, m in model.named_modules() if n and poolable(m)] if STENCIL in kernels else []
     check: _OutputCheck | None = None
     if example_input is not None:
-        shapes, y32 = _record_inputs(model, [n for n, _ in layers], example_input)
+        shapes, y32 = _record_inputs(model, [n for n, _ in layers] + pools, example_input)
         batch = int(example_input.shape[0])
         if verify:
             check = _OutputCheck(model, example_input, y32)
@@ -798,28 +809,47 @@ def sparsify_inference_(
         report.check = "not checked: no example_input to run"
     else:
         report.check = "not checked: verify=False"
-    if act_pairs and sparse and (check is None or report.check.startswith("ok")):
-        report.fused = _fuse_checked(model, act_pairs, check, sparse, report)
+    if (pools or act_pairs) and (check is None or report.check.startswith("ok")):
+        pool_shapes = {n: shapes[n] for n in pools if n in shapes}
+        if mode == "calibrate" and example_input is None:
+            pool_shapes = {}  # nothing to time them on
+        elif example_input is None:
+            pool_shapes = {n: (0, 0, 0, 0) for n in pools}  # untimed: any shape
+        with torch_threads(threads), torch.no_grad():
+            _finish_checked(
+                model, act_pairs, pool_shapes, mode, reps, margin, check, sparse, report
+            )
     return report
 
 
-def _fuse_checked(
+def _finish_checked(
     model: nn.Module,
     pairs: list[tuple[str, str]],
+    pool_shapes: dict[str, tuple[int, ...]],
+    mode: str,
+    reps: int,
+    margin: float,
     check: _OutputCheck | None,
     sparse: dict[str, nn.Module],
     report: InferenceReport,
-) -> list[str]:
-    """Fuse the activations of ``pairs`` into the converted layers; with a ``check``, run it
-    again and undo the fusion if the output no longer passes (noted in ``report.check``)."""
-    fused = fuse_activations_(model, pairs)
-    if fused and check is not None:
+) -> None:
+    """The last steps, on the decided model: max pools on the stencil where faster, then the
+    activations of ``pairs`` fused into the converted layers; with a ``check``, run it again
+    and undo both if the output no longer passes (noted in ``report.check``). Fills
+    ``report.pools`` and ``report.fused``."""
+    report.pools, pooled = replace_pools_(
+        model, pool_shapes, timed=mode == "calibrate", reps=int(reps), margin=margin
+    )
+    fused = fuse_activations_(model, pairs) if sparse else []
+    if (fused or pooled) and check is not None:
         why, _ = check(model, sparse)
         if why:
             unfuse_(model, fused)
-            report.check += f"; activations left unfused: with them fused {why}"
-            return []
-    return [f"{a} <- {b}" for a, b, _ in fused]
+            restore_(model, pooled)
+            report.check += f"; pools and activations left as they were: with them {why}"
+            report.pools = [f"{line} (undone)" for line in report.pools]
+            return
+    report.fused = [f"{a} <- {b}" for a, b, _ in fused]
 
 
 def _time_whole(

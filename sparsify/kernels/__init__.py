@@ -6,6 +6,7 @@
     yt = kernels.spmm_t(sw, xt)                # xt (in, batch) -> (out, batch): no transposes
     y = kernels.sparse_conv2d(sw4, img, stride=2, padding=1)   # (N, C, H, W) -> (N, OC, Ho, Wo)
     y = kernels.depthwise_conv2d(img, w_dw, stride=2, padding=1) # dense depthwise (C*M, 1, kh, kw)
+    y = kernels.max_pool2d(img, 3, stride=2, padding=1)           # torch's MaxPool2d, same stencil
     kernels.info()                             # ISA, compiler, flags, library path
 
 Contracts:
@@ -61,6 +62,8 @@ __all__ = [
     "depthwise_conv2d",
     "depthwise_conv2d_into",
     "info",
+    "max_pool2d",
+    "max_pool2d_into",
     "pack",
     "sparse_conv2d",
     "sparse_conv2d_into",
@@ -730,4 +733,103 @@ def depthwise_conv2d_into(
         raise MemoryError(
             f"sparsify.kernels: depthwise_conv2d failed with code {rc} (out of memory)"
         )
+    return True
+
+
+def _pool_geometry(
+    x_shape: tuple[int, ...], kernel_size: Any, stride: Any, padding: Any, dilation: Any
+) -> tuple[tuple[int, int], ...]:
+    """Checked ((kh, kw), stride, padding, dilation, (Ho, Wo)) of ``max_pool2d`` (torch's
+    rules: stride defaults to the kernel size, padding at most half the kernel)."""
+    fn = "max_pool2d"
+    k = _pair("kernel_size", kernel_size, 1, fn)
+    s = k if stride is None or stride == () else _pair("stride", stride, 1, fn)
+    p, d = _pair("padding", padding, 0, fn), _pair("dilation", dilation, 1, fn)
+    if len(x_shape) != 4:
+        raise SparsifyError(f"max_pool2d: x must be (N, C, H, W); got {tuple(x_shape)}.")
+    if p[0] > k[0] // 2 or p[1] > k[1] // 2:
+        raise SparsifyError(
+            f"max_pool2d: padding {p} must be at most half the kernel size {k}, as in torch."
+        )
+    ho, wo = conv_output_size(x_shape[2:], k, s, p, d)
+    if ho < 1 or wo < 1:
+        raise SparsifyError(
+            f"max_pool2d: input {x_shape[2]}x{x_shape[3]} is smaller than the (dilated) "
+            f"kernel {k[0]}x{k[1]} after padding {p}."
+        )
+    return k, s, p, d, (ho, wo)
+
+
+def max_pool2d(
+    x: Any,
+    kernel_size: int | tuple[int, int],
+    stride: int | tuple[int, int] | None = None,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    *,
+    out: np.ndarray | None = None,
+    threads: int | None = None,
+    _flags: tuple[str, ...] | None = None,
+) -> np.ndarray:
+    """torch's ``max_pool2d(x, kernel_size, stride, padding, dilation)`` (ceil_mode=False).
+
+    ``y[n, c, oy, ox] = max_{i,j} x[n, c, oy*sh - ph + i*dh, ox*sw - pw + j*dw]`` over the
+    window, padding read as -inf, a NaN in the window gives NaN (as torch). The depthwise
+    stencil with a max in place of the weighted sum: one padded copy per plane, the window's
+    maxima of VW outputs in one register. On this project's CPU torch's own NCHW max pooling
+    is several times slower (results/probes/2026-12-04/).
+    """
+    xa = _f32("x", x)
+    (kh, kw), (sh, sw_), (ph, pw), (dh, dw), (ho, wo) = _pool_geometry(
+        xa.shape, kernel_size, stride, padding, dilation
+    )
+    n, c, h, w = xa.shape
+    y = _check_out(out, (n, c, ho, wo))
+    nt = _threads(threads)
+    lib = _lib(_flags)
+    if lib is None:
+        xp = np.pad(xa, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=-np.inf)
+        acc = np.full((n, c, ho, wo), -np.inf, np.float32)
+        for i in range(kh):
+            for j in range(kw):
+                tap = xp[:, :, i * dh : i * dh + sh * (ho - 1) + 1 : sh,
+                         j * dw : j * dw + sw_ * (wo - 1) + 1 : sw_]  # fmt: skip
+                np.maximum(acc, tap, out=acc)  # propagates NaN
+        y[...] = acc
+        return y
+    if n * c:
+        _pool_call(lib, _ptr(xa), xa.shape, _ptr(y), (kh, kw, sh, sw_, ph, pw, dh, dw, ho, wo), nt)
+    return y
+
+
+def _pool_call(
+    lib: build.Library, x_addr: int, x_shape: tuple[int, ...], y_addr: int, g: tuple, nt: int
+) -> None:
+    n, c, h, w = x_shape
+    rc = lib.lib.spk_maxpool2d(n, c, h, w, *g, x_addr, y_addr, nt)
+    if rc != 0:
+        raise MemoryError(f"sparsify.kernels: max_pool2d failed with code {rc} (out of memory)")
+
+
+def max_pool2d_into(
+    x_addr: int,
+    x_shape: tuple[int, int, int, int],
+    y_addr: int,
+    geometry: tuple[tuple[int, int], ...],
+    threads: int,
+) -> bool:
+    """``max_pool2d`` on raw addresses, for a torch layer that owns the buffers.
+
+    Contract: C-contiguous float32 x of ``x_shape`` and y of (N, C, Ho, Wo), alive for the
+    call; ``geometry`` from ``_pool_geometry`` for this shape; ``threads`` >= 1. Nothing is
+    checked here. Returns False, computing nothing, when the C kernels are not available.
+    """
+    lib = _lib()
+    if lib is None:
+        return False
+    if threads != 1:
+        _threads(threads)  # remembers that the OpenMP pool started (see _after_fork_in_child)
+    (kh, kw), (sh, sw_), (ph, pw), (dh, dw), (ho, wo) = geometry
+    if x_shape[0] * x_shape[1]:
+        _pool_call(lib, x_addr, x_shape, y_addr, (kh, kw, sh, sw_, ph, pw, dh, dw, ho, wo), threads)
     return True

@@ -47,7 +47,7 @@
 #define SPK_ISA "generic-128bit"
 #endif
 
-#define SPK_ABI 3
+#define SPK_ABI 4
 
 typedef float vf __attribute__((vector_size(VW * 4)));
 
@@ -668,16 +668,17 @@ int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int
  * whose fixed cost exceeds a row of a small plane. */
 #define KEEP_LOOP() __asm__ volatile("" ::: "memory")
 
-/* d[v] = x[v * sw + b - pw] where that column exists in row xr, else 0, for v in [0, Ws)
- * (Ws a multiple of VW with Ws - VW >= every v inside the image; xr NULL: a padding row, all
- * zeros). Zeros and the copy go in whole vectors (stride 2: two loads and an even-lane
+/* d[v] = x[v * sw + b - pw] where that column exists in row xr, else fill (0 for a
+ * convolution, -inf for max pooling), for v in [0, Ws) (Ws a multiple of VW with Ws - VW >=
+ * every v inside the image; xr NULL: a padding row, all fill). Zeros and the copy go in whole vectors (stride 2: two loads and an even-lane
  * shuffle); only a copy shorter than one vector goes lane by lane. Written out because a
  * plain loop becomes a memcpy/memset call per row, which costs more than the row on the
  * small planes of a mobile net. */
 static inline void pad_row(float *d, int64_t Ws, const float *xr, int64_t W, int b, int sw,
-                           int pw, const float *xend) {
+                           int pw, const float *xend, float fill) {
+    const vf fv = (vf){0} + fill;
     if (!xr) {
-        for (int64_t v0 = 0; v0 < Ws; v0 += VW) stu(d + v0, (vf){0});
+        for (int64_t v0 = 0; v0 < Ws; v0 += VW) stu(d + v0, fv);
         return;
     }
     /* v with 0 <= v * sw + b - pw < W: [lo, hi) (strides 1 and 2 without a division) */
@@ -691,8 +692,8 @@ static inline void pad_row(float *d, int64_t Ws, const float *xr, int64_t W, int
     float *dst = d + lo;
     const int64_t n = hi - lo;
     int64_t t = 0;
-    for (; t + VW <= lo; t += VW) stu(d + t, (vf){0}); /* head: [0, lo), then the copy */
-    if (t < lo) stu(d + t, (vf){0});                   /* overwrites what it spills over */
+    for (; t + VW <= lo; t += VW) stu(d + t, fv); /* head: [0, lo), then the copy */
+    if (t < lo) stu(d + t, fv);                   /* overwrites what it spills over */
     int64_t i = 0;
     if (n > 0 && n < VW && sw <= 2 && xs + sw * VW <= xend) {
         /* a row shorter than a vector: one (stride 2: two) whole loads that stay inside x;
@@ -729,8 +730,8 @@ static inline void pad_row(float *d, int64_t Ws, const float *xr, int64_t W, int
         dst[i] = xs[i * sw];
         KEEP_LOOP();
     }
-    for (t = hi; t + VW <= Ws; t += VW) stu(d + t, (vf){0}); /* tail: [hi, Ws) */
-    stu(d + Ws - VW, (vf){0}); /* starts at or past hi (see above) */
+    for (t = hi; t + VW <= Ws; t += VW) stu(d + t, fv); /* tail: [hi, Ws) */
+    stu(d + Ws - VW, fv); /* starts at or past hi (see above) */
 }
 
 /* One output plane of a depthwise conv from its padded, phase-split copy `buf`: output row
@@ -745,7 +746,7 @@ static inline void pad_row(float *d, int64_t Ws, const float *xr, int64_t W, int
 #define DW_JOBS 4
 static inline __attribute__((always_inline)) void
 dw_plane(const float *buf, int64_t rstride, const int64_t *toff, int ntaps, const float *wk,
-         float bo, span a, int64_t Ho, int64_t Wo, float *yp) {
+         float bo, span a, int64_t Ho, int64_t Wo, float *yp, int op_max) {
     const int64_t npos = Wo >= VW ? (Wo + VW - 1) / VW : 1;
     const int64_t njobs = Ho * npos;
     int64_t oy = 0, pi = 0; /* the next job's row and position in the row */
@@ -769,13 +770,25 @@ dw_plane(const float *buf, int64_t rstride, const int64_t *toff, int ntaps, cons
             }
         }
         vf acc[DW_JOBS];
-        for (int k = 0; k < DW_JOBS; k++) acc[k] = (vf){0} + bo;
-        for (int t = 0; t < ntaps; t++) {
-            const vf wt = (vf){0} + wk[t];
-            const int64_t ot = toff[t];
-            for (int k = 0; k < DW_JOBS; k++) acc[k] += wt * ldu(q[k] + ot);
+        if (op_max) { /* max over the taps; a NaN tap wins, as in torch */
+            for (int k = 0; k < DW_JOBS; k++) acc[k] = (vf){0} - __builtin_inff();
+            for (int t = 0; t < ntaps; t++) {
+                const int64_t ot = toff[t];
+                for (int k = 0; k < DW_JOBS; k++) {
+                    const vf v = ldu(q[k] + ot);
+                    const vi take = (v > acc[k]) | (v != v);
+                    acc[k] = (vf)(((vi)v & take) | ((vi)acc[k] & ~take));
+                }
+            }
+        } else {
+            for (int k = 0; k < DW_JOBS; k++) acc[k] = (vf){0} + bo;
+            for (int t = 0; t < ntaps; t++) {
+                const vf wt = (vf){0} + wk[t];
+                const int64_t ot = toff[t];
+                for (int k = 0; k < DW_JOBS; k++) acc[k] += wt * ldu(q[k] + ot);
+            }
+            for (int k = 0; k < DW_JOBS; k++) acc[k] = clampv(acc[k], a);
         }
-        for (int k = 0; k < DW_JOBS; k++) acc[k] = clampv(acc[k], a);
         for (int k = 0; k < nj; k++) {
             /* a whole vector also where the row is shorter, except on the plane's last row:
              * the spill lands in the next row, which a later job of this plane rewrites */
@@ -796,12 +809,24 @@ dw_plane(const float *buf, int64_t rstride, const int64_t *toff, int ntaps, cons
 /* 3x3, the common case: a constant tap count, so the tap loop unrolls */
 static void dw_plane9(const float *buf, int64_t rstride, const int64_t *toff, const float *wk,
                       float bo, span a, int64_t Ho, int64_t Wo, float *yp) {
-    dw_plane(buf, rstride, toff, 9, wk, bo, a, Ho, Wo, yp);
+    dw_plane(buf, rstride, toff, 9, wk, bo, a, Ho, Wo, yp, 0);
 }
 
 static void dw_plane_any(const float *buf, int64_t rstride, const int64_t *toff, int ntaps,
                          const float *wk, float bo, span a, int64_t Ho, int64_t Wo, float *yp) {
-    dw_plane(buf, rstride, toff, ntaps, wk, bo, a, Ho, Wo, yp);
+    dw_plane(buf, rstride, toff, ntaps, wk, bo, a, Ho, Wo, yp, 0);
+}
+
+static void mp_plane9(const float *buf, int64_t rstride, const int64_t *toff, int64_t Ho,
+                      int64_t Wo, float *yp) {
+    const span none = act_span(NULL);
+    dw_plane(buf, rstride, toff, 9, NULL, 0.0f, none, Ho, Wo, yp, 1);
+}
+
+static void mp_plane_any(const float *buf, int64_t rstride, const int64_t *toff, int ntaps,
+                         int64_t Ho, int64_t Wo, float *yp) {
+    const span none = act_span(NULL);
+    dw_plane(buf, rstride, toff, ntaps, NULL, 0.0f, none, Ho, Wo, yp, 1);
 }
 
 /* y = conv2d(x, w, bias, groups = C)
@@ -817,12 +842,13 @@ static void dw_plane_any(const float *buf, int64_t rstride, const int64_t *toff,
  * at the end of each row for the last, partial vector. The VW sums stay in a register over
  * all kh * kw taps (one store). Tap order fixed: results do not depend on the thread count.
  * Parallel over the (n, o) planes. Returns 0, or -1 if the buffer cannot be allocated. */
-int spk_dwconv2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int kh, int kw,
-                 int sh, int sw, int ph, int pw, int dh, int dw, int64_t Ho, int64_t Wo,
-                 const float *x, const float *w, const float *bias, const float *act, float *y,
-                 int threads) {
+static int stencil2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int kh, int kw,
+                     int sh, int sw, int ph, int pw, int dh, int dw, int64_t Ho, int64_t Wo,
+                     const float *x, const float *w, const float *bias, const float *act,
+                     float *y, int threads, int op_max) {
     const int nt = nthreads(threads);
     const span a = act_span(act);
+    const float fill = op_max ? -__builtin_inff() : 0.0f; /* what padding reads as */
     const int64_t OC = C * M;
     const int64_t Hp = H + 2 * (int64_t)ph, Wp = W + 2 * (int64_t)pw;
     /* phase row length: a whole number of vectors, with at least VW floats of slack */
@@ -858,13 +884,21 @@ int spk_dwconv2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int kh, 
                     for (int64_t r = 0; r < Hp; r++) {
                         const int64_t iy = r - ph;
                         pad_row(buf + b * plane + r * Ws, Ws,
-                                iy < 0 || iy >= H ? NULL : xp + iy * W, W, b, sw, pw, xend);
+                                iy < 0 || iy >= H ? NULL : xp + iy * W, W, b, sw, pw, xend,
+                                fill);
                     }
                 filled = src;
             }
+            float *yp = y + pl * Ho * Wo;
+            if (op_max) {
+                if (ntaps == 9)
+                    mp_plane9(buf, sh * Ws, toff, Ho, Wo, yp);
+                else
+                    mp_plane_any(buf, sh * Ws, toff, ntaps, Ho, Wo, yp);
+                continue;
+            }
             const float *wk = w + o * kh * kw;
             const float bo = bias ? bias[o] : 0.0f;
-            float *yp = y + pl * Ho * Wo;
             if (ntaps == 9)
                 dw_plane9(buf, sh * Ws, toff, wk, bo, a, Ho, Wo, yp);
             else
@@ -874,6 +908,26 @@ int spk_dwconv2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int kh, 
     }
     free(toff);
     return err;
+}
+
+int spk_dwconv2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int kh, int kw,
+                 int sh, int sw, int ph, int pw, int dh, int dw, int64_t Ho, int64_t Wo,
+                 const float *x, const float *w, const float *bias, const float *act, float *y,
+                 int threads) {
+    return stencil2d(N, C, M, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, x, w, bias, act, y,
+                     threads, 0);
+}
+
+/* y = max_pool2d(x, (kh, kw), stride, padding, dilation), torch's MaxPool2d with
+ * ceil_mode=False: x (N, C, H, W) -> y (N, C, Ho, Wo),
+ *   y[n, c, oy, ox] = max_{i, j} x[n, c, oy*sh - ph + i*dh, ox*sw - pw + j*dw]
+ * with the padding read as -inf and a NaN in a window giving NaN (torch's rule). The same
+ * stencil as spk_dwconv2d, a max in place of the weighted sum. */
+int spk_maxpool2d(int64_t N, int64_t C, int64_t H, int64_t W, int kh, int kw, int sh, int sw,
+                  int ph, int pw, int dh, int dw, int64_t Ho, int64_t Wo, const float *x,
+                  float *y, int threads) {
+    return stencil2d(N, C, 1, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, x, NULL, NULL, NULL,
+                     y, threads, 1);
 }
 
 /* Sum of n floats, read once (a memory-bandwidth probe for the benchmark). */

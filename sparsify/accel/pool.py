@@ -1,0 +1,129 @@
+"""Max pooling on the kernels' stencil: torch's NCHW ``max_pool2d`` is slow on this CPU.
+
+On the project's Zen 4 host torch 2.14's CPU max pooling of a (1, 64, 112, 112) NCHW tensor
+(resnet's 3x3 stride-2 pool) takes ~6.3 ms, a third of a converted resnet18 at batch 1, where
+``kernels.max_pool2d`` (the depthwise stencil with a max in place of the weighted sum) takes
+~0.3 ms (results/probes/2026-12-04/). The converter offers it to each ``nn.MaxPool2d`` it can
+reproduce exactly (ceil_mode=False, no indices) wherever it offers the depthwise stencil, timed
+against torch's at the layer's input shape in ``calibrate`` mode. The outputs are the same
+floats: a max picks one of its inputs, and a NaN in a window gives NaN, as in torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from sparsify import kernels as spk
+from sparsify.errors import SparsifyError
+from sparsify.timing import fmt_seconds, paired_ratio, time_interleaved
+
+
+def poolable(module: nn.Module) -> bool:
+    """A plain ``nn.MaxPool2d`` (not a subclass) that :class:`StencilMaxPool2d` reproduces:
+    ceil_mode=False and return_indices=False, without hooks."""
+    return (
+        type(module) is nn.MaxPool2d
+        and not module.ceil_mode
+        and not module.return_indices
+        and not (module._forward_hooks or module._forward_pre_hooks)
+    )
+
+
+class StencilMaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` computed by ``kernels.max_pool2d`` for a float32 CPU input that needs
+    no gradient; anything else takes torch's ``max_pool2d``, as the original did."""
+
+    kernel = "spk_maxpool"
+
+    @classmethod
+    def from_pool(cls, pool: nn.MaxPool2d) -> StencilMaxPool2d:
+        """The same pooling (see :func:`poolable`)."""
+        if not poolable(pool):
+            raise SparsifyError(
+                f"StencilMaxPool2d reproduces an nn.MaxPool2d without ceil_mode, indices or "
+                f"hooks; got {pool}. Keep this pool as it is."
+            )
+        return cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation)
+
+    def _geometry(self, x_shape: tuple[int, ...]) -> tuple:
+        cached = self.__dict__.get("_pool_cache")
+        if cached is None or cached[0] != x_shape:
+            g = spk._pool_geometry(
+                x_shape, self.kernel_size, self.stride, self.padding, self.dilation
+            )
+            self.__dict__["_pool_cache"] = cached = (x_shape, g)
+        return cached[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (
+            x.dim() == 4
+            and x.dtype == torch.float32
+            and x.device.type == "cpu"
+            and not (x.requires_grad and torch.is_grad_enabled())
+        ):
+            x = x.detach().contiguous()
+            g = self._geometry(tuple(x.shape))
+            y = torch.empty(x.shape[0], x.shape[1], *g[4])
+            if spk.max_pool2d_into(
+                x.data_ptr(), tuple(x.shape), y.data_ptr(), g, torch.get_num_threads()
+            ):
+                return y
+        return super().forward(x)
+
+
+def replace_pools_(
+    model: nn.Module,
+    shapes: dict[str, tuple[int, ...]],
+    *,
+    timed: bool,
+    reps: int,
+    margin: float,
+) -> tuple[list[str], list[tuple[str, nn.Module]]]:
+    """In place: each :func:`poolable` MaxPool2d of ``model`` whose input shape is in
+    ``shapes`` becomes a :class:`StencilMaxPool2d` where that is faster (``timed``: paired
+    interleaved times on a random input of that shape, the converter's rule: median ratio >
+    1 / (1 - margin) and lower quartile > 1) or always (not ``timed``). Returns one line per
+    pool for the report, and ``(name, original)`` of each replaced, for :func:`restore_`."""
+    lines, done = [], []
+    for name, pool in list(model.named_modules()):
+        if not name or not poolable(pool) or name not in shapes or len(shapes[name]) != 4:
+            continue
+        new = StencilMaxPool2d.from_pool(pool)
+        if timed:
+            said, faster = _timed(pool, new, shapes[name], reps, margin)
+            lines.append(f"{name}: {said}" if faster else f"{name}: kept torch's ({said})")
+            if not faster:
+                continue
+        else:
+            lines.append(f"{name}: stencil (untimed)")
+        model.set_submodule(name, new)
+        done.append((name, pool))
+    return lines, done
+
+
+def _timed(
+    pool: nn.Module, new: nn.Module, shape: tuple[int, ...], reps: int, margin: float
+) -> tuple[str, bool]:
+    """(what was measured, whether the stencil wins by the converter's rule)."""
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        if not torch.equal(new(x), pool(x)):
+            return "the stencil's output differed", False
+        fns: dict[str, Callable[[], Any]] = {"torch": lambda: pool(x), "stencil": lambda: new(x)}
+        t = time_interleaved(fns, reps=reps, warmup=1, min_sample_s=1e-3)
+    r = paired_ratio(t["torch"].samples, t["stencil"].samples)
+    said = (
+        f"stencil {fmt_seconds(t['stencil'].median)} against torch's "
+        f"{fmt_seconds(t['torch'].median)}, {r.median:.2f}x (lower quartile {r.q25:.2f}x)"
+    )
+    return said, r.median > 1.0 / (1.0 - margin) and r.q25 > 1.0
+
+
+def restore_(model: nn.Module, replaced: list[tuple[str, nn.Module]]) -> None:
+    """Undo :func:`replace_pools_`."""
+    for name, pool in replaced:
+        model.set_submodule(name, pool)
