@@ -250,10 +250,22 @@ class CpuSnapshot(NamedTuple):
     wall_s: float
 
 
-def cpu_snapshot() -> CpuSnapshot | None:
+def _process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a live process from ``/proc/<pid>/stat``; 0 if gone."""
+    try:
+        with open(f"/proc/{int(pid)}/stat") as fh:
+            fields = fh.read().rpartition(")")[2].split()  # after "(comm)", which may hold spaces
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def cpu_snapshot(pids: Sequence[int] = ()) -> CpuSnapshot | None:
     """Now, from ``/proc/stat`` (busy = user + nice + system + irq + softirq + steal: the
     hypervisor's steal is work this machine did not get) and ``os.times()`` (all threads of
-    this process and its waited-for children); None where there is no ``/proc/stat``."""
+    this process and its waited-for children), plus the CPU time of the live processes
+    ``pids`` (workers the benchmark itself runs, e.g. DeepSparse's); None where there is no
+    ``/proc/stat``."""
     try:
         with open("/proc/stat") as fh:
             fields = fh.readline().split()
@@ -265,6 +277,7 @@ def cpu_snapshot() -> CpuSnapshot | None:
     busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7]
     t = os.times()  # children: the ones waited for (a compiler this process ran, say)
     own = t.user + t.system + t.children_user + t.children_system
+    own += sum(_process_cpu_s(p) for p in pids)
     return CpuSnapshot(busy / os.sysconf("SC_CLK_TCK"), own, time.monotonic())
 
 

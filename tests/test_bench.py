@@ -50,6 +50,7 @@ def test_bench_quick_cli_writes_json_and_markdown(tmp_path: Path) -> None:
     (src,) = result["sources"]
     (point,) = src["points"]
     assert point["batch"] == 4 and point["threads"] == 1
+    assert point["other_busy_cores"] >= 0 and result["other_busy_cores_max"] >= 0
     assert set(point["backends"]) == set(backends)
     dense = point["backends"]["dense"]
     assert dense["speedup_vs_dense"] == pytest.approx(1.0) and dense["median_s"] > 0
@@ -60,6 +61,7 @@ def test_bench_quick_cli_writes_json_and_markdown(tmp_path: Path) -> None:
     assert src["layers"]["fc1.weight"] == pytest.approx(0.05, abs=1e-3)
     md = (out / "bench.md").read_text()
     assert "| batch | dense | torch_csr |" in md and "x ±" in md
+    assert "cores kept busy by other processes while timing, worst point:" in md
 
 
 def test_bench_cli_refuses_nothing_to_do(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -104,9 +104,14 @@ def test_others_busy_cores_counts_a_busy_child_and_not_this_process() -> None:
         a = cpu_snapshot()
         time.sleep(1.0)
         b = cpu_snapshot()
+        # named as a worker of ours, its CPU is not "other load": about one core less
+        c, c_all = cpu_snapshot((child.pid,)), cpu_snapshot()
+        time.sleep(0.6)
+        d, d_all = cpu_snapshot((child.pid,)), cpu_snapshot()
     finally:
         child.wait()
     assert 0.5 <= others_busy_cores(a, b) <= 2.5
+    assert others_busy_cores(c_all, d_all) - others_busy_cores(c, d) >= 0.5
     a = cpu_snapshot()
     t0 = time.monotonic()
     while time.monotonic() - t0 < 0.6:

@@ -80,6 +80,7 @@ class Runner:
     timed: Callable[[], float] | None = None
     runs_per_timed: Callable[[], int] = lambda: 1
     close: Callable[[], None] = lambda: None
+    pids: tuple[int, ...] = ()  # other processes it runs the model in (not "other load")
 
 
 def to_numpy(out: Any) -> np.ndarray:

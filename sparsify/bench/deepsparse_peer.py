@@ -283,5 +283,11 @@ def deepsparse_runner(
         w.close()
 
     return Runner(
-        fn=fn, prepare=prepare, info=info, timed=timed, runs_per_timed=lambda: k[0], close=close
+        fn=fn,
+        prepare=prepare,
+        info=info,
+        timed=timed,
+        runs_per_timed=lambda: k[0],
+        close=close,
+        pids=(w.proc.pid,),
     )

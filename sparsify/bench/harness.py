@@ -35,8 +35,10 @@ from sparsify.bench.sources import load_source
 from sparsify.errors import SparsifyError
 from sparsify.timing import (
     Timing,
+    cpu_snapshot,
     loadavg,
     machine_info,
+    others_busy_cores,
     paired_ratio,
     time_interleaved,
     torch_threads,
@@ -79,7 +81,11 @@ def bench_point(
                     if name in runners:
                         runners.pop(name).close()
                     result["backends"][name] = {"available": False, "reason": str(exc)}
+            pids = tuple(p for r in runners.values() for p in r.pids)
+            before = cpu_snapshot(pids)
             timings = time_interleaved(fns, reps=reps, warmup=2, min_sample_s=5e-3, seed=seed)
+            busy = others_busy_cores(before, cpu_snapshot(pids))
+            result["other_busy_cores"] = None if busy is None else round(busy, 3)
     finally:
         for r in runners.values():
             r.close()
@@ -178,6 +184,15 @@ def run_bench(
                 entry["rss"] = measure_all(spec, artifacts, backends, source.input_shape)
         out["sources"].append(entry)
     add_rates_(out)
+    busy = [
+        p["other_busy_cores"]
+        for e in out["sources"]
+        for p in e["points"]
+        if p.get("other_busy_cores") is not None
+    ]
+    # cores kept busy by processes other than the bench and its workers, worst point: unlike
+    # the load average, the bench's own threads do not count (sparsify.timing.others_busy_cores)
+    out["other_busy_cores_max"] = max(busy) if busy else None
     out["loadavg_end"] = loadavg()
     out["wall_s"] = round(time.time() - started, 1)
     return out

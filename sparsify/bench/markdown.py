@@ -62,7 +62,13 @@ def to_markdown(result: dict[str, Any], title: str = "Benchmark") -> str:
         f"scipy {m['scipy']}, onnxruntime {m.get('onnxruntime')}, "
         + (f"DeepSparse {m['deepsparse']}, " if m.get("deepsparse") else "")
         + f"Python {m['python']}. "
-        f"Load average at start {result.get('loadavg_start')}, at end {result.get('loadavg_end')}.",
+        f"Load average at start {result.get('loadavg_start')}, at end {result.get('loadavg_end')}"
+        + (
+            f"; cores kept busy by other processes while timing, worst point: "
+            f"{result['other_busy_cores_max']:.2f}."
+            if result.get("other_busy_cores_max") is not None
+            else "."
+        ),
         "",
         "Each cell: median time per call, then speedup = t_dense / t (median of paired "
         "per-repetition ratios, IQR after ±), all backends interleaved in one run "
