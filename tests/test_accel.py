@@ -174,6 +174,24 @@ def test_low_sparsity_stays_dense() -> None:
         assert d.times_s[d.chosen] < d.times_s["dense"], d.times_s
 
 
+@needs_spk
+def test_a_dense_conv_is_still_timed_on_spk_which_does_no_im2col() -> None:
+    # LeNet-5's conv1 at 10% zeros: above max_density, but the spk conv (no im2col) is timed
+    # against torch's; the choice follows the converter's rule, and the output is dense's
+    torch.manual_seed(3)
+    model = nn.Sequential(_sparse(nn.Conv2d(1, 20, 5), 0.9)).eval()
+    x = torch.randn(1, 1, 28, 28)
+    with torch.no_grad():
+        ref = model(x)
+    d = sparsify_inference_(model, x, threads=1, reps=5).layers[0]
+    assert set(d.times_s) == {"dense", "spk"}, d.times_s
+    assert d.reason.startswith("calibrated:" if d.chosen == "spk" else "kept dense: best"), d
+    with torch.inference_mode():
+        torch.testing.assert_close(model(x), ref, rtol=1e-5, atol=1e-5)
+    lin = nn.Sequential(_sparse(nn.Linear(64, 64), 0.9))  # a Linear is not: CSR bytes decide
+    assert sparsify_inference_(lin, torch.randn(8, 64)).layers[0].times_s == {}
+
+
 @pytest.mark.parametrize("kernel", ["torch_csr", "torch_csr_panels", "dense_compact"])
 def test_layers_built_in_inference_mode_still_train(kernel: str) -> None:
     # the converter builds layers while calibrating under inference_mode; their tensors must

@@ -59,7 +59,7 @@ def test_mobilenet_fuses_every_relu6_and_returns_the_same_floats() -> None:
 
 
 class _Shared(nn.Module):
-    """ResNet's wiring: one ReLU module called twice."""
+    """LeNet's wiring: one ReLU module called after each layer (fused into both)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -67,6 +67,17 @@ class _Shared(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.relu(self.c2(self.relu(self.c1(x))))
+
+
+class _Residual(nn.Module):
+    """ResNet's wiring: the same ReLU also after a sum (so it stays, for both calls)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2, self.relu = nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 3, 1), nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.c2(self.relu(self.c1(x))) + x)
 
 
 class _Reread(nn.Module):
@@ -102,7 +113,8 @@ class _MyReLU(nn.ReLU):
 @pytest.mark.parametrize(
     "make, want",
     [
-        (lambda: _Shared(), []),
+        (lambda: _Shared(), ["c1 <- relu", "c2 <- relu"]),
+        (lambda: _Residual(), []),
         (lambda: _Reread(), []),
         (lambda: _Wired(), ["conv <- act"]),
         (lambda: nn.Sequential(nn.Conv2d(3, 4, 3), nn.LeakyReLU()), []),
@@ -132,6 +144,14 @@ def test_a_layer_kept_dense_keeps_its_activation_and_fusion_can_be_turned_off() 
     dense = nn.Sequential(nn.Linear(30, 20), nn.ReLU()).eval()  # no zeros: stays dense
     report = sparsify_inference_(dense, torch.randn(4, 30), mode="cost_model")
     assert report.fused == [] and type(dense[1]) is nn.ReLU
+    shared = _zero_(_Shared(), 0.7)  # its ReLU also follows c2, which stays dense: it stays
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        ref = shared(x)
+    report = _convert(shared, x, filter_fn=lambda m, name: name != "c2")
+    assert report.fused == [] and type(shared.relu) is nn.ReLU and shared.c1.clamp is None
+    with torch.inference_mode():
+        torch.testing.assert_close(shared(x), ref, rtol=1e-5, atol=1e-5)
     off = _zero_(nn.Sequential(nn.Linear(30, 20), nn.ReLU()))
     report = _convert(off, torch.randn(4, 30), fuse_activations=False)
     assert report.fused == [] and type(off[1]) is nn.ReLU and isinstance(off[0], SparseLinear)

@@ -467,8 +467,14 @@ def _decide(
     if compact > MAX_COMPACT:  # too few dead rows/columns: dense_compact is dense plus copies
         kernels = tuple(k for k in kernels if k != "dense_compact")
     if density > max_density:
-        # CSR cannot win here; dropping dead rows/columns still can, and so can the stencil
-        kernels = tuple(k for k in kernels if k in ("dense_compact", STENCIL))
+        # CSR cannot win on bytes here; dropping dead rows/columns still can, and so can the
+        # stencil, and, timed, a groups=1 conv's spk kernel: it does no im2col, which beats
+        # torch's dense conv on few input channels at any density (LeNet-5's conv1 at 90%:
+        # 1.9x at batch 1, results/probes/2026-12-04/dense_convs_on_spk.txt)
+        keep = ("dense_compact", STENCIL)
+        if mode == "calibrate" and isinstance(module, nn.Conv2d):
+            keep += ("spk",)
+        kernels = tuple(k for k in kernels if k in keep)
         if not kernels:
             d.reason = (
                 f"kept dense: density {density:.3f} > max_density {max_density:g} (CSR reads more "
@@ -665,7 +671,9 @@ def sparsify_inference_(
             "spk_csr", "spk_depthwise")``). ``spk``/``spk_csr``/``spk_depthwise`` are
             dropped, with the reason in ``report.unavailable``, where sparsify's compiled
             kernels cannot run.
-        max_density: layers denser than this stay dense untimed, in [0, 1].
+        max_density: layers denser than this are not offered the CSR kernels, in [0, 1]
+            (``dense_compact`` and the depthwise stencil still are; in ``"calibrate"`` mode a
+            groups=1 Conv2d is still timed on ``spk``, whose conv does no im2col).
         margin: the median paired ratio t_dense / t_sparse must exceed 1 / (1 - margin), in [0, 1).
         reps: timed samples per candidate (interleaved), >= 1.
         filter_fn: ``(module, fqn) -> bool`` choosing layers (default: every Linear, conv

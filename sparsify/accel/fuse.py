@@ -10,7 +10,9 @@ NaN stays NaN, as in torch.
 Only where the activation's sole input is the layer's output, read by nothing else
 (:mod:`sparsify.accel.pairs`, through the ``nn.Identity`` a folded batch norm left), and only
 into a layer that runs on the C kernels (``spk``, ``spk_csr``, ``spk_depthwise``): elsewhere
-nothing would be saved. On mobilenet_v2 at batch 1 the 35 ReLU6 modules cost about 6% of the
+nothing would be saved. One activation module called after several layers (LeNet's
+``self.relu``) is fused only if every one of its calls follows such a layer, into all of
+them at once: it becomes ``nn.Identity`` for every call. On mobilenet_v2 at batch 1 the 35 ReLU6 modules cost about 6% of the
 converted model's time (results/probes/2026-12-04/).
 """
 
@@ -61,33 +63,43 @@ def activation_pairs(model: nn.Module, candidate: set[str]) -> list[tuple[str, s
     seen = {a for a, _ in found}
     if candidate - seen and any(activation_clamp(m) for m in model.modules()):
         found += [
-            p
-            for p in traced_pairs(model, pairable, through=True)
-            if p[0] in candidate and p[0] not in seen
+            p for p in traced_pairs(model, pairable, through=True, shared=True) if p[0] not in seen
         ]
-    return found
+    # an activation goes only if all its callers can take it: keep whole groups
+    callers: dict[str, list[str]] = {}
+    for a, b in found:
+        callers.setdefault(b, []).append(a)
+    return [(a, b) for a, b in found if all(c in candidate for c in callers[b])]
 
 
 def fuse_activations_(
     model: nn.Module, pairs: list[tuple[str, str]]
 ) -> list[tuple[str, str, nn.Module]]:
-    """In place: each ``(layer, activation)`` of ``pairs`` whose layer is (now) fusable takes
-    the activation's clamp; the activation becomes ``nn.Identity``. Returns what was fused, as
-    ``(layer, activation, the activation module)``, for :func:`unfuse_`."""
+    """In place: each activation of ``pairs`` whose layers are all (now) fusable goes into
+    them as their clamp and becomes ``nn.Identity``; one with a layer that is not (kept dense,
+    say) stays, for all its callers. Returns what was fused, as ``(layer, activation, the
+    activation module)``, for :func:`unfuse_`."""
     once = registered_once(model)
-    done = []
+    groups: dict[str, list[str]] = {}
     for a, b in pairs:
-        layer, act = model.get_submodule(a), model.get_submodule(b)
-        if not (once(layer) and once(act) and fusable(layer, act)):
+        groups.setdefault(b, []).append(a)
+    done = []
+    for b, layers in groups.items():
+        act = model.get_submodule(b)
+        mods = [model.get_submodule(a) for a in layers]
+        if not (once(act) and all(once(m) and fusable(m, act) for m in mods)):
             continue
-        layer.fuse_clamp_(activation_clamp(act))
+        for a, layer in zip(layers, mods, strict=True):
+            layer.fuse_clamp_(activation_clamp(act))
+            done.append((a, b, act))
         model.set_submodule(b, nn.Identity())
-        done.append((a, b, act))
     return done
 
 
 def unfuse_(model: nn.Module, fused: list[tuple[str, str, nn.Module]]) -> None:
-    """Undo :func:`fuse_activations_`: each activation back in its place, no clamp."""
+    """Undo :func:`fuse_activations_`: each activation back in its place, no clamp (an
+    activation fused into several layers is listed once per layer; restoring it twice is
+    harmless)."""
     for a, b, act in fused:
         model.get_submodule(a).fuse_clamp_(None)
         model.set_submodule(b, act)

@@ -9,7 +9,9 @@ replaced by ``nn.Identity`` without changing the model. Found
 - elsewhere, as ``torch.fx`` traces ``forward`` on a data-less copy (ResNet's
   ``conv1``/``bn1``): a module that cannot be traced is searched child by child instead.
 
-Modules registered twice or called more than once are never paired.
+Modules registered twice are never paired, nor ``a`` called more than once; ``b`` called more
+than once only with ``shared=True`` and only when every one of its calls reads the sole output
+of a module it pairs with (LeNet's one ``self.relu`` after each Linear: one pair per call).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def sequential_pairs(
 
 
 def _traced_pairs(
-    module: nn.Module, pairable: Pairable, through: bool, prefix: str = ""
+    module: nn.Module, pairable: Pairable, through: bool, shared: bool = False, prefix: str = ""
 ) -> list[tuple[str, str]]:
     """Pairs of ``module``'s traced graph (see the module docstring); untraceable modules:
     their children's."""
@@ -54,7 +56,7 @@ def _traced_pairs(
     except Exception:  # noqa: BLE001 - any failure to trace means: look inside instead
         pairs = []
         for name, child in module.named_children():
-            pairs += _traced_pairs(child, pairable, through, f"{prefix}{name}.")
+            pairs += _traced_pairs(child, pairable, through, shared, f"{prefix}{name}.")
         return pairs
     nodes = [n for n in graph.nodes if n.op == "call_module"]
     calls = Counter(id(module.get_submodule(n.target)) for n in nodes)
@@ -72,9 +74,11 @@ def _traced_pairs(
         if src is None:
             continue
         a, b = module.get_submodule(src.target), module.get_submodule(node.target)
-        if calls[id(a)] == 1 and calls[id(b)] == 1 and pairable(a, b):
-            pairs.append((prefix + src.target, prefix + node.target))
-    return pairs
+        if calls[id(a)] == 1 and (shared or calls[id(b)] == 1) and pairable(a, b):
+            pairs.append((src.target, node.target))
+    paired = Counter(b for _, b in pairs)  # a b called k times pairs only if all k calls did
+    called = Counter(n.target for n in nodes)
+    return [(prefix + a, prefix + b) for a, b in pairs if paired[b] == called[b]]
 
 
 def _meta_copy(model: nn.Module) -> nn.Module | None:
@@ -93,12 +97,12 @@ def _meta_copy(model: nn.Module) -> nn.Module | None:
 
 
 def traced_pairs(
-    model: nn.Module, pairable: Pairable, through: bool = False
+    model: nn.Module, pairable: Pairable, through: bool = False, shared: bool = False
 ) -> list[tuple[str, str]]:
     """The pairs ``torch.fx`` finds in a :func:`_meta_copy` of ``model`` (none if it cannot be
     copied). ``forward`` runs once on proxies, on the copy, never on the model itself."""
     twin = _meta_copy(model)
-    return [] if twin is None else _traced_pairs(twin, pairable, through)
+    return [] if twin is None else _traced_pairs(twin, pairable, through, shared)
 
 
 def registered_once(model: nn.Module) -> Callable[[nn.Module], bool]:
