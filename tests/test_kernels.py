@@ -625,6 +625,9 @@ def test_max_pool2d_without_the_kernels_and_its_errors(monkeypatch):
         K.max_pool2d(x.numpy(), 13)
     with pytest.raises(SparsifyError, match=r"\(N, C, H, W\)"):
         K.max_pool2d(x.numpy()[0], 2)
+    for bad in (True, 2.5, None, (3,)):  # one line, not a TypeError from deep inside
+        with pytest.raises(SparsifyError, match="'kernel_size' parameter of max_pool2d"):
+            K.max_pool2d(x.numpy(), bad)
 
 
 def test_conv_argument_errors():

@@ -414,7 +414,10 @@ def spmm_t(
 
 
 def _pair(name: str, v: Any, minimum: int, fn: str = "sparse_conv2d") -> tuple[int, int]:
-    t = (v, v) if isinstance(v, int) and not isinstance(v, bool) else tuple(v)
+    try:
+        t = (v, v) if isinstance(v, int) and not isinstance(v, bool) else tuple(v)
+    except TypeError:  # a bool, float or None: not a size
+        t = ()
     if len(t) != 2 or any(isinstance(a, bool) or not isinstance(a, int) or a < minimum for a in t):
         raise SparsifyError(
             f"The '{name}' parameter of {fn} must be an int >= {minimum} or a pair of "
