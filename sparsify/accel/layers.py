@@ -150,6 +150,16 @@ def _outside_inference_mode(init: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
+def per_shape(module: nn.Module, key: Any, make: Callable[[], Any]) -> Any:
+    """``make()`` for this ``key`` (an input shape), computed once and kept on ``module`` until
+    the key changes: the layers' checked kernel geometry, which costs more to recompute than
+    a small layer's call (hot path: a plain ``__dict__`` slot, not a buffer or attribute)."""
+    cached = module.__dict__.get("_per_shape")
+    if cached is None or cached[0] != key:
+        cached = module.__dict__["_per_shape"] = (key, make())
+    return cached[1]
+
+
 class _Activated:
     """A fused activation ``clamp = (lo, hi)`` (or None): ``y -> min(max(y, lo), hi)``."""
 
@@ -495,14 +505,14 @@ class SparseConv2d(_SparseBase):
         return self._activate(y.reshape(b, self.out_features, ho, wo))
 
     def _geometry(self, x_shape: tuple[int, ...]) -> tuple:
-        """The checked kernel geometry for this input shape, computed once per shape."""
-        cached = self.__dict__.get("_conv_cache")
-        if cached is None or cached[0] != x_shape:
-            geometry = spk._conv_geometry(
+        """The checked kernel geometry for this input shape (:func:`per_shape`)."""
+        return per_shape(
+            self,
+            x_shape,
+            lambda: spk._conv_geometry(
                 self.weight_spk, x_shape, self.stride, self.padding, self.dilation
-            )
-            self.__dict__["_conv_cache"] = cached = (x_shape, geometry)
-        return cached[1]
+            ),
+        )
 
     def _compact_conv(self, x: torch.Tensor) -> torch.Tensor:
         bc = None if self.bias is None else self.bias[self.rows]
@@ -577,13 +587,12 @@ class DepthwiseConv2d(_Activated, nn.Conv2d):
         return super().extra_repr() + (f", clamp={self.clamp}" if self.clamp else "")
 
     def _geometry(self, x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> tuple:
-        """The checked geometry for these shapes, computed once per input shape (hot path)."""
-        key = (x_shape, w_shape)
-        cached = self.__dict__.get("_dw_cache")
-        if cached is None or cached[0] != key:
-            geometry = spk._dw_geometry(x_shape, w_shape, self.stride, self.padding, self.dilation)
-            self.__dict__["_dw_cache"] = cached = (key, geometry)
-        return cached[1]
+        """The checked geometry for these shapes (:func:`per_shape`)."""
+        return per_shape(
+            self,
+            (x_shape, w_shape),
+            lambda: spk._dw_geometry(x_shape, w_shape, self.stride, self.padding, self.dilation),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.weight, self.bias

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from sparsify import kernels as spk
+from sparsify.accel.layers import per_shape
 from sparsify.errors import SparsifyError
 from sparsify.timing import fmt_seconds, paired_ratio, time_interleaved
 
@@ -42,21 +43,22 @@ class StencilMaxPool2d(nn.MaxPool2d):
     @classmethod
     def from_pool(cls, pool: nn.MaxPool2d) -> StencilMaxPool2d:
         """The same pooling (see :func:`poolable`)."""
-        if not poolable(pool):
-            raise SparsifyError(
-                f"StencilMaxPool2d reproduces an nn.MaxPool2d without ceil_mode, indices or "
-                f"hooks; got {pool}. Keep this pool as it is."
-            )
-        return cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation)
+        if poolable(pool):
+            return cls(pool.kernel_size, pool.stride, pool.padding, pool.dilation)
+        raise SparsifyError(
+            f"StencilMaxPool2d reproduces an nn.MaxPool2d without ceil_mode, indices or "
+            f"hooks; got {pool}. Keep this pool as it is."
+        )
 
     def _geometry(self, x_shape: tuple[int, ...]) -> tuple:
-        cached = self.__dict__.get("_pool_cache")
-        if cached is None or cached[0] != x_shape:
-            g = spk._pool_geometry(
+        """The checked geometry for this input shape (:func:`~sparsify.accel.layers.per_shape`)."""
+        return per_shape(
+            self,
+            x_shape,
+            lambda: spk._pool_geometry(
                 x_shape, self.kernel_size, self.stride, self.padding, self.dilation
-            )
-            self.__dict__["_pool_cache"] = cached = (x_shape, g)
-        return cached[1]
+            ),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (
