@@ -32,19 +32,20 @@ needs_spk = pytest.mark.skipif(not spk.available(), reason="sparsify.kernels not
 
 class ConvNet(nn.Module):
     """Convs the spk path takes (groups=1, strided, unpadded) and one it leaves to scipy
-    (groups=2), then a Linear (Gemm)."""
+    (groups=2), a max pool, then a Linear (Gemm)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.c1 = nn.Conv2d(3, 8, 3, padding=1)
         self.c2 = nn.Conv2d(8, 8, 3, stride=2, bias=False)
         self.c3 = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+        self.pool = nn.MaxPool2d(3, 1, 1)  # a MaxPool: the stencil on the spk path
         self.fc = nn.Linear(8 * 5 * 5, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.relu(self.c1(x))
         y = torch.relu(self.c3(torch.relu(self.c2(y))))
-        return self.fc(y.flatten(1))
+        return self.fc(self.pool(y).flatten(1))
 
 
 def _mlp() -> nn.Module:

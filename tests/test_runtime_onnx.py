@@ -312,6 +312,27 @@ def test_pooling_matches_torch(
     )
     ref = F.max_pool2d(x, kernel, stride, padding, ceil_mode=ceil)
     np.testing.assert_array_equal(got, ref.numpy())
+    got = sparse_ops.pool(  # on the kernels' stencil (ceil_mode: the numpy path again)
+        x.numpy(), "max", [kernel] * 2, ceil_mode=int(ceil), pads=pads, strides=[stride] * 2,
+        max_spk=True,
+    )  # fmt: skip
+    np.testing.assert_array_equal(got, ref.numpy())
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(pads=[1, 0, 2, 1], strides=[2, 1]),  # unequal sides: padded first, as -inf
+        dict(pads=[2, 2, 2, 2]),  # more than half the 3x3 kernel: padded first
+        dict(auto_pad="SAME_UPPER", strides=[2, 2]),
+        dict(dilations=[2, 1], pads=[1, 1, 1, 1]),
+    ],
+)
+def test_max_pool_on_the_stencil_is_the_numpy_pool_bit_for_bit(kw: dict) -> None:
+    x = torch.randn(2, 3, 9, 10).numpy()
+    x[0, 1, 2, 3] = np.nan
+    want = sparse_ops.pool(x, "max", [3, 3], **kw)
+    np.testing.assert_array_equal(sparse_ops.pool(x, "max", [3, 3], max_spk=True, **kw), want)
 
 
 @pytest.mark.parametrize(("groups", "stride", "dilation"), [(1, 1, 1), (2, 2, 1), (6, 1, 2)])

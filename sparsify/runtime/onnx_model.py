@@ -423,16 +423,19 @@ class Conv(OpRun):
 
 
 class MaxPool(OpRun):
-    """ONNX MaxPool on windows (onnx's reference loops in Python per output element)."""
+    """ONNX MaxPool on windows (onnx's reference loops in Python per output element); a
+    model run on the spk kernels subclasses it with ``max_spk = True`` (2-D max pools on
+    ``kernels.max_pool2d``)."""
 
     op_domain = ""
+    max_spk = False
 
     def _run(self, x: np.ndarray, **attrs: Any) -> tuple[np.ndarray, ...]:
         if len(self.onnx_node.output) > 1 and self.onnx_node.output[1]:
             from onnx.reference.ops.op_max_pool import MaxPool as Reference  # Indices output
 
             return Reference._run(self, x, **attrs)  # type: ignore[arg-type]
-        return (_pool(x, "max", attrs),)
+        return (_pool(x, "max", attrs, self.max_spk),)
 
 
 class Sigmoid(OpRun):
@@ -453,7 +456,7 @@ class AveragePool(OpRun):
         return (_pool(x, "avg", attrs),)
 
 
-def _pool(x: np.ndarray, kind: str, attrs: dict[str, Any]) -> np.ndarray:
+def _pool(x: np.ndarray, kind: str, attrs: dict[str, Any], max_spk: bool = False) -> np.ndarray:
     return sparse_ops.pool(
         x,
         kind,
@@ -464,6 +467,7 @@ def _pool(x: np.ndarray, kind: str, attrs: dict[str, Any]) -> np.ndarray:
         dilations=attrs.get("dilations"),
         pads=attrs.get("pads"),
         strides=attrs.get("strides"),
+        max_spk=max_spk,
     )
 
 
@@ -696,7 +700,7 @@ class OnnxModel:
                 *_op_classes(weights, self.packs),
                 # the evaluator finds an op class by its name: the subclass is "Conv" too
                 type("Conv", (Conv,), {"depthwise_spk": self.kernels == "spk"}),
-                MaxPool,
+                type("MaxPool", (MaxPool,), {"max_spk": self.kernels == "spk"}),
                 AveragePool,
                 Sigmoid,
             ],

@@ -405,12 +405,27 @@ def pool(
     dilations: Sequence[int] | None = None,
     pads: Sequence[int] | None = None,
     strides: Sequence[int] | None = None,
+    max_spk: bool = False,
 ) -> np.ndarray:
-    """ONNX MaxPool (``kind="max"``) or AveragePool (``"avg"``) on ``x`` (N, C, *spatial)."""
+    """ONNX MaxPool (``kind="max"``) or AveragePool (``"avg"``) on ``x`` (N, C, *spatial);
+    with ``max_spk``, a 2-D float32 MaxPool without ceil_mode runs ``kernels.max_pool2d``
+    (the stencil; padding beyond what it takes, half the kernel on each side, or unequal
+    sides, is applied first as -inf)."""
     n = len(kernel)
     strides = list(strides) if strides else [1] * n
     dilations = list(dilations) if dilations else [1] * n
     pads = conv_pads(auto_pad, x.shape[2:], kernel, strides, dilations, pads)
+    if max_spk and kind == "max" and n == 2 and not ceil_mode and x.dtype == np.float32:
+        if (
+            pads[0] != pads[2]
+            or pads[1] != pads[3]
+            or any(pads[i] > kernel[i % 2] // 2 for i in range(4))
+        ):
+            widths = ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3]))
+            x, pads = np.pad(x, widths, constant_values=-np.inf), [0, 0, 0, 0]
+        return spk.max_pool2d(
+            x, tuple(kernel), tuple(strides), (pads[0], pads[1]), tuple(dilations)
+        )
     out = [
         _out_size(
             x.shape[2 + i],
