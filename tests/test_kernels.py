@@ -581,11 +581,11 @@ def test_sparse_conv2d_into_on_torch_buffers_matches_sparse_conv2d():
         b = torch.randn(oc)
         act = np.array([0.0, 1.0], np.float32)
         geometry = K._conv_geometry(sw, tuple(x.shape), s, p, 1)
+        plan = K.conv_plan(sw, tuple(x.shape), geometry, K._lib())
         y = torch.empty(2, oc, geometry[3], geometry[4])
         assert K.sparse_conv2d_into(
-            sw, x.data_ptr(), tuple(x.shape), y.data_ptr(), b.data_ptr(), geometry, 1,
-            act.ctypes.data,
-        )  # fmt: skip
+            plan, x.data_ptr(), y.data_ptr(), b.data_ptr(), 1, act.ctypes.data
+        )
         want = K.sparse_conv2d(sw, x.numpy(), s, p, bias=b.numpy(), clamp=(0, 1), threads=1)
         np.testing.assert_array_equal(y.numpy(), want)
 

@@ -475,16 +475,14 @@ class SparseConv2d(_SparseBase):
                 # raw addresses and a geometry checked once per shape: the checked
                 # kernels.sparse_conv2d costs ~15 us a call, a small conv's whole work
                 x = x.detach().contiguous()
-                geometry = self._geometry(tuple(x.shape))
+                geometry, plan = self._geometry(tuple(x.shape))
                 y = torch.empty(x.shape[0], self.out_features, geometry[3], geometry[4])
                 bias = self._parameters.get("bias")
                 if spk.sparse_conv2d_into(
-                    self.weight_spk,
+                    plan,
                     x.data_ptr(),
-                    tuple(x.shape),
                     y.data_ptr(),
                     None if bias is None else bias.data_ptr(),
-                    geometry,
                     torch.get_num_threads(),
                     self._act_addr(),
                 ):
@@ -505,14 +503,16 @@ class SparseConv2d(_SparseBase):
         return self._activate(y.reshape(b, self.out_features, ho, wo))
 
     def _geometry(self, x_shape: tuple[int, ...]) -> tuple:
-        """The checked kernel geometry for this input shape (:func:`per_shape`)."""
-        return per_shape(
-            self,
-            x_shape,
-            lambda: spk._conv_geometry(
+        """The checked kernel geometry for this input shape and the kernels' packed call
+        (:func:`per_shape`)."""
+
+        def make() -> tuple:
+            g = spk._conv_geometry(
                 self.weight_spk, x_shape, self.stride, self.padding, self.dilation
-            ),
-        )
+            )
+            return g, spk.conv_plan(self.weight_spk, x_shape, g, spk._lib())
+
+        return per_shape(self, x_shape, make)
 
     def _compact_conv(self, x: torch.Tensor) -> torch.Tensor:
         bc = None if self.bias is None else self.bias[self.rows]

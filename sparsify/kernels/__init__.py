@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -516,8 +516,8 @@ def sparse_conv2d(
             res = res + b[:, None, None]
         y[...] = res
         return _clip_(y, act)
-    _conv_call(lib, sw, _ptr(xa), xa.shape, _ptr(y), _ptr(b), _ptr(act), geometry,
-               tile_vectors or _default_nv(lib), nt)  # fmt: skip
+    plan = conv_plan(sw, xa.shape, geometry, lib, tile_vectors)
+    _conv_run(lib, plan, _ptr(xa), _ptr(y), _ptr(b), _ptr(act), nt)
     return y
 
 
@@ -557,60 +557,86 @@ def _conv_geometry(
     return s, p, d, ho, wo, hq, wq, phase_floats, fits
 
 
-def _conv_call(
-    lib: build.Library,
+class ConvPlan(NamedTuple):
+    """What ``spk_conv2d_plan`` reads for one weight and input shape (see ``conv_plan``)."""
+
+    array: np.ndarray  # int64 (24,), kept alive with the plan
+    addr: int
+    phase_floats: int
+    colmap_ints: int
+    stride: tuple[int, int]
+
+
+def conv_plan(
     sw: SparseWeight,
-    x_addr: int,
     x_shape: tuple[int, ...],
-    y_addr: int,
-    bias_addr: int | None,
-    act_addr: int | None,
     geometry: tuple,
-    nv: int,
-    threads: int,
-) -> None:
-    """Run ``spk_conv2d`` (scratch from this thread's buffers); raise on its error codes."""
+    lib: build.Library | None,
+    nv: int | None = None,
+) -> ConvPlan | None:
+    """The packed arguments of one ``sparse_conv2d`` call shape on ``lib`` (geometry from
+    ``_conv_geometry``; ``nv`` tile vectors, None: the default), or None where the C kernels
+    cannot run it (``lib`` None, or planes past int32 offsets). Valid while ``sw`` lives (it
+    holds the weight's addresses)."""
+    if lib is None or not geometry[-1]:
+        return None
     (sh, sw_), (ph, pw), (dh, dw), ho, wo, hq, wq, phase_floats, _ = geometry
     n, ic, h, w = x_shape
     kh, kw = sw.kernel_size
-    scratch = _buffer("phases", phase_floats, np.float32)
-    colmap = _buffer("colmap", 2 * sw.shape[1], np.int32)
-    rc = lib.lib.spk_conv2d(
-        sw.shape[0], ic, kh, kw, sw.panel, sw.nkb, *_weight_ptrs(sw), x_addr, n, h, w, sh, sw_, ph, pw, dh, dw, ho, wo,
-        y_addr, bias_addr, act_addr, _ptr(scratch), hq, wq, phase_floats, _ptr(colmap), nv, threads,
+    arr = np.array(
+        [sw.shape[0], ic, kh, kw, sw.panel, sw.nkb, *_weight_ptrs(sw), n, h, w, sh, sw_, ph, pw,
+         dh, dw, ho, wo, hq, wq, phase_floats, nv or _default_nv(lib)],
+        dtype=np.int64,
     )  # fmt: skip
+    return ConvPlan(arr, _ptr(arr), int(phase_floats), 2 * int(sw.shape[1]), (sh, sw_))
+
+
+def _conv_run(
+    lib: build.Library,
+    plan: ConvPlan,
+    x_addr: int,
+    y_addr: int,
+    bias_addr: int | None,
+    act_addr: int | None,
+    threads: int,
+) -> None:
+    """Run ``spk_conv2d_plan`` (scratch from this thread's buffers); raise on its error codes."""
+    scratch = _buffer("phases", plan.phase_floats, np.float32)
+    colmap = _buffer("colmap", plan.colmap_ints, np.int32)
+    rc = lib.lib.spk_conv2d_plan(
+        plan.addr, x_addr, y_addr, bias_addr, act_addr, _ptr(scratch), _ptr(colmap), threads
+    )
     if rc == -3:
-        raise SparsifyError(f"sparse_conv2d: strides above 64 are not supported; got {(sh, sw_)}.")
+        raise SparsifyError(
+            f"sparse_conv2d: strides above 64 are not supported; got {plan.stride}."
+        )
     if rc != 0:
         raise MemoryError(f"sparsify.kernels: sparse_conv2d failed with code {rc} (out of memory)")
 
 
 def sparse_conv2d_into(
-    sw: SparseWeight,
+    plan: ConvPlan | None,
     x_addr: int,
-    x_shape: tuple[int, int, int, int],
     y_addr: int,
     bias_addr: int | None,
-    geometry: tuple,
     threads: int,
     act_addr: int | None = None,
 ) -> bool:
     """``sparse_conv2d`` on raw addresses, for a torch layer that owns the buffers.
 
-    Contract: C-contiguous float32 buffers, alive for the call: x of ``x_shape`` (N >= 1), y
-    of (N, OC, Ho, Wo), bias of OC or None, the fused activation's two float32 (see
-    :func:`_act`) or None; ``geometry`` from ``_conv_geometry`` for this weight and shape;
-    ``threads`` >= 1; ``sw`` a checked 4-D ``SparseWeight``. Nothing is checked here (the
-    checks cost ~15 us a call, more than a small conv's work). Returns False, computing
-    nothing, when the C kernels are not available or the shape needs the fallback.
+    Contract: ``plan`` from ``conv_plan`` for this weight and input shape (N >= 1);
+    C-contiguous float32 buffers, alive for the call: x of that shape, y of (N, OC, Ho, Wo),
+    bias of OC or None, the fused activation's two float32 (see :func:`_act`) or None;
+    ``threads`` >= 1. Nothing is checked here (the checks cost ~15 us a call, more than a
+    small conv's work). Returns False, computing nothing, when the C kernels are not
+    available or the shape needs the fallback (``plan`` None).
     """
     lib = _lib()
-    if lib is None or not geometry[-1]:
+    if lib is None or plan is None:
         return False
     if threads != 1:
         _threads(threads)  # remembers that the OpenMP pool started (see _after_fork_in_child)
-    _conv_call(lib, sw, x_addr, x_shape, y_addr, bias_addr, act_addr, geometry,
-               _default_nv(lib), threads)  # fmt: skip
+    _conv_run(lib, plan, x_addr, y_addr, bias_addr, act_addr, threads)
     return True
 
 

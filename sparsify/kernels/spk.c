@@ -47,7 +47,7 @@
 #define SPK_ISA "generic-128bit"
 #endif
 
-#define SPK_ABI 4
+#define SPK_ABI 5
 
 typedef float vf __attribute__((vector_size(VW * 4)));
 
@@ -651,6 +651,19 @@ int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int
         if (err) return err;
     }
     return err;
+}
+
+/* spk_conv2d with its shape and weight arguments packed once per layer and input shape:
+ * p = {OC, IC, kh, kw, P, nkb, ptr, idx, val, N, H, W, sh, sw, ph, pw, dh, dw, Ho, Wo, Hq, Wq,
+ * phase_floats, nvmax} (addresses as int64), so a call passes 8 arguments instead of 30 (the
+ * ctypes conversion of each costs more than a small conv's arithmetic). */
+int spk_conv2d_plan(const int64_t *p, const float *x, float *y, const float *bias,
+                    const float *act, float *scratch, int32_t *colmap, int threads) {
+    return spk_conv2d(p[0], p[1], (int)p[2], (int)p[3], (int)p[4], (int)p[5],
+                      (const int64_t *)(intptr_t)p[6], (const int32_t *)(intptr_t)p[7],
+                      (const float *)(intptr_t)p[8], x, p[9], p[10], p[11], (int)p[12],
+                      (int)p[13], (int)p[14], (int)p[15], (int)p[16], (int)p[17], p[18], p[19], y,
+                      bias, act, scratch, p[20], p[21], p[22], colmap, (int)p[23], threads);
 }
 
 /* ---- depthwise convolution (dense): y = conv2d(x, w, bias, groups = C) ---------------- */
