@@ -152,6 +152,17 @@ def test_a_layer_kept_dense_keeps_its_activation_and_fusion_can_be_turned_off() 
     assert report.fused == [] and type(shared.relu) is nn.ReLU and shared.c1.clamp is None
     with torch.inference_mode():
         torch.testing.assert_close(shared(x), ref, rtol=1e-5, atol=1e-5)
+    # the same, c2 offered but left dense by the converter's own decision (no zeros)
+    shared = _Shared().eval()
+    with torch.no_grad():
+        shared.c1.weight[torch.rand(shared.c1.weight.shape) < 0.9] = 0.0
+        ref = shared(x)
+    report = sparsify_inference_(shared, x, mode="cost_model", overhead_flops=0)
+    chosen = {d.name: d.chosen for d in report.layers}
+    assert chosen["c1"] != "dense" and chosen["c2"] == "dense", chosen
+    assert report.fused == [] and type(shared.relu) is nn.ReLU and shared.c1.clamp is None
+    with torch.inference_mode():
+        torch.testing.assert_close(shared(x), ref, rtol=1e-5, atol=1e-5)
     off = _zero_(nn.Sequential(nn.Linear(30, 20), nn.ReLU()))
     report = _convert(off, torch.randn(4, 30), fuse_activations=False)
     assert report.fused == [] and type(off[1]) is nn.ReLU and isinstance(off[0], SparseLinear)

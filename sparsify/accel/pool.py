@@ -1,9 +1,9 @@
 """Max pooling on the kernels' stencil: torch's NCHW ``max_pool2d`` is slow on this CPU.
 
 On the project's Zen 4 host torch 2.14's CPU max pooling of a (1, 64, 112, 112) NCHW tensor
-(resnet's 3x3 stride-2 pool) takes ~6.3 ms, a third of a converted resnet18 at batch 1, where
-``kernels.max_pool2d`` (the depthwise stencil with a max in place of the weighted sum) takes
-~0.3 ms (results/probes/2026-12-04/). The converter offers it to each ``nn.MaxPool2d`` it can
+(resnet's 3x3 stride-2 pool) took 7.1 ms, about a third of a converted resnet18 at batch 1,
+where ``kernels.max_pool2d`` (the depthwise stencil with a max in place of the weighted sum)
+took 0.78 ms (results/probes/2026-12-04/maxpool.txt). The converter offers it to each ``nn.MaxPool2d`` it can
 reproduce exactly (ceil_mode=False, no indices) wherever it offers the depthwise stencil, timed
 against torch's at the layer's input shape in ``calibrate`` mode. The outputs are the same
 floats: a max picks one of its inputs, and a NaN in a window gives NaN, as in torch.

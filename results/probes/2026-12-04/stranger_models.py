@@ -1,9 +1,10 @@
 """Strangers' models through the converter after the 2026-12-04 changes (1x1 convs in place,
 fused activations, max-pool stencil): torchvision models outside the zoo with random weights,
-90% random zeros, batch 2, 1 thread, calibrate mode; outputs against the unconverted model
+90% random zeros, batch 2, 1 thread (argv: threads), calibrate mode; outputs against the unconverted model
 in float64, what was fused and pooled, and how fast the whole model ran."""
 
 import copy
+import sys
 import time
 
 import torch
@@ -12,7 +13,8 @@ import torchvision
 from sparsify.accel.convert import sparsify_inference_
 from sparsify.bench.sources import impose_density_
 
-torch.set_num_threads(1)
+THREADS = int(sys.argv[1]) if len(sys.argv) > 1 else 1
+torch.set_num_threads(THREADS)
 CASES = [  # (name, input): inplace ReLUs, ceil_mode pools, F.relu, BN before ReLU, dilation
     ("alexnet", (2, 3, 96, 96)),
     ("vgg11_bn", (2, 3, 64, 64)),
@@ -22,7 +24,7 @@ CASES = [  # (name, input): inplace ReLUs, ceil_mode pools, F.relu, BN before Re
     ("shufflenet_v2_x0_5", (2, 3, 96, 96)),
     ("mnasnet0_5", (2, 3, 96, 96)),
 ]
-print(f"# torch {torch.__version__}, torchvision {torchvision.__version__}, 1 thread")
+print(f"# torch {torch.__version__}, torchvision {torchvision.__version__}, {THREADS} thread(s)")
 for name, shape in CASES:
     torch.manual_seed(0)
     kw = {"aux_logits": False, "init_weights": True} if name == "googlenet" else {}
@@ -32,7 +34,7 @@ for name, shape in CASES:
     ref64 = copy.deepcopy(m).double()(x.double()).detach()
     t0 = time.perf_counter()
     with torch.inference_mode():
-        rep = sparsify_inference_(m, x, threads=1, reps=5)
+        rep = sparsify_inference_(m, x, threads=THREADS, reps=5)
         y = m(x)
     took = time.perf_counter() - t0
     err = float((y.double() - ref64).abs().max())
