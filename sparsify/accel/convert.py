@@ -818,11 +818,12 @@ def sparsify_inference_(
     else:
         report.check = "not checked: verify=False"
     if (pools or act_pairs) and (check is None or report.check.startswith("ok")):
-        pool_shapes = {n: shapes[n] for n in pools if n in shapes}
-        if mode == "calibrate" and example_input is None:
+        # the pools to offer, with their input shapes; None: all, untimed (no example input)
+        pool_shapes = (
+            {n: shapes[n] for n in pools if n in shapes} if example_input is not None else None
+        )
+        if mode == "calibrate" and pool_shapes is None:
             pool_shapes = {}  # nothing to time them on
-        elif example_input is None:
-            pool_shapes = {n: (0, 0, 0, 0) for n in pools}  # untimed: any shape
         with torch_threads(threads), torch.no_grad():
             _finish_checked(
                 model, act_pairs, pool_shapes, mode, reps, margin, check, sparse, report
@@ -833,7 +834,7 @@ def sparsify_inference_(
 def _finish_checked(
     model: nn.Module,
     pairs: list[tuple[str, str]],
-    pool_shapes: dict[str, tuple[int, ...]],
+    pool_shapes: dict[str, tuple[int, ...]] | None,
     mode: str,
     reps: int,
     margin: float,

@@ -79,20 +79,22 @@ class StencilMaxPool2d(nn.MaxPool2d):
 
 def replace_pools_(
     model: nn.Module,
-    shapes: dict[str, tuple[int, ...]],
+    shapes: dict[str, tuple[int, ...]] | None,
     *,
     timed: bool,
     reps: int,
     margin: float,
 ) -> tuple[list[str], list[tuple[str, nn.Module]]]:
     """In place: each :func:`poolable` MaxPool2d of ``model`` whose input shape is in
-    ``shapes`` becomes a :class:`StencilMaxPool2d` where that is faster (``timed``: paired
+    ``shapes`` (None: every one, its shape unknown; then ``timed`` must be False) becomes a :class:`StencilMaxPool2d` where that is faster (``timed``: paired
     interleaved times on a random input of that shape, the converter's rule: median ratio >
     1 / (1 - margin) and lower quartile > 1) or always (not ``timed``). Returns one line per
     pool for the report, and ``(name, original)`` of each replaced, for :func:`restore_`."""
     lines, done = [], []
     for name, pool in list(model.named_modules()):
-        if not name or not poolable(pool) or name not in shapes or len(shapes[name]) != 4:
+        if not name or not poolable(pool):
+            continue
+        if shapes is not None and (name not in shapes or len(shapes[name]) != 4):
             continue
         new = StencilMaxPool2d.from_pool(pool)
         if timed:
