@@ -220,6 +220,56 @@ def test_sparse_conv2d_matches_torch(case, density):
             _assert_fp32_close(y, ref, scale.numpy())
 
 
+@pytest.mark.skipif(not K.available(), reason="the C kernels are not compiled here")
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_sparse_conv2d_with_the_batch_in_the_lanes_matches_torch(case):
+    """The batch-in-lanes path (``lanes=True``) on every conv shape, at batches that leave
+    the last group of VW images part empty (VW + 3) and that fill two groups and a bit
+    (2 VW + 1): the same results as torch, and as the per-image path within fp32 rounding,
+    bitwise the same on 1 and 2 threads, the tile widths and a blocked layout included."""
+    oc, ic, ks, h, w_, s, p, d, _ = case
+    vw = K.info()["vector_width"]
+    rng = np.random.default_rng(hash(case) % 2**32)
+    w = _weight(rng, (oc, ic, *ks), 0.3)
+    b = rng.standard_normal(oc).astype(np.float32)
+    for n in (vw + 3, 2 * vw + 1):
+        x = rng.standard_normal((n, ic, h, w_)).astype(np.float32)
+        xt, wt = torch.from_numpy(x).double(), torch.from_numpy(w).double()
+        bt = torch.from_numpy(b).double()
+        ref = torch.nn.functional.conv2d(xt, wt, bt, s, p, d).numpy()
+        scale = torch.nn.functional.conv2d(xt.abs(), wt.abs(), bt.abs(), s, p, d).numpy()
+        for sw in (K.pack(w), K.pack(w, "blocked", panel=4, kblock=9)):
+            for tv in (1, 8):
+                y = K.sparse_conv2d(sw, x, s, p, d, bias=b, threads=1, tile_vectors=tv, lanes=True)
+                _assert_fp32_close(y, ref, scale)
+                y2 = K.sparse_conv2d(sw, x, s, p, d, bias=b, threads=2, tile_vectors=tv, lanes=True)
+                np.testing.assert_array_equal(y2, y)
+            per_image = K.sparse_conv2d(sw, x, s, p, d, bias=b, threads=1, lanes=False)
+            _assert_fp32_close(per_image, ref, scale)
+        # one image alone in a group of VW: the other lanes' zeros change nothing
+        one = K.sparse_conv2d(K.pack(w), x[3:4], s, p, d, bias=b, threads=1, lanes=True)
+        _assert_fp32_close(one, ref[3:4], scale[3:4])
+
+
+def test_lanes_are_chosen_where_they_pay():
+    """``lanes_pay``: a full vector of images, a kernel above 1x1 at stride 1, rows that waste
+    columns; the plan records the choice (its last entry) and widens the scratch for it."""
+    assert K.lanes_pay(16, 16, (5, 5), (1, 1), 12, 8)  # LeNet-5's conv2: 12-wide rows, 8 out
+    assert not K.lanes_pay(15, 16, (5, 5), (1, 1), 12, 8)  # not a full vector of images
+    assert not K.lanes_pay(64, 16, (1, 1), (1, 1), 14, 14)  # a 1x1 conv wastes nothing
+    assert not K.lanes_pay(64, 16, (3, 3), (1, 1), 58, 56)  # 2 of 58 columns: under 5%
+    assert not K.lanes_pay(64, 16, (3, 3), (2, 2), 8, 7)  # strided: measured slower
+    if not K.available():
+        return
+    vw = K.info()["vector_width"]
+    sw = K.pack(np.ones((4, 3, 5, 5), np.float32))
+    for n, want in ((vw, True), (vw - 1, False)):
+        geometry = K._conv_geometry(sw, (n, 3, 12, 12), 1, 0, 1)
+        plan = K.conv_plan(sw, (n, 3, 12, 12), geometry, K._lib())
+        assert bool(plan.array[-1]) is want
+        assert plan.phase_floats >= (3 * 12 * 12 * vw if want else geometry[7])
+
+
 DW_CASES = [
     # (C, M, kernel, H, W, stride, padding, dilation, N): M the depth multiplier
     (8, 1, (3, 3), 13, 11, 1, 1, 1, 2),  # mobilenet's stride-1 block, odd widths
@@ -523,7 +573,13 @@ def test_fused_clamp_is_the_clip_of_the_unfused_result_and_keeps_nan(clamp):
         for x in xs.values():
             calls.append(lambda c, t, sw=sw, x=x: K.spmm(sw, x, bias=b37, clamp=c, threads=t))
             calls.append(lambda c, t, sw=sw, x=x: K.spmm_t(sw, x.T, bias=b37, clamp=c, threads=t))
-    for sw, x, s, p in ((K.pack(w4), img, 2, 1), (K.pack(w1), img1, 1, 0)):
+    imgl = rng.standard_normal((19, 5, 9, 8)).astype(np.float32)  # batch in the lanes
+    imgl[4, 1, 2, 3] = np.nan
+    for sw, x, s, p in (
+        (K.pack(w4), img, 2, 1),
+        (K.pack(w1), img1, 1, 0),
+        (K.pack(w4), imgl, 1, 1),
+    ):
         b = b9 if sw.shape[0] == 9 else b11
         calls.append(
             lambda c, t, sw=sw, x=x, s=s, p=p, b=b: K.sparse_conv2d(
@@ -703,6 +759,16 @@ for c, h, w, n in ((3, 7, 7, 1), (5, 14, 14, 2), (2, 2, 3, 1), (4, 8, 16, 1), (6
     y = K.sparse_conv2d(K.pack(wt), x, clamp=(0, 1), threads=2, _flags=flags)
     ref = np.clip(np.einsum("oc,nchw->nohw", wt[:, :, 0, 0], x), 0, 1)
     assert np.allclose(y, ref, atol=1e-4), (c, h, w, n)
+for c, h, w, n, s, p, d in (
+    (3, 5, 7, 17, 1, 1, 1), (2, 12, 12, 16, 1, 0, 1), (4, 9, 21, 33, 2, 1, 1), (1, 5, 6, 19, 1, 0, 2)
+):
+    # the batch in the lanes: flat planes moved in vectors with a scalar rest, groups part empty
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = np.where(rng.random((5, c, 3, 3)) < 0.5, 1.0, 0.0).astype(np.float32)
+    y = K.sparse_conv2d(K.pack(wt), x, s, p, d, clamp=(0, 1), threads=2, lanes=True, _flags=flags)
+    ref = np.clip(torch.nn.functional.conv2d(
+        torch.from_numpy(x).double(), torch.from_numpy(wt).double(), None, s, p, d).numpy(), 0, 1)
+    assert np.allclose(y, ref, atol=1e-4), (c, h, w, n, s, p, d)
 for c, h, w, k, s, p in ((2, 5, 7, 3, 2, 1), (3, 14, 33, 3, 1, 1), (1, 6, 64, 2, 2, 0)):
     x = rng.standard_normal((1, c, h, w)).astype(np.float32)
     y = K.max_pool2d(x, k, s, p, _flags=flags)

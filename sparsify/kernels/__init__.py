@@ -479,6 +479,7 @@ def sparse_conv2d(
     out: np.ndarray | None = None,
     threads: int | None = None,
     tile_vectors: int | None = None,
+    lanes: bool | None = None,
     _flags: tuple[str, ...] | None = None,
 ) -> np.ndarray:
     """torch's ``conv2d(x, W, bias, stride, padding, dilation, groups=1)`` with a sparse W.
@@ -488,6 +489,9 @@ def sparse_conv2d(
         x: (N, IC, H, W) input (NCHW, as torch and onnxruntime hold it).
         stride, padding, dilation: ints or (h, w) pairs (zero padding).
         bias, clamp, out, threads, tile_vectors: as in ``spmm``; out is (N, OC, Ho, Wo).
+        lanes: True runs VW images at a time with the batch in the vector lanes, False one
+            image at a time; None (default) lets ``lanes_pay`` choose. Same sums either way
+            up to their order (fp32 rounding).
 
     No im2col: each nonzero (oc, ic, i, j) adds its value times a shifted run of the
     (padded, stride-phase-split) input plane ic to a run of output row oc; 1x1 convolutions
@@ -516,7 +520,7 @@ def sparse_conv2d(
             res = res + b[:, None, None]
         y[...] = res
         return _clip_(y, act)
-    plan = conv_plan(sw, xa.shape, geometry, lib, tile_vectors)
+    plan = conv_plan(sw, xa.shape, geometry, lib, tile_vectors, lanes)
     _conv_run(lib, plan, _ptr(xa), _ptr(y), _ptr(b), _ptr(act), nt)
     return y
 
@@ -557,6 +561,25 @@ def _conv_geometry(
     return s, p, d, ho, wo, hq, wq, phase_floats, fits
 
 
+def lanes_pay(
+    n: int, vw: int, kernel_size: tuple[int, int], stride: tuple[int, int], wq: int, wo: int
+) -> bool:
+    """Whether ``sparse_conv2d`` runs with the batch in the vector lanes (``spk_conv2d_lanes``)
+    rather than over one image's positions: with at least one full vector of images (n >= vw),
+    a kernel larger than 1x1 at stride 1, and rows at least 5% wider than the output rows (the
+    positions the per-image path computes and throws away). Measured on AVX-512 at batch 16
+    and 64 (``results/probes/2026-12-04-lanes/lanes_ab.txt``): 1.2-2.4x on every such conv
+    there (LeNet-5's and the lecture convnet's, resnet18's 3x3 on 7-28 pixel planes); 0.93x
+    on 56x56 planes (2 of 58 columns thrown away), 0.72-0.95x on 1x1 convs, which waste
+    nothing, and at stride 2 1.12x on a 28x28 plane but 0.86-0.88x on 14x14, so not there."""
+    return (
+        n >= vw
+        and kernel_size[0] * kernel_size[1] > 1
+        and tuple(stride) == (1, 1)
+        and wq >= 1.05 * wo
+    )
+
+
 class ConvPlan(NamedTuple):
     """What ``spk_conv2d_plan`` reads for one weight and input shape (see ``conv_plan``)."""
 
@@ -573,9 +596,11 @@ def conv_plan(
     geometry: tuple,
     lib: build.Library | None,
     nv: int | None = None,
+    lanes: bool | None = None,
 ) -> ConvPlan | None:
     """The packed arguments of one ``sparse_conv2d`` call shape on ``lib`` (geometry from
-    ``_conv_geometry``; ``nv`` tile vectors, None: the default), or None where the C kernels
+    ``_conv_geometry``; ``nv`` tile vectors, None: the default; ``lanes``: the batch in the
+    vector lanes, None: where ``lanes_pay`` says so), or None where the C kernels
     cannot run it (``lib`` None, or planes past int32 offsets). Valid while ``sw`` lives (it
     holds the weight's addresses)."""
     if lib is None or not geometry[-1]:
@@ -583,9 +608,17 @@ def conv_plan(
     (sh, sw_), (ph, pw), (dh, dw), ho, wo, hq, wq, phase_floats, _ = geometry
     n, ic, h, w = x_shape
     kh, kw = sw.kernel_size
+    vw = lib.vector_width
+    lane_floats = ic * sh * sw_ * hq * wq * vw
+    if lanes is None:
+        lanes = lanes_pay(n, vw, (kh, kw), (sh, sw_), wq, wo)
+    lanes = bool(lanes) and lane_floats <= np.iinfo(np.int32).max
+    if lanes:
+        phase_floats = lane_floats
     arr = np.array(
         [sw.shape[0], ic, kh, kw, sw.panel, sw.nkb, *_weight_ptrs(sw), n, h, w, sh, sw_, ph, pw,
-         dh, dw, ho, wo, hq, wq, phase_floats, nv or _default_nv(lib)],
+         dh, dw, ho, wo, hq, wq, phase_floats, nv or (8 if lanes else _default_nv(lib)),
+         int(lanes)],
         dtype=np.int64,
     )  # fmt: skip
     return ConvPlan(arr, _ptr(arr), int(phase_floats), 2 * int(sw.shape[1]), (sh, sw_))

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("spk.c")
-ABI = 5  # must equal SPK_ABI in spk.c
+ABI = 6  # must equal SPK_ABI in spk.c
 # flag sets tried in order: the first that compiles wins (clang on macOS lacks -fopenmp;
 # some compilers lack -march=native)
 FLAG_SETS: tuple[tuple[str, ...], ...] = (

@@ -47,7 +47,7 @@
 #define SPK_ISA "generic-128bit"
 #endif
 
-#define SPK_ABI 5
+#define SPK_ABI 6
 
 typedef float vf __attribute__((vector_size(VW * 4)));
 
@@ -653,13 +653,149 @@ int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int
     return err;
 }
 
+/* p[0:n] = v[0:n], 0 < n <= VW */
+static inline void st_first(float *p, vf v, int n) {
+#if VW == 16
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)v);
+#else
+    if (n == VW) {
+        stu(p, v);
+        return;
+    }
+    float t[VW];
+    stu(t, v);
+    for (int i = 0; i < n; i++) p[i] = t[i];
+#endif
+}
+
+/* ---- convolution with the batch in the vector lanes ------------------------------------
+ * spk_conv2d's tiles run over "wide" positions of one image: on a small plane the columns
+ * past Wo are computed and thrown away (an 8x8 output read from 12-wide rows: a third of the
+ * work), and a tap's shift puts most vector loads across two cache lines. Here VW images at a
+ * time are interleaved into scratch as (IC, sh, sw, Hq, Wq, VW): spk_conv2d's zero-padded
+ * stride phases with every float widened to the VW images' values. A tile is then NV
+ * consecutive output positions of one output row, each one aligned vector of VW images, run
+ * by the same tile code (colmap scaled by VW): no position past Wo and no split load. Images
+ * past N in the last group are zeros. Same arguments and returns as spk_conv2d; scratch:
+ * IC * sh * sw * Hq * Wq * VW floats (64-byte aligned). */
+int spk_conv2d_lanes(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int64_t *ptr,
+                     const int32_t *idx, const float *val, const float *x, int64_t N, int64_t H,
+                     int64_t W, int sh, int sw, int ph, int pw, int dh, int dw, int64_t Ho,
+                     int64_t Wo, float *y, const float *bias, const float *act, float *scratch,
+                     int64_t Hq, int64_t Wq, int64_t phase_floats, int32_t *colmap, int nvmax,
+                     int threads) {
+    const int nt = nthreads(threads);
+    const span a = act_span(act);
+    nvmax = clamp_nv(nvmax);
+    if (sh > 64 || sw > 64) return -3;
+    const int64_t plane = Hq * Wq, block = (int64_t)sh * sw * plane * VW; /* one channel */
+    if (IC * block > phase_floats) return -4;
+    for (int64_t ic = 0; ic < IC; ic++)
+        for (int i = 0; i < kh; i++)
+            for (int j = 0; j < kw; j++) {
+                const int64_t ra = (int64_t)i * dh % sh, cb = (int64_t)j * dw % sw;
+                const int64_t off = ((ic * sh + ra) * sw + cb) * plane +
+                                    (int64_t)i * dh / sh * Wq + (int64_t)j * dw / sw;
+                colmap[(ic * kh + i) * kw + j] = (int32_t)(off * VW);
+            }
+    const tiling tl = make_tiling(Wo * VW, nvmax); /* segments of one output row */
+    const int64_t ntiles = tl.ntiles, npanels = (OC + P - 1) / P;
+    const int64_t nwork = npanels * Ho * ntiles, chw = IC * H * W, ohw = OC * Ho * Wo;
+    int err = 0;
+
+    for (int64_t n0 = 0; n0 < N; n0 += VW) {
+        const int64_t nb = N - n0 < VW ? N - n0 : VW;
+        const float *xg = x + n0 * chw;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+        for (int64_t ic = 0; ic < IC; ic++) {
+            float *base = scratch + ic * block;
+            /* the padding and the phase rows past the image stay zero from the first group on:
+             * later groups write the same interior positions */
+            if (n0 == 0) memset(base, 0, (size_t)block * sizeof(float));
+            /* the plane read flat, VW floats of VW images at a time (a plane narrower than
+             * a vector still moves in whole vectors), each transposed in registers so vector
+             * k holds the images' values at flat index f + k */
+            const float *xc = xg + ic * H * W;
+            const int64_t hw = H * W, fv = hw / VW * VW;
+            int64_t r = 0, c = 0; /* (row, column) of flat index f + k */
+            for (int64_t f = 0; f < hw; f += VW) {
+                vf rr[VW];
+                const int full = f < fv;
+                if (full) {
+                    for (int l = 0; l < VW; l++)
+                        rr[l] = l < nb ? ldu(xc + l * chw + f) : (vf){0};
+                    transpose_block(rr);
+                }
+                for (int k = 0; k < VW && f + k < hw; k++) {
+                    const int64_t rp = r + ph, cp = c + pw;
+                    float *d = base + (sh == 1 && sw == 1
+                                           ? rp * Wq + cp
+                                           : (rp % sh * sw + cp % sw) * plane + rp / sh * Wq +
+                                                 cp / sw) * VW;
+                    if (full) {
+                        stu(d, rr[k]);
+                    } else {
+                        for (int l = 0; l < VW; l++) d[l] = l < nb ? xc[l * chw + f + k] : 0.0f;
+                    }
+                    if (++c == W) {
+                        c = 0;
+                        r++;
+                    }
+                }
+            }
+        }
+
+#pragma omp parallel num_threads(nt) if (nt > 1)
+        {
+            float *yt = tile_alloc(P, nvmax);
+            if (!yt) {
+#pragma omp atomic write
+                err = -1;
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t w = 0; w < nwork; w++) {
+                if (!yt) continue;
+                const int64_t p = w / (Ho * ntiles), oh = w / ntiles % Ho;
+                const int64_t r0 = p * P;
+                const int nr = (int)(OC - r0 < P ? OC - r0 : P);
+                int nv;
+                int64_t f0;
+                tile_at(&tl, w % ntiles, &f0, &nv);
+                const int64_t ow0 = f0 / VW;
+                run_tile(nv, 1, ptr + p * nkb * (int64_t)P, idx, val, nkb, P, nr,
+                         scratch + (oh * Wq + ow0) * VW, colmap, yt);
+                const int T = nv * VW;
+                for (int q = 0; q < nr; q++) {
+                    /* (positions, images) -> per image a run of positions: a register
+                     * transpose, the positions past nv zeros and never stored */
+                    const vf bq = (vf){0} + (bias ? bias[r0 + q] : 0.0f);
+                    float *yo = y + n0 * ohw + (r0 + q) * Ho * Wo + oh * Wo + ow0;
+                    for (int m0 = 0; m0 < nv; m0 += VW) { /* nv > VW on narrow builds */
+                        const int mv = nv - m0 < VW ? nv - m0 : VW;
+                        vf rr[VW];
+                        for (int m = 0; m < VW; m++)
+                            rr[m] = m < mv ? ldu(yt + (int64_t)q * T + (m0 + m) * VW) : (vf){0};
+                        transpose_block(rr);
+                        for (int64_t l = 0; l < nb; l++)
+                            st_first(yo + l * ohw + m0, clampv(rr[l] + bq, a), mv);
+                    }
+                }
+            }
+            free(yt);
+        }
+        if (err) return err;
+    }
+    return err;
+}
+
 /* spk_conv2d with its shape and weight arguments packed once per layer and input shape:
  * p = {OC, IC, kh, kw, P, nkb, ptr, idx, val, N, H, W, sh, sw, ph, pw, dh, dw, Ho, Wo, Hq, Wq,
- * phase_floats, nvmax} (addresses as int64), so a call passes 8 arguments instead of 30 (the
- * ctypes conversion of each costs more than a small conv's arithmetic). */
+ * phase_floats, nvmax, lanes} (addresses as int64), so a call passes 8 arguments instead of 30
+ * (the ctypes conversion of each costs more than a small conv's arithmetic); lanes != 0 runs
+ * spk_conv2d_lanes. */
 int spk_conv2d_plan(const int64_t *p, const float *x, float *y, const float *bias,
                     const float *act, float *scratch, int32_t *colmap, int threads) {
-    return spk_conv2d(p[0], p[1], (int)p[2], (int)p[3], (int)p[4], (int)p[5],
+    return (p[24] ? spk_conv2d_lanes : spk_conv2d)(p[0], p[1], (int)p[2], (int)p[3], (int)p[4], (int)p[5],
                       (const int64_t *)(intptr_t)p[6], (const int32_t *)(intptr_t)p[7],
                       (const float *)(intptr_t)p[8], x, p[9], p[10], p[11], (int)p[12],
                       (int)p[13], (int)p[14], (int)p[15], (int)p[16], (int)p[17], p[18], p[19], y,
