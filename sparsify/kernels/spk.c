@@ -776,8 +776,11 @@ int spk_conv2d_lanes(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, con
                         for (int m = 0; m < VW; m++)
                             rr[m] = m < mv ? ldu(yt + (int64_t)q * T + (m0 + m) * VW) : (vf){0};
                         transpose_block(rr);
-                        for (int64_t l = 0; l < nb; l++)
-                            st_first(yo + l * ohw + m0, clampv(rr[l] + bq, a), mv);
+                        if (act)
+                            for (int64_t l = 0; l < nb; l++)
+                                st_first(yo + l * ohw + m0, clampv(rr[l] + bq, a), mv);
+                        else
+                            for (int64_t l = 0; l < nb; l++) st_first(yo + l * ohw + m0, rr[l] + bq, mv);
                     }
                 }
             }
