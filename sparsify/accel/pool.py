@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from sparsify import kernels as spk
-from sparsify.accel.layers import per_shape
+from sparsify.accel.layers import per_shape, reused_empty
 from sparsify.errors import SparsifyError
 from sparsify.timing import fmt_seconds, paired_ratio, time_interleaved
 
@@ -69,7 +69,7 @@ class StencilMaxPool2d(nn.MaxPool2d):
         ):
             x = x.detach().contiguous()
             g = self._geometry(tuple(x.shape))
-            y = torch.empty(x.shape[0], x.shape[1], *g[4])
+            y = reused_empty(self, (x.shape[0], x.shape[1], *g[4]))
             if spk.max_pool2d_into(
                 x.data_ptr(), tuple(x.shape), y.data_ptr(), g, torch.get_num_threads()
             ):
