@@ -654,6 +654,13 @@ POOL_CASES = [
     ((1, 1, 1, 1), 1, None, 0, 1),  # stride None: the kernel size, as torch
     ((3, 5, 33, 40), 5, 3, 2, 2),
     ((2, 3, 6, 75), 2, 2, 0, 1),  # LeNet's 2x2 pool, rows wider than a vector
+    # many small planes: VW planes at a time in the vector lanes (groups part empty, flat
+    # planes not a whole number of vectors, padding, dilation, unequal strides)
+    ((2, 10, 24, 24), 2, 2, 0, 1),  # LeNet-5's first pool: 20 planes
+    ((4, 8, 24, 24), 3, 3, 0, 1),  # the lecture convnet's 3x3/3 pool
+    ((3, 11, 8, 8), 2, None, 0, 1),
+    ((1, 17, 5, 7), 3, 1, 1, 1),
+    ((2, 16, 11, 13), (2, 3), (2, 1), (1, 1), (1, 2)),
 ]
 
 
@@ -769,7 +776,10 @@ for c, h, w, n, s, p, d in (
     ref = np.clip(torch.nn.functional.conv2d(
         torch.from_numpy(x).double(), torch.from_numpy(wt).double(), None, s, p, d).numpy(), 0, 1)
     assert np.allclose(y, ref, atol=1e-4), (c, h, w, n, s, p, d)
-for c, h, w, k, s, p in ((2, 5, 7, 3, 2, 1), (3, 14, 33, 3, 1, 1), (1, 6, 64, 2, 2, 0)):
+for c, h, w, k, s, p in (
+    (2, 5, 7, 3, 2, 1), (3, 14, 33, 3, 1, 1), (1, 6, 64, 2, 2, 0),
+    (17, 5, 7, 3, 1, 1), (33, 8, 8, 2, 2, 0), (20, 24, 24, 3, 3, 0),  # planes in the lanes
+):
     x = rng.standard_normal((1, c, h, w)).astype(np.float32)
     y = K.max_pool2d(x, k, s, p, _flags=flags)
     ref = torch.nn.functional.max_pool2d(torch.from_numpy(x), k, s, p).numpy()

@@ -1075,9 +1075,98 @@ int spk_dwconv2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int kh, 
  *   y[n, c, oy, ox] = max_{i, j} x[n, c, oy*sh - ph + i*dh, ox*sw - pw + j*dw]
  * with the padding read as -inf and a NaN in a window giving NaN (torch's rule). The same
  * stencil as spk_dwconv2d, a max in place of the weighted sum. */
+/* max_pool2d with VW planes in the vector lanes, for many small planes: the stencil's
+ * per-plane and per-row setup and its partial vectors cost more than the maxima on an 8x8
+ * output. VW planes are interleaved, padding -inf, into a (Hp, Wp, VW) buffer (register
+ * transposes of VW planes x VW flat positions), every tap is then one aligned vector load
+ * and one max per output, and VW outputs of flat order are transposed back to the planes.
+ * Same results as the stencil, bit for bit (the same maxima, NaN rule included). */
+static int maxpool2d_lanes(int64_t NP, int64_t H, int64_t W, int kh, int kw, int sh, int sw,
+                           int ph, int pw, int dh, int dw, int64_t Ho, int64_t Wo,
+                           const float *x, float *y, int threads) {
+    const int nt = nthreads(threads);
+    const int64_t Hp = H + 2 * (int64_t)ph, Wp = W + 2 * (int64_t)pw, hw = H * W, ohw = Ho * Wo;
+    const size_t bytes = ((size_t)Hp * Wp * VW * sizeof(float) + 63) / 64 * 64;
+    const vf ninf = (vf){0} - __builtin_inff();
+    int err = 0;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *buf = aligned_alloc(64, bytes);
+        if (!buf) {
+#pragma omp atomic write
+            err = -1;
+        }
+        if (buf) /* the padding: -inf from here on (the interior is rewritten per group) */
+            for (int64_t i = 0; i < Hp * Wp; i++) stu(buf + i * VW, ninf);
+#pragma omp for schedule(static)
+        for (int64_t p0 = 0; p0 < NP; p0 += VW) {
+            if (!buf) continue;
+            const int64_t np = NP - p0 < VW ? NP - p0 : VW;
+            const float *xg = x + p0 * hw;
+            int64_t r = 0, c = 0;
+            for (int64_t f = 0; f < hw; f += VW) {
+                vf rr[VW];
+                const int full = f + VW <= hw;
+                if (full) {
+                    for (int l = 0; l < VW; l++) rr[l] = l < np ? ldu(xg + l * hw + f) : ninf;
+                    transpose_block(rr);
+                }
+                for (int k = 0; k < VW && f + k < hw; k++) {
+                    float *d = buf + ((r + ph) * Wp + c + pw) * VW;
+                    if (full) {
+                        stu(d, rr[k]);
+                    } else {
+                        for (int l = 0; l < VW; l++)
+                            d[l] = l < np ? xg[l * hw + f + k] : -__builtin_inff();
+                    }
+                    if (++c == W) {
+                        c = 0;
+                        r++;
+                    }
+                }
+            }
+            int64_t oh = 0, ow = 0;
+            for (int64_t f = 0; f < ohw; f += VW) {
+                vf rr[VW];
+                const int nk = ohw - f < VW ? (int)(ohw - f) : VW;
+                for (int k = 0; k < VW; k++) {
+                    vf acc = ninf;
+                    if (k < nk) {
+                        const float *q = buf + (oh * sh * Wp + ow * sw) * VW;
+                        for (int i = 0; i < kh; i++)
+                            for (int j = 0; j < kw; j++) { /* a NaN tap wins, as in torch */
+                                const vf v = ldu(q + ((int64_t)i * dh * Wp + (int64_t)j * dw) * VW);
+                                const vi take = (v > acc) | (v != v);
+                                acc = (vf)(((vi)v & take) | ((vi)acc & ~take));
+                            }
+                        if (++ow == Wo) {
+                            ow = 0;
+                            oh++;
+                        }
+                    }
+                    rr[k] = acc;
+                }
+                transpose_block(rr);
+                for (int64_t l = 0; l < np; l++) st_first(y + (p0 + l) * ohw + f, rr[l], nk);
+            }
+        }
+        free(buf);
+    }
+    return err;
+}
+
 int spk_maxpool2d(int64_t N, int64_t C, int64_t H, int64_t W, int kh, int kw, int sh, int sw,
                   int ph, int pw, int dh, int dw, int64_t Ho, int64_t Wo, const float *x,
                   float *y, int threads) {
+    /* planes in the lanes where there are a vector's worth of them and an output row is
+     * shorter than two vectors (the stencil's partial vectors and per-row setup dominate
+     * there) on a plane whose interleaved copy stays in L2 */
+#ifndef SPK_NO_POOL_LANES /* -DSPK_NO_POOL_LANES: the stencil everywhere, for A/B timing */
+    if (N * C >= VW && Wo < 2 * VW &&
+        (H + 2 * (int64_t)ph) * (W + 2 * (int64_t)pw) * VW * (int64_t)sizeof(float) <= (1 << 19))
+        return maxpool2d_lanes(N * C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, x, y,
+                               threads);
+#endif
     return stencil2d(N, C, 1, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, x, NULL, NULL, NULL,
                      y, threads, 1);
 }
