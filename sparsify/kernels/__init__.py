@@ -568,10 +568,10 @@ def lanes_pay(
     rather than over one image's positions: with at least one full vector of images (n >= vw),
     a kernel larger than 1x1 at stride 1, and rows at least 5% wider than the output rows (the
     positions the per-image path computes and throws away). Measured on AVX-512 at batch 16
-    and 64 (``results/probes/2026-12-04-lanes/lanes_ab.txt``): 1.2-2.4x on every such conv
-    there (LeNet-5's and the lecture convnet's, resnet18's 3x3 on 7-28 pixel planes); 0.93x
-    on 56x56 planes (2 of 58 columns thrown away), 0.72-0.95x on 1x1 convs, which waste
-    nothing, and at stride 2 1.12x on a 28x28 plane but 0.86-0.88x on 14x14, so not there."""
+    and 64 (``results/probes/2026-12-04-lanes/lanes_ab.txt``): 1.1-2.2x on every such conv
+    there (LeNet-5's and the lecture convnet's, resnet18's 3x3 on 7-28 pixel planes); 0.87x
+    on 56x56 planes (2 of 58 columns thrown away), 0.65-0.99x on 1x1 convs, which waste
+    nothing, and at stride 2 1.15x on a 28x28 plane but 0.79-0.84x on 14x14, so not there."""
     return (
         n >= vw
         and kernel_size[0] * kernel_size[1] > 1
