@@ -701,6 +701,9 @@ def test_conv_argument_errors():
         K.sparse_conv2d(sw, np.ones((1, 3, 2, 2), np.float32))
     with pytest.raises(SparsifyError, match="'stride'"):
         K.sparse_conv2d(sw, np.ones((1, 3, 5, 5), np.float32), stride=0)
+    for bad in ("no", 1, 0.0):  # "no" would read as True
+        with pytest.raises(SparsifyError, match="'lanes' parameter of sparse_conv2d"):
+            K.sparse_conv2d(sw, np.ones((1, 3, 5, 5), np.float32), lanes=bad)
     with pytest.raises(SparsifyError, match="NaN"):
         K.pack(np.full((2, 2), np.nan, np.float32))
     with pytest.raises(SparsifyError, match="'layout'"):

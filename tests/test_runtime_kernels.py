@@ -84,9 +84,10 @@ def _spk_and_scipy(path: Path) -> tuple[sparsify.runtime.OnnxModel, sparsify.run
 
 
 def _batches(name: str, seed: int) -> Iterator[np.ndarray]:
-    """Random float32 inputs of CASES[name] at batches 1, 2 and 5."""
+    """Random float32 inputs of CASES[name] at batches 1, 2, 5 and 17 (17: the convs and
+    pools with the batch, or the planes, in the vector lanes, a last group part empty)."""
     rng = np.random.default_rng(seed)
-    for batch in (1, 2, 5):
+    for batch in (1, 2, 5, 17):
         yield rng.standard_normal((batch, *CASES[name][1])).astype(np.float32)
 
 

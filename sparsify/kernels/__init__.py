@@ -503,6 +503,11 @@ def sparse_conv2d(
             "sparse_conv2d needs a SparseWeight packed from a 4-D (out, in, kh, kw) weight."
         )
     sw.ensure_checked()
+    if lanes is not None and not isinstance(lanes, (bool, np.bool_)):
+        raise SparsifyError(
+            f"The 'lanes' parameter of sparse_conv2d must be None (choose by shape), True or "
+            f"False. Got {lanes!r} instead."
+        )
     nt = _threads(threads)
     xa = _f32("x", x)
     geometry = _conv_geometry(sw, xa.shape, stride, padding, dilation)
