@@ -700,7 +700,7 @@ int spk_conv2d_lanes(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, con
             }
     const tiling tl = make_tiling(Wo * VW, nvmax); /* segments of one output row */
     const int64_t ntiles = tl.ntiles, npanels = (OC + P - 1) / P;
-    const int64_t nwork = npanels * Ho * ntiles, chw = IC * H * W, ohw = OC * Ho * Wo;
+    const int64_t nwork = npanels * Ho, chw = IC * H * W, ohw = OC * Ho * Wo;
     int err = 0;
 
     for (int64_t n0 = 0; n0 < N; n0 += VW) {
@@ -752,15 +752,18 @@ int spk_conv2d_lanes(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, con
 #pragma omp atomic write
                 err = -1;
             }
+            /* one work item: a whole output row of a panel, so two threads never write
+             * parts of one cache line (a tile's 8 positions are half a line) */
 #pragma omp for schedule(dynamic, 1)
             for (int64_t w = 0; w < nwork; w++) {
                 if (!yt) continue;
-                const int64_t p = w / (Ho * ntiles), oh = w / ntiles % Ho;
+                const int64_t p = w / Ho, oh = w % Ho;
                 const int64_t r0 = p * P;
                 const int nr = (int)(OC - r0 < P ? OC - r0 : P);
+                for (int64_t t = 0; t < ntiles; t++) {
                 int nv;
                 int64_t f0;
-                tile_at(&tl, w % ntiles, &f0, &nv);
+                tile_at(&tl, t, &f0, &nv);
                 const int64_t ow0 = f0 / VW;
                 run_tile(nv, 1, ptr + p * nkb * (int64_t)P, idx, val, nkb, P, nr,
                          scratch + (oh * Wq + ow0) * VW, colmap, yt);
@@ -782,6 +785,7 @@ int spk_conv2d_lanes(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, con
                         else
                             for (int64_t l = 0; l < nb; l++) st_first(yo + l * ohw + m0, rr[l] + bq, mv);
                     }
+                }
                 }
             }
             free(yt);
