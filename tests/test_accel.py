@@ -192,6 +192,51 @@ def test_a_dense_conv_is_still_timed_on_spk_which_does_no_im2col() -> None:
     assert sparsify_inference_(lin, torch.randn(8, 64)).layers[0].times_s == {}
 
 
+@needs_spk
+def test_calibration_times_spk_convs_with_and_without_the_batch_in_the_lanes() -> None:
+    """At a batch of a full vector of images, a 3x3 conv on spk is timed both ways and keeps
+    the faster (its reason says which, and the layer runs that way); a 1x1 conv and a batch
+    below one vector have no choice (no note)."""
+    vw = spk.info()["vector_width"]
+    torch.manual_seed(4)
+    model = nn.Sequential(
+        _sparse(nn.Conv2d(16, 64, 3, padding=1), 0.05),
+        nn.ReLU(),
+        _sparse(nn.Conv2d(64, 16, 1), 0.1),
+    ).eval()
+    for batch, noted in ((vw, True), (vw - 1, False)):
+        m = copy.deepcopy(model)
+        x = torch.randn(batch, 16, 14, 12)
+        with torch.no_grad():
+            ref = m(x)
+        rep = sparsify_inference_(m, x, threads=1, reps=3, kernels=("spk",))
+        d3, d1 = rep.layers
+        assert d3.chosen == "spk", rep.summary()  # 95% zeros, no im2col: far ahead of dense
+        assert ("vector lanes" in d3.reason) is noted, d3.reason
+        assert "vector lanes" not in d1.reason
+        if noted:
+            on = m[0].lanes_at(tuple(x.shape))
+            assert d3.reason.endswith("faster than the other way)")
+            assert ("with the batch" if on else "without the batch") in d3.reason
+        with torch.inference_mode():
+            torch.testing.assert_close(m(x), ref, rtol=1e-5, atol=1e-5)
+
+
+@needs_spk
+def test_a_conv_layer_can_be_told_how_to_run_its_batch() -> None:
+    vw = spk.info()["vector_width"]
+    torch.manual_seed(5)
+    conv = _sparse(nn.Conv2d(4, 8, 3, padding=1), 0.2).eval()
+    layer = SparseConv2d(conv, "spk")
+    x = torch.randn(vw + 1, 4, 9, 9)
+    with torch.inference_mode():
+        ref = conv(x)
+        for lanes in (True, False, None):
+            layer.use_lanes_(lanes)  # drops the plan cached for the old choice
+            assert layer.lanes_at(tuple(x.shape)) is (lanes is not False)  # None: lanes_pay
+            torch.testing.assert_close(layer(x), ref, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("kernel", ["torch_csr", "torch_csr_panels", "dense_compact"])
 def test_layers_built_in_inference_mode_still_train(kernel: str) -> None:
     # the converter builds layers while calibrating under inference_mode; their tensors must

@@ -555,6 +555,20 @@ class SparseConv2d(_SparseBase):
             y = y + self.bias[:, None]
         return self._activate(y.reshape(b, self.out_features, ho, wo))
 
+    lanes: bool | None = None  # spk: the batch in the vector lanes; None: lanes_pay decides
+
+    def use_lanes_(self, lanes: bool | None) -> None:
+        """Run the spk kernel with the batch in the vector lanes (True), one image at a time
+        (False) or as :func:`sparsify.kernels.lanes_pay` decides by shape (None); the
+        converter's calibration times both where both apply."""
+        self.lanes = lanes
+        self.__dict__.pop("_per_shape", None)
+
+    def lanes_at(self, x_shape: tuple[int, ...]) -> bool:
+        """Whether the spk kernel runs with the batch in the lanes on this input shape."""
+        _, plan = self._geometry(x_shape)
+        return plan is not None and bool(plan.array[-1])
+
     def _geometry(self, x_shape: tuple[int, ...]) -> tuple:
         """The checked kernel geometry for this input shape and the kernels' packed call
         (:func:`per_shape`)."""
@@ -563,7 +577,7 @@ class SparseConv2d(_SparseBase):
             g = spk._conv_geometry(
                 self.weight_spk, x_shape, self.stride, self.padding, self.dilation
             )
-            return g, spk.conv_plan(self.weight_spk, x_shape, g, spk._lib())
+            return g, spk.conv_plan(self.weight_spk, x_shape, g, spk._lib(), lanes=self.lanes)
 
         return per_shape(self, x_shape, make)
 

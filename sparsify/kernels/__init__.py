@@ -576,7 +576,9 @@ def lanes_pay(
     and 64 (``results/probes/2026-12-04-lanes/lanes_ab.txt``): 1.1-2.2x on every such conv
     there (LeNet-5's and the lecture convnet's, resnet18's 3x3 on 7-28 pixel planes); 0.87x
     on 56x56 planes (2 of 58 columns thrown away), 0.65-0.99x on 1x1 convs, which waste
-    nothing, and at stride 2 1.15x on a 28x28 plane but 0.79-0.84x on 14x14, so not there."""
+    nothing, and at stride 2 1.15x on a 28x28 plane but 0.79-0.84x on 14x14, so not there.
+    The default of ``sparse_conv2d`` and of the converter's fixed and cost-model modes; its
+    calibration times both ways per conv instead."""
     return (
         n >= vw
         and kernel_size[0] * kernel_size[1] > 1
