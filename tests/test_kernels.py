@@ -198,6 +198,11 @@ CONV_CASES = [
     (12, 20, (1, 1), 14, 14, 1, 0, 1, 3),
     (40, 24, (1, 1), 17, 19, 1, 0, 1, 1),
     (7, 6, (1, 1), 2, 3, 1, 0, 1, 2),
+    # stride 1 with output rows a whole number of vectors or nearly: kw shifted, aligned
+    # copies of the input rows (Wo 14 -> 16, 24 -> 32, 30 -> 32; a column dilation of 2)
+    (12, 5, (3, 3), 9, 14, 1, 1, 1, 2),
+    (7, 3, (5, 5), 11, 28, 1, 0, 1, 1),
+    (6, 4, (3, 3), 5, 30, 1, (1, 2), (1, 2), 1),
 ]
 
 
@@ -779,6 +784,14 @@ for c, h, w, n, s, p, d in (
     ref = np.clip(torch.nn.functional.conv2d(
         torch.from_numpy(x).double(), torch.from_numpy(wt).double(), None, s, p, d).numpy(), 0, 1)
     assert np.allclose(y, ref, atol=1e-4), (c, h, w, n, s, p, d)
+for c, h, w, k, p, d in ((3, 5, 14, 3, 1, 1), (2, 7, 28, 5, 0, 1), (2, 4, 30, 3, 2, 2)):
+    # one image at a time, kw shifted copies of the rows (aligned taps), rows to the edge
+    x = rng.standard_normal((2, c, h, w)).astype(np.float32)
+    wt = np.where(rng.random((4, c, k, k)) < 0.5, 1.0, 0.0).astype(np.float32)
+    y = K.sparse_conv2d(K.pack(wt), x, 1, p, d, lanes=False, threads=2, _flags=flags)
+    ref = torch.nn.functional.conv2d(
+        torch.from_numpy(x).double(), torch.from_numpy(wt).double(), None, 1, p, d).numpy()
+    assert np.allclose(y, ref, atol=1e-4), (c, h, w, k, p, d)
 for c, h, w, k, s, p in (
     (2, 5, 7, 3, 2, 1), (3, 14, 33, 3, 1, 1), (1, 6, 64, 2, 2, 0),
     (17, 5, 7, 3, 1, 1), (33, 8, 8, 2, 2, 0), (20, 24, 24, 3, 3, 0),  # planes in the lanes

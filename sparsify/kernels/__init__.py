@@ -538,9 +538,10 @@ def _conv_geometry(
 ) -> tuple:
     """Checked geometry of ``sparse_conv2d`` on an input of ``x_shape``: (stride, padding,
     dilation, Ho, Wo, Hq, Wq, phase_floats, fits) with (Hq, Wq) the stride-phase plane,
-    phase_floats the scratch the C side needs (phase planes, or for a 1x1 conv with stride 1
-    and no padding, read in place, the last tile's columns of every channel; the larger, so a
-    build without that path fits too) and fits False where the planes overflow int32 offsets."""
+    phase_floats the scratch the C side needs (phase planes; for a 1x1 conv with stride 1
+    and no padding, read in place, the last tile's columns of every channel; for stride 1
+    and kw > 1 the kw row-shifted copies of the aligned-taps layout; the largest, so a build
+    without a path fits too) and fits False where the planes overflow int32 offsets."""
     s, p, d = (
         _pair("stride", stride, 1),
         _pair("padding", padding, 0),
@@ -561,7 +562,10 @@ def _conv_geometry(
     hq = -(-(h + 2 * p[0]) // s[0])
     wq = -(-(w + 2 * p[1]) // s[1])
     used = ic * s[0] * s[1] * hq * wq
-    phase_floats = max(used + wq + 2 * MAX_VW, ic * 8 * MAX_VW)
+    # stride 1, kw > 1: the C side may lay out kw shifted copies of the padded rows, each
+    # round_up(Wo, VW) long (aligned taps); sized for the widest vector
+    aligned = ic * kw * hq * -(-wo // MAX_VW) * MAX_VW if s == (1, 1) and kw > 1 else 0
+    phase_floats = max(used + wq + 2 * MAX_VW, ic * 8 * MAX_VW, aligned)
     fits = used + wq * (ho + 2) <= np.iinfo(np.int32).max
     return s, p, d, ho, wo, hq, wq, phase_floats, fits
 

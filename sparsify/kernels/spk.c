@@ -487,6 +487,30 @@ int spk_spmv(int64_t rows, int64_t cols, int P, int nkb, const int64_t *ptr,
     return 0;
 }
 
+/* d[v] = xr[v + off] where 0 <= v + off < W, else 0, for v in [0, Wa) (Wa a multiple of VW);
+ * xr NULL: a padding row, all zeros. On AVX-512 one masked load per vector, which reads
+ * no lane outside the row; elsewhere lane by lane. */
+static inline void shift_row(float *d, int64_t Wa, const float *xr, int64_t W, int64_t off) {
+    for (int64_t v0 = 0; v0 < Wa; v0 += VW) {
+        const int64_t c0 = v0 + off; /* the column lane 0 reads */
+        if (!xr || c0 >= W || c0 + VW <= 0) {
+            stu(d + v0, (vf){0});
+            continue;
+        }
+#if VW == 16
+        const int lo = c0 < 0 ? (int)-c0 : 0, hi = W - c0 < VW ? (int)(W - c0) : VW;
+        const __mmask16 m = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+        const float *src = (const float *)((uintptr_t)xr + (uintptr_t)(c0 * 4)); /* lanes < lo: masked */
+        stu(d + v0, (vf)_mm512_maskz_loadu_ps(m, src));
+#else
+        for (int k = 0; k < VW; k++) {
+            const int64_t c = c0 + k;
+            d[v0 + k] = c >= 0 && c < W ? xr[c] : 0.0f;
+        }
+#endif
+    }
+}
+
 /* ---- 2-D convolution (groups = 1) as implicit GEMM over the sparse filters ---------------
  * W: (OC, IC * kh * kw) in the blocked layout, column c = (ic * kh + i) * kw + j.
  * Per image the zero-padded input is split into sh * sw stride phases
@@ -520,20 +544,34 @@ int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int
     const int direct = kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0 &&
                        Hq == H && Wq == W;
 #endif
+    /* stride 1 with taps side by side: one zero-padded copy of the input rows per column
+     * shift j * dw, each row starting on a vector boundary and Wa = Wo rounded up to whole
+     * vectors long, so that every tap's load is aligned (split loads cost ~1.35x per
+     * computed position: results/probes/2026-12-04-lanes/tap_alignment.txt); paid for with
+     * kw copies and the positions up to Wa, so taken where Wa is at most 15% over Wq */
+    const int64_t Wa = (Wo + VW - 1) / VW * VW;
+#ifdef SPK_NO_ALIGNED_TAPS /* the one-copy layout everywhere, for A/B timing */
+    const int aligned = 0;
+#else
+    const int aligned = !direct && sh == 1 && sw == 1 && kw > 1 && Wa * 100 <= Wq * 115 &&
+                        IC * kw * Hq * Wa <= phase_floats && IC * kw * Hq * Wa <= INT32_MAX;
+#endif
+    const int64_t Wr = aligned ? Wa : Wq; /* row length of the wide positions */
     for (int64_t ic = 0; ic < IC; ic++)
         for (int i = 0; i < kh; i++)
             for (int j = 0; j < kw; j++) {
                 const int64_t a = (int64_t)i * dh % sh, b = (int64_t)j * dw % sw;
                 const int64_t off = ((ic * sh + a) * sw + b) * plane +
                                     (int64_t)i * dh / sh * Wq + (int64_t)j * dw / sw;
-                colmap[(ic * kh + i) * kw + j] = (int32_t)off;
+                colmap[(ic * kh + i) * kw + j] =
+                    (int32_t)(aligned ? ((ic * kw + j) * Hq + (int64_t)i * dh) * Wa : off);
             }
     /* phases some tap reads (a strided 1x1 conv reads one of sh * sw) */
     char need_h[64] = {0}, need_w[64] = {0};
     if (sh > 64 || sw > 64) return -3;
     for (int i = 0; i < kh; i++) need_h[(int64_t)i * dh % sh] = 1;
     for (int j = 0; j < kw; j++) need_w[(int64_t)j * dw % sw] = 1;
-    const int64_t wide = Ho * Wq;
+    const int64_t wide = Ho * Wr;
     const int64_t wpad = (wide + VW - 1) / VW * VW;
     const tiling tl = make_tiling(wpad, nvmax);
     const int64_t ntiles = tl.ntiles;
@@ -562,9 +600,19 @@ int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int
                 memset(d + keep, 0, (size_t)(tail_T - keep) * sizeof(float));
             }
         }
+        /* aligned: kw shifted copies of each padded input row */
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+        for (int64_t ic = 0; ic < (aligned ? IC : 0); ic++)
+            for (int j = 0; j < kw; j++)
+                for (int64_t u = 0; u < Hq; u++) {
+                    const int64_t r = u - ph; /* row in the unpadded image */
+                    shift_row(scratch + ((ic * kw + j) * Hq + u) * Wa, Wa,
+                              r < 0 || r >= H ? NULL : xn + (ic * H + r) * W, W,
+                              (int64_t)j * dw - pw);
+                }
         /* stride phases of the padded image; the slack after the planes stays zero */
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && !direct)
-        for (int64_t ic = 0; ic < (direct ? 0 : IC); ic++) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1 && !direct && !aligned)
+        for (int64_t ic = 0; ic < (direct || aligned ? 0 : IC); ic++) {
             for (int a = 0; a < sh; a++)
                 for (int b = 0; b < sw; b++) {
                     if (!(need_h[a] && need_w[b])) continue; /* no tap reads this phase */
@@ -600,7 +648,7 @@ int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int
                 }
         }
         const int64_t used = IC * sh * sw * plane;
-        if (n == 0 && !direct && phase_floats > used)
+        if (n == 0 && !direct && !aligned && phase_floats > used)
             memset(scratch + used, 0, (size_t)(phase_floats - used) * sizeof(float));
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -626,20 +674,20 @@ int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int
                 const int T = nv * VW;
                 /* the tile covers wide positions [q0, q0 + T): runs of one output row each;
                  * copy the part of each run with ow < Wo */
-                const int64_t oh0 = q0 / Wq, ow0 = q0 % Wq;
+                const int64_t oh0 = q0 / Wr, ow0 = q0 % Wr;
                 for (int q = 0; q < nr; q++) {
                     float *yo = yn + (r0 + q) * Ho * Wo;
                     const float bq = bias ? bias[r0 + q] : 0.0f;
                     const float *src = yt + (int64_t)q * T;
                     int64_t oh = oh0, ow = ow0;
                     for (int k = 0; k < T && oh < Ho;) {
-                        const int64_t run = Wq - ow < T - k ? Wq - ow : T - k;
+                        const int64_t run = Wr - ow < T - k ? Wr - ow : T - k;
                         const int64_t keep = Wo - ow < run ? (Wo - ow > 0 ? Wo - ow : 0) : run;
                         float *dst = yo + oh * Wo + ow;
                         for (int64_t m = 0; m < keep; m++) dst[m] = clamps(src[k + m] + bq, a);
                         k += (int)run;
                         ow += run;
-                        if (ow == Wq) {
+                        if (ow == Wr) {
                             ow = 0;
                             oh++;
                         }
