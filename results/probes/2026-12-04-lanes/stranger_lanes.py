@@ -2,7 +2,7 @@
 group of 16 and one image alone; 33), non-square inputs, 90% random zeros, calibrate mode,
 1 or 2 threads (argv). Each converted model runs twice on different inputs (the second call
 may reuse outputs of the first) and is checked in float64 against the unconverted model;
-the layers the lanes conv took (kernels.lanes_pay on their shapes) are counted.
+the converted convs that run with the batch in the lanes (as calibrated) are counted.
 
     .venv/bin/python results/probes/2026-12-04-lanes/stranger_lanes.py 1
 """
@@ -61,11 +61,11 @@ for name, shape in CASES:
         rep = sparsify_inference_(m, xs[0], threads=THREADS, reps=3)
         ys = [m(x) for x in xs]
     took = time.perf_counter() - t0
-    lanes = 0
-    for n, mod in m.named_modules():
-        if isinstance(mod, SparseConv2d) and mod.weight_spk is not None and n in inputs:
-            g = K._conv_geometry(mod.weight_spk, inputs[n], mod.stride, mod.padding, mod.dilation)
-            lanes += K.lanes_pay(shape[0], VW, mod.kernel_size, mod.stride, g[6], g[4])
+    lanes = sum(
+        mod.lanes_at(inputs[n])
+        for n, mod in m.named_modules()
+        if isinstance(mod, SparseConv2d) and mod.weight_spk is not None and n in inputs
+    )
     errs = [float((y.double() - r).abs().max()) for y, r in zip(ys, refs, strict=True)]
     scale = max(float(r.abs().max()) for r in refs)
     same = all(bool((y.argmax(1) == r.argmax(1)).all()) for y, r in zip(ys, refs, strict=True))
