@@ -266,6 +266,16 @@ static float *tile_alloc(int P, int nvmax) {
     return aligned_alloc(64, (bytes + 63) / 64 * 64);
 }
 
+/* this thread's tile scratch (tile_alloc); on failure *err = -1 and NULL (its work is skipped) */
+static float *thread_tile(int P, int nvmax, int *err) {
+    float *yt = tile_alloc(P, nvmax);
+    if (!yt) {
+#pragma omp atomic write
+        *err = -1;
+    }
+    return yt;
+}
+
 static int clamp_nv(int nvmax) {
     if (nvmax >= 8) return 8;
     if (nvmax >= 4) return 4;
@@ -350,11 +360,7 @@ static int spmm_core(int64_t rows, int64_t cols, int P, int nkb, const int64_t *
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        float *yt = tile_alloc(P, nvmax);
-        if (!yt) {
-#pragma omp atomic write
-            err = -1;
-        }
+        float *yt = thread_tile(P, nvmax, &err);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t w = 0; w < nwork; w++) {
             if (!yt) continue;
@@ -511,6 +517,21 @@ static inline void shift_row(float *d, int64_t Wa, const float *xr, int64_t W, i
     }
 }
 
+/* colmap[(ic * kh + i) * kw + j] = scale * (where tap (i, j) of channel ic starts in the
+ * stride phases: phase (i*dh % sh, j*dw % sw) of channel ic, planes of Hq * Wq, moved by
+ * i*dh / sh rows and j*dw / sw columns); scale VW: the lanes layout, a vector per float. */
+static void phase_colmap(int32_t *colmap, int64_t IC, int kh, int kw, int sh, int sw, int dh,
+                         int dw, int64_t Hq, int64_t Wq, int64_t scale) {
+    for (int64_t ic = 0; ic < IC; ic++)
+        for (int i = 0; i < kh; i++)
+            for (int j = 0; j < kw; j++) {
+                const int64_t a = (int64_t)i * dh % sh, b = (int64_t)j * dw % sw;
+                const int64_t off = ((ic * sh + a) * sw + b) * Hq * Wq +
+                                    (int64_t)i * dh / sh * Wq + (int64_t)j * dw / sw;
+                colmap[(ic * kh + i) * kw + j] = (int32_t)(off * scale);
+            }
+}
+
 /* ---- 2-D convolution (groups = 1) as implicit GEMM over the sparse filters ---------------
  * W: (OC, IC * kh * kw) in the blocked layout, column c = (ic * kh + i) * kw + j.
  * Per image the zero-padded input is split into sh * sw stride phases
@@ -557,15 +578,12 @@ int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int
                         IC * kw * Hq * Wa <= phase_floats && IC * kw * Hq * Wa <= INT32_MAX;
 #endif
     const int64_t Wr = aligned ? Wa : Wq; /* row length of the wide positions */
-    for (int64_t ic = 0; ic < IC; ic++)
+    if (!aligned) phase_colmap(colmap, IC, kh, kw, sh, sw, dh, dw, Hq, Wq, 1);
+    for (int64_t ic = 0; ic < (aligned ? IC : 0); ic++) /* copy j of channel ic, row i * dh */
         for (int i = 0; i < kh; i++)
-            for (int j = 0; j < kw; j++) {
-                const int64_t a = (int64_t)i * dh % sh, b = (int64_t)j * dw % sw;
-                const int64_t off = ((ic * sh + a) * sw + b) * plane +
-                                    (int64_t)i * dh / sh * Wq + (int64_t)j * dw / sw;
+            for (int j = 0; j < kw; j++)
                 colmap[(ic * kh + i) * kw + j] =
-                    (int32_t)(aligned ? ((ic * kw + j) * Hq + (int64_t)i * dh) * Wa : off);
-            }
+                    (int32_t)(((ic * kw + j) * Hq + (int64_t)i * dh) * Wa);
     /* phases some tap reads (a strided 1x1 conv reads one of sh * sw) */
     char need_h[64] = {0}, need_w[64] = {0};
     if (sh > 64 || sw > 64) return -3;
@@ -653,11 +671,7 @@ int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
         {
-            float *yt = tile_alloc(P, nvmax);
-            if (!yt) {
-#pragma omp atomic write
-                err = -1;
-            }
+            float *yt = thread_tile(P, nvmax, &err);
 #pragma omp for schedule(dynamic, 1)
             for (int64_t w = 0; w < nwork; w++) {
                 if (!yt) continue;
@@ -738,14 +752,7 @@ int spk_conv2d_lanes(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, con
     if (sh > 64 || sw > 64) return -3;
     const int64_t plane = Hq * Wq, block = (int64_t)sh * sw * plane * VW; /* one channel */
     if (IC * block > phase_floats) return -4;
-    for (int64_t ic = 0; ic < IC; ic++)
-        for (int i = 0; i < kh; i++)
-            for (int j = 0; j < kw; j++) {
-                const int64_t ra = (int64_t)i * dh % sh, cb = (int64_t)j * dw % sw;
-                const int64_t off = ((ic * sh + ra) * sw + cb) * plane +
-                                    (int64_t)i * dh / sh * Wq + (int64_t)j * dw / sw;
-                colmap[(ic * kh + i) * kw + j] = (int32_t)(off * VW);
-            }
+    phase_colmap(colmap, IC, kh, kw, sh, sw, dh, dw, Hq, Wq, VW);
     const tiling tl = make_tiling(Wo * VW, nvmax); /* segments of one output row */
     const int64_t ntiles = tl.ntiles, npanels = (OC + P - 1) / P;
     const int64_t nwork = npanels * Ho, chw = IC * H * W, ohw = OC * Ho * Wo;
@@ -795,11 +802,7 @@ int spk_conv2d_lanes(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, con
 
 #pragma omp parallel num_threads(nt) if (nt > 1)
         {
-            float *yt = tile_alloc(P, nvmax);
-            if (!yt) {
-#pragma omp atomic write
-                err = -1;
-            }
+            float *yt = thread_tile(P, nvmax, &err);
             /* one work item: a whole output row of a panel, so two threads never write
              * parts of one cache line (a tile's 8 positions are half a line) */
 #pragma omp for schedule(dynamic, 1)
