@@ -291,6 +291,12 @@ DW_CASES = [
     (3, 1, (3, 3), 9, 37, 1, 1, 1, 2),
     (2, 2, (3, 3), 7, 75, 2, 1, 1, 1),
     (2, 1, (3, 3), 5, 64, 1, 1, 1, 1),  # rows a whole number of vectors
+    # many small planes: VW planes at a time in the vector lanes, each with its channel's
+    # weights (channels not a multiple of VW: a group spans two images), padding, strides
+    (32, 1, (3, 3), 7, 7, 1, 1, 1, 2),  # mobilenet's 7x7 blocks
+    (20, 1, (3, 3), 14, 14, 2, 1, 1, 3),
+    (24, 1, (5, 5), 9, 11, 1, 2, 1, 1),  # efficientnet's 5x5
+    (17, 1, (3, 3), 6, 5, 1, 1, 2, 1),
 ]
 
 
@@ -767,6 +773,15 @@ for c, m, h, w, s, p in itertools.product(
         torch.from_numpy(x).double(), torch.from_numpy(wt).double(), None, s, p, groups=c
     ).numpy()
     assert np.allclose(y, ref, atol=1e-4), (c, m, h, w, s, p)
+for c, h, w, n, s, p in ((20, 7, 7, 1, 1, 1), (17, 5, 6, 2, 2, 1), (33, 3, 4, 1, 1, 0)):
+    # depthwise with the planes in the lanes: groups part empty, flat remainders
+    x = rng.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+    y = K.depthwise_conv2d(x, wt, None, s, p, clamp=(-1, 1), threads=2, _flags=flags)
+    ref = np.clip(torch.nn.functional.conv2d(
+        torch.from_numpy(x).double(), torch.from_numpy(wt).double(), None, s, p, groups=c
+    ).numpy(), -1, 1)
+    assert np.allclose(y, ref, atol=1e-4), (c, h, w, n, s, p)
 for c, h, w, n in ((3, 7, 7, 1), (5, 14, 14, 2), (2, 2, 3, 1), (4, 8, 16, 1), (6, 17, 19, 2)):
     # 1x1, stride 1, no padding: read in place, the last tile's columns copied
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)

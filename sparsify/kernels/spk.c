@@ -1117,10 +1117,19 @@ static int stencil2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int 
     return err;
 }
 
+static int stencil2d_lanes(int64_t NP, int64_t C, int64_t H, int64_t W, int kh, int kw, int sh,
+                           int sw, int ph, int pw, int dh, int dw, int64_t Ho, int64_t Wo,
+                           const float *x, const float *w, const float *bias, const float *act,
+                           float *y, int threads, int op_max);
+static int lanes_pay_stencil(int64_t NP, int64_t H, int64_t W, int ph, int pw, int64_t Wo);
+
 int spk_dwconv2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int kh, int kw,
                  int sh, int sw, int ph, int pw, int dh, int dw, int64_t Ho, int64_t Wo,
                  const float *x, const float *w, const float *bias, const float *act, float *y,
                  int threads) {
+    if (M == 1 && lanes_pay_stencil(N * C, H, W, ph, pw, Wo))
+        return stencil2d_lanes(N * C, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, x, w, bias,
+                               act, y, threads, 0);
     return stencil2d(N, C, M, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, x, w, bias, act, y,
                      threads, 0);
 }
@@ -1130,40 +1139,54 @@ int spk_dwconv2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int kh, 
  *   y[n, c, oy, ox] = max_{i, j} x[n, c, oy*sh - ph + i*dh, ox*sw - pw + j*dw]
  * with the padding read as -inf and a NaN in a window giving NaN (torch's rule). The same
  * stencil as spk_dwconv2d, a max in place of the weighted sum. */
-/* max_pool2d with VW planes in the vector lanes, for many small planes: the stencil's
- * per-plane and per-row setup and its partial vectors cost more than the maxima on an 8x8
- * output. VW planes are interleaved, padding -inf, into a (Hp, Wp, VW) buffer (register
- * transposes of VW planes x VW flat positions), every tap is then one aligned vector load
- * and one max per output, and VW outputs of flat order are transposed back to the planes.
- * Same results as the stencil, bit for bit (the same maxima, NaN rule included). */
-static int maxpool2d_lanes(int64_t NP, int64_t H, int64_t W, int kh, int kw, int sh, int sw,
-                           int ph, int pw, int dh, int dw, int64_t Ho, int64_t Wo,
-                           const float *x, float *y, int threads) {
+/* The stencil with VW planes in the vector lanes, for many small planes: the per-plane
+ * stencil's per-plane and per-row setup and its partial vectors cost more than the arithmetic
+ * on an 8x8 output. VW planes are interleaved, padding = fill, into a (Hp, Wp, VW) buffer
+ * (register transposes of VW planes x VW flat positions); every tap is then one aligned
+ * vector load and one max (op_max) or one FMA with the VW planes' own weights, and VW outputs
+ * of flat order are transposed back to the planes. Plane p is channel p % C of its image
+ * (depth multiplier 1): its weights w[p % C], bias[p % C]. The max follows the stencil's NaN
+ * rule; the sums add the taps in the stencil's order. */
+static int stencil2d_lanes(int64_t NP, int64_t C, int64_t H, int64_t W, int kh, int kw, int sh,
+                           int sw, int ph, int pw, int dh, int dw, int64_t Ho, int64_t Wo,
+                           const float *x, const float *w, const float *bias, const float *act,
+                           float *y, int threads, int op_max) {
     const int nt = nthreads(threads);
+    const span a = act_span(act);
     const int64_t Hp = H + 2 * (int64_t)ph, Wp = W + 2 * (int64_t)pw, hw = H * W, ohw = Ho * Wo;
+    const int ntaps = kh * kw;
     const size_t bytes = ((size_t)Hp * Wp * VW * sizeof(float) + 63) / 64 * 64;
-    const vf ninf = (vf){0} - __builtin_inff();
+    const vf fill = (vf){0} + (op_max ? -__builtin_inff() : 0.0f);
     int err = 0;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
         float *buf = aligned_alloc(64, bytes);
-        if (!buf) {
+        /* the lanes' weights, one vector per tap (aligned: vf accesses assume it) */
+        vf *wv = op_max ? NULL : aligned_alloc(64, ((size_t)ntaps * sizeof(vf) + 63) / 64 * 64);
+        if (!buf || (!op_max && !wv)) {
 #pragma omp atomic write
             err = -1;
         }
-        if (buf) /* the padding: -inf from here on (the interior is rewritten per group) */
-            for (int64_t i = 0; i < Hp * Wp; i++) stu(buf + i * VW, ninf);
+        if (buf) /* the padding: fill from here on (the interior is rewritten per group) */
+            for (int64_t i = 0; i < Hp * Wp; i++) stu(buf + i * VW, fill);
 #pragma omp for schedule(static)
         for (int64_t p0 = 0; p0 < NP; p0 += VW) {
-            if (!buf) continue;
+            if (!buf || (!op_max && !wv)) continue;
             const int64_t np = NP - p0 < VW ? NP - p0 : VW;
+            vf bv = (vf){0};
+            if (!op_max)
+                for (int l = 0; l < VW; l++) {
+                    const int64_t c = (p0 + l) % C;
+                    for (int t = 0; t < ntaps; t++) wv[t][l] = l < np ? w[c * ntaps + t] : 0.0f;
+                    bv[l] = l < np && bias ? bias[c] : 0.0f;
+                }
             const float *xg = x + p0 * hw;
             int64_t r = 0, c = 0;
             for (int64_t f = 0; f < hw; f += VW) {
                 vf rr[VW];
                 const int full = f + VW <= hw;
                 if (full) {
-                    for (int l = 0; l < VW; l++) rr[l] = l < np ? ldu(xg + l * hw + f) : ninf;
+                    for (int l = 0; l < VW; l++) rr[l] = l < np ? ldu(xg + l * hw + f) : fill;
                     transpose_block(rr);
                 }
                 for (int k = 0; k < VW && f + k < hw; k++) {
@@ -1171,8 +1194,7 @@ static int maxpool2d_lanes(int64_t NP, int64_t H, int64_t W, int kh, int kw, int
                     if (full) {
                         stu(d, rr[k]);
                     } else {
-                        for (int l = 0; l < VW; l++)
-                            d[l] = l < np ? xg[l * hw + f + k] : -__builtin_inff();
+                        for (int l = 0; l < VW; l++) d[l] = l < np ? xg[l * hw + f + k] : fill[0];
                     }
                     if (++c == W) {
                         c = 0;
@@ -1185,15 +1207,20 @@ static int maxpool2d_lanes(int64_t NP, int64_t H, int64_t W, int kh, int kw, int
                 vf rr[VW];
                 const int nk = ohw - f < VW ? (int)(ohw - f) : VW;
                 for (int k = 0; k < VW; k++) {
-                    vf acc = ninf;
+                    vf acc = op_max ? fill : bv;
                     if (k < nk) {
                         const float *q = buf + (oh * sh * Wp + ow * sw) * VW;
                         for (int i = 0; i < kh; i++)
-                            for (int j = 0; j < kw; j++) { /* a NaN tap wins, as in torch */
+                            for (int j = 0; j < kw; j++) {
                                 const vf v = ldu(q + ((int64_t)i * dh * Wp + (int64_t)j * dw) * VW);
-                                const vi take = (v > acc) | (v != v);
-                                acc = (vf)(((vi)v & take) | ((vi)acc & ~take));
+                                if (op_max) { /* a NaN tap wins, as in torch */
+                                    const vi take = (v > acc) | (v != v);
+                                    acc = (vf)(((vi)v & take) | ((vi)acc & ~take));
+                                } else {
+                                    acc += wv[i * kw + j] * v;
+                                }
                             }
+                        if (!op_max && act) acc = clampv(acc, a);
                         if (++ow == Wo) {
                             ow = 0;
                             oh++;
@@ -1206,22 +1233,32 @@ static int maxpool2d_lanes(int64_t NP, int64_t H, int64_t W, int kh, int kw, int
             }
         }
         free(buf);
+        free(wv);
     }
     return err;
+}
+
+/* planes in the lanes where there are a vector's worth of them, an output row fills at most
+ * half a vector (the per-plane stencil's vectors are then mostly empty: 2-3.6x on 7x7 and 8x8
+ * outputs; on 12-28 wide rows the two are within ~25% either way, the transposes in and out
+ * costing about what the empty lanes do: results/probes/2026-12-04-lanes/) and a plane's
+ * interleaved copy stays in L2; -DSPK_NO_STENCIL_LANES: never, for A/B timing */
+static int lanes_pay_stencil(int64_t NP, int64_t H, int64_t W, int ph, int pw, int64_t Wo) {
+#ifdef SPK_NO_STENCIL_LANES
+    (void)NP, (void)H, (void)W, (void)ph, (void)pw, (void)Wo;
+    return 0;
+#else
+    return NP >= VW && 2 * Wo <= VW &&
+           (H + 2 * (int64_t)ph) * (W + 2 * (int64_t)pw) * VW * (int64_t)sizeof(float) <= (1 << 19);
+#endif
 }
 
 int spk_maxpool2d(int64_t N, int64_t C, int64_t H, int64_t W, int kh, int kw, int sh, int sw,
                   int ph, int pw, int dh, int dw, int64_t Ho, int64_t Wo, const float *x,
                   float *y, int threads) {
-    /* planes in the lanes where there are a vector's worth of them and an output row is
-     * shorter than two vectors (the stencil's partial vectors and per-row setup dominate
-     * there) on a plane whose interleaved copy stays in L2 */
-#ifndef SPK_NO_POOL_LANES /* -DSPK_NO_POOL_LANES: the stencil everywhere, for A/B timing */
-    if (N * C >= VW && Wo < 2 * VW &&
-        (H + 2 * (int64_t)ph) * (W + 2 * (int64_t)pw) * VW * (int64_t)sizeof(float) <= (1 << 19))
-        return maxpool2d_lanes(N * C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, x, y,
-                               threads);
-#endif
+    if (lanes_pay_stencil(N * C, H, W, ph, pw, Wo))
+        return stencil2d_lanes(N * C, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, x, NULL,
+                               NULL, NULL, y, threads, 1);
     return stencil2d(N, C, 1, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, x, NULL, NULL, NULL,
                      y, threads, 1);
 }

@@ -1,5 +1,5 @@
 """A/B of kernels.max_pool2d: planes in the vector lanes (the default where it applies) against
-the per-plane stencil (the library built with -DSPK_NO_POOL_LANES), same process, medians of
+the per-plane stencil (the library built with -DSPK_NO_STENCIL_LANES), same process, medians of
 15 interleaved calls (each of the three first in turn); torch's own max pooling for scale; both checked equal to torch's.
 
     .venv/bin/python results/probes/2026-12-04-lanes/pool_lanes_ab.py
@@ -16,7 +16,7 @@ from sparsify import kernels as K
 
 torch.set_num_threads(1)
 base = K._lib().flags
-ab = tuple(f for f in base if f != "-shared") + ("-DSPK_NO_POOL_LANES", "-shared")
+ab = tuple(f for f in base if f != "-shared") + ("-DSPK_NO_STENCIL_LANES", "-shared")
 rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
 print(
     f"# pool_lanes_ab.py (commit {rev.stdout.strip()}, {time.strftime('%H:%M UTC', time.gmtime())})"
