@@ -235,6 +235,8 @@ def test_a_conv_layer_can_be_told_how_to_run_its_batch() -> None:
             layer.use_lanes_(lanes)  # drops the plan cached for the old choice
             assert layer.lanes_at(tuple(x.shape)) is (lanes is not False)  # None: lanes_pay
             torch.testing.assert_close(layer(x), ref, rtol=1e-5, atol=1e-5)
+    with pytest.raises(SparsifyError, match="use_lanes_ takes None"):
+        layer.use_lanes_("no")  # would read as True
 
 
 @pytest.mark.parametrize("kernel", ["torch_csr", "torch_csr_panels", "dense_compact"])

@@ -562,6 +562,11 @@ class SparseConv2d(_SparseBase):
         """Run the spk kernel with the batch in the vector lanes (True), one image at a time
         (False) or as :func:`sparsify.kernels.lanes_pay` decides by shape (None); the
         converter's calibration times both where both apply."""
+        if lanes is not None and not isinstance(lanes, bool):
+            raise SparsifyError(
+                f"SparseConv2d.use_lanes_ takes None (choose by shape), True or False; got "
+                f"{lanes!r}."
+            )
         self.lanes = lanes
         self.__dict__.pop("_per_shape", None)
 
