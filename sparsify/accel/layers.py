@@ -191,9 +191,10 @@ def reused_empty(module: nn.Module, shape: tuple[int, ...]) -> torch.Tensor:
     no view of its memory. Overwriting it is then invisible, and the output skips fresh
     memory: malloc hands an allocation that large back to the OS when it is freed, and its
     pages fault in again on first write (torch.empty + fill of resnet18's stem output at batch
-    16, 51 MB: ~20 ms; the same fill of a reused tensor: ~1.7 ms). Smaller outputs come from
-    malloc's heap, already mapped, and are not kept. The cost: the module keeps that one
-    output alive between calls (freed when the shape changes). Safe across threads: a tensor
+    16, 51 MB: 19.8 ms; the same fill of a reused tensor: 1.2 ms). Smaller outputs are not
+    kept: keeping every output of 1 MiB or more gained no more on resnet18 at batch 16-32
+    (results/probes/2026-12-04-lanes/). The cost: the module keeps that one output alive
+    between calls (freed when the shape changes). Safe across threads: a tensor
     another thread holds is not free, and the test and the claim run under the GIL."""
     if 4 * math.prod(shape) < REUSE_MIN_BYTES:  # math.prod: np.prod costs ~3 us a call
         return torch.empty(shape, dtype=torch.float32)
