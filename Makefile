@@ -2,9 +2,11 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Real MNIST shipped beside the checkout on this project's machines; elsewhere the
-# toolkit falls back to its cache directory and torchvision's downloader.
-DATA_DIR ?= $(firstword $(wildcard ../shared/data/mnist))
+# Real MNIST shipped beside the checkout on this project's machines (or beside the checkout
+# this one was cloned from: CI clones into a temporary folder); elsewhere the toolkit falls
+# back to its cache directory and torchvision's downloader.
+ORIGIN := $(shell git config --get remote.origin.url 2>/dev/null)
+DATA_DIR ?= $(firstword $(wildcard ../shared/data/mnist $(if $(ORIGIN),$(ORIGIN)/../shared/data/mnist)))
 DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 
 .PHONY: setup quickstart test lint deepsparse-venv
