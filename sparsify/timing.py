@@ -220,6 +220,30 @@ def measure_latency(
     return {name: 1e3 * v.median for name, v in t.items()}
 
 
+def race(
+    baseline: Callable[[], Any], candidate: Callable[[], Any], reps: int, margin: float
+) -> tuple[Timing, Timing, PairedRatio, bool]:
+    """Time ``baseline`` and ``candidate`` interleaved (``reps`` samples of >= 1 ms, one
+    warm-up) and apply the converter's rule: the candidate wins when the median paired ratio
+    t_baseline / t_candidate exceeds 1 / (1 - margin) and its lower quartile exceeds 1.
+    Returns (baseline's timing, candidate's, the paired ratio, whether it wins)."""
+    t = time_interleaved({"a": baseline, "b": candidate}, reps=reps, warmup=1, min_sample_s=1e-3)
+    r = paired_ratio(t["a"].samples, t["b"].samples)
+    return t["a"], t["b"], r, r.median > 1.0 / (1.0 - margin) and r.q25 > 1.0
+
+
+def verdict(
+    label: str, timed: bool, measure: Callable[[], tuple[str, bool]], kept: str, untimed: str
+) -> tuple[str, bool]:
+    """A converter step's report line and whether to take the replacement: untimed, always
+    (``"label: untimed (untimed)"``); timed, as ``measure()`` (what it measured, whether the
+    replacement won) says, ``"label: what"`` or ``"label: kept (what)"``."""
+    if not timed:
+        return f"{label}: {untimed} (untimed)", True
+    said, faster = measure()
+    return (f"{label}: {said}" if faster else f"{label}: {kept} ({said})"), faster
+
+
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[int]:
     """Run the block with ``torch.set_num_threads(n)`` (None: leave as is); restore after."""

@@ -782,6 +782,17 @@ for c, h, w, n, s, p in ((20, 7, 7, 1, 1, 1), (17, 5, 6, 2, 2, 1), (33, 3, 4, 1,
         torch.from_numpy(x).double(), torch.from_numpy(wt).double(), None, s, p, groups=c
     ).numpy(), -1, 1)
     assert np.allclose(y, ref, atol=1e-4), (c, h, w, n, s, p)
+vw = K.info()["vector_width"]
+for ic, e, h, w, n, s, p in ((3, 5, 4, vw, 1, 1, 1), (2, 6, 5, vw + 3, 2, 2, 1), (4, 3, 3, 2 * vw + 1, 1, 1, vw + 1)):
+    # 1x1 into depthwise, fused: x's last row read in whole vectors, padding past a vector
+    x = rng.standard_normal((n, ic, h, w)).astype(np.float32)
+    ew = np.where(rng.random((e, ic)) < 0.5, 1.0, 0.0).astype(np.float32)
+    wt = rng.standard_normal((e, 1, 3, 3)).astype(np.float32)
+    y = K.expand_depthwise_conv2d(x, ew, None, wt, None, s, p, clamp=(-1, 1), threads=2, _flags=flags)
+    hid = torch.from_numpy(np.einsum("ec,nchw->nehw", ew, x)).double()
+    ref = np.clip(torch.nn.functional.conv2d(
+        hid, torch.from_numpy(wt).double(), None, s, p, groups=e).numpy(), -1, 1)
+    assert np.allclose(y, ref, atol=1e-4), (ic, e, h, w, n, s, p)
 for c, h, w, n in ((3, 7, 7, 1), (5, 14, 14, 2), (2, 2, 3, 1), (4, 8, 16, 1), (6, 17, 19, 2)):
     # 1x1, stride 1, no padding: read in place, the last tile's columns copied
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)

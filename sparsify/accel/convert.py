@@ -75,6 +75,11 @@ import torch
 from torch import nn
 
 from sparsify import kernels as spk_kernels
+from sparsify.accel.expand_dw import (
+    expand_dw_chains,
+    fuse_expand_depthwise_,
+    unfuse_expand_depthwise_,
+)
 from sparsify.accel.fold import fold_batchnorm_
 from sparsify.accel.fuse import activation_pairs, fuse_activations_, unfuse_
 from sparsify.accel.layers import (
@@ -191,6 +196,7 @@ class InferenceReport:
     folded: list[str] = field(default_factory=list)  # "conv <- batch norm" folded into it
     fused: list[str] = field(default_factory=list)  # "layer <- activation" fused into it
     pools: list[str] = field(default_factory=list)  # each MaxPool2d: stencil or torch's, why
+    blocks: list[str] = field(default_factory=list)  # each 1x1 + depthwise pair: fused or not
 
     @property
     def converted(self) -> list[LayerDecision]:
@@ -209,6 +215,7 @@ class InferenceReport:
             "folded": list(self.folded),
             "fused": list(self.fused),
             "pools": list(self.pools),
+            "blocks": list(self.blocks),
         }
 
     def summary(self) -> str:
@@ -230,6 +237,8 @@ class InferenceReport:
             )
         for line in self.pools:
             lines.append(f"  MaxPool2d {line}")
+        for line in self.blocks:
+            lines.append(f"  1x1 + depthwise {line}")
         for k, why in self.unavailable.items():
             lines.append(f"  kernel {k} not offered: {why}")
         for d in self.layers:
@@ -742,7 +751,11 @@ def sparsify_inference_(
     Where ``spk_depthwise`` is among the kernels, each ``nn.MaxPool2d`` (ceil_mode=False, no
     indices) is also offered the kernels' max-pool stencil (:mod:`~sparsify.accel.pool`),
     timed against torch's at its input shape in ``"calibrate"`` mode (needs
-    ``example_input``), untimed otherwise; ``report.pools`` says what each got.
+    ``example_input``), untimed otherwise; ``report.pools`` says what each got. Likewise,
+    with ``fuse_activations``, a converted 1x1 conv whose output (through its fused clamp)
+    goes only into a depthwise conv on the stencil (an inverted-residual block's expansion) is
+    offered one kernel for the two (:mod:`~sparsify.accel.expand_dw`), timed against the two
+    apart; ``report.blocks`` says what each pair got.
 
     Returns:
         An :class:`InferenceReport` with one :class:`LayerDecision` per listed layer, in
@@ -811,6 +824,11 @@ def sparsify_inference_(
     folded = [f"{c} <- {b}" for c, b in fold_batchnorm_(model)] if fold_batchnorm else []
     # found on the unconverted model: torch.fx traces its own layers, not the sparse ones
     act_pairs = activation_pairs(model, {n for n, _ in layers}) if fuse_activations else []
+    chains = (
+        expand_dw_chains(model)
+        if fuse_activations and STENCIL in kernels and {"spk", "spk_csr"} & set(kernels)
+        else []
+    )
     rules = _parent_reads(model, example_input is not None)
     decisions: dict[str, LayerDecision] = {}
     originals: dict[str, nn.Module] = {}  # name -> the dense module, to revert to
@@ -859,17 +877,23 @@ def sparsify_inference_(
         report.check = "not checked: no example_input to run"
     else:
         report.check = "not checked: verify=False"
-    if (pools or act_pairs) and (check is None or report.check.startswith("ok")):
+    if (pools or act_pairs or chains) and (check is None or report.check.startswith("ok")):
         # the pools to offer, with their input shapes; None: all, untimed (no example input)
         pool_shapes = (
             {n: shapes[n] for n in pools if n in shapes} if example_input is not None else None
         )
         if mode == "calibrate" and pool_shapes is None:
             pool_shapes = {}  # nothing to time them on
+        chain_shapes = (
+            {a: shapes[a] for a, _, _ in chains if a in shapes}
+            if example_input is not None
+            else None
+        )
         with torch_threads(threads), torch.no_grad():
             _finish_checked(
-                model, act_pairs, pool_shapes, mode, reps, margin, check, sparse, report
-            )
+                model, act_pairs, pool_shapes, mode, reps, margin, check, sparse, report,
+                chains, chain_shapes,
+            )  # fmt: skip
     return report
 
 
@@ -883,22 +907,33 @@ def _finish_checked(
     check: _OutputCheck | None,
     sparse: dict[str, nn.Module],
     report: InferenceReport,
+    chains: list[tuple[str, str | None, str]],
+    chain_shapes: dict[str, tuple[int, ...]] | None,
 ) -> None:
-    """The last steps, on the decided model: max pools on the stencil where faster, then the
-    activations of ``pairs`` fused into the converted layers; with a ``check``, run it again
-    and undo both if the output no longer passes (noted in ``report.check``). Fills
-    ``report.pools`` and ``report.fused``."""
+    """The last steps, on the decided model: max pools on the stencil where faster, the
+    activations of ``pairs`` fused into the converted layers, then the 1x1 + depthwise
+    ``chains`` fused where faster; with a ``check``, run it again and undo all three if the
+    output no longer passes (noted in ``report.check``). Fills ``report.pools``,
+    ``report.fused`` and ``report.blocks``."""
     report.pools, pooled = replace_pools_(
         model, pool_shapes, timed=mode == "calibrate", reps=int(reps), margin=margin
     )
     fused = fuse_activations_(model, pairs) if sparse else []
-    if (fused or pooled) and check is not None:
+    blocks: list = []
+    if chains and sparse and chain_shapes:
+        report.blocks, blocks = fuse_expand_depthwise_(
+            model, list(chains), chain_shapes, timed=mode == "calibrate", reps=int(reps),
+            margin=margin,
+        )  # fmt: skip
+    if (fused or pooled or blocks) and check is not None:
         why, _ = check(model, sparse)
         if why:
+            unfuse_expand_depthwise_(model, blocks)
             unfuse_(model, fused)
             restore_(model, pooled)
             report.check += f"; pools and activations left as they were: with them {why}"
             report.pools = [f"{line} (undone)" for line in report.pools]
+            report.blocks = [f"{line} (undone)" for line in report.blocks]
             return
     report.fused = [f"{a} <- {b}" for a, b, _ in fused]
 

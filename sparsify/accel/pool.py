@@ -11,8 +11,7 @@ floats: a max picks one of its inputs, and a NaN in a window gives NaN, as in to
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from functools import partial
 
 import torch
 from torch import nn
@@ -20,7 +19,7 @@ from torch import nn
 from sparsify import kernels as spk
 from sparsify.accel.layers import per_shape, reused_empty
 from sparsify.errors import SparsifyError
-from sparsify.timing import fmt_seconds, paired_ratio, time_interleaved
+from sparsify.timing import fmt_seconds, race, verdict
 
 
 def poolable(module: nn.Module) -> bool:
@@ -97,13 +96,11 @@ def replace_pools_(
         if shapes is not None and (name not in shapes or len(shapes[name]) != 4):
             continue
         new = StencilMaxPool2d.from_pool(pool)
-        if timed:
-            said, faster = _timed(pool, new, shapes[name], reps, margin)
-            lines.append(f"{name}: {said}" if faster else f"{name}: kept torch's ({said})")
-            if not faster:
-                continue
-        else:
-            lines.append(f"{name}: stencil (untimed)")
+        measure = partial(_timed, pool, new, None if shapes is None else shapes[name], reps, margin)
+        line, take = verdict(name, timed, measure, "kept torch's", "stencil")
+        lines.append(line)
+        if not take:
+            continue
         model.set_submodule(name, new)
         done.append((name, pool))
     return lines, done
@@ -117,14 +114,12 @@ def _timed(
     with torch.inference_mode():
         if not torch.equal(new(x), pool(x)):
             return "the stencil's output differed", False
-        fns: dict[str, Callable[[], Any]] = {"torch": lambda: pool(x), "stencil": lambda: new(x)}
-        t = time_interleaved(fns, reps=reps, warmup=1, min_sample_s=1e-3)
-    r = paired_ratio(t["torch"].samples, t["stencil"].samples)
+        t_torch, t_new, r, faster = race(lambda: pool(x), lambda: new(x), reps, margin)
     said = (
-        f"stencil {fmt_seconds(t['stencil'].median)} against torch's "
-        f"{fmt_seconds(t['torch'].median)}, {r.median:.2f}x (lower quartile {r.q25:.2f}x)"
+        f"stencil {fmt_seconds(t_new.median)} against torch's "
+        f"{fmt_seconds(t_torch.median)}, {r.median:.2f}x (lower quartile {r.q25:.2f}x)"
     )
-    return said, r.median > 1.0 / (1.0 - margin) and r.q25 > 1.0
+    return said, faster
 
 
 def restore_(model: nn.Module, replaced: list[tuple[str, nn.Module]]) -> None:

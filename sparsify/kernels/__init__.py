@@ -61,6 +61,9 @@ __all__ = [
     "conv_output_size",
     "depthwise_conv2d",
     "depthwise_conv2d_into",
+    "expand_csr",
+    "expand_depthwise_conv2d",
+    "expand_depthwise_into",
     "info",
     "max_pool2d",
     "max_pool2d_into",
@@ -807,6 +810,122 @@ def depthwise_conv2d_into(
             f"sparsify.kernels: depthwise_conv2d failed with code {rc} (out of memory)"
         )
     return True
+
+
+def expand_csr(weight: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ptr int64, idx int32, val float32): the CSR of a 1x1 conv's (E, IC) or (E, IC, 1, 1)
+    weight, row by row, columns ascending (zeros dropped); row e is ``idx[ptr[e]:ptr[e+1]]``."""
+    w = _f32("expand_weight", weight)
+    if w.ndim == 4 and w.shape[2:] == (1, 1):
+        w = w.reshape(w.shape[0], w.shape[1])
+    if w.ndim != 2:
+        raise SparsifyError(
+            f"expand_csr: the weight must be (E, IC) or (E, IC, 1, 1); got {tuple(w.shape)}."
+        )
+    rows, cols = np.nonzero(w)
+    ptr = np.zeros(w.shape[0] + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=w.shape[0]), out=ptr[1:])
+    return ptr, cols.astype(np.int32), np.ascontiguousarray(w[rows, cols], np.float32)
+
+
+def expand_depthwise_conv2d(
+    x: Any,
+    expand_weight: Any,
+    expand_bias: Any,
+    weight: Any,
+    bias: Any = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    *,
+    expand_clamp: tuple[float, float] | None = None,
+    clamp: tuple[float, float] | None = None,
+    out: np.ndarray | None = None,
+    threads: int | None = None,
+    _flags: tuple[str, ...] | None = None,
+) -> np.ndarray:
+    """``depthwise_conv2d(clamp_e(conv2d(x, expand_weight, expand_bias)), weight, bias, ...)``.
+
+    A 1x1 conv (E, IC) into a depthwise conv (E, 1, kh, kw) (multiplier 1), the pair of an
+    inverted-residual block, in one pass that never writes the (N, E, H, W) expanded tensor:
+    ``h = clip(expand_bias[e] + sum_c expand_weight[e, c] * x[n, c], *expand_clamp)``, then
+    ``y = clip(depthwise_conv2d(h, weight, bias, stride, padding, dilation), *clamp)``. The C
+    kernel takes planes at least one vector wide (W >= the vector width); narrower ones, and
+    machines without the kernels, compute the two steps one after the other.
+    """
+    xa, ew, wa = _f32("x", x), _f32("expand_weight", expand_weight), _f32("weight", weight)
+    if xa.ndim != 4:
+        raise SparsifyError(f"expand_depthwise_conv2d: x must be (N, C, H, W); got {xa.shape}.")
+    e = ew.shape[0]
+    if ew.shape not in ((e, xa.shape[1]), (e, xa.shape[1], 1, 1)) or wa.shape[:2] != (e, 1):
+        raise SparsifyError(
+            f"expand_depthwise_conv2d: needs expand_weight (E, {xa.shape[1]}) or (E, "
+            f"{xa.shape[1]}, 1, 1) and weight (E, 1, kh, kw) with the same E; got "
+            f"{tuple(ew.shape)} and {tuple(wa.shape)}."
+        )
+    n, ic, h, w = xa.shape
+    geometry = _dw_geometry((n, e, h, w), wa.shape, stride, padding, dilation)
+    y = _check_out(out, (n, e, geometry[4], geometry[5]))
+    eb, b = _bias(expand_bias, e), _bias(bias, e)
+    ea, act = _act(expand_clamp, "expand_depthwise_conv2d"), _act(clamp, "expand_depthwise_conv2d")
+    nt = _threads(threads)
+    lib = _lib(_flags)
+    if lib is not None and w >= lib.vector_width:
+        ptr, idx, val = expand_csr(ew)
+        rc = lib.lib.spk_expand_dw(
+            n, ic, e, h, w, _ptr(ptr), _ptr(idx), _ptr(val), _ptr(eb), _ptr(ea),
+            wa.shape[2], wa.shape[3], *geometry[0], *geometry[1], *geometry[2],
+            geometry[4], geometry[5], _ptr(wa), _ptr(b), _ptr(act), _ptr(xa), _ptr(y), nt,
+        )  # fmt: skip
+        if rc == -1:
+            raise MemoryError("sparsify.kernels: expand_depthwise_conv2d failed (out of memory)")
+        return y
+    hid = np.einsum("ec,nchw->nehw", ew.reshape(e, ic), xa, optimize=True).astype(np.float32)
+    if eb is not None:
+        hid += eb[None, :, None, None]
+    _clip_(hid, ea)
+    return depthwise_conv2d(
+        hid, wa, b, stride, padding, dilation, clamp=clamp, out=y, threads=threads, _flags=_flags
+    )
+
+
+def expand_depthwise_into(
+    x_addr: int,
+    x_shape: tuple[int, int, int, int],
+    csr: tuple[int, int, int],
+    e: int,
+    expand_bias_addr: int | None,
+    expand_act_addr: int | None,
+    w_addr: int,
+    w_shape: tuple[int, int, int, int],
+    bias_addr: int | None,
+    act_addr: int | None,
+    y_addr: int,
+    geometry: tuple[tuple[int, int], tuple[int, int], tuple[int, int], int, int, int],
+    threads: int,
+) -> bool:
+    """``expand_depthwise_conv2d`` on raw addresses, for a torch layer that owns the buffers.
+
+    Contract as :func:`depthwise_conv2d_into`: C-contiguous float32 buffers alive for the call,
+    ``csr`` the (ptr, idx, val) addresses of :func:`expand_csr`'s arrays for E = ``e`` rows,
+    ``geometry`` from ``_dw_geometry`` for the (N, E, H, W) expanded shape; nothing checked.
+    Returns False, computing nothing, where the C kernels are not available or W is narrower
+    than a vector (the caller runs the two layers one after the other).
+    """
+    lib = _lib()
+    if lib is None or x_shape[3] < lib.vector_width:
+        return False
+    if threads != 1:
+        _threads(threads)
+    (sh, sw_), (ph, pw), (dh, dw), _, ho, wo = geometry
+    n, ic, h, w = x_shape
+    rc = lib.lib.spk_expand_dw(
+        n, ic, e, h, w, *csr, expand_bias_addr, expand_act_addr, w_shape[2], w_shape[3],
+        sh, sw_, ph, pw, dh, dw, ho, wo, w_addr, bias_addr, act_addr, x_addr, y_addr, threads,
+    )  # fmt: skip
+    if rc == -1:
+        raise MemoryError("sparsify.kernels: expand_depthwise_conv2d failed (out of memory)")
+    return rc == 0
 
 
 def _pool_geometry(

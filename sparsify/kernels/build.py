@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("spk.c")
-ABI = 6  # must equal SPK_ABI in spk.c
+ABI = 7  # must equal SPK_ABI in spk.c
 # flag sets tried in order: the first that compiles wins (clang on macOS lacks -fopenmp;
 # some compilers lack -march=native)
 FLAG_SETS: tuple[tuple[str, ...], ...] = (
@@ -156,6 +156,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     )
     lib.spk_dwconv2d.restype = i32
     lib.spk_dwconv2d.argtypes = [i64] * 5 + [i32] * 8 + [i64, i64, vp, vp, vp, vp, vp, i32]
+    lib.spk_expand_dw.restype = i32
+    lib.spk_expand_dw.argtypes = [i64] * 5 + [vp] * 5 + [i32] * 8 + [i64, i64] + [vp] * 5 + [i32]
     lib.spk_conv2d_plan.restype = i32
     lib.spk_conv2d_plan.argtypes = [vp] * 7 + [i32]
     lib.spk_maxpool2d.restype = i32

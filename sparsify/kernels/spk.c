@@ -47,7 +47,7 @@
 #define SPK_ISA "generic-128bit"
 #endif
 
-#define SPK_ABI 6
+#define SPK_ABI 7
 
 typedef float vf __attribute__((vector_size(VW * 4)));
 
@@ -1024,6 +1024,18 @@ static void dw_plane_any(const float *buf, int64_t rstride, const int64_t *toff,
     dw_plane(buf, rstride, toff, ntaps, wk, bo, a, Ho, Wo, yp, 0);
 }
 
+/* output channel o of a depthwise conv (weights w[o * ntaps ...], bias[o] or 0) */
+static void dw_channel(const float *buf, int64_t rstride, const int64_t *toff, int ntaps,
+                       const float *w, const float *bias, int64_t o, span a, int64_t Ho,
+                       int64_t Wo, float *yp) {
+    const float *wk = w + o * ntaps;
+    const float bo = bias ? bias[o] : 0.0f;
+    if (ntaps == 9)
+        dw_plane9(buf, rstride, toff, wk, bo, a, Ho, Wo, yp);
+    else
+        dw_plane_any(buf, rstride, toff, ntaps, wk, bo, a, Ho, Wo, yp);
+}
+
 static void mp_plane9(const float *buf, int64_t rstride, const int64_t *toff, int64_t Ho,
                       int64_t Wo, float *yp) {
     const span none = act_span(NULL);
@@ -1034,6 +1046,20 @@ static void mp_plane_any(const float *buf, int64_t rstride, const int64_t *toff,
                          int64_t Ho, int64_t Wo, float *yp) {
     const span none = act_span(NULL);
     dw_plane(buf, rstride, toff, ntaps, NULL, 0.0f, none, Ho, Wo, yp, 1);
+}
+
+/* The stencil's tap offsets in its phase-split buffer (phases of `plane` floats, rows of Ws):
+ * tap (i, j) of output column ox reads buf[toff[i * kw + j] + ox] (+ oy * sh * Ws). A new
+ * array (free it), or NULL out of memory. */
+static int64_t *tap_offsets(int kh, int kw, int dh, int dw, int sw, int64_t plane, int64_t Ws) {
+    int64_t *toff = malloc((size_t)kh * kw * sizeof(int64_t));
+    if (toff)
+        for (int i = 0; i < kh; i++)
+            for (int j = 0; j < kw; j++) {
+                const int64_t c = (int64_t)j * dw;
+                toff[i * kw + j] = (c % sw) * plane + (int64_t)i * dh * Ws + c / sw;
+            }
+    return toff;
 }
 
 /* y = conv2d(x, w, bias, groups = C)
@@ -1064,13 +1090,8 @@ static int stencil2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int 
     const size_t bytes = ((size_t)sw * plane * sizeof(float) + 63) / 64 * 64;
     /* tap (i, j) of output column ox reads buf[toff[i * kw + j] + ox] (+ oy * sh * Ws) */
     const int ntaps = kh * kw;
-    int64_t *toff = malloc((size_t)ntaps * sizeof(int64_t));
+    int64_t *toff = tap_offsets(kh, kw, dh, dw, sw, plane, Ws);
     if (!toff) return -1;
-    for (int i = 0; i < kh; i++)
-        for (int j = 0; j < kw; j++) {
-            const int64_t c = (int64_t)j * dw;
-            toff[i * kw + j] = (c % sw) * plane + (int64_t)i * dh * Ws + c / sw;
-        }
     const float *xend = x + N * C * H * W; /* no load may pass it */
     int err = 0;
 #pragma omp parallel num_threads(nt) if (nt > 1)
@@ -1104,12 +1125,7 @@ static int stencil2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int 
                     mp_plane_any(buf, sh * Ws, toff, ntaps, Ho, Wo, yp);
                 continue;
             }
-            const float *wk = w + o * kh * kw;
-            const float bo = bias ? bias[o] : 0.0f;
-            if (ntaps == 9)
-                dw_plane9(buf, sh * Ws, toff, wk, bo, a, Ho, Wo, yp);
-            else
-                dw_plane_any(buf, sh * Ws, toff, ntaps, wk, bo, a, Ho, Wo, yp);
+            dw_channel(buf, sh * Ws, toff, ntaps, w, bias, o, a, Ho, Wo, yp);
         }
         free(buf);
     }
@@ -1132,6 +1148,88 @@ int spk_dwconv2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int kh, 
                                act, y, threads, 0);
     return stencil2d(N, C, M, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, x, w, bias, act, y,
                      threads, 0);
+}
+
+/* y = dwconv(clamp(expand(x))): a 1x1 conv (sparse, E x IC, CSR eptr/eidx/eval, bias eb,
+ * fused activation ea) whose output goes only into a depthwise conv (multiplier 1, the
+ * arguments of spk_dwconv2d), computed plane by plane without ever writing the expanded
+ * tensor: expanded channel e of image n is made one row at a time,
+ *   t[ix] = eact(eb[e] + sum_k eval[k] * x[n, eidx[k], iy, ix])   (k in eptr[e] .. eptr[e+1])
+ * and copied, padded and phase-split, into the stencil's buffer, which the depthwise stencil
+ * then reads as in stencil2d. On an inverted-residual block the expanded tensor is the
+ * largest in the net (E = 6 IC); writing it and reading it back cost more than its sums at
+ * batch 1 (results/probes/2026-12-04-fused/). x: (N, IC, H, W); y: (N, E, Ho, Wo). The
+ * sums add the nonzeros in CSR order, the taps in stencil2d's order. Needs W >= VW (a row
+ * is whole vectors, the last one moved back). Parallel over the (n, e) planes. Returns 0,
+ * -1 (out of memory) or -2 (W < VW). */
+static inline void expand_row(float *t, const float *xr, int64_t hw, int64_t W, const int64_t s,
+                              const int64_t e, const int32_t *eidx, const float *eval, float b,
+                              span a) {
+    for (int64_t v0 = 0; v0 < W; v0 += VW) {
+        const int64_t v = v0 + VW > W ? W - VW : v0; /* the last vector moved back */
+        vf acc = (vf){0} + b;
+        for (int64_t k = s; k < e; k++) acc += ldu(xr + eidx[k] * hw + v) * eval[k];
+        stu(t + v, clampv(acc, a));
+    }
+}
+
+int spk_expand_dw(int64_t N, int64_t IC, int64_t E, int64_t H, int64_t W, const int64_t *eptr,
+                  const int32_t *eidx, const float *eval, const float *eb, const float *ea,
+                  int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, int64_t Ho,
+                  int64_t Wo, const float *w, const float *bias, const float *act,
+                  const float *x, float *y, int threads) {
+    if (W < VW) return -2;
+    const int nt = nthreads(threads);
+    const span a = act_span(act), ae = act_span(ea);
+    const int64_t Hp = H + 2 * (int64_t)ph, Wp = W + 2 * (int64_t)pw, hw = H * W;
+    const int64_t Wq = (Wp + sw - 1) / sw, Ws = (Wq + VW - 1) / VW * VW + VW;
+    const int64_t plane = Hp * Ws;
+    const size_t bytes = ((size_t)sw * plane * sizeof(float) + 63) / 64 * 64;
+    /* the expanded row, with a vector of slack: pad_row may load whole vectors up to tend */
+    const size_t tbytes = ((size_t)(W + 2 * VW) * sizeof(float) + 63) / 64 * 64;
+    const int ntaps = kh * kw;
+    int64_t *toff = tap_offsets(kh, kw, dh, dw, sw, plane, Ws);
+    if (!toff) return -1;
+    int err = 0;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *buf = aligned_alloc(64, bytes), *t = aligned_alloc(64, tbytes);
+        if (!buf || !t) {
+#pragma omp atomic write
+            err = -1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t pl = 0; pl < N * E; pl++) {
+            if (!buf || !t) continue;
+            const int64_t n = pl / E, o = pl % E;
+            const float *xn = x + n * IC * hw;
+            const float be = eb ? eb[o] : 0.0f;
+            for (int64_t r = 0; r < Hp; r++) {
+                const int64_t iy = r - ph;
+                const int inside = iy >= 0 && iy < H;
+                if (inside && sw == 1) {
+                    /* straight into the buffer's row: zeros, the row at pw, zeros (the last
+                     * store moved back to end at Ws, which is >= pw + W + VW) */
+                    float *d = buf + r * Ws;
+                    for (int64_t c = 0; c < pw; c += VW) stu(d + c, (vf){0});
+                    expand_row(d + pw, xn + iy * W, hw, W, eptr[o], eptr[o + 1], eidx, eval, be,
+                               ae);
+                    for (int64_t c = pw + W; c + VW <= Ws; c += VW) stu(d + c, (vf){0});
+                    stu(d + Ws - VW, (vf){0});
+                    continue;
+                }
+                if (inside) expand_row(t, xn + iy * W, hw, W, eptr[o], eptr[o + 1], eidx, eval, be, ae);
+                for (int b = 0; b < sw; b++)
+                    pad_row(buf + b * plane + r * Ws, Ws, inside ? t : NULL, W, b, sw, pw,
+                            t + W + 2 * VW, 0.0f);
+            }
+            dw_channel(buf, sh * Ws, toff, ntaps, w, bias, o, a, Ho, Wo, y + pl * Ho * Wo);
+        }
+        free(buf);
+        free(t);
+    }
+    free(toff);
+    return err;
 }
 
 /* y = max_pool2d(x, (kh, kw), stride, padding, dilation), torch's MaxPool2d with

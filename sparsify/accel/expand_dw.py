@@ -1,0 +1,237 @@
+"""An inverted-residual block's 1x1 expansion and depthwise conv as one kernel.
+
+mobilenet_v2's blocks widen their input 6x with a 1x1 conv (clamped by ReLU6), run a 3x3
+depthwise conv on the wide tensor and project it back. Converted layer by layer, the 1x1 conv
+writes the wide tensor (at batch 1, 96 x 112 x 112 floats: 4.8 MB, the largest in the net) and
+the depthwise conv reads it back and copies it into its padded buffer. Fused
+(``kernels.expand_depthwise_conv2d``), each wide channel is made a row at a time straight into
+that buffer and never stored. The converter offers the fusion for every 1x1 conv (on the C
+kernels) whose output, through a folded batch norm and a clamp activation at most, goes only
+into a depthwise conv (multiplier 1, also on the kernels), and keeps it where it times faster
+than the two layers, by the same rule as a layer (``calibrate``; always in the other modes).
+The result equals the two layers' within fp32 rounding: the same sums, the 1x1 conv's in
+CSR order instead of its packed order.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+from torch import nn
+
+from sparsify import kernels as spk
+from sparsify.accel.fuse import activation_clamp
+from sparsify.accel.layers import DepthwiseConv2d, SparseConv2d, per_shape, reused_empty
+from sparsify.accel.pairs import registered_once, traced_pairs
+from sparsify.errors import SparsifyError
+from sparsify.timing import fmt_seconds, race, verdict
+
+
+def _pointwise(m: nn.Module) -> bool:
+    return (
+        isinstance(m, nn.Conv2d)
+        and m.kernel_size == (1, 1)
+        and m.stride == (1, 1)
+        and m.padding == (0, 0)
+        and m.groups == 1
+    )
+
+
+def _depthwise_m1(m: nn.Module) -> bool:
+    return isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels > 1
+
+
+def fusable(expand: nn.Module, depthwise: nn.Module) -> bool:
+    """``expand`` (a converted 1x1 conv on the spk kernels: stride 1, no padding, groups 1)
+    and ``depthwise`` (a :class:`DepthwiseConv2d`, multiplier 1, as many channels) can run as
+    one :class:`ExpandDepthwise`; neither with hooks."""
+    return (
+        isinstance(expand, SparseConv2d)
+        and expand.weight_spk is not None
+        and expand.kernel_size == (1, 1)
+        and expand.stride == (1, 1)
+        and expand.padding == (0, 0)
+        and expand.groups == 1
+        and type(depthwise) is DepthwiseConv2d
+        and depthwise.in_channels == depthwise.out_channels == expand.out_channels
+        and not any(m._forward_hooks or m._forward_pre_hooks for m in (expand, depthwise))
+    )
+
+
+class ExpandDepthwise(nn.Module):
+    """``depthwise(expand(x))`` in one pass of ``kernels.expand_depthwise_conv2d`` for a
+    float32 CPU input that needs no gradient and is at least a vector wide; anything else
+    runs the two layers, which stay inside as ``expand`` and ``depthwise``."""
+
+    kernel = "spk_expand_dw"
+
+    def __init__(self, expand: SparseConv2d, depthwise: DepthwiseConv2d) -> None:
+        super().__init__()
+        if not fusable(expand, depthwise):
+            raise SparsifyError(
+                f"ExpandDepthwise needs a 1x1 SparseConv2d on the spk kernels and a "
+                f"DepthwiseConv2d of as many channels (multiplier 1); got {expand} and "
+                f"{depthwise}. Keep the two layers."
+            )
+        self.expand, self.depthwise = expand, depthwise
+        # the CSR the kernel reads (owned here: its addresses stay valid)
+        self._csr = spk.expand_csr(expand.dense_weight().detach().numpy())
+        self._csr_addrs = tuple(spk._ptr(a) for a in self._csr)
+
+    def _geometry(self, x_shape: tuple[int, ...]) -> tuple:
+        dw = self.depthwise
+        e = dw.out_channels
+        return per_shape(
+            self,
+            x_shape,
+            lambda: spk._dw_geometry(
+                (x_shape[0], e, x_shape[2], x_shape[3]),
+                tuple(dw.weight.shape),
+                dw.stride,
+                dw.padding,
+                dw.dilation,
+            ),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dw = self.depthwise
+        if (
+            x.dim() == 4
+            and x.dtype == torch.float32
+            and x.device.type == "cpu"
+            and x.shape[1] == self.expand.in_features
+            and not (torch.is_grad_enabled() and (x.requires_grad or dw.weight.requires_grad))
+        ):
+            x = x.detach().contiguous()
+            g = self._geometry(tuple(x.shape))
+            y = reused_empty(self, (x.shape[0], dw.out_channels, g[4], g[5]))
+            eb = self.expand._parameters.get("bias")
+            w, b = dw.weight.detach().contiguous(), dw.bias
+            if spk.expand_depthwise_into(
+                x.data_ptr(),
+                tuple(x.shape),
+                self._csr_addrs,
+                dw.out_channels,
+                None if eb is None else eb.data_ptr(),
+                self.expand._act_addr(),
+                w.data_ptr(),
+                tuple(w.shape),
+                None if b is None else b.detach().data_ptr(),
+                dw._act_addr(),
+                y.data_ptr(),
+                g,
+                torch.get_num_threads(),
+            ):
+                return y
+        return self.depthwise(self.expand(x))
+
+
+def expand_dw_chains(model: nn.Module) -> list[tuple[str, str | None, str]]:
+    """``(conv, clamp, depthwise)`` names of the unconverted (batch-norm folded) ``model``
+    where a 1x1 conv's output goes, through ``nn.Identity`` and one clamp activation at most
+    (``clamp``: its name, or None), only into a depthwise conv of multiplier 1
+    (:mod:`sparsify.accel.pairs`, traced)."""
+    if not any(_depthwise_m1(m) for m in model.modules()):
+        return []
+
+    def pairable(a: nn.Module, b: nn.Module) -> bool:
+        return (_pointwise(a) and (_depthwise_m1(b) or activation_clamp(b) is not None)) or (
+            activation_clamp(a) is not None and _depthwise_m1(b)
+        )
+
+    pairs = traced_pairs(model, pairable, through=True)
+    after = dict(pairs)
+    chains: list[tuple[str, str | None, str]] = []
+    for a, b in pairs:
+        if not _pointwise(model.get_submodule(a)):
+            continue
+        if _depthwise_m1(model.get_submodule(b)):
+            chains.append((a, None, b))
+        elif b in after:  # the clamp between them, read only by the depthwise conv
+            chains.append((a, b, after[b]))
+    return chains
+
+
+def fuse_expand_depthwise_(
+    model: nn.Module,
+    chains: list[tuple[str, str | None, str]],
+    shapes: dict[str, tuple[int, ...]],
+    *,
+    timed: bool,
+    reps: int,
+    margin: float,
+) -> tuple[list[str], list[tuple[str, str, nn.Module, nn.Module]]]:
+    """In place: for each chain of :func:`expand_dw_chains` whose two layers are now
+    :func:`fusable` and whose clamp, if any, went into the conv (it is ``nn.Identity`` now),
+    the conv becomes an :class:`ExpandDepthwise` and the depthwise conv ``nn.Identity``,
+    where that is faster (``timed``: the converter's rule on a random input of the conv's
+    input shape in ``shapes``; a conv whose shape is not there is left alone) or, untimed,
+    where the depthwise conv has stride 1 and rows at least two vectors wide (faster in every
+    measurement of ``results/probes/2026-12-04-fused/``; some stride-2 and 14-pixel pairs
+    were slower).
+    Returns a report line per chain tried and what was replaced, for
+    :func:`unfuse_expand_depthwise_`."""
+    once = registered_once(model)
+    lines, done = [], []
+    for a, act, b in chains:
+        expand, dw = model.get_submodule(a), model.get_submodule(b)
+        if act is not None and type(model.get_submodule(act)) is not nn.Identity:
+            continue  # the clamp still runs between them: fusing would skip it
+        if not (once(expand) and once(dw) and fusable(expand, dw)):
+            continue
+        shape = shapes.get(a)
+        if shape is None or len(shape) != 4 or shape[3] < spk_width():
+            continue
+        if not timed and (dw.stride != (1, 1) or shape[3] < 2 * spk_width()):
+            continue  # untimed: only where it was faster in every measurement
+        new = ExpandDepthwise(expand, dw)
+        line, take = verdict(
+            f"{a} + {b}", timed, partial(_timed, expand, dw, new, shape, reps, margin),
+            "kept apart", "fused",
+        )  # fmt: skip
+        lines.append(line)
+        if not take:
+            continue
+        model.set_submodule(a, new)
+        model.set_submodule(b, nn.Identity())
+        done.append((a, b, expand, dw))
+    return lines, done
+
+
+def spk_width() -> int:
+    """The C kernels' vector width (1 where they are not available: nothing fuses then)."""
+    lib = spk._lib()
+    return 1 << 30 if lib is None else int(lib.vector_width)
+
+
+def _timed(
+    expand: nn.Module,
+    dw: nn.Module,
+    new: ExpandDepthwise,
+    shape: tuple[int, ...],
+    reps: int,
+    margin: float,
+) -> tuple[str, bool]:
+    """(what was measured, whether the fused kernel wins by the converter's rule)."""
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        ref, got = dw(expand(x)).clone(), new(x)
+        scale = float(ref.abs().max()) + 1.0
+        if not bool(torch.isfinite(got).all()) or float((got - ref).abs().max()) > 1e-4 * scale:
+            return "the fused output differed", False
+        t_apart, t_fused, r, faster = race(lambda: dw(expand(x)), lambda: new(x), reps, margin)
+    said = (
+        f"fused {fmt_seconds(t_fused.median)} against {fmt_seconds(t_apart.median)} "
+        f"apart, {r.median:.2f}x (lower quartile {r.q25:.2f}x)"
+    )
+    return said, faster
+
+
+def unfuse_expand_depthwise_(
+    model: nn.Module, done: list[tuple[str, str, nn.Module, nn.Module]]
+) -> None:
+    """Undo :func:`fuse_expand_depthwise_`."""
+    for a, b, expand, dw in done:
+        model.set_submodule(a, expand)
+        model.set_submodule(b, dw)
