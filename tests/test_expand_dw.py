@@ -30,6 +30,9 @@ CASES = [
     (1, 24, 32, 16, 4 * VW, 3, 2, 1, 1),
     (1, 4, 8, 5, VW, 3, 1, VW + 1, 1),  # padding wider than a vector
     (1, 4, 8, 5, VW + 2, 3, 2, VW + 1, 1),
+    (2, 7, 9, 6, 2 * VW + 1, 3, 2, 0, 1),  # stride 2 split in registers: odd width, no pad
+    (1, 7, 9, 7, 2 * VW + 2, 3, 2, 1, 1),
+    (1, 4, 8, 5, 2 * VW + 5, 3, 2, VW + 1, 1),
 ]
 
 

@@ -783,7 +783,8 @@ for c, h, w, n, s, p in ((20, 7, 7, 1, 1, 1), (17, 5, 6, 2, 2, 1), (33, 3, 4, 1,
     ).numpy(), -1, 1)
     assert np.allclose(y, ref, atol=1e-4), (c, h, w, n, s, p)
 vw = K.info()["vector_width"]
-for ic, e, h, w, n, s, p in ((3, 5, 4, vw, 1, 1, 1), (2, 6, 5, vw + 3, 2, 2, 1), (4, 3, 3, 2 * vw + 1, 1, 1, vw + 1)):
+for ic, e, h, w, n, s, p in ((3, 5, 4, vw, 1, 1, 1), (2, 6, 5, vw + 3, 2, 2, 1), (4, 3, 3, 2 * vw + 1, 1, 1, vw + 1),
+                              (3, 4, 4, 2 * vw + 1, 1, 2, 0), (3, 4, 5, 2 * vw + 2, 2, 2, 1)):
     # 1x1 into depthwise, fused: x's last row read in whole vectors, padding past a vector
     x = rng.standard_normal((n, ic, h, w)).astype(np.float32)
     ew = np.where(rng.random((e, ic)) < 0.5, 1.0, 0.0).astype(np.float32)

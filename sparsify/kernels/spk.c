@@ -862,13 +862,16 @@ int spk_conv2d_plan(const int64_t *p, const float *x, float *y, const float *bia
 
 /* ---- depthwise convolution (dense): y = conv2d(x, w, bias, groups = C) ---------------- */
 
-/* Lanes 0, 2, 4, ... of the 2 VW floats a:c (a stride-2 row copy) */
+/* Lanes 0, 2, 4, ... (odd: 1, 3, 5, ...) of the 2 VW floats a:c (a stride-2 row copy) */
 #if VW == 16
 #define EVEN_LANES(a, c) SHUF(a, c, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
+#define ODD_LANES(a, c) SHUF(a, c, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31)
 #elif VW == 8
 #define EVEN_LANES(a, c) SHUF(a, c, 0, 2, 4, 6, 8, 10, 12, 14)
+#define ODD_LANES(a, c) SHUF(a, c, 1, 3, 5, 7, 9, 11, 13, 15)
 #else
 #define EVEN_LANES(a, c) SHUF(a, c, 0, 2, 4, 6)
+#define ODD_LANES(a, c) SHUF(a, c, 1, 3, 5, 7)
 #endif
 
 /* In a short copy loop: stops the compiler from turning the loop into a memcpy/memset call,
@@ -1162,16 +1165,63 @@ int spk_dwconv2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int kh, 
  * sums add the nonzeros in CSR order, the taps in stencil2d's order. Needs W >= VW (a row
  * is whole vectors, the last one moved back). Parallel over the (n, e) planes. Returns 0,
  * -1 (out of memory) or -2 (W < VW). */
+/* the expanded values of columns v .. v + VW - 1 of one input row (see spk_expand_dw) */
+static inline vf expand_vec(const float *xr, int64_t hw, int64_t v, int64_t s, int64_t e,
+                            const int32_t *eidx, const float *eval, float b, span a) {
+    vf acc = (vf){0} + b;
+    for (int64_t k = s; k < e; k++) acc += ldu(xr + eidx[k] * hw + v) * eval[k];
+    return clampv(acc, a);
+}
+
 static inline void expand_row(float *t, const float *xr, int64_t hw, int64_t W, const int64_t s,
                               const int64_t e, const int32_t *eidx, const float *eval, float b,
                               span a) {
     for (int64_t v0 = 0; v0 < W; v0 += VW) {
         const int64_t v = v0 + VW > W ? W - VW : v0; /* the last vector moved back */
-        vf acc = (vf){0} + b;
-        for (int64_t k = s; k < e; k++) acc += ldu(xr + eidx[k] * hw + v) * eval[k];
-        stu(t + v, clampv(acc, a));
+        stu(t + v, expand_vec(xr, hw, v, s, e, eidx, eval, b, a));
     }
 }
+
+/* Stride 2, W >= 2 VW: one expanded input row straight into its two phase rows d[0], d[1]
+ * (phase p, slot k holds input column 2k + p - pw; zero where that is padding), the even and
+ * odd columns of each 2 VW split in registers. A row's last 2 VW move back to an even start;
+ * an odd W's last column, left over, is summed alone in the same order. */
+static inline void expand_row_s2(float *d[2], int64_t Ws, const float *xr, int64_t hw, int64_t W,
+                                 int pw, int64_t s, int64_t e, const int32_t *eidx,
+                                 const float *eval, float b, span a) {
+    const vf zero = (vf){0};
+    int64_t lo[2], hi[2];
+    for (int p = 0; p < 2; p++) {
+        lo[p] = (pw - p + 1) / 2 > 0 ? (pw - p + 1) / 2 : 0; /* first k with a column >= 0 */
+        hi[p] = (W + pw - p + 1) / 2;                      /* one past the last column < W */
+        if (hi[p] > Ws - VW) hi[p] = Ws - VW;
+        for (int64_t k = 0; k < lo[p]; k += VW) stu(d[p] + k, zero);
+    }
+    const int pe = pw & 1, po = (pw + 1) & 1; /* the phases of even and odd columns */
+    for (int64_t c0 = 0; c0 < W - 1; c0 += 2 * VW) {
+        const int64_t c = c0 + 2 * VW > W ? (W - 2 * VW) & ~(int64_t)1 : c0;
+        const vf lo_v = expand_vec(xr, hw, c, s, e, eidx, eval, b, a);
+        const vf hi_v = expand_vec(xr, hw, c + VW, s, e, eidx, eval, b, a);
+        stu(d[pe] + (c + pw - pe) / 2, EVEN_LANES(lo_v, hi_v));
+        stu(d[po] + (c + 1 + pw - po) / 2, ODD_LANES(lo_v, hi_v));
+    }
+    if (W & 1) { /* column W - 1 (even) */
+        float acc = b;
+        for (int64_t k = s; k < e; k++) acc += xr[eidx[k] * hw + W - 1] * eval[k];
+        d[pe][(W - 1 + pw - pe) / 2] = clamps(acc, a);
+    }
+    for (int p = 0; p < 2; p++) {
+        for (int64_t k = hi[p]; k + VW <= Ws; k += VW) stu(d[p] + k, zero);
+        stu(d[p] + Ws - VW, zero);
+    }
+}
+
+/* -DSPK_NO_EXPAND_SPLIT: stride 2 always through the row buffer, for A/B timing */
+#ifdef SPK_NO_EXPAND_SPLIT
+#define SPLIT_S2 0
+#else
+#define SPLIT_S2 1
+#endif
 
 int spk_expand_dw(int64_t N, int64_t IC, int64_t E, int64_t H, int64_t W, const int64_t *eptr,
                   const int32_t *eidx, const float *eval, const float *eb, const float *ea,
@@ -1216,6 +1266,12 @@ int spk_expand_dw(int64_t N, int64_t IC, int64_t E, int64_t H, int64_t W, const 
                                ae);
                     for (int64_t c = pw + W; c + VW <= Ws; c += VW) stu(d + c, (vf){0});
                     stu(d + Ws - VW, (vf){0});
+                    continue;
+                }
+                if (inside && sw == 2 && W >= 2 * VW && SPLIT_S2) {
+                    float *d[2] = {buf + r * Ws, buf + plane + r * Ws};
+                    expand_row_s2(d, Ws, xn + iy * W, hw, W, pw, eptr[o], eptr[o + 1], eidx,
+                                  eval, be, ae);
                     continue;
                 }
                 if (inside) expand_row(t, xn + iy * W, hw, W, eptr[o], eptr[o + 1], eidx, eval, be, ae);
