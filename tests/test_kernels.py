@@ -291,6 +291,11 @@ DW_CASES = [
     (3, 1, (3, 3), 9, 37, 1, 1, 1, 2),
     (2, 2, (3, 3), 7, 75, 2, 1, 1, 1),
     (2, 1, (3, 3), 5, 64, 1, 1, 1, 1),  # rows a whole number of vectors
+    # stride 2 on rows of two vectors or more: even and odd columns split in registers into
+    # the two phase rows (even and odd widths, padding 0-2)
+    (4, 1, (3, 3), 8, 34, 2, 1, 1, 2),
+    (3, 1, (3, 3), 6, 40, 2, 0, 1, 1),
+    (2, 1, (5, 5), 6, 41, 2, 2, 1, 1),
     # many small planes: VW planes at a time in the vector lanes, each with its channel's
     # weights (channels not a multiple of VW: a group spans two images), padding, strides
     (32, 1, (3, 3), 7, 7, 1, 1, 1, 2),  # mobilenet's 7x7 blocks

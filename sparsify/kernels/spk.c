@@ -944,6 +944,69 @@ static inline void pad_row(float *d, int64_t Ws, const float *xr, int64_t W, int
     stu(d + Ws - VW, fv); /* starts at or past hi (see above) */
 }
 
+/* A 1x1 conv's output channel computed on the fly (spk_expand_dw): CSR row [s, e) of
+ * (eidx, eval), bias b, clamp a; rows of the input are hw floats apart. */
+typedef struct {
+    int64_t hw, s, e;
+    const int32_t *eidx;
+    const float *eval;
+    float b;
+    span a;
+} expansion;
+
+/* the expanded values of columns v .. v + VW - 1 of one input row */
+static inline vf expand_vec(const float *xr, const expansion *x, int64_t v) {
+    vf acc = (vf){0} + x->b;
+    for (int64_t k = x->s; k < x->e; k++) acc += ldu(xr + x->eidx[k] * x->hw + v) * x->eval[k];
+    return clampv(acc, x->a);
+}
+
+/* Stride 2, W >= 2 VW: one input row (ex NULL: xr's own values; else its expansion) into
+ * the stencil's two phase rows d[0], d[1] (phase p, slot k holds column 2k + p - pw; `fill`
+ * where that is padding), each 2 VW columns split into even and odd in registers: one pass
+ * instead of pad_row's two loads and a shuffle per phase and vector. A row's last 2 VW move
+ * back to an even start; an odd W's last column, left over, goes alone (its sum in the same
+ * order). The same values as pad_row's copy. */
+static inline void split_row_s2(float *d[2], int64_t Ws, const float *xr, int64_t W, int pw,
+                                const expansion *ex, float fill) {
+    const vf fv = (vf){0} + fill;
+    int64_t lo[2], hi[2];
+    for (int p = 0; p < 2; p++) {
+        lo[p] = (pw - p + 1) / 2 > 0 ? (pw - p + 1) / 2 : 0; /* first k with a column >= 0 */
+        hi[p] = (W + pw - p + 1) / 2;                      /* one past the last column < W */
+        for (int64_t k = 0; k < lo[p]; k += VW) stu(d[p] + k, fv);
+    }
+    const int pe = pw & 1, po = (pw + 1) & 1; /* the phases of even and odd columns */
+    for (int64_t c0 = 0; c0 < W - 1; c0 += 2 * VW) {
+        const int64_t c = c0 + 2 * VW > W ? (W - 2 * VW) & ~(int64_t)1 : c0;
+        const vf u = ex ? expand_vec(xr, ex, c) : ldu(xr + c);
+        const vf v = ex ? expand_vec(xr, ex, c + VW) : ldu(xr + c + VW);
+        stu(d[pe] + (c + pw - pe) / 2, EVEN_LANES(u, v));
+        stu(d[po] + (c + 1 + pw - po) / 2, ODD_LANES(u, v));
+    }
+    if (W & 1) { /* column W - 1 (even) */
+        float val = xr[W - 1];
+        if (ex) {
+            val = ex->b;
+            for (int64_t k = ex->s; k < ex->e; k++) val += xr[ex->eidx[k] * ex->hw + W - 1] * ex->eval[k];
+            val = clamps(val, ex->a);
+        }
+        d[pe][(W - 1 + pw - pe) / 2] = val;
+    }
+    for (int p = 0; p < 2; p++) { /* Ws - VW >= every hi (pad_row's row length) */
+        for (int64_t k = hi[p]; k + VW <= Ws; k += VW) stu(d[p] + k, fv);
+        stu(d[p] + Ws - VW, fv);
+    }
+}
+
+/* -DSPK_NO_SPLIT_S2: stride-2 rows through pad_row (and the fused kernel's row buffer), for
+ * A/B timing */
+#ifdef SPK_NO_SPLIT_S2
+#define SPLIT_S2 0
+#else
+#define SPLIT_S2 1
+#endif
+
 /* One output plane of a depthwise conv from its padded, phase-split copy `buf`: output row
  * oy starts at buf + oy * rstride; tap t of VW consecutive outputs is one unaligned load at
  * offset toff[t]. Outputs go in jobs of VW columns of one row, JOBS jobs at a time, so JOBS
@@ -1111,13 +1174,17 @@ static int stencil2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int 
             const int64_t n = pl / OC, o = pl % OC, src = n * C + o / M;
             if (src != filled) {
                 const float *xp = x + src * H * W;
-                for (int b = 0; b < sw; b++)
-                    for (int64_t r = 0; r < Hp; r++) {
-                        const int64_t iy = r - ph;
-                        pad_row(buf + b * plane + r * Ws, Ws,
-                                iy < 0 || iy >= H ? NULL : xp + iy * W, W, b, sw, pw, xend,
-                                fill);
+                for (int64_t r = 0; r < Hp; r++) {
+                    const int64_t iy = r - ph;
+                    const float *xr = iy < 0 || iy >= H ? NULL : xp + iy * W;
+                    if (xr && sw == 2 && W >= 2 * VW && SPLIT_S2) {
+                        float *d[2] = {buf + r * Ws, buf + plane + r * Ws};
+                        split_row_s2(d, Ws, xr, W, pw, NULL, fill);
+                        continue;
                     }
+                    for (int b = 0; b < sw; b++)
+                        pad_row(buf + b * plane + r * Ws, Ws, xr, W, b, sw, pw, xend, fill);
+                }
                 filled = src;
             }
             float *yp = y + pl * Ho * Wo;
@@ -1165,63 +1232,12 @@ int spk_dwconv2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int kh, 
  * sums add the nonzeros in CSR order, the taps in stencil2d's order. Needs W >= VW (a row
  * is whole vectors, the last one moved back). Parallel over the (n, e) planes. Returns 0,
  * -1 (out of memory) or -2 (W < VW). */
-/* the expanded values of columns v .. v + VW - 1 of one input row (see spk_expand_dw) */
-static inline vf expand_vec(const float *xr, int64_t hw, int64_t v, int64_t s, int64_t e,
-                            const int32_t *eidx, const float *eval, float b, span a) {
-    vf acc = (vf){0} + b;
-    for (int64_t k = s; k < e; k++) acc += ldu(xr + eidx[k] * hw + v) * eval[k];
-    return clampv(acc, a);
-}
-
-static inline void expand_row(float *t, const float *xr, int64_t hw, int64_t W, const int64_t s,
-                              const int64_t e, const int32_t *eidx, const float *eval, float b,
-                              span a) {
+static inline void expand_row(float *t, const float *xr, int64_t W, const expansion *ex) {
     for (int64_t v0 = 0; v0 < W; v0 += VW) {
         const int64_t v = v0 + VW > W ? W - VW : v0; /* the last vector moved back */
-        stu(t + v, expand_vec(xr, hw, v, s, e, eidx, eval, b, a));
+        stu(t + v, expand_vec(xr, ex, v));
     }
 }
-
-/* Stride 2, W >= 2 VW: one expanded input row straight into its two phase rows d[0], d[1]
- * (phase p, slot k holds input column 2k + p - pw; zero where that is padding), the even and
- * odd columns of each 2 VW split in registers. A row's last 2 VW move back to an even start;
- * an odd W's last column, left over, is summed alone in the same order. */
-static inline void expand_row_s2(float *d[2], int64_t Ws, const float *xr, int64_t hw, int64_t W,
-                                 int pw, int64_t s, int64_t e, const int32_t *eidx,
-                                 const float *eval, float b, span a) {
-    const vf zero = (vf){0};
-    int64_t lo[2], hi[2];
-    for (int p = 0; p < 2; p++) {
-        lo[p] = (pw - p + 1) / 2 > 0 ? (pw - p + 1) / 2 : 0; /* first k with a column >= 0 */
-        hi[p] = (W + pw - p + 1) / 2;                      /* one past the last column < W */
-        if (hi[p] > Ws - VW) hi[p] = Ws - VW;
-        for (int64_t k = 0; k < lo[p]; k += VW) stu(d[p] + k, zero);
-    }
-    const int pe = pw & 1, po = (pw + 1) & 1; /* the phases of even and odd columns */
-    for (int64_t c0 = 0; c0 < W - 1; c0 += 2 * VW) {
-        const int64_t c = c0 + 2 * VW > W ? (W - 2 * VW) & ~(int64_t)1 : c0;
-        const vf lo_v = expand_vec(xr, hw, c, s, e, eidx, eval, b, a);
-        const vf hi_v = expand_vec(xr, hw, c + VW, s, e, eidx, eval, b, a);
-        stu(d[pe] + (c + pw - pe) / 2, EVEN_LANES(lo_v, hi_v));
-        stu(d[po] + (c + 1 + pw - po) / 2, ODD_LANES(lo_v, hi_v));
-    }
-    if (W & 1) { /* column W - 1 (even) */
-        float acc = b;
-        for (int64_t k = s; k < e; k++) acc += xr[eidx[k] * hw + W - 1] * eval[k];
-        d[pe][(W - 1 + pw - pe) / 2] = clamps(acc, a);
-    }
-    for (int p = 0; p < 2; p++) {
-        for (int64_t k = hi[p]; k + VW <= Ws; k += VW) stu(d[p] + k, zero);
-        stu(d[p] + Ws - VW, zero);
-    }
-}
-
-/* -DSPK_NO_EXPAND_SPLIT: stride 2 always through the row buffer, for A/B timing */
-#ifdef SPK_NO_EXPAND_SPLIT
-#define SPLIT_S2 0
-#else
-#define SPLIT_S2 1
-#endif
 
 int spk_expand_dw(int64_t N, int64_t IC, int64_t E, int64_t H, int64_t W, const int64_t *eptr,
                   const int32_t *eidx, const float *eval, const float *eb, const float *ea,
@@ -1253,7 +1269,7 @@ int spk_expand_dw(int64_t N, int64_t IC, int64_t E, int64_t H, int64_t W, const 
             if (!buf || !t) continue;
             const int64_t n = pl / E, o = pl % E;
             const float *xn = x + n * IC * hw;
-            const float be = eb ? eb[o] : 0.0f;
+            const expansion ex = {hw, eptr[o], eptr[o + 1], eidx, eval, eb ? eb[o] : 0.0f, ae};
             for (int64_t r = 0; r < Hp; r++) {
                 const int64_t iy = r - ph;
                 const int inside = iy >= 0 && iy < H;
@@ -1262,19 +1278,17 @@ int spk_expand_dw(int64_t N, int64_t IC, int64_t E, int64_t H, int64_t W, const 
                      * store moved back to end at Ws, which is >= pw + W + VW) */
                     float *d = buf + r * Ws;
                     for (int64_t c = 0; c < pw; c += VW) stu(d + c, (vf){0});
-                    expand_row(d + pw, xn + iy * W, hw, W, eptr[o], eptr[o + 1], eidx, eval, be,
-                               ae);
+                    expand_row(d + pw, xn + iy * W, W, &ex);
                     for (int64_t c = pw + W; c + VW <= Ws; c += VW) stu(d + c, (vf){0});
                     stu(d + Ws - VW, (vf){0});
                     continue;
                 }
                 if (inside && sw == 2 && W >= 2 * VW && SPLIT_S2) {
                     float *d[2] = {buf + r * Ws, buf + plane + r * Ws};
-                    expand_row_s2(d, Ws, xn + iy * W, hw, W, pw, eptr[o], eptr[o + 1], eidx,
-                                  eval, be, ae);
+                    split_row_s2(d, Ws, xn + iy * W, W, pw, &ex, 0.0f);
                     continue;
                 }
-                if (inside) expand_row(t, xn + iy * W, hw, W, eptr[o], eptr[o + 1], eidx, eval, be, ae);
+                if (inside) expand_row(t, xn + iy * W, W, &ex);
                 for (int b = 0; b < sw; b++)
                     pad_row(buf + b * plane + r * Ws, Ws, inside ? t : NULL, W, b, sw, pw,
                             t + W + 2 * VW, 0.0f);
