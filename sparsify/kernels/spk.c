@@ -1128,6 +1128,55 @@ static int64_t *tap_offsets(int kh, int kw, int dh, int dw, int sw, int64_t plan
     return toff;
 }
 
+static inline void expand_row(float *t, const float *xr, int64_t W, const expansion *ex) {
+    for (int64_t v0 = 0; v0 < W; v0 += VW) {
+        const int64_t v = v0 + VW > W ? W - VW : v0; /* the last vector moved back */
+        stu(t + v, expand_vec(xr, ex, v));
+    }
+}
+
+/* A stencil's planes made on the fly by a 1x1 conv (spk_expand_dw): plane (n, e) is row e of
+ * the CSR (eptr, eidx, eval) applied to image n's IC channels, plus eb[e] (or 0), clamped by ea */
+typedef struct {
+    int64_t IC;
+    const int64_t *eptr;
+    const int32_t *eidx;
+    const float *eval;
+    const float *eb;
+    span ea;
+} expand_src;
+
+/* Row r of the stencil's padded, phase-split buffer (phases `plane` floats apart, rows Ws)
+ * from input row xr (NULL: a padding row) of W columns, or from its expansion ex (then t is a
+ * row buffer of W + 2 VW floats): stride 1 with ex, summed straight into the row; stride 2
+ * on rows of two vectors or more, split in registers (split_row_s2); else through pad_row
+ * (from t after the expansion). */
+static inline void fill_row(float *buf, int64_t r, int64_t plane, int64_t Ws, const float *xr,
+                            int64_t W, int sw, int pw, const float *xend, float fill,
+                            const expansion *ex, float *t) {
+    float *d = buf + r * Ws;
+    if (xr && ex && sw == 1) {
+        /* zeros, the row at pw, zeros (the last store moved back to end at Ws, which is
+         * >= pw + W + VW) */
+        for (int64_t c = 0; c < pw; c += VW) stu(d + c, (vf){0});
+        expand_row(d + pw, xr, W, ex);
+        for (int64_t c = pw + W; c + VW <= Ws; c += VW) stu(d + c, (vf){0});
+        stu(d + Ws - VW, (vf){0});
+        return;
+    }
+    if (xr && sw == 2 && W >= 2 * VW && SPLIT_S2) {
+        float *dd[2] = {d, d + plane};
+        split_row_s2(dd, Ws, xr, W, pw, ex, fill);
+        return;
+    }
+    if (xr && ex) {
+        expand_row(t, xr, W, ex);
+        xr = t;
+        xend = t + W + 2 * VW;
+    }
+    for (int b = 0; b < sw; b++) pad_row(d + b * plane, Ws, xr, W, b, sw, pw, xend, fill);
+}
+
 /* y = conv2d(x, w, bias, groups = C)
  * x: (N, C, H, W); w: (C * M, 1, kh, kw) (M = depth multiplier: output channel o reads input
  * channel o / M); y: (N, C * M, Ho, Wo); bias: (C * M,) or NULL; act: the fused activation
@@ -1144,10 +1193,13 @@ static int64_t *tap_offsets(int kh, int kw, int dh, int dw, int sw, int64_t plan
 static int stencil2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int kh, int kw,
                      int sh, int sw, int ph, int pw, int dh, int dw, int64_t Ho, int64_t Wo,
                      const float *x, const float *w, const float *bias, const float *act,
-                     float *y, int threads, int op_max) {
+                     float *y, int threads, int op_max, const expand_src *es) {
     const int nt = nthreads(threads);
     const span a = act_span(act);
     const float fill = op_max ? -__builtin_inff() : 0.0f; /* what padding reads as */
+    const int64_t hw = H * W;
+    /* with es: the expanded row, with a vector of slack: pad_row loads whole vectors */
+    const size_t tbytes = ((size_t)(W + 2 * VW) * sizeof(float) + 63) / 64 * 64;
     const int64_t OC = C * M;
     const int64_t Hp = H + 2 * (int64_t)ph, Wp = W + 2 * (int64_t)pw;
     /* phase row length: a whole number of vectors, with at least VW floats of slack */
@@ -1158,32 +1210,31 @@ static int stencil2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int 
     const int ntaps = kh * kw;
     int64_t *toff = tap_offsets(kh, kw, dh, dw, sw, plane, Ws);
     if (!toff) return -1;
-    const float *xend = x + N * C * H * W; /* no load may pass it */
+    const float *xend = x + N * (es ? es->IC : C) * hw; /* no load may pass it */
     int err = 0;
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
-        float *buf = aligned_alloc(64, bytes);
+        float *buf = aligned_alloc(64, bytes), *t = es ? aligned_alloc(64, tbytes) : NULL;
         int64_t filled = -1; /* the (n, c) plane in buf: M output channels reuse it */
-        if (!buf) {
+        if (!buf || (es && !t)) {
 #pragma omp atomic write
             err = -1;
         }
 #pragma omp for schedule(static)
         for (int64_t pl = 0; pl < N * OC; pl++) {
-            if (!buf) continue;
+            if (!buf || (es && !t)) continue;
             const int64_t n = pl / OC, o = pl % OC, src = n * C + o / M;
             if (src != filled) {
-                const float *xp = x + src * H * W;
+                /* the plane's rows: channel src of x, or image n's expansion by row o */
+                const float *xp = es ? x + n * es->IC * hw : x + src * hw;
+                expansion ex;
+                if (es)
+                    ex = (expansion){hw,         es->eptr[o], es->eptr[o + 1], es->eidx,
+                                     es->eval,   es->eb ? es->eb[o] : 0.0f,    es->ea};
                 for (int64_t r = 0; r < Hp; r++) {
                     const int64_t iy = r - ph;
-                    const float *xr = iy < 0 || iy >= H ? NULL : xp + iy * W;
-                    if (xr && sw == 2 && W >= 2 * VW && SPLIT_S2) {
-                        float *d[2] = {buf + r * Ws, buf + plane + r * Ws};
-                        split_row_s2(d, Ws, xr, W, pw, NULL, fill);
-                        continue;
-                    }
-                    for (int b = 0; b < sw; b++)
-                        pad_row(buf + b * plane + r * Ws, Ws, xr, W, b, sw, pw, xend, fill);
+                    fill_row(buf, r, plane, Ws, iy < 0 || iy >= H ? NULL : xp + iy * W, W, sw, pw,
+                             xend, fill, es ? &ex : NULL, t);
                 }
                 filled = src;
             }
@@ -1198,6 +1249,7 @@ static int stencil2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int 
             dw_channel(buf, sh * Ws, toff, ntaps, w, bias, o, a, Ho, Wo, yp);
         }
         free(buf);
+        free(t);
     }
     free(toff);
     return err;
@@ -1217,7 +1269,7 @@ int spk_dwconv2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int kh, 
         return stencil2d_lanes(N * C, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, x, w, bias,
                                act, y, threads, 0);
     return stencil2d(N, C, M, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, x, w, bias, act, y,
-                     threads, 0);
+                     threads, 0, NULL);
 }
 
 /* y = dwconv(clamp(expand(x))): a 1x1 conv (sparse, E x IC, CSR eptr/eidx/eval, bias eb,
@@ -1225,81 +1277,22 @@ int spk_dwconv2d(int64_t N, int64_t C, int64_t M, int64_t H, int64_t W, int kh, 
  * arguments of spk_dwconv2d), computed plane by plane without ever writing the expanded
  * tensor: expanded channel e of image n is made one row at a time,
  *   t[ix] = eact(eb[e] + sum_k eval[k] * x[n, eidx[k], iy, ix])   (k in eptr[e] .. eptr[e+1])
- * and copied, padded and phase-split, into the stencil's buffer, which the depthwise stencil
- * then reads as in stencil2d. On an inverted-residual block the expanded tensor is the
+ * straight into the stencil's padded, phase-split buffer (stencil2d with the expansion as
+ * its row source), which the depthwise stencil then reads as ever. On an inverted-residual block the expanded tensor is the
  * largest in the net (E = 6 IC); writing it and reading it back cost more than its sums at
  * batch 1 (results/probes/2026-12-04-fused/). x: (N, IC, H, W); y: (N, E, Ho, Wo). The
  * sums add the nonzeros in CSR order, the taps in stencil2d's order. Needs W >= VW (a row
  * is whole vectors, the last one moved back). Parallel over the (n, e) planes. Returns 0,
  * -1 (out of memory) or -2 (W < VW). */
-static inline void expand_row(float *t, const float *xr, int64_t W, const expansion *ex) {
-    for (int64_t v0 = 0; v0 < W; v0 += VW) {
-        const int64_t v = v0 + VW > W ? W - VW : v0; /* the last vector moved back */
-        stu(t + v, expand_vec(xr, ex, v));
-    }
-}
-
 int spk_expand_dw(int64_t N, int64_t IC, int64_t E, int64_t H, int64_t W, const int64_t *eptr,
                   const int32_t *eidx, const float *eval, const float *eb, const float *ea,
                   int kh, int kw, int sh, int sw, int ph, int pw, int dh, int dw, int64_t Ho,
                   int64_t Wo, const float *w, const float *bias, const float *act,
                   const float *x, float *y, int threads) {
     if (W < VW) return -2;
-    const int nt = nthreads(threads);
-    const span a = act_span(act), ae = act_span(ea);
-    const int64_t Hp = H + 2 * (int64_t)ph, Wp = W + 2 * (int64_t)pw, hw = H * W;
-    const int64_t Wq = (Wp + sw - 1) / sw, Ws = (Wq + VW - 1) / VW * VW + VW;
-    const int64_t plane = Hp * Ws;
-    const size_t bytes = ((size_t)sw * plane * sizeof(float) + 63) / 64 * 64;
-    /* the expanded row, with a vector of slack: pad_row may load whole vectors up to tend */
-    const size_t tbytes = ((size_t)(W + 2 * VW) * sizeof(float) + 63) / 64 * 64;
-    const int ntaps = kh * kw;
-    int64_t *toff = tap_offsets(kh, kw, dh, dw, sw, plane, Ws);
-    if (!toff) return -1;
-    int err = 0;
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-        float *buf = aligned_alloc(64, bytes), *t = aligned_alloc(64, tbytes);
-        if (!buf || !t) {
-#pragma omp atomic write
-            err = -1;
-        }
-#pragma omp for schedule(static)
-        for (int64_t pl = 0; pl < N * E; pl++) {
-            if (!buf || !t) continue;
-            const int64_t n = pl / E, o = pl % E;
-            const float *xn = x + n * IC * hw;
-            const expansion ex = {hw, eptr[o], eptr[o + 1], eidx, eval, eb ? eb[o] : 0.0f, ae};
-            for (int64_t r = 0; r < Hp; r++) {
-                const int64_t iy = r - ph;
-                const int inside = iy >= 0 && iy < H;
-                if (inside && sw == 1) {
-                    /* straight into the buffer's row: zeros, the row at pw, zeros (the last
-                     * store moved back to end at Ws, which is >= pw + W + VW) */
-                    float *d = buf + r * Ws;
-                    for (int64_t c = 0; c < pw; c += VW) stu(d + c, (vf){0});
-                    expand_row(d + pw, xn + iy * W, W, &ex);
-                    for (int64_t c = pw + W; c + VW <= Ws; c += VW) stu(d + c, (vf){0});
-                    stu(d + Ws - VW, (vf){0});
-                    continue;
-                }
-                if (inside && sw == 2 && W >= 2 * VW && SPLIT_S2) {
-                    float *d[2] = {buf + r * Ws, buf + plane + r * Ws};
-                    split_row_s2(d, Ws, xn + iy * W, W, pw, &ex, 0.0f);
-                    continue;
-                }
-                if (inside) expand_row(t, xn + iy * W, W, &ex);
-                for (int b = 0; b < sw; b++)
-                    pad_row(buf + b * plane + r * Ws, Ws, inside ? t : NULL, W, b, sw, pw,
-                            t + W + 2 * VW, 0.0f);
-            }
-            dw_channel(buf, sh * Ws, toff, ntaps, w, bias, o, a, Ho, Wo, y + pl * Ho * Wo);
-        }
-        free(buf);
-        free(t);
-    }
-    free(toff);
-    return err;
+    const expand_src es = {IC, eptr, eidx, eval, eb, act_span(ea)};
+    return stencil2d(N, E, 1, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, x, w, bias, act, y,
+                     threads, 0, &es);
 }
 
 /* y = max_pool2d(x, (kh, kw), stride, padding, dilation), torch's MaxPool2d with
@@ -1428,7 +1421,7 @@ int spk_maxpool2d(int64_t N, int64_t C, int64_t H, int64_t W, int kh, int kw, in
         return stencil2d_lanes(N * C, C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, x, NULL,
                                NULL, NULL, y, threads, 1);
     return stencil2d(N, C, 1, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, x, NULL, NULL, NULL,
-                     y, threads, 1);
+                     y, threads, 1, NULL);
 }
 
 /* Sum of n floats, read once (a memory-bandwidth probe for the benchmark). */
