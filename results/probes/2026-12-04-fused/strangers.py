@@ -1,13 +1,15 @@
 """Models outside the zoo through the converter with the fused 1x1 + depthwise kernel offered.
 
-    .venv/bin/python results/probes/2026-12-04-fused/strangers.py
+    .venv/bin/python results/probes/2026-12-04-fused/strangers.py [threads]
 
 torchvision models with inverted-residual blocks (ReLU6, ReLU, Hardswish, SiLU, squeeze-
 excitation), 90% zeros on every groups=1 conv and Linear, batch 2 at odd input sizes, one
-thread; calibrate mode (all kernels) and fixed mode (kernels spk and spk_depthwise, so
+thread (or the number given); calibrate mode (all kernels) and fixed mode (kernels spk and spk_depthwise, so
 that every groups=1 conv is on spk and every pair is offered). Prints the output check, how many pairs were offered
 and fused, and the fused model's largest difference from the dense float64 model next to
 the converter's own bound, plus whether the argmax agrees."""
+
+import sys
 
 import torch
 import torchvision
@@ -16,7 +18,8 @@ from sparsify.accel.convert import sparsify_inference_
 from sparsify.accel.expand_dw import ExpandDepthwise
 from sparsify.bench.sources import impose_density_
 
-torch.set_num_threads(1)
+THREADS = int(sys.argv[1]) if len(sys.argv) > 1 else 1  # e.g. 2: the same on two threads
+torch.set_num_threads(THREADS)
 MODELS = ["mnasnet0_5", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "regnet_x_400mf"]
 for name in MODELS:
     for mode, size in (("calibrate", (2, 3, 97, 131)), ("fixed", (2, 3, 64, 200))):
@@ -28,7 +31,7 @@ for name in MODELS:
             ref = model.double()(x.double())
         model.float()
         kernels = {"kernels": ("spk", "spk_depthwise")} if mode == "fixed" else {}
-        rep = sparsify_inference_(model, x, mode=mode, threads=1, reps=3, **kernels)
+        rep = sparsify_inference_(model, x, mode=mode, threads=THREADS, reps=3, **kernels)
         with torch.inference_mode():
             y = model(x)
         fused = sum(isinstance(m, ExpandDepthwise) for m in model.modules())
