@@ -22,16 +22,22 @@ from torch import nn
 
 from sparsify import kernels as spk
 from sparsify.accel.fuse import activation_clamp
-from sparsify.accel.layers import DepthwiseConv2d, SparseConv2d, per_shape, reused_empty
+from sparsify.accel.layers import (
+    DepthwiseConv2d,
+    SparseConv2d,
+    is_depthwise,
+    per_shape,
+    reused_empty,
+)
 from sparsify.accel.pairs import registered_once, traced_pairs
 from sparsify.errors import SparsifyError
 from sparsify.timing import fmt_seconds, race, verdict
 
 
 def _pointwise(m: nn.Module) -> bool:
+    """A 1x1 conv at stride 1, no padding, groups 1 (an nn.Conv2d or a converted one)."""
     return (
-        isinstance(m, nn.Conv2d)
-        and m.kernel_size == (1, 1)
+        getattr(m, "kernel_size", None) == (1, 1)
         and m.stride == (1, 1)
         and m.padding == (0, 0)
         and m.groups == 1
@@ -39,7 +45,7 @@ def _pointwise(m: nn.Module) -> bool:
 
 
 def _depthwise_m1(m: nn.Module) -> bool:
-    return isinstance(m, nn.Conv2d) and m.groups == m.in_channels == m.out_channels > 1
+    return is_depthwise(m) and m.out_channels == m.in_channels
 
 
 def fusable(expand: nn.Module, depthwise: nn.Module) -> bool:
@@ -49,10 +55,7 @@ def fusable(expand: nn.Module, depthwise: nn.Module) -> bool:
     return (
         isinstance(expand, SparseConv2d)
         and expand.weight_spk is not None
-        and expand.kernel_size == (1, 1)
-        and expand.stride == (1, 1)
-        and expand.padding == (0, 0)
-        and expand.groups == 1
+        and _pointwise(expand)
         and type(depthwise) is DepthwiseConv2d
         and depthwise.in_channels == depthwise.out_channels == expand.out_channels
         and not any(m._forward_hooks or m._forward_pre_hooks for m in (expand, depthwise))
@@ -136,7 +139,8 @@ def expand_dw_chains(model: nn.Module) -> list[tuple[str, str | None, str]]:
         return []
 
     def pairable(a: nn.Module, b: nn.Module) -> bool:
-        return (_pointwise(a) and (_depthwise_m1(b) or activation_clamp(b) is not None)) or (
+        conv = isinstance(a, nn.Conv2d) and _pointwise(a)
+        return (conv and (_depthwise_m1(b) or activation_clamp(b) is not None)) or (
             activation_clamp(a) is not None and _depthwise_m1(b)
         )
 
@@ -144,7 +148,7 @@ def expand_dw_chains(model: nn.Module) -> list[tuple[str, str | None, str]]:
     after = dict(pairs)
     chains: list[tuple[str, str | None, str]] = []
     for a, b in pairs:
-        if not _pointwise(model.get_submodule(a)):
+        if not isinstance(model.get_submodule(a), nn.Conv2d):
             continue
         if _depthwise_m1(model.get_submodule(b)):
             chains.append((a, None, b))
