@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import copy
+import gc
+import pickle
 
 import numpy as np
 import pytest
@@ -206,3 +208,47 @@ def test_calibrated_fusion_says_what_it_measured_and_never_changes_the_output():
         assert isinstance(model.expand, ExpandDepthwise) == ("kept apart" not in line)
     with torch.inference_mode():
         torch.testing.assert_close(model(x), ref, rtol=1e-4, atol=1e-4)
+
+
+class _Pooled(_Block):
+    """The block with a max pool before the projection (every kind of converted layer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.act2(self.bn2(self.dw(self.act1(self.bn1(self.expand(self.stem(x)))))))
+        return self.project(self.pool(h)).mean((2, 3))
+
+
+@pytest.mark.skipif(not K.available(), reason="needs the C kernels")
+def test_a_copy_or_pickle_of_a_converted_model_runs_on_its_own_arrays():
+    # converted layers keep packed kernel calls holding raw addresses of their own arrays; a
+    # copy that kept them would compute with the original's weights, and read freed memory
+    # once the original is gone
+    torch.manual_seed(0)
+    model = _sparse(_Pooled())
+    x = torch.randn(2, 3, 12, 2 * VW + 3)
+    with torch.no_grad():
+        ref = model(x)
+    report = sparsify_inference_(model, x, mode="fixed", kernels=("spk", "spk_depthwise"))
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert {"SparseConv2d", "ExpandDepthwise", "StencilMaxPool2d"} <= kinds, report.summary()
+    with torch.inference_mode():
+        model(x)  # every layer has made its packed call for this shape
+    twin, thawed = copy.deepcopy(model), pickle.loads(pickle.dumps(model))
+    for m in model.modules():  # scribble on the original's arrays, then let it go
+        for arr in (getattr(getattr(m, "weight_spk", None), "val", None),):
+            if arr is not None:
+                arr.flags.writeable = True
+                arr[...] = 1e6
+        if isinstance(m, ExpandDepthwise):
+            m._csr[2][...] = 1e6
+        if getattr(m, "_act", None) is not None:
+            m._act[...] = -1e6
+    del model
+    gc.collect()
+    with torch.inference_mode():
+        for copied in (twin, thawed):
+            torch.testing.assert_close(copied(x), ref, rtol=1e-4, atol=1e-4)

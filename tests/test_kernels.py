@@ -321,29 +321,33 @@ def test_depthwise_conv2d_matches_torch_at_any_thread_count(case):
     _assert_fp32_close(K.depthwise_conv2d(x, w, None, s, p, d), ref - b[:, None, None], scale)
 
 
-def test_depthwise_conv2d_into_on_torch_buffers_and_without_the_kernels(monkeypatch):
+def test_stencil_plans_on_torch_buffers_and_without_the_kernels(monkeypatch):
     rng = np.random.default_rng(11)
     x = torch.from_numpy(rng.standard_normal((2, 4, 10, 9)).astype(np.float32))
     w = torch.from_numpy(rng.standard_normal((8, 1, 3, 3)).astype(np.float32))
     b = torch.from_numpy(rng.standard_normal(8).astype(np.float32))
     want = K.depthwise_conv2d(x.numpy(), w.numpy(), b.numpy(), 2, 1, 1)
+    geometry = K._dw_geometry(tuple(x.shape), tuple(w.shape), 2, 1, 1)
+    s, p, d, m, ho, wo = geometry
     if K.available():
-        geometry = K._dw_geometry(tuple(x.shape), tuple(w.shape), 2, 1, 1)
+        plan = K.stencil_plan(K.DEPTHWISE, tuple(x.shape), (3, 3), s, p, d, m, (ho, wo))
+        assert plan.out_shape == want.shape
         y = torch.full(want.shape, float("nan"))
-        assert K.depthwise_conv2d_into(
-            x.data_ptr(), tuple(x.shape), w.data_ptr(), tuple(w.shape), b.data_ptr(),
-            y.data_ptr(), geometry, 1,
-        )  # fmt: skip
+        K.stencil_run(plan, x.data_ptr(), w.data_ptr(), b.data_ptr(), None, y.data_ptr(), 1)
         np.testing.assert_array_equal(y.numpy(), want)
+        # max pool and an empty batch (nothing to write, nothing read)
+        k, ps, pp, pd, out_hw = K._pool_geometry(tuple(x.shape), 3, 2, 1, 1)
+        plan = K.stencil_plan(K.MAX_POOL, tuple(x.shape), k, ps, pp, pd, 1, out_hw)
+        y = torch.empty(plan.out_shape)
+        K.stencil_run(plan, x.data_ptr(), None, None, None, y.data_ptr(), 2)
+        ref = K.max_pool2d(x.numpy(), 3, 2, 1, 1)
+        np.testing.assert_array_equal(y.numpy(), ref)
+        empty = K.stencil_plan(K.DEPTHWISE, (0, 4, 10, 9), (3, 3), s, p, d, m, (ho, wo))
+        K.stencil_run(empty, 0, w.data_ptr(), None, None, 0, 1)
     monkeypatch.setenv("SPARSIFY_KERNELS", "off")  # numpy computes the same sum
     slow = K.depthwise_conv2d(x.numpy(), w.numpy(), b.numpy(), 2, 1, 1)
     np.testing.assert_allclose(slow, want, rtol=1e-5, atol=1e-5)
-    y = torch.full(want.shape, 7.0)
-    assert not K.depthwise_conv2d_into(
-        x.data_ptr(), tuple(x.shape), w.data_ptr(), tuple(w.shape), None, y.data_ptr(),
-        K._dw_geometry(tuple(x.shape), tuple(w.shape), 2, 1, 1), 1,
-    )  # fmt: skip
-    assert torch.all(y == 7.0)  # nothing written
+    assert K.stencil_plan(K.DEPTHWISE, tuple(x.shape), (3, 3), s, p, d, m, (ho, wo)) is None
 
 
 @pytest.mark.parametrize(
@@ -752,13 +756,14 @@ def test_scratch_buffers_start_on_a_cache_line():
             buf = K._buffer(f"t_{dtype.__name__}", n, dtype)
             assert buf.shape[0] >= n and buf.dtype == dtype and buf.flags.c_contiguous
             assert buf.ctypes.data % K.SCRATCH_ALIGN == 0
+            assert K._buffer_addr(f"t_{dtype.__name__}", n, dtype) == buf.ctypes.data
             buf[:n] = 1  # the whole length is writable
     rng = np.random.default_rng(11)
     w = _weight(rng, (70, 300), 0.1)
     x = rng.standard_normal((33, 300)).astype(np.float32)
     ref, scale = _linear_ref(w, x)
     _assert_fp32_close(K.spmm(K.pack(w, "blocked", kblock=64), x), ref, scale)
-    assert K._scratch.bufs["xt"].ctypes.data % K.SCRATCH_ALIGN == 0
+    assert K._buffer("xt", 1, np.float32).ctypes.data % K.SCRATCH_ALIGN == 0
 
 
 _ASAN_SCRIPT = r"""

@@ -78,56 +78,57 @@ class ExpandDepthwise(nn.Module):
                 f"{depthwise}. Keep the two layers."
             )
         self.expand, self.depthwise = expand, depthwise
-        # the CSR the kernel reads (owned here: its addresses stay valid)
+        # the CSR the kernel reads (owned here: a packed call holds its addresses)
         self._csr = spk.expand_csr(expand.dense_weight().detach().numpy())
-        self._csr_addrs = tuple(spk._ptr(a) for a in self._csr)
 
-    def _geometry(self, x_shape: tuple[int, ...]) -> tuple:
-        dw = self.depthwise
-        e = dw.out_channels
-        return per_shape(
-            self,
-            x_shape,
-            lambda: spk._dw_geometry(
-                (x_shape[0], e, x_shape[2], x_shape[3]),
-                tuple(dw.weight.shape),
-                dw.stride,
-                dw.padding,
+    def _plan(self, x_shape: tuple[int, ...]) -> spk.StencilPlan | None:
+        """The checked, packed kernel call for this input shape (``per_shape``), None where
+        the C kernels cannot run it."""
+        dw = self._modules["depthwise"]
+
+        def make() -> spk.StencilPlan | None:
+            e, w_shape = dw.out_channels, tuple(dw.weight.shape)
+            s, p, d, _, ho, wo = spk._dw_geometry(
+                (x_shape[0], e, x_shape[2], x_shape[3]), w_shape, dw.stride, dw.padding,
                 dw.dilation,
-            ),
-        )
+            )  # fmt: skip
+            csr = tuple(spk._ptr(a) for a in self._csr)
+            return spk.stencil_plan(
+                spk.EXPAND_DEPTHWISE, tuple(x_shape), w_shape[2:], s, p, d, e, (ho, wo), csr
+            )
+
+        return per_shape(self, (x_shape, spk._epoch), make)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dw = self.depthwise
+        modules = self._modules  # not self.expand: nn.Module's __getattr__ costs ~0.3 us a read
+        expand, dw = modules["expand"], modules["depthwise"]
+        w = dw.weight
         if (
-            x.dim() == 4
-            and x.dtype == torch.float32
+            x.dtype == torch.float32
+            and x.dim() == 4
             and x.device.type == "cpu"
-            and x.shape[1] == self.expand.in_features
-            and not (torch.is_grad_enabled() and (x.requires_grad or dw.weight.requires_grad))
+            and x.shape[1] == expand.in_features
+            and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
         ):
-            x = x.detach().contiguous()
-            g = self._geometry(tuple(x.shape))
-            y = reused_empty(self, (x.shape[0], dw.out_channels, g[4], g[5]))
-            eb = self.expand._parameters.get("bias")
-            w, b = dw.weight.detach().contiguous(), dw.bias
-            if spk.expand_depthwise_into(
-                x.data_ptr(),
-                tuple(x.shape),
-                self._csr_addrs,
-                dw.out_channels,
-                None if eb is None else eb.data_ptr(),
-                self.expand._act_addr(),
-                w.data_ptr(),
-                tuple(w.shape),
-                None if b is None else b.detach().data_ptr(),
-                dw._act_addr(),
-                y.data_ptr(),
-                g,
-                torch.get_num_threads(),
-            ):
+            plan = self._plan(x.shape)
+            if plan is not None:
+                x, w, b = x.contiguous(), w.contiguous(), dw.bias
+                b = None if b is None else b.contiguous()
+                eb = expand._parameters.get("bias")
+                y = reused_empty(self, plan.out_shape)
+                spk.stencil_run(
+                    plan,
+                    x.data_ptr(),
+                    w.data_ptr(),
+                    None if b is None else b.data_ptr(),
+                    dw._act_addr(),
+                    y.data_ptr(),
+                    torch.get_num_threads(),
+                    None if eb is None else eb.data_ptr(),
+                    expand._act_addr(),
+                )
                 return y
-        return self.depthwise(self.expand(x))
+        return dw(expand(x))
 
 
 def expand_dw_chains(model: nn.Module) -> list[tuple[str, str | None, str]]:

@@ -152,13 +152,26 @@ def _outside_inference_mode(init: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
+class _ShapeCache(tuple):
+    """``(key, value)`` of :func:`per_shape`. A copy or pickle of the module drops it: the
+    value holds raw addresses of the module's own arrays (a packed kernel call), which a copy
+    would otherwise keep reading, the original's, freed with it."""
+
+    def __deepcopy__(self, memo: dict) -> None:
+        return None
+
+    def __reduce__(self) -> tuple:
+        return type(None), ()
+
+
 def per_shape(module: nn.Module, key: Any, make: Callable[[], Any]) -> Any:
     """``make()`` for this ``key`` (an input shape), computed once and kept on ``module`` until
-    the key changes: the layers' checked kernel geometry, which costs more to recompute than
-    a small layer's call (hot path: a plain ``__dict__`` slot, not a buffer or attribute)."""
+    the key changes: the layers' checked kernel geometry and packed call, which cost more to
+    recompute than a small layer's call (hot path: a plain ``__dict__`` slot, not a buffer or
+    attribute); not copied with the module (:class:`_ShapeCache`)."""
     cached = module.__dict__.get("_per_shape")
     if cached is None or cached[0] != key:
-        cached = module.__dict__["_per_shape"] = (key, make())
+        cached = module.__dict__["_per_shape"] = _ShapeCache((key, make()))
     return cached[1]
 
 
@@ -219,16 +232,20 @@ class _Activated:
     """A fused activation ``clamp = (lo, hi)`` (or None): ``y -> min(max(y, lo), hi)``."""
 
     clamp: tuple[float, float] | None = None
-    _act: np.ndarray | None = None  # the two float32 the C kernels read
+    # the two float32 the C kernels read (a tensor: its address is the cheapest to read, and a
+    # copy of the module gets its own)
+    _act: torch.Tensor | None = None
 
     def fuse_clamp_(self, clamp: tuple[float, float] | None) -> None:
         """From now on return ``min(max(y, lo), hi)`` (NaN kept) of what the layer computed;
         None: the plain output again."""
-        self._act = spk._act(clamp, f"{type(self).__name__}.fuse_clamp_")
+        act = spk._act(clamp, f"{type(self).__name__}.fuse_clamp_")
+        self._act = None if act is None else torch.from_numpy(act)
         self.clamp = None if clamp is None else (float(clamp[0]), float(clamp[1]))
 
     def _act_addr(self) -> int | None:
-        return None if self._act is None else spk._ptr(self._act)
+        act = self._act
+        return None if act is None else act.data_ptr()
 
     def _activate(self, y: torch.Tensor) -> torch.Tensor:
         """The activation on a path that did not fuse it (torch.clamp keeps NaN too)."""
@@ -526,21 +543,27 @@ class SparseConv2d(_SparseBase):
         if self.weight_compact is not None:
             return self._activate(self._compact_conv(x))
         if self.weight_spk is not None:
-            if self._spk_ok(x) and x.dim() == 4:
+            if (
+                x.dtype == torch.float32
+                and x.dim() == 4
+                and x.device.type == "cpu"
+                and not (x.requires_grad and torch.is_grad_enabled())
+            ):
                 # raw addresses and a geometry checked once per shape: the checked
                 # kernels.sparse_conv2d costs ~15 us a call, a small conv's whole work
-                x = x.detach().contiguous()
+                x = x.contiguous()
                 geometry, plan = self._geometry(tuple(x.shape))
-                y = reused_empty(self, (x.shape[0], self.out_features, geometry[3], geometry[4]))
-                bias = self._parameters.get("bias")
-                if spk.sparse_conv2d_into(
-                    plan,
-                    x.data_ptr(),
-                    y.data_ptr(),
-                    None if bias is None else bias.data_ptr(),
-                    torch.get_num_threads(),
-                    self._act_addr(),
-                ):
+                if plan is not None:
+                    y = reused_empty(self, (x.shape[0], self.out_features, *geometry[3:5]))
+                    bias = self._parameters.get("bias")
+                    spk.sparse_conv2d_into(
+                        plan,
+                        x.data_ptr(),
+                        y.data_ptr(),
+                        None if bias is None else bias.data_ptr(),
+                        torch.get_num_threads(),
+                        self._act_addr(),
+                    )
                     return y
             self._spk_grad_path()
         b, _, h, w = x.shape
@@ -578,7 +601,7 @@ class SparseConv2d(_SparseBase):
 
     def _geometry(self, x_shape: tuple[int, ...]) -> tuple:
         """The checked kernel geometry for this input shape and the kernels' packed call
-        (:func:`per_shape`)."""
+        (:func:`per_shape`; the library is looked up once per shape, not per call)."""
 
         def make() -> tuple:
             g = spk._conv_geometry(
@@ -586,7 +609,7 @@ class SparseConv2d(_SparseBase):
             )
             return g, spk.conv_plan(self.weight_spk, x_shape, g, spk._lib(), lanes=self.lanes)
 
-        return per_shape(self, x_shape, make)
+        return per_shape(self, (x_shape, spk._epoch), make)
 
     def _compact_conv(self, x: torch.Tensor) -> torch.Tensor:
         bc = None if self.bias is None else self.bias[self.rows]
@@ -660,13 +683,17 @@ class DepthwiseConv2d(_Activated, nn.Conv2d):
     def extra_repr(self) -> str:
         return super().extra_repr() + (f", clamp={self.clamp}" if self.clamp else "")
 
-    def _geometry(self, x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> tuple:
-        """The checked geometry for these shapes (:func:`per_shape`)."""
-        return per_shape(
-            self,
-            (x_shape, w_shape),
-            lambda: spk._dw_geometry(x_shape, w_shape, self.stride, self.padding, self.dilation),
-        )
+    def _plan(self, x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> spk.StencilPlan | None:
+        """The checked, packed kernel call for these shapes (:func:`per_shape`), None where
+        the C kernels are not available."""
+
+        def make() -> spk.StencilPlan | None:
+            s, p, d, m, ho, wo = spk._dw_geometry(
+                x_shape, w_shape, self.stride, self.padding, self.dilation
+            )
+            return spk.stencil_plan(spk.DEPTHWISE, x_shape, w_shape[2:], s, p, d, m, (ho, wo))
+
+        return per_shape(self, (x_shape, w_shape, spk._epoch), make)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.weight, self.bias
@@ -680,22 +707,20 @@ class DepthwiseConv2d(_Activated, nn.Conv2d):
             and x.device.type == "cpu"
             and x.shape[1] == self.in_channels
         ):
-            x = x.contiguous()
-            w = w.detach().contiguous()
-            geometry = self._geometry(tuple(x.shape), tuple(w.shape))
-            y = reused_empty(self, (x.shape[0], w.shape[0], geometry[4], geometry[5]))
-            bias = None if b is None else b.detach().contiguous()
-            if spk.depthwise_conv2d_into(
-                x.data_ptr(),
-                tuple(x.shape),
-                w.data_ptr(),
-                tuple(w.shape),
-                None if bias is None else bias.data_ptr(),
-                y.data_ptr(),
-                geometry,
-                torch.get_num_threads(),
-                self._act_addr(),
-            ):
+            plan = self._plan(tuple(x.shape), tuple(w.shape))
+            if plan is not None:
+                x, w = x.contiguous(), w.contiguous()
+                b = None if b is None else b.contiguous()
+                y = reused_empty(self, plan.out_shape)
+                spk.stencil_run(
+                    plan,
+                    x.data_ptr(),
+                    w.data_ptr(),
+                    None if b is None else b.data_ptr(),
+                    self._act_addr(),
+                    y.data_ptr(),
+                    torch.get_num_threads(),
+                )
                 return y
         y = F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
         return self._activate(y)

@@ -49,15 +49,17 @@ class StencilMaxPool2d(nn.MaxPool2d):
             f"hooks; got {pool}. Keep this pool as it is."
         )
 
-    def _geometry(self, x_shape: tuple[int, ...]) -> tuple:
-        """The checked geometry for this input shape (:func:`~sparsify.accel.layers.per_shape`)."""
-        return per_shape(
-            self,
-            x_shape,
-            lambda: spk._pool_geometry(
+    def _plan(self, x_shape: tuple[int, ...]) -> spk.StencilPlan | None:
+        """The checked, packed kernel call for this input shape
+        (:func:`~sparsify.accel.layers.per_shape`), None where the C kernels are not available."""
+
+        def make() -> spk.StencilPlan | None:
+            k, s, p, d, out_hw = spk._pool_geometry(
                 x_shape, self.kernel_size, self.stride, self.padding, self.dilation
-            ),
-        )
+            )
+            return spk.stencil_plan(spk.MAX_POOL, x_shape, k, s, p, d, 1, out_hw)
+
+        return per_shape(self, (x_shape, spk._epoch), make)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (
@@ -66,12 +68,13 @@ class StencilMaxPool2d(nn.MaxPool2d):
             and x.device.type == "cpu"
             and not (x.requires_grad and torch.is_grad_enabled())
         ):
-            x = x.detach().contiguous()
-            g = self._geometry(tuple(x.shape))
-            y = reused_empty(self, (x.shape[0], x.shape[1], *g[4]))
-            if spk.max_pool2d_into(
-                x.data_ptr(), tuple(x.shape), y.data_ptr(), g, torch.get_num_threads()
-            ):
+            plan = self._plan(tuple(x.shape))
+            if plan is not None:
+                x = x.contiguous()
+                y = reused_empty(self, plan.out_shape)
+                spk.stencil_run(
+                    plan, x.data_ptr(), None, None, None, y.data_ptr(), torch.get_num_threads()
+                )
                 return y
         return super().forward(x)
 

@@ -60,19 +60,22 @@ __all__ = [
     "available",
     "conv_output_size",
     "depthwise_conv2d",
-    "depthwise_conv2d_into",
     "expand_csr",
     "expand_depthwise_conv2d",
-    "expand_depthwise_into",
     "info",
     "max_pool2d",
-    "max_pool2d_into",
     "pack",
     "sparse_conv2d",
     "sparse_conv2d_into",
     "spmm",
     "spmm_into",
     "spmm_t",
+    "stencil_plan",
+    "stencil_run",
+    "StencilPlan",
+    "DEPTHWISE",
+    "MAX_POOL",
+    "EXPAND_DEPTHWISE",
 ]
 
 # floats per output tile (batch columns or output positions): 64 = 8 AVX2 / 4 AVX-512
@@ -137,14 +140,25 @@ def _aligned_empty(n: int, dtype: type, align: int = SCRATCH_ALIGN) -> np.ndarra
 
 def _buffer(name: str, n: int, dtype: type) -> np.ndarray:
     """A per-thread, 64-byte-aligned scratch array of at least n elements (grown, never shrunk)."""
+    return _scratch_entry(name, n, dtype)[0]
+
+
+def _buffer_addr(name: str, n: int, dtype: type) -> int:
+    """The address of ``_buffer(name, n, dtype)`` (kept with it: reading an array's address
+    costs ~1 us, a tenth of a small layer's call)."""
+    return _scratch_entry(name, n, dtype)[1]
+
+
+def _scratch_entry(name: str, n: int, dtype: type) -> tuple[np.ndarray, int, int]:
+    """(array, address, capacity) of this thread's scratch ``name``, grown to n elements."""
     store = getattr(_scratch, "bufs", None)
     if store is None:
         store = _scratch.bufs = {}
-    buf = store.get(name)
-    if buf is None or buf.shape[0] < n:
+    entry = store.get(name)
+    if entry is None or entry[2] < n:
         buf = _aligned_empty(max(n, 1), dtype)
-        store[name] = buf
-    return buf
+        entry = store[name] = (buf, _ptr(buf), buf.shape[0])
+    return entry
 
 
 # GNU OpenMP is not fork-safe: a child forked after the parent ran a parallel region hangs
@@ -156,8 +170,15 @@ _pool_started = False
 _forked_after_pool = False
 
 
+# Bumped when the library to call changes under layers that keep a plan (a fork after the
+# pool): their per-shape plans hold the library's function and are keyed on this.
+_epoch = 0
+
+
 def _after_fork_in_child() -> None:
-    global _forked_after_pool
+    global _forked_after_pool, _epoch
+    if _pool_started and not _forked_after_pool:
+        _epoch += 1
     _forked_after_pool = _forked_after_pool or _pool_started
 
 
@@ -529,7 +550,7 @@ def sparse_conv2d(
         y[...] = res
         return _clip_(y, act)
     plan = conv_plan(sw, xa.shape, geometry, lib, tile_vectors, lanes)
-    _conv_run(lib, plan, _ptr(xa), _ptr(y), _ptr(b), _ptr(act), nt)
+    _conv_run(plan, _ptr(xa), _ptr(y), _ptr(b), _ptr(act), nt)
     return y
 
 
@@ -597,11 +618,12 @@ def lanes_pay(
 class ConvPlan(NamedTuple):
     """What ``spk_conv2d_plan`` reads for one weight and input shape (see ``conv_plan``)."""
 
-    array: np.ndarray  # int64 (24,), kept alive with the plan
+    array: np.ndarray  # int64 (25,), kept alive with the plan
     addr: int
     phase_floats: int
     colmap_ints: int
     stride: tuple[int, int]
+    run: Any  # the library's spk_conv2d_plan
 
 
 def conv_plan(
@@ -635,11 +657,12 @@ def conv_plan(
          int(lanes)],
         dtype=np.int64,
     )  # fmt: skip
-    return ConvPlan(arr, _ptr(arr), int(phase_floats), 2 * int(sw.shape[1]), (sh, sw_))
+    return ConvPlan(
+        arr, _ptr(arr), int(phase_floats), 2 * int(sw.shape[1]), (sh, sw_), lib.lib.spk_conv2d_plan
+    )
 
 
 def _conv_run(
-    lib: build.Library,
     plan: ConvPlan,
     x_addr: int,
     y_addr: int,
@@ -648,11 +671,9 @@ def _conv_run(
     threads: int,
 ) -> None:
     """Run ``spk_conv2d_plan`` (scratch from this thread's buffers); raise on its error codes."""
-    scratch = _buffer("phases", plan.phase_floats, np.float32)
-    colmap = _buffer("colmap", plan.colmap_ints, np.int32)
-    rc = lib.lib.spk_conv2d_plan(
-        plan.addr, x_addr, y_addr, bias_addr, act_addr, _ptr(scratch), _ptr(colmap), threads
-    )
+    scratch = _buffer_addr("phases", plan.phase_floats, np.float32)
+    colmap = _buffer_addr("colmap", plan.colmap_ints, np.int32)
+    rc = plan.run(plan.addr, x_addr, y_addr, bias_addr, act_addr, scratch, colmap, threads)
     if rc == -3:
         raise SparsifyError(
             f"sparse_conv2d: strides above 64 are not supported; got {plan.stride}."
@@ -675,15 +696,15 @@ def sparse_conv2d_into(
     C-contiguous float32 buffers, alive for the call: x of that shape, y of (N, OC, Ho, Wo),
     bias of OC or None, the fused activation's two float32 (see :func:`_act`) or None;
     ``threads`` >= 1. Nothing is checked here (the checks cost ~15 us a call, more than a
-    small conv's work). Returns False, computing nothing, when the C kernels are not
-    available or the shape needs the fallback (``plan`` None).
+    small conv's work). Returns False, computing nothing, when ``plan`` is None (the C
+    kernels were not available when it was made, or the shape needs the fallback). A plan
+    calls the library it was made with: a layer that keeps plans keys them on ``_epoch``.
     """
-    lib = _lib()
-    if lib is None or plan is None:
+    if plan is None:
         return False
     if threads != 1:
         _threads(threads)  # remembers that the OpenMP pool started (see _after_fork_in_child)
-    _conv_run(lib, plan, x_addr, y_addr, bias_addr, act_addr, threads)
+    _conv_run(plan, x_addr, y_addr, bias_addr, act_addr, threads)
     return True
 
 
@@ -774,44 +795,6 @@ def depthwise_conv2d(
     return y
 
 
-def depthwise_conv2d_into(
-    x_addr: int,
-    x_shape: tuple[int, int, int, int],
-    w_addr: int,
-    w_shape: tuple[int, int, int, int],
-    bias_addr: int | None,
-    y_addr: int,
-    geometry: tuple[tuple[int, int], tuple[int, int], tuple[int, int], int, int, int],
-    threads: int,
-    act_addr: int | None = None,
-) -> bool:
-    """``depthwise_conv2d`` on raw addresses, for a torch layer that owns the buffers.
-
-    Contract: C-contiguous float32 buffers, alive for the call: x of ``x_shape``, the weight
-    of ``w_shape``, y of (N, C * M, Ho, Wo), bias of C * M or None, the fused activation's
-    two float32 (see :func:`_act`) or None; ``geometry`` from
-    ``_dw_geometry`` for these shapes; ``threads`` >= 1. Nothing is checked here (the checks
-    cost more than a small layer's work). Returns False, computing nothing, when the C kernels
-    are not available.
-    """
-    lib = _lib()
-    if lib is None:
-        return False
-    if threads != 1:
-        _threads(threads)  # remembers that the OpenMP pool started (see _after_fork_in_child)
-    (sh, sw_), (ph, pw), (dh, dw), m, ho, wo = geometry
-    n, c, h, w = x_shape
-    rc = lib.lib.spk_dwconv2d(
-        n, c, m, h, w, w_shape[2], w_shape[3], sh, sw_, ph, pw, dh, dw, ho, wo,
-        x_addr, w_addr, bias_addr, act_addr, y_addr, threads,
-    )  # fmt: skip
-    if rc != 0:
-        raise MemoryError(
-            f"sparsify.kernels: depthwise_conv2d failed with code {rc} (out of memory)"
-        )
-    return True
-
-
 def expand_csr(weight: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ptr int64, idx int32, val float32): the CSR of a 1x1 conv's (E, IC) or (E, IC, 1, 1)
     weight, row by row, columns ascending (zeros dropped); row e is ``idx[ptr[e]:ptr[e+1]]``."""
@@ -889,45 +872,6 @@ def expand_depthwise_conv2d(
     )
 
 
-def expand_depthwise_into(
-    x_addr: int,
-    x_shape: tuple[int, int, int, int],
-    csr: tuple[int, int, int],
-    e: int,
-    expand_bias_addr: int | None,
-    expand_act_addr: int | None,
-    w_addr: int,
-    w_shape: tuple[int, int, int, int],
-    bias_addr: int | None,
-    act_addr: int | None,
-    y_addr: int,
-    geometry: tuple[tuple[int, int], tuple[int, int], tuple[int, int], int, int, int],
-    threads: int,
-) -> bool:
-    """``expand_depthwise_conv2d`` on raw addresses, for a torch layer that owns the buffers.
-
-    Contract as :func:`depthwise_conv2d_into`: C-contiguous float32 buffers alive for the call,
-    ``csr`` the (ptr, idx, val) addresses of :func:`expand_csr`'s arrays for E = ``e`` rows,
-    ``geometry`` from ``_dw_geometry`` for the (N, E, H, W) expanded shape; nothing checked.
-    Returns False, computing nothing, where the C kernels are not available or W is narrower
-    than a vector (the caller runs the two layers one after the other).
-    """
-    lib = _lib()
-    if lib is None or x_shape[3] < lib.vector_width:
-        return False
-    if threads != 1:
-        _threads(threads)
-    (sh, sw_), (ph, pw), (dh, dw), _, ho, wo = geometry
-    n, ic, h, w = x_shape
-    rc = lib.lib.spk_expand_dw(
-        n, ic, e, h, w, *csr, expand_bias_addr, expand_act_addr, w_shape[2], w_shape[3],
-        sh, sw_, ph, pw, dh, dw, ho, wo, w_addr, bias_addr, act_addr, x_addr, y_addr, threads,
-    )  # fmt: skip
-    if rc == -1:
-        raise MemoryError("sparsify.kernels: expand_depthwise_conv2d failed (out of memory)")
-    return rc == 0
-
-
 def _pool_geometry(
     x_shape: tuple[int, ...], kernel_size: Any, stride: Any, padding: Any, dilation: Any
 ) -> tuple[tuple[int, int], ...]:
@@ -1003,25 +947,79 @@ def _pool_call(
         raise MemoryError(f"sparsify.kernels: max_pool2d failed with code {rc} (out of memory)")
 
 
-def max_pool2d_into(
-    x_addr: int,
-    x_shape: tuple[int, int, int, int],
-    y_addr: int,
-    geometry: tuple[tuple[int, int], ...],
-    threads: int,
-) -> bool:
-    """``max_pool2d`` on raw addresses, for a torch layer that owns the buffers.
+# spk_stencil_plan's ops
+DEPTHWISE, MAX_POOL, EXPAND_DEPTHWISE = 0, 1, 2
+_STENCIL_NAMES = ("depthwise_conv2d", "max_pool2d", "expand_depthwise_conv2d")
 
-    Contract: C-contiguous float32 x of ``x_shape`` and y of (N, C, Ho, Wo), alive for the
-    call; ``geometry`` from ``_pool_geometry`` for this shape; ``threads`` >= 1. Nothing is
-    checked here. Returns False, computing nothing, when the C kernels are not available.
-    """
+
+class StencilPlan(NamedTuple):
+    """What ``spk_stencil_plan`` reads for one layer and input shape (see ``stencil_plan``)."""
+
+    array: np.ndarray  # int64 (19,), kept alive with the plan
+    addr: int
+    run: Any  # the library's spk_stencil_plan
+    out_shape: tuple[int, int, int, int]
+
+
+def stencil_plan(
+    op: int,
+    x_shape: tuple[int, int, int, int],
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    m: int,
+    out_hw: tuple[int, int],
+    csr: tuple[int, int, int] | None = None,
+) -> StencilPlan | None:
+    """The packed arguments of one stencil call on x of ``x_shape`` (N, C, H, W), checked
+    geometry given (``_dw_geometry``, ``_pool_geometry``): ``DEPTHWISE`` (``m`` the depth
+    multiplier, y (N, C * m, Ho, Wo)), ``MAX_POOL`` (m = 1, y (N, C, Ho, Wo)) or
+    ``EXPAND_DEPTHWISE`` (``m`` = E rows of the 1x1 expansion whose (ptr, idx, val)
+    addresses are ``csr``, from :func:`expand_csr`; y (N, E, Ho, Wo)). None where the C
+    kernels are not available, or for the fused op where W is narrower than a vector (the
+    caller runs the two layers). Valid while the CSR arrays live."""
     lib = _lib()
-    if lib is None:
-        return False
+    if lib is None or (op == EXPAND_DEPTHWISE and x_shape[3] < lib.vector_width):
+        return None
+    n, c, h, w = x_shape
+    arr = np.array(
+        [op, n, c, m, h, w, *kernel_size, *stride, *padding, *dilation, *out_hw,
+         *(csr or (0, 0, 0))],
+        dtype=np.int64,
+    )  # fmt: skip
+    oc = c * m if op == DEPTHWISE else (c if op == MAX_POOL else m)
+    return StencilPlan(arr, _ptr(arr), lib.lib.spk_stencil_plan, (n, oc, *out_hw))
+
+
+def stencil_run(
+    plan: StencilPlan,
+    x_addr: int,
+    w_addr: int | None,
+    bias_addr: int | None,
+    act_addr: int | None,
+    y_addr: int,
+    threads: int,
+    expand_bias_addr: int | None = None,
+    expand_act_addr: int | None = None,
+) -> None:
+    """Run ``plan`` on raw addresses, for a torch layer that owns the buffers.
+
+    Contract: C-contiguous float32 buffers, alive for the call: x of the plan's input shape,
+    y of ``plan.out_shape``; for the convs the (C * m or E, 1, kh, kw) weight, bias or None
+    and the fused activation's two float32 (see :func:`_act`) or None; for the fused op also
+    the expansion's bias and activation. ``threads`` >= 1. Nothing is checked here (the
+    checks cost more than a small layer's work). The plan calls the library it was made
+    with: a layer that keeps plans keys them on ``_epoch``.
+    """
     if threads != 1:
         _threads(threads)  # remembers that the OpenMP pool started (see _after_fork_in_child)
-    (kh, kw), (sh, sw_), (ph, pw), (dh, dw), (ho, wo) = geometry
-    if x_shape[0] * x_shape[1]:
-        _pool_call(lib, x_addr, x_shape, y_addr, (kh, kw, sh, sw_, ph, pw, dh, dw, ho, wo), threads)
-    return True
+    rc = plan.run(
+        plan.addr, x_addr, w_addr, bias_addr, act_addr, y_addr, expand_bias_addr,
+        expand_act_addr, threads,
+    )  # fmt: skip
+    if rc != 0:
+        raise MemoryError(
+            f"sparsify.kernels: {_STENCIL_NAMES[int(plan.array[0])]} failed with code {rc} "
+            "(out of memory)"
+        )

@@ -71,6 +71,14 @@ class SparseWeight:
         for a in (self.ptr, self.idx, self.val):
             a.flags.writeable = False
 
+    def __getstate__(self) -> dict[str, Any]:
+        # the cache holds the arrays' addresses: a copy or pickle rebuilds its own
+        return {**self.__dict__, "_cache": {}}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__post_init__()  # own, check and lock the copied arrays
+
     def ensure_checked(self) -> None:
         """Re-run check() if someone made an array writable again (cheap otherwise)."""
         if self.ptr.flags.writeable or self.idx.flags.writeable or self.val.flags.writeable:
