@@ -804,6 +804,20 @@ for ic, e, h, w, n, s, p in ((3, 5, 4, vw, 1, 1, 1), (2, 6, 5, vw + 3, 2, 2, 1),
     ref = np.clip(torch.nn.functional.conv2d(
         hid, torch.from_numpy(wt).double(), None, s, p, groups=e).numpy(), -1, 1)
     assert np.allclose(y, ref, atol=1e-4), (ic, e, h, w, n, s, p)
+for ic, e, co, h, w, n, s, p in ((0, 5, 3, 4, 7, 1, 1, 1), (0, 6, 4, 9, 2 * vw + 1, 2, 2, 1),
+                                 (3, 4, 2, 5, vw, 1, 1, 0), (2, 7, 5, 6, 2 * vw + 3, 2, 2, 1),
+                                 (0, 3, 1, 2, 3, 1, 1, 1)):
+    # depthwise into 1x1, fused (after a 1x1 expansion where ic): bands, last vector moved back
+    x = rng.standard_normal((n, ic or e, h, w)).astype(np.float32)
+    ew = np.where(rng.random((e, ic)) < 0.5, 1.0, 0.0).astype(np.float32) if ic else None
+    wt = rng.standard_normal((e, 1, 3, 3)).astype(np.float32)
+    pw = np.where(rng.random((co, e)) < 0.5, 1.0, 0.0).astype(np.float32)
+    y = K.depthwise_project_conv2d(x, wt, None, pw, None, s, p, expand_weight=ew, threads=2,
+                                   _flags=flags)
+    hid = torch.from_numpy(x if ew is None else np.einsum("ec,nchw->nehw", ew, x)).double()
+    mid = torch.nn.functional.conv2d(hid, torch.from_numpy(wt).double(), None, s, p, groups=e)
+    ref = np.einsum("oe,nehw->nohw", pw, mid.numpy())
+    assert np.allclose(y, ref, atol=1e-4), (ic, e, co, h, w, n, s, p)
 for c, h, w, n in ((3, 7, 7, 1), (5, 14, 14, 2), (2, 2, 3, 1), (4, 8, 16, 1), (6, 17, 19, 2)):
     # 1x1, stride 1, no padding: read in place, the last tile's columns copied
     x = rng.standard_normal((n, c, h, w)).astype(np.float32)

@@ -75,11 +75,8 @@ import torch
 from torch import nn
 
 from sparsify import kernels as spk_kernels
-from sparsify.accel.expand_dw import (
-    expand_dw_chains,
-    fuse_expand_depthwise_,
-    unfuse_expand_depthwise_,
-)
+from sparsify.accel.dw_project import dw_project_chains, fuse_depthwise_project_
+from sparsify.accel.expand_dw import expand_dw_chains, fuse_expand_depthwise_
 from sparsify.accel.fold import fold_batchnorm_
 from sparsify.accel.fuse import activation_pairs, fuse_activations_, unfuse_
 from sparsify.accel.layers import (
@@ -93,6 +90,7 @@ from sparsify.accel.layers import (
     panel_width,
     spk_unavailable_reason,
 )
+from sparsify.accel.pairs import unfuse_ as unfuse_pairs_
 from sparsify.accel.pool import poolable, replace_pools_, restore_
 from sparsify.errors import SparsifyError, check_choice
 from sparsify.kernels.layouts import auto_kblock
@@ -197,6 +195,7 @@ class InferenceReport:
     fused: list[str] = field(default_factory=list)  # "layer <- activation" fused into it
     pools: list[str] = field(default_factory=list)  # each MaxPool2d: stencil or torch's, why
     blocks: list[str] = field(default_factory=list)  # each 1x1 + depthwise pair: fused or not
+    projections: list[str] = field(default_factory=list)  # each depthwise + 1x1: fused or not
 
     @property
     def converted(self) -> list[LayerDecision]:
@@ -216,6 +215,7 @@ class InferenceReport:
             "fused": list(self.fused),
             "pools": list(self.pools),
             "blocks": list(self.blocks),
+            "projections": list(self.projections),
         }
 
     def summary(self) -> str:
@@ -239,6 +239,8 @@ class InferenceReport:
             lines.append(f"  MaxPool2d {line}")
         for line in self.blocks:
             lines.append(f"  1x1 + depthwise {line}")
+        for line in self.projections:
+            lines.append(f"  depthwise + 1x1 {line}")
         for k, why in self.unavailable.items():
             lines.append(f"  kernel {k} not offered: {why}")
         for d in self.layers:
@@ -755,7 +757,10 @@ def sparsify_inference_(
     with ``fuse_activations``, a converted 1x1 conv whose output (through its fused clamp)
     goes only into a depthwise conv on the stencil (an inverted-residual block's expansion) is
     offered one kernel for the two (:mod:`~sparsify.accel.expand_dw`), timed against the two
-    apart; ``report.blocks`` says what each pair got.
+    apart; ``report.blocks`` says what each pair got. Then a depthwise conv on the stencil (or
+    such a fused pair) whose output goes only into a converted 1x1 conv (the block's
+    projection) is offered one kernel for both in ``"calibrate"`` mode
+    (:mod:`~sparsify.accel.dw_project`); ``report.projections`` says what each got.
 
     Returns:
         An :class:`InferenceReport` with one :class:`LayerDecision` per listed layer, in
@@ -824,11 +829,9 @@ def sparsify_inference_(
     folded = [f"{c} <- {b}" for c, b in fold_batchnorm_(model)] if fold_batchnorm else []
     # found on the unconverted model: torch.fx traces its own layers, not the sparse ones
     act_pairs = activation_pairs(model, {n for n, _ in layers}) if fuse_activations else []
-    chains = (
-        expand_dw_chains(model)
-        if fuse_activations and STENCIL in kernels and {"spk", "spk_csr"} & set(kernels)
-        else []
-    )
+    stencil_chains = fuse_activations and STENCIL in kernels and {"spk", "spk_csr"} & set(kernels)
+    chains = expand_dw_chains(model) if stencil_chains else []
+    proj_chains = dw_project_chains(model) if stencil_chains else []
     rules = _parent_reads(model, example_input is not None)
     decisions: dict[str, LayerDecision] = {}
     originals: dict[str, nn.Module] = {}  # name -> the dense module, to revert to
@@ -877,7 +880,9 @@ def sparsify_inference_(
         report.check = "not checked: no example_input to run"
     else:
         report.check = "not checked: verify=False"
-    if (pools or act_pairs or chains) and (check is None or report.check.startswith("ok")):
+    if (pools or act_pairs or chains or proj_chains) and (
+        check is None or report.check.startswith("ok")
+    ):
         # the pools to offer, with their input shapes; None: all, untimed (no example input)
         pool_shapes = (
             {n: shapes[n] for n in pools if n in shapes} if example_input is not None else None
@@ -885,14 +890,14 @@ def sparsify_inference_(
         if mode == "calibrate" and pool_shapes is None:
             pool_shapes = {}  # nothing to time them on
         chain_shapes = (
-            {a: shapes[a] for a, _, _ in chains if a in shapes}
+            {a: shapes[a] for a, _, _ in chains + proj_chains if a in shapes}
             if example_input is not None
             else None
         )
         with torch_threads(threads), torch.no_grad():
             _finish_checked(
                 model, act_pairs, pool_shapes, mode, reps, margin, check, sparse, report,
-                chains, chain_shapes,
+                chains, proj_chains, chain_shapes,
             )  # fmt: skip
     return report
 
@@ -908,13 +913,14 @@ def _finish_checked(
     sparse: dict[str, nn.Module],
     report: InferenceReport,
     chains: list[tuple[str, str | None, str]],
+    proj_chains: list[tuple[str, str | None, str]],
     chain_shapes: dict[str, tuple[int, ...]] | None,
 ) -> None:
     """The last steps, on the decided model: max pools on the stencil where faster, the
-    activations of ``pairs`` fused into the converted layers, then the 1x1 + depthwise
-    ``chains`` fused where faster; with a ``check``, run it again and undo all three if the
-    output no longer passes (noted in ``report.check``). Fills ``report.pools``,
-    ``report.fused`` and ``report.blocks``."""
+    activations of ``pairs`` fused into the converted layers, the 1x1 + depthwise ``chains``
+    fused where faster, then the depthwise + 1x1 ``proj_chains``; with a ``check``, run it
+    again and undo them all if the output no longer passes (noted in ``report.check``).
+    Fills ``report.pools``, ``report.fused``, ``report.blocks`` and ``report.projections``."""
     report.pools, pooled = replace_pools_(
         model, pool_shapes, timed=mode == "calibrate", reps=int(reps), margin=margin
     )
@@ -925,15 +931,24 @@ def _finish_checked(
             model, list(chains), chain_shapes, timed=mode == "calibrate", reps=int(reps),
             margin=margin,
         )  # fmt: skip
-    if (fused or pooled or blocks) and check is not None:
+    projected: list = []
+    if proj_chains and sparse and chain_shapes:
+        expanded = {b: a for a, b, _, _ in blocks}  # depthwise -> the pair now holding it
+        report.projections, projected = fuse_depthwise_project_(
+            model, list(proj_chains), expanded, chain_shapes, timed=mode == "calibrate",
+            reps=int(reps), margin=margin,
+        )  # fmt: skip
+    if (fused or pooled or blocks or projected) and check is not None:
         why, _ = check(model, sparse)
         if why:
-            unfuse_expand_depthwise_(model, blocks)
+            unfuse_pairs_(model, projected)
+            unfuse_pairs_(model, blocks)
             unfuse_(model, fused)
             restore_(model, pooled)
             report.check += f"; pools and activations left as they were: with them {why}"
             report.pools = [f"{line} (undone)" for line in report.pools]
             report.blocks = [f"{line} (undone)" for line in report.blocks]
+            report.projections = [f"{line} (undone)" for line in report.projections]
             return
     report.fused = [f"{a} <- {b}" for a, b, _ in fused]
 

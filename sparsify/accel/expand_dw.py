@@ -29,9 +29,9 @@ from sparsify.accel.layers import (
     per_shape,
     reused_empty,
 )
-from sparsify.accel.pairs import registered_once, traced_pairs
+from sparsify.accel.pairs import registered_once, time_fused, traced_pairs
 from sparsify.errors import SparsifyError
-from sparsify.timing import fmt_seconds, race, verdict
+from sparsify.timing import verdict
 
 
 def _pointwise(m: nn.Module) -> bool:
@@ -176,7 +176,7 @@ def fuse_expand_depthwise_(
     measurement of ``results/probes/2026-12-04-fused/``; some stride-2 and 14-pixel pairs
     were slower).
     Returns a report line per chain tried and what was replaced, for
-    :func:`unfuse_expand_depthwise_`."""
+    :func:`sparsify.accel.pairs.unfuse_`."""
     once = registered_once(model)
     lines, done = [], []
     for a, act, b in chains:
@@ -192,7 +192,7 @@ def fuse_expand_depthwise_(
             continue  # untimed: only where it was faster in every measurement
         new = ExpandDepthwise(expand, dw)
         line, take = verdict(
-            f"{a} + {b}", timed, partial(_timed, expand, dw, new, shape, reps, margin),
+            f"{a} + {b}", timed, partial(time_fused, expand, dw, new, shape, reps, margin),
             "kept apart", "fused",
         )  # fmt: skip
         lines.append(line)
@@ -208,35 +208,3 @@ def spk_width() -> int:
     """The C kernels' vector width (1 where they are not available: nothing fuses then)."""
     lib = spk._lib()
     return 1 << 30 if lib is None else int(lib.vector_width)
-
-
-def _timed(
-    expand: nn.Module,
-    dw: nn.Module,
-    new: ExpandDepthwise,
-    shape: tuple[int, ...],
-    reps: int,
-    margin: float,
-) -> tuple[str, bool]:
-    """(what was measured, whether the fused kernel wins by the converter's rule)."""
-    x = torch.randn(shape)
-    with torch.inference_mode():
-        ref, got = dw(expand(x)).clone(), new(x)
-        scale = float(ref.abs().max()) + 1.0
-        if not bool(torch.isfinite(got).all()) or float((got - ref).abs().max()) > 1e-4 * scale:
-            return "the fused output differed", False
-        t_apart, t_fused, r, faster = race(lambda: dw(expand(x)), lambda: new(x), reps, margin)
-    said = (
-        f"fused {fmt_seconds(t_fused.median)} against {fmt_seconds(t_apart.median)} "
-        f"apart, {r.median:.2f}x (lower quartile {r.q25:.2f}x)"
-    )
-    return said, faster
-
-
-def unfuse_expand_depthwise_(
-    model: nn.Module, done: list[tuple[str, str, nn.Module, nn.Module]]
-) -> None:
-    """Undo :func:`fuse_expand_depthwise_`."""
-    for a, b, expand, dw in done:
-        model.set_submodule(a, expand)
-        model.set_submodule(b, dw)

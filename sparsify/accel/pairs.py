@@ -24,6 +24,8 @@ from collections.abc import Callable
 import torch
 from torch import fx, nn
 
+from sparsify.timing import fmt_seconds, race
+
 Pairable = Callable[[nn.Module, nn.Module], bool]
 
 
@@ -110,3 +112,36 @@ def registered_once(model: nn.Module) -> Callable[[nn.Module], bool]:
     twice, and a fusion would change both)."""
     shared = Counter(id(m) for _, m in model.named_modules(remove_duplicate=False))
     return lambda m: shared[id(m)] == 1
+
+
+def time_fused(
+    first: nn.Module,
+    second: nn.Module,
+    fused: nn.Module,
+    shape: tuple[int, ...],
+    reps: int,
+    margin: float,
+) -> tuple[str, bool]:
+    """(what was measured, whether ``fused`` wins by the converter's rule) for ``fused``
+    standing in for ``second(first(x))`` on a random x of ``shape``: its output must match
+    (within 1e-4 of the largest), then the two are raced (``timing.race``)."""
+    x = torch.randn(shape)
+    with torch.inference_mode():
+        ref, got = second(first(x)).clone(), fused(x)
+        scale = float(ref.abs().max()) + 1.0
+        if not bool(torch.isfinite(got).all()) or float((got - ref).abs().max()) > 1e-4 * scale:
+            return "the fused output differed", False
+        t_apart, t_fused, r, faster = race(lambda: second(first(x)), lambda: fused(x), reps, margin)
+    said = (
+        f"fused {fmt_seconds(t_fused.median)} against {fmt_seconds(t_apart.median)} "
+        f"apart, {r.median:.2f}x (lower quartile {r.q25:.2f}x)"
+    )
+    return said, faster
+
+
+def unfuse_(model: nn.Module, done: list[tuple[str, str, nn.Module, nn.Module]]) -> None:
+    """Undo a pair fusion: each ``(a, b, first, second)`` puts ``first`` back at ``a`` and
+    ``second`` at ``b`` (where the fused module and ``nn.Identity`` stood)."""
+    for a, b, first, second in done:
+        model.set_submodule(a, first)
+        model.set_submodule(b, second)

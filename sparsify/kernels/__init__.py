@@ -60,6 +60,7 @@ __all__ = [
     "available",
     "conv_output_size",
     "depthwise_conv2d",
+    "depthwise_project_conv2d",
     "expand_csr",
     "expand_depthwise_conv2d",
     "info",
@@ -76,6 +77,7 @@ __all__ = [
     "DEPTHWISE",
     "MAX_POOL",
     "EXPAND_DEPTHWISE",
+    "DEPTHWISE_PROJECT",
 ]
 
 # floats per output tile (batch columns or output positions): 64 = 8 AVX2 / 4 AVX-512
@@ -872,6 +874,94 @@ def expand_depthwise_conv2d(
     )
 
 
+def depthwise_project_conv2d(
+    x: Any,
+    weight: Any,
+    bias: Any,
+    project_weight: Any,
+    project_bias: Any = None,
+    stride: int | tuple[int, int] = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int | tuple[int, int] = 1,
+    *,
+    clamp: tuple[float, float] | None = None,
+    project_clamp: tuple[float, float] | None = None,
+    expand_weight: Any = None,
+    expand_bias: Any = None,
+    expand_clamp: tuple[float, float] | None = None,
+    out: np.ndarray | None = None,
+    threads: int | None = None,
+    _flags: tuple[str, ...] | None = None,
+) -> np.ndarray:
+    """``conv2d(h, project_weight, project_bias)`` (a 1x1 conv, then ``project_clamp``) of
+    ``h = clip(depthwise_conv2d(x, weight, bias, stride, padding, dilation), *clamp)``, the end
+    of an inverted-residual block, in one pass that never writes ``h``: each image a band of
+    output rows at a time, every channel's rows of the band in a buffer that stays in L2, the
+    projection read from there. With ``expand_weight`` (E, IC) the depthwise conv reads the
+    1x1 expansion of x as in :func:`expand_depthwise_conv2d` (the whole block in one pass;
+    needs W >= the vector width, else the steps run one after the other). Weight (E, 1, kh,
+    kw), multiplier 1; ``project_weight`` (CO, E) or (CO, E, 1, 1). Without the C kernels the
+    steps run one after the other in numpy.
+    """
+    xa, wa, pwt = _f32("x", x), _f32("weight", weight), _f32("project_weight", project_weight)
+    e = wa.shape[0]
+    if pwt.ndim == 4 and pwt.shape[2:] == (1, 1):
+        pwt = pwt.reshape(pwt.shape[:2])
+    if xa.ndim != 4 or wa.ndim != 4 or wa.shape[1] != 1 or pwt.ndim != 2 or pwt.shape[1] != e:
+        raise SparsifyError(
+            f"depthwise_project_conv2d: needs x (N, C, H, W), weight (E, 1, kh, kw) and "
+            f"project_weight (CO, E) or (CO, E, 1, 1); got {tuple(xa.shape)}, "
+            f"{tuple(wa.shape)} and {tuple(pwt.shape)}."
+        )
+    ew = None if expand_weight is None else _f32("expand_weight", expand_weight)
+    if ew is not None:
+        ew = ew.reshape(ew.shape[:2]) if ew.ndim == 4 and ew.shape[2:] == (1, 1) else ew
+    if (xa.shape[1] if ew is None else ew.shape[0]) != e or (
+        ew is not None and ew.shape != (e, xa.shape[1])
+    ):
+        raise SparsifyError(
+            f"depthwise_project_conv2d: the depthwise conv's {e} channels must be x's (or, "
+            f"with expand_weight (E, {xa.shape[1]}), its rows); got x {tuple(xa.shape)}"
+            + ("" if ew is None else f" and expand_weight {tuple(ew.shape)}")
+            + "."
+        )
+    n, _, h, w = xa.shape
+    co = pwt.shape[0]
+    s, p, d, _, ho, wo = _dw_geometry((n, e, h, w), wa.shape, stride, padding, dilation)
+    y = _check_out(out, (n, co, ho, wo))
+    b, pb = _bias(bias, e), _bias(project_bias, co)
+    eb = None if ew is None else _bias(expand_bias, e)
+    act, pact = (
+        _act(clamp, "depthwise_project_conv2d"),
+        _act(project_clamp, "depthwise_project_conv2d"),
+    )
+    ea = None if ew is None else _act(expand_clamp, "depthwise_project_conv2d")
+    nt = _threads(threads)
+    pc, ec = expand_csr(pwt), None if ew is None else expand_csr(ew)
+    plan = stencil_plan(
+        DEPTHWISE_PROJECT, xa.shape, wa.shape[2:], s, p, d, e, (ho, wo),
+        None if ec is None else tuple(_ptr(a) for a in ec), (*(_ptr(a) for a in pc), co),
+        _flags=_flags,
+    )  # fmt: skip
+    if plan is not None:
+        stencil_run(
+            plan, _ptr(xa), _ptr(wa), _ptr(b), _ptr(act), _ptr(y), nt, _ptr(eb), _ptr(ea),
+            _ptr(pb), _ptr(pact),
+        )  # fmt: skip
+        return y
+    if ew is None:
+        hid = depthwise_conv2d(xa, wa, b, s, p, d, clamp=clamp, threads=threads, _flags=_flags)
+    else:
+        hid = expand_depthwise_conv2d(
+            xa, ew, eb, wa, b, s, p, d, expand_clamp=expand_clamp, clamp=clamp,
+            threads=threads, _flags=_flags,
+        )  # fmt: skip
+    y[...] = np.einsum("oe,nehw->nohw", pwt, hid, optimize=True)
+    if pb is not None:
+        y += pb[:, None, None]
+    return _clip_(y, pact)
+
+
 def _pool_geometry(
     x_shape: tuple[int, ...], kernel_size: Any, stride: Any, padding: Any, dilation: Any
 ) -> tuple[tuple[int, int], ...]:
@@ -948,14 +1038,19 @@ def _pool_call(
 
 
 # spk_stencil_plan's ops
-DEPTHWISE, MAX_POOL, EXPAND_DEPTHWISE = 0, 1, 2
-_STENCIL_NAMES = ("depthwise_conv2d", "max_pool2d", "expand_depthwise_conv2d")
+DEPTHWISE, MAX_POOL, EXPAND_DEPTHWISE, DEPTHWISE_PROJECT = 0, 1, 2, 3
+_STENCIL_NAMES = (
+    "depthwise_conv2d",
+    "max_pool2d",
+    "expand_depthwise_conv2d",
+    "depthwise_project_conv2d",
+)
 
 
 class StencilPlan(NamedTuple):
     """What ``spk_stencil_plan`` reads for one layer and input shape (see ``stencil_plan``)."""
 
-    array: np.ndarray  # int64 (19,), kept alive with the plan
+    array: np.ndarray  # int64 (24,), kept alive with the plan
     addr: int
     run: Any  # the library's spk_stencil_plan
     out_shape: tuple[int, int, int, int]
@@ -971,24 +1066,36 @@ def stencil_plan(
     m: int,
     out_hw: tuple[int, int],
     csr: tuple[int, int, int] | None = None,
+    project: tuple[int, int, int, int] | None = None,
+    *,
+    _flags: tuple[str, ...] | None = None,
 ) -> StencilPlan | None:
     """The packed arguments of one stencil call on x of ``x_shape`` (N, C, H, W), checked
     geometry given (``_dw_geometry``, ``_pool_geometry``): ``DEPTHWISE`` (``m`` the depth
-    multiplier, y (N, C * m, Ho, Wo)), ``MAX_POOL`` (m = 1, y (N, C, Ho, Wo)) or
-    ``EXPAND_DEPTHWISE`` (``m`` = E rows of the 1x1 expansion whose (ptr, idx, val)
-    addresses are ``csr``, from :func:`expand_csr`; y (N, E, Ho, Wo)). None where the C
-    kernels are not available, or for the fused op where W is narrower than a vector (the
-    caller runs the two layers). Valid while the CSR arrays live."""
-    lib = _lib()
-    if lib is None or (op == EXPAND_DEPTHWISE and x_shape[3] < lib.vector_width):
+    multiplier, y (N, C * m, Ho, Wo)), ``MAX_POOL`` (m = 1, y (N, C, Ho, Wo)),
+    ``EXPAND_DEPTHWISE`` (``m`` = E rows of the 1x1 expansion whose (ptr, idx, val) addresses
+    are ``csr``, from :func:`expand_csr`; y (N, E, Ho, Wo)) or ``DEPTHWISE_PROJECT`` (a
+    depthwise conv of multiplier 1 on the m = E channels of x, or of the expansion ``csr`` of
+    x's C channels, into the 1x1 projection ``project`` = (ptr, idx, val, CO) addresses and
+    rows; y (N, CO, Ho, Wo)). None where the C kernels are not available, or where an
+    expansion's planes are narrower than a vector (the caller runs the layers apart). Valid
+    while the CSR arrays live."""
+    lib = _lib(_flags)
+    if lib is None or (csr is not None and x_shape[3] < lib.vector_width):
         return None
     n, c, h, w = x_shape
+    ic = c
+    if op == DEPTHWISE_PROJECT:
+        c = m  # the stencil's channels: E
     arr = np.array(
         [op, n, c, m, h, w, *kernel_size, *stride, *padding, *dilation, *out_hw,
-         *(csr or (0, 0, 0))],
+         *(csr or (0, 0, 0)), ic, *(project or (0, 0, 0, 0))],
         dtype=np.int64,
     )  # fmt: skip
-    oc = c * m if op == DEPTHWISE else (c if op == MAX_POOL else m)
+    if op == DEPTHWISE_PROJECT:
+        oc = project[3] if project else 0
+    else:
+        oc = c * m if op == DEPTHWISE else (c if op == MAX_POOL else m)
     return StencilPlan(arr, _ptr(arr), lib.lib.spk_stencil_plan, (n, oc, *out_hw))
 
 
@@ -1002,13 +1109,15 @@ def stencil_run(
     threads: int,
     expand_bias_addr: int | None = None,
     expand_act_addr: int | None = None,
+    project_bias_addr: int | None = None,
+    project_act_addr: int | None = None,
 ) -> None:
     """Run ``plan`` on raw addresses, for a torch layer that owns the buffers.
 
     Contract: C-contiguous float32 buffers, alive for the call: x of the plan's input shape,
     y of ``plan.out_shape``; for the convs the (C * m or E, 1, kh, kw) weight, bias or None
     and the fused activation's two float32 (see :func:`_act`) or None; for the fused op also
-    the expansion's bias and activation. ``threads`` >= 1. Nothing is checked here (the
+    the expansion's bias and activation, and the projection's. ``threads`` >= 1. Nothing is checked here (the
     checks cost more than a small layer's work). The plan calls the library it was made
     with: a layer that keeps plans keys them on ``_epoch``.
     """
@@ -1016,7 +1125,7 @@ def stencil_run(
         _threads(threads)  # remembers that the OpenMP pool started (see _after_fork_in_child)
     rc = plan.run(
         plan.addr, x_addr, w_addr, bias_addr, act_addr, y_addr, expand_bias_addr,
-        expand_act_addr, threads,
+        expand_act_addr, project_bias_addr, project_act_addr, threads,
     )  # fmt: skip
     if rc != 0:
         raise MemoryError(

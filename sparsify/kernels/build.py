@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SOURCE = Path(__file__).with_name("spk.c")
-ABI = 8  # must equal SPK_ABI in spk.c
+ABI = 9  # must equal SPK_ABI in spk.c
 # flag sets tried in order: the first that compiles wins (clang on macOS lacks -fopenmp;
 # some compilers lack -march=native)
 FLAG_SETS: tuple[tuple[str, ...], ...] = (
@@ -163,7 +163,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.spk_maxpool2d.restype = i32
     lib.spk_maxpool2d.argtypes = [i64] * 4 + [i32] * 8 + [i64, i64, vp, vp, i32]
     lib.spk_stencil_plan.restype = i32
-    lib.spk_stencil_plan.argtypes = [vp] * 8 + [i32]
+    lib.spk_stencil_plan.argtypes = [vp] * 10 + [i32]
     lib.spk_read_bandwidth_probe.restype = ctypes.c_float
     lib.spk_read_bandwidth_probe.argtypes = [vp, i64, i32]
     lib.spk_fma_peak_probe.restype = ctypes.c_float
@@ -227,7 +227,9 @@ def load(flags: tuple[str, ...] | None = None) -> Library | None:
 
 
 def switched_off() -> bool:
-    """True when the environment variable SPARSIFY_KERNELS says off (off/0/false/no)."""
+    """True when the environment variable SPARSIFY_KERNELS says off (off/0/false/no). Read on
+    every functional call; a converted layer reads it once per input shape, when it packs
+    that shape's call (``conv_plan``, ``stencil_plan``)."""
     return os.environ.get(ENV_SWITCH, "").strip().lower() in ("off", "0", "false", "no")
 
 

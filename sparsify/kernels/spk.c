@@ -47,7 +47,7 @@
 #define SPK_ISA "generic-128bit"
 #endif
 
-#define SPK_ABI 8
+#define SPK_ABI 9
 
 typedef float vf __attribute__((vector_size(VW * 4)));
 
@@ -1295,6 +1295,121 @@ int spk_expand_dw(int64_t N, int64_t IC, int64_t E, int64_t H, int64_t W, const 
                      threads, 0, &es);
 }
 
+/* Floats of depthwise output a band of dw_project keeps for all E channels (512 KB: half of
+ * this CPU's L2, so the band stays there while the projection reads it). */
+#define PROJECT_BAND_FLOATS (128 * 1024)
+
+/* y = project(dwconv(h)): a depthwise conv (multiplier 1, the arguments of spk_dwconv2d;
+ * h = x, or with es the 1x1 expansion of x as in spk_expand_dw) whose output goes only into
+ * a 1x1 conv (sparse, CO x E, CSR pptr/pidx/pval, bias pb, fused activation pa), without
+ * writing the depthwise output: image by image, R output rows at a time (R chosen so the
+ * band's E x R x Wo floats stay in L2), each channel's R rows are computed from the padded
+ * input rows they read (refilled per band: (R - 1) * sh + (kh - 1) * dh + 1 rows for R * sh,
+ * the overlap computed twice) into the band buffer D, then
+ *   y[n, c, oy, ox] = pa(pb[c] + sum_k pval[k] * D[pidx[k], oy - oy0, ox])  (k in pptr[c] ..)
+ * for the band's rows, which are contiguous in y (NCHW). An inverted-residual block's
+ * depthwise output is written and read back once per image otherwise (3-15 MB at batch 8 on
+ * mobilenet_v2's 112-28 pixel blocks). Sums: each depthwise output in stencil2d's tap order,
+ * each projection in CSR order. Any Wo; with es, W >= VW (an expanded row is whole vectors,
+ * the last moved back). Parallel over the (n, band) pairs. Returns 0 or -1
+ * (out of memory). */
+static int dw_project(int64_t N, int64_t E, int64_t H, int64_t W, int kh, int kw, int sh, int sw,
+                      int ph, int pw, int dh, int dw, int64_t Ho, int64_t Wo, const float *x,
+                      const float *w, const float *bias, const float *act, const expand_src *es,
+                      int64_t CO, const int64_t *pptr, const int32_t *pidx, const float *pval,
+                      const float *pb, const float *pa, float *y, int threads) {
+    const int nt = nthreads(threads);
+    const span a = act_span(act), pspan = act_span(pa);
+    const int64_t hw = H * W;
+    const int64_t Hp = H + 2 * (int64_t)ph, Wp = W + 2 * (int64_t)pw;
+    const int64_t Wq = (Wp + sw - 1) / sw, Ws = (Wq + VW - 1) / VW * VW + VW;
+    int64_t R = PROJECT_BAND_FLOATS / (E * Wo > 0 ? E * Wo : 1);
+    if (R < 1) R = 1;
+    if (R > Ho) R = Ho;
+    const int64_t nbands = (Ho + R - 1) / R;
+    const int64_t rows = (R - 1) * sh + (int64_t)(kh - 1) * dh + 1; /* padded rows a band reads */
+    const int64_t plane = rows * Ws;
+    const size_t bytes = ((size_t)sw * plane * sizeof(float) + 63) / 64 * 64;
+    const int64_t Ls = (R * Wo + VW - 1) / VW * VW; /* a channel's band in D, whole vectors */
+    const size_t dbytes = ((size_t)E * Ls * sizeof(float) + 63) / 64 * 64;
+    const size_t tbytes = ((size_t)(W + 2 * VW) * sizeof(float) + 63) / 64 * 64;
+    const int ntaps = kh * kw;
+    int64_t *toff = tap_offsets(kh, kw, dh, dw, sw, plane, Ws);
+    if (!toff) return -1;
+    const float *xend = x + N * (es ? es->IC : E) * hw;
+    int err = 0;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *buf = aligned_alloc(64, bytes), *D = aligned_alloc(64, dbytes);
+        float *t = es ? aligned_alloc(64, tbytes) : NULL;
+        const int ok = buf && D && (!es || t);
+        if (!ok) {
+#pragma omp atomic write
+            err = -1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t job = 0; job < N * nbands; job++) {
+            if (!ok) continue;
+            const int64_t n = job / nbands, oy0 = job % nbands * R;
+            const int64_t nr = Ho - oy0 < R ? Ho - oy0 : R; /* output rows in this band */
+            const int64_t r0 = oy0 * sh, nrows = (nr - 1) * sh + (int64_t)(kh - 1) * dh + 1;
+            const int64_t L = nr * Wo;
+            for (int64_t e = 0; e < E; e++) {
+                const float *xp = es ? x + n * es->IC * hw : x + (n * E + e) * hw;
+                expansion ex;
+                if (es)
+                    ex = (expansion){hw,         es->eptr[e], es->eptr[e + 1], es->eidx,
+                                     es->eval,   es->eb ? es->eb[e] : 0.0f,    es->ea};
+                for (int64_t r = 0; r < nrows; r++) {
+                    const int64_t iy = r0 + r - ph;
+                    fill_row(buf, r, plane, Ws, iy < 0 || iy >= H ? NULL : xp + iy * W, W, sw,
+                             pw, xend, 0.0f, es ? &ex : NULL, t);
+                }
+                dw_channel(buf, sh * Ws, toff, ntaps, w, bias, e, a, nr, Wo, D + e * Ls);
+            }
+            /* the projection of the band: L contiguous outputs per channel c */
+            float *yb = y + n * CO * Ho * Wo + oy0 * Wo;
+            for (int64_t c = 0; c < CO; c++) {
+                const float bc = pb ? pb[c] : 0.0f;
+                float *yc = yb + c * Ho * Wo;
+                for (int64_t q0 = 0; q0 < L; q0 += 4 * VW) {
+                    const int nv = L - q0 >= 4 * VW ? 4 : (int)((L - q0 + VW - 1) / VW);
+                    /* the band's last vector moved back to end at L (same sums) */
+                    int64_t q[4];
+                    for (int v = 0; v < 4; v++) {
+                        q[v] = q0 + v * VW;
+                        if (q[v] + VW > L && L >= VW) q[v] = L - VW;
+                    }
+                    vf acc[4] = {(vf){0} + bc, (vf){0} + bc, (vf){0} + bc, (vf){0} + bc};
+                    for (int64_t k = pptr[c]; k < pptr[c + 1]; k++) {
+                        const float *dk = D + pidx[k] * Ls;
+                        const vf pv = (vf){0} + pval[k];
+                        for (int v = 0; v < nv; v++) acc[v] += pv * ldu(dk + q[v]);
+                    }
+                    for (int v = 0; v < nv; v++) {
+                        const vf r = clampv(acc[v], pspan);
+                        if (L >= VW) {
+                            stu(yc + q[v], r);
+                        } else { /* a band narrower than a vector */
+                            float tmp[VW];
+                            stu(tmp, r);
+                            for (int64_t i = 0; i < L; i++) {
+                                yc[i] = tmp[i];
+                                KEEP_LOOP();
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        free(buf);
+        free(D);
+        free(t);
+    }
+    free(toff);
+    return err;
+}
+
 /* y = max_pool2d(x, (kh, kw), stride, padding, dilation), torch's MaxPool2d with
  * ceil_mode=False: x (N, C, H, W) -> y (N, C, Ho, Wo),
  *   y[n, c, oy, ox] = max_{i, j} x[n, c, oy*sh - ph + i*dh, ox*sw - pw + j*dw]
@@ -1424,18 +1539,20 @@ int spk_maxpool2d(int64_t N, int64_t C, int64_t H, int64_t W, int kh, int kw, in
                      y, threads, 1, NULL);
 }
 
-/* spk_dwconv2d (op 0), spk_maxpool2d (op 1) or spk_expand_dw (op 2) with the shape
- * arguments packed once per layer and input shape:
- * p = {op, N, C, M, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, eptr, eidx, eval} (op 2: C
- * is IC, M is E; the CSR addresses as int64), so a call converts 9 ctypes arguments instead of
- * 17-26 (~5 us, a fifth of a small depthwise conv's call). eb, ea: op 2's expansion bias and
- * activation; w, bias, act unused by op 1. Returns what the kernel returns (0 at once for an
+/* spk_dwconv2d (op 0), spk_maxpool2d (op 1), spk_expand_dw (op 2) or dw_project (op 3) with
+ * the shape arguments packed once per layer and input shape:
+ * p = {op, N, C, M, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo, eptr, eidx, eval, IC, pptr,
+ * pidx, pval, CO} (op 2: C is IC, M is E; op 3: C = M = E, eptr 0 for no expansion; the CSR
+ * addresses as int64), so a call converts 11 ctypes arguments instead of 17-30 (~5 us, a
+ * fifth of a small depthwise conv's call). eb, ea: the expansion's bias and activation (ops
+ * 2, 3); pb, pa: the projection's (op 3); w, bias, act unused by op 1. Returns what the kernel returns (0 at once for an
  * empty output), -4 for an unknown op. */
 int spk_stencil_plan(const int64_t *p, const float *x, const float *w, const float *bias,
-                     const float *act, float *y, const float *eb, const float *ea, int threads) {
+                     const float *act, float *y, const float *eb, const float *ea,
+                     const float *pb, const float *pa, int threads) {
     const int kh = (int)p[6], kw = (int)p[7], sh = (int)p[8], sw = (int)p[9];
     const int ph = (int)p[10], pw = (int)p[11], dh = (int)p[12], dw = (int)p[13];
-    if (p[1] == 0 || (p[0] == 2 ? p[3] : p[2]) == 0) return 0; /* an empty output */
+    if (p[1] == 0 || (p[0] == 2 ? p[3] : p[0] == 3 ? p[23] : p[2]) == 0) return 0; /* empty */
     switch (p[0]) {
     case 0:
         return spk_dwconv2d(p[1], p[2], p[3], p[4], p[5], kh, kw, sh, sw, ph, pw, dh, dw, p[14],
@@ -1448,6 +1565,15 @@ int spk_stencil_plan(const int64_t *p, const float *x, const float *w, const flo
                              (const int32_t *)(intptr_t)p[17], (const float *)(intptr_t)p[18],
                              eb, ea, kh, kw, sh, sw, ph, pw, dh, dw, p[14], p[15], w, bias, act,
                              x, y, threads);
+    case 3: {
+        const expand_src es = {p[19], (const int64_t *)(intptr_t)p[16],
+                               (const int32_t *)(intptr_t)p[17], (const float *)(intptr_t)p[18],
+                               eb, act_span(ea)};
+        return dw_project(p[1], p[3], p[4], p[5], kh, kw, sh, sw, ph, pw, dh, dw, p[14], p[15],
+                          x, w, bias, act, p[16] ? &es : NULL, p[23],
+                          (const int64_t *)(intptr_t)p[20], (const int32_t *)(intptr_t)p[21],
+                          (const float *)(intptr_t)p[22], pb, pa, y, threads);
+    }
     }
     return -4;
 }
