@@ -18,8 +18,6 @@ in CSR order instead of its packed order.
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 from torch import nn
 
@@ -31,11 +29,10 @@ from sparsify.accel.layers import (
     SparseConv2d,
     is_depthwise,
     per_shape,
-    reused_empty,
+    run_stencil,
 )
-from sparsify.accel.pairs import registered_once, time_fused, traced_pairs
+from sparsify.accel.pairs import fuse_pair_, registered_once, traced_pairs
 from sparsify.errors import SparsifyError
-from sparsify.timing import verdict
 
 
 def fusable(source: nn.Module, project: nn.Module) -> bool:
@@ -114,25 +111,7 @@ class DepthwiseProject(nn.Module):
         ):
             plan = self._plan(x.shape)
             if plan is not None:
-                x, w, b = x.contiguous(), w.contiguous(), dw.bias
-                b = None if b is None else b.contiguous()
-                eb = None if expand is None else expand._parameters.get("bias")
-                pb = project._parameters.get("bias")
-                y = reused_empty(self, plan.out_shape)
-                spk.stencil_run(
-                    plan,
-                    x.data_ptr(),
-                    w.data_ptr(),
-                    None if b is None else b.data_ptr(),
-                    dw._act_addr(),
-                    y.data_ptr(),
-                    torch.get_num_threads(),
-                    None if eb is None else eb.data_ptr(),
-                    None if expand is None else expand._act_addr(),
-                    None if pb is None else pb.data_ptr(),
-                    project._act_addr(),
-                )
-                return y
+                return run_stencil(self, plan, x, dw, expand, project)
         return project(source(x))
 
 
@@ -200,15 +179,10 @@ def fuse_depthwise_project_(
         shape = shapes.get(src_name)
         if shape is None or len(shape) != 4:
             continue
-        new = DepthwiseProject(source, project)
-        line, take = verdict(
-            f"{d} + {c}", timed, partial(time_fused, source, project, new, shape, reps, margin),
-            "kept apart", "fused",
+        line, entry = fuse_pair_(
+            model, (src_name, c), f"{d} + {c}", source, project,
+            DepthwiseProject(source, project), shape, timed=timed, reps=reps, margin=margin,
         )  # fmt: skip
         lines.append(line)
-        if not take:
-            continue
-        model.set_submodule(src_name, new)
-        model.set_submodule(c, nn.Identity())
-        done.append((src_name, c, source, project))
+        done += [entry] if entry else []
     return lines, done

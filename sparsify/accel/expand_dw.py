@@ -15,8 +15,6 @@ CSR order instead of its packed order.
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 from torch import nn
 
@@ -27,11 +25,10 @@ from sparsify.accel.layers import (
     SparseConv2d,
     is_depthwise,
     per_shape,
-    reused_empty,
+    run_stencil,
 )
-from sparsify.accel.pairs import registered_once, time_fused, traced_pairs
+from sparsify.accel.pairs import fuse_pair_, registered_once, traced_pairs
 from sparsify.errors import SparsifyError
-from sparsify.timing import verdict
 
 
 def _pointwise(m: nn.Module) -> bool:
@@ -112,22 +109,7 @@ class ExpandDepthwise(nn.Module):
         ):
             plan = self._plan(x.shape)
             if plan is not None:
-                x, w, b = x.contiguous(), w.contiguous(), dw.bias
-                b = None if b is None else b.contiguous()
-                eb = expand._parameters.get("bias")
-                y = reused_empty(self, plan.out_shape)
-                spk.stencil_run(
-                    plan,
-                    x.data_ptr(),
-                    w.data_ptr(),
-                    None if b is None else b.data_ptr(),
-                    dw._act_addr(),
-                    y.data_ptr(),
-                    torch.get_num_threads(),
-                    None if eb is None else eb.data_ptr(),
-                    expand._act_addr(),
-                )
-                return y
+                return run_stencil(self, plan, x, dw, expand)
         return dw(expand(x))
 
 
@@ -190,17 +172,12 @@ def fuse_expand_depthwise_(
             continue
         if not timed and (dw.stride != (1, 1) or shape[3] < 2 * spk_width()):
             continue  # untimed: only where it was faster in every measurement
-        new = ExpandDepthwise(expand, dw)
-        line, take = verdict(
-            f"{a} + {b}", timed, partial(time_fused, expand, dw, new, shape, reps, margin),
-            "kept apart", "fused",
+        line, entry = fuse_pair_(
+            model, (a, b), f"{a} + {b}", expand, dw, ExpandDepthwise(expand, dw), shape,
+            timed=timed, reps=reps, margin=margin,
         )  # fmt: skip
         lines.append(line)
-        if not take:
-            continue
-        model.set_submodule(a, new)
-        model.set_submodule(b, nn.Identity())
-        done.append((a, b, expand, dw))
+        done += [entry] if entry else []
     return lines, done
 
 

@@ -709,21 +709,39 @@ class DepthwiseConv2d(_Activated, nn.Conv2d):
         ):
             plan = self._plan(tuple(x.shape), tuple(w.shape))
             if plan is not None:
-                x, w = x.contiguous(), w.contiguous()
-                b = None if b is None else b.contiguous()
-                y = reused_empty(self, plan.out_shape)
-                spk.stencil_run(
-                    plan,
-                    x.data_ptr(),
-                    w.data_ptr(),
-                    None if b is None else b.data_ptr(),
-                    self._act_addr(),
-                    y.data_ptr(),
-                    torch.get_num_threads(),
-                )
-                return y
+                return run_stencil(self, plan, x, self)
         y = F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
         return self._activate(y)
+
+
+def _addr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+def run_stencil(
+    module: nn.Module,
+    plan: spk.StencilPlan,
+    x: torch.Tensor,
+    dw: DepthwiseConv2d,
+    expand: nn.Module | None = None,
+    project: nn.Module | None = None,
+) -> torch.Tensor:
+    """``module``'s output: ``plan`` run on x with ``dw``'s weight, bias and fused clamp (and
+    the 1x1 ``expand`` before it and ``project`` after it: their bias and clamp; their
+    weights are in the plan) into a new (or :func:`reused_empty`) tensor of the plan's shape.
+    The caller checked x (float32, CPU, 4-D, no gradient needed, the plan's shape)."""
+    x, w, b = x.contiguous(), dw.weight.contiguous(), dw.bias
+    b = None if b is None else b.contiguous()
+    y = reused_empty(module, plan.out_shape)
+    spk.stencil_run(
+        plan, x.data_ptr(), w.data_ptr(), _addr(b), dw._act_addr(), y.data_ptr(),
+        torch.get_num_threads(),
+        None if expand is None else _addr(expand._parameters.get("bias")),
+        None if expand is None else expand._act_addr(),
+        None if project is None else _addr(project._parameters.get("bias")),
+        None if project is None else project._act_addr(),
+    )  # fmt: skip
+    return y
 
 
 def make_sparse(module: nn.Module, kernel: str, rhs_cols: int | None = None) -> nn.Module:

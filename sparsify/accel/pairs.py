@@ -20,11 +20,12 @@ import copy
 import warnings
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import fx, nn
 
-from sparsify.timing import fmt_seconds, race
+from sparsify.timing import fmt_seconds, race, verdict
 
 Pairable = Callable[[nn.Module, nn.Module], bool]
 
@@ -137,6 +138,32 @@ def time_fused(
         f"apart, {r.median:.2f}x (lower quartile {r.q25:.2f}x)"
     )
     return said, faster
+
+
+def fuse_pair_(
+    model: nn.Module,
+    names: tuple[str, str],
+    label: str,
+    first: nn.Module,
+    second: nn.Module,
+    fused: nn.Module,
+    shape: tuple[int, ...],
+    *,
+    timed: bool,
+    reps: int,
+    margin: float,
+) -> tuple[str, tuple[str, str, nn.Module, nn.Module] | None]:
+    """Put ``fused`` (standing in for ``second(first(x))``) at ``names[0]`` and ``nn.Identity``
+    at ``names[1]`` where it wins (``timed``: :func:`time_fused` on ``shape``; else always).
+    Returns the report line (``timing.verdict``, labelled ``label``) and the entry
+    :func:`unfuse_` takes to undo it, or None where it was kept apart."""
+    measure = partial(time_fused, first, second, fused, shape, reps, margin)
+    line, take = verdict(label, timed, measure, "kept apart", "fused")
+    if not take:
+        return line, None
+    model.set_submodule(names[0], fused)
+    model.set_submodule(names[1], nn.Identity())
+    return line, (names[0], names[1], first, second)
 
 
 def unfuse_(model: nn.Module, done: list[tuple[str, str, nn.Module, nn.Module]]) -> None:
