@@ -53,8 +53,6 @@ def wrap(name):
     return rec
 
 
-
-
 keep: list = []
 
 
@@ -66,8 +64,16 @@ def replan():
         keep.append(m.__dict__.pop("_per_shape", None))
 
 
-for name in ("spk_conv2d_plan", "spk_stencil_plan", "spk_dwconv2d", "spk_expand_dw",
-             "spk_maxpool2d", "spk_spmm", "spk_spmm_t", "spk_conv2d"):
+for name in (
+    "spk_conv2d_plan",
+    "spk_stencil_plan",
+    "spk_dwconv2d",
+    "spk_expand_dw",
+    "spk_maxpool2d",
+    "spk_spmm",
+    "spk_spmm_t",
+    "spk_conv2d",
+):
     if hasattr(lib, name):
         setattr(lib, name, wrap(name))
 replan()
@@ -105,9 +111,11 @@ with torch.inference_mode():
         ts["forward"].append(t1 - t0)
         ts["C calls replayed"].append(t2 - t1)
 fwd, cc = (float(np.median(v)) for v in ts.values())
-print(f"forward {fwd * 1e3:.3f} ms, C calls replayed {cc * 1e3:.3f} ms, "
-      f"around them {(fwd - cc) * 1e3:.3f} ms ({(fwd - cc) / fwd:.0%}) over {len(calls)} calls "
-      f"({(fwd - cc) / len(calls) * 1e6:.1f} us a call); medians of {args.rounds} interleaved rounds")
+print(
+    f"forward {fwd * 1e3:.3f} ms, C calls replayed {cc * 1e3:.3f} ms, "
+    f"around them {(fwd - cc) * 1e3:.3f} ms ({(fwd - cc) / fwd:.0%}) over {len(calls)} calls "
+    f"({(fwd - cc) / len(calls) * 1e6:.1f} us a call); medians of {args.rounds} interleaved rounds"
+)
 
 # Per leaf module (a converted layer counts as one, with what it holds): its call's time (pre-hook to hook) and the time inside its C calls (timed
 # around the real function), medians over rounds; the hooks' own cost lands in "between".
@@ -152,8 +160,11 @@ def post(name):
 for name, fn in real.items():
     setattr(lib, name, timed(fn))
 replan()
-hooks = [h for n, m in leaf for h in (m.register_forward_pre_hook(pre(n)),
-                                      m.register_forward_hook(post(n)))]
+hooks = [
+    h
+    for n, m in leaf
+    for h in (m.register_forward_pre_hook(pre(n)), m.register_forward_hook(post(n)))
+]
 tot = []
 with torch.inference_mode():
     for _ in range(args.rounds):
@@ -173,11 +184,17 @@ for n, m in leaf:
     k[0] += 1
     k[1] += float(np.median(t_in[n]))
     k[2] += float(np.median(t_c[n]))
-print(f"\nwith hooks: forward {np.median(tot) * 1e3:.3f} ms; per leaf type: count, time in its "
-      "calls, of which inside C, outside C per call")
+print(
+    f"\nwith hooks: forward {np.median(tot) * 1e3:.3f} ms; per leaf type: count, time in its "
+    "calls, of which inside C, outside C per call"
+)
 s_in = 0.0
 for k, (cnt, a, c) in sorted(by_type.items(), key=lambda kv: -kv[1][1]):
     s_in += a
-    print(f"  {k:40s} {cnt:3d}  {a * 1e3:7.3f} ms  C {c * 1e3:7.3f} ms  "
-          f"outside C {(a - c) / cnt * 1e6:6.1f} us a call")
-print(f"  between leaves (containers, residual adds, hooks): {(np.median(tot) - s_in) * 1e3:.3f} ms")
+    print(
+        f"  {k:40s} {cnt:3d}  {a * 1e3:7.3f} ms  C {c * 1e3:7.3f} ms  "
+        f"outside C {(a - c) / cnt * 1e6:6.1f} us a call"
+    )
+print(
+    f"  between leaves (containers, residual adds, hooks): {(np.median(tot) - s_in) * 1e3:.3f} ms"
+)
