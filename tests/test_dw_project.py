@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_expand_dw import _sparse  # 90% zeros on the groups=1 convs, batch-norm statistics
 from torch import nn
 
 from sparsify import kernels as K
@@ -148,18 +149,6 @@ class _Block(nn.Module):
         h = self.stem(x)
         y = self.project(self.act(self.bn(self.dw(self.expand(h)))))
         return (y + h if self.stride == 1 else y).mean((2, 3))
-
-
-def _sparse(model: nn.Module) -> nn.Module:
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.Conv2d) and m.groups == 1:
-                m.weight[torch.rand(m.weight.shape, generator=g) < 0.9] = 0.0
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.normal_(0.0, 0.1, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
-    return model.eval()
 
 
 @needs_kernels
