@@ -26,13 +26,16 @@ CASES = [
     # (N, IC or None for no expansion, E, CO, H, W, k, stride, pad, dilation)
     (1, None, 8, 6, 9, 20, 3, 1, 1, 1),
     (2, 4, 16, 5, 17, VW + 3, 3, 2, 1, 1),
-    (1, None, 24, 7, 7, 7, 3, 1, 1, 1),  # a band narrower than... a plane of 7x7
+    (1, None, 24, 7, 7, 7, 3, 1, 1, 1),  # 7x7 planes (planes in the lanes from 16 channels)
     (3, 5, 12, 4, 30, 2 * VW + 1, 3, 2, 1, 1),  # odd width, stride 2 split in registers
     (1, 6, 40, 9, 56, 56, 3, 1, 1, 1),  # mobilenet-like
     (2, None, 300, 9, 14, 14, 5, 1, 2, 1),  # several bands per image
     (1, 4, 8, 3, 11, VW, 3, 1, 2, 2),  # dilation, padding 2
     (1, None, 5, 3, 2, 3, 3, 1, 1, 1),  # the whole output under one vector
     (2, None, 6, 1, 5, 40, 3, 2, 0, 1),  # one output channel, no padding
+    # many small planes: the depthwise conv with the planes in the vector lanes
+    (2, None, 2 * VW + 3, 6, 3, 3, 3, 1, 1, 1),  # an image's band under one vector
+    (1, None, VW + 1, 5, 8, 8, 3, 2, 1, 1),
 ]
 
 

@@ -806,7 +806,8 @@ for ic, e, h, w, n, s, p in ((3, 5, 4, vw, 1, 1, 1), (2, 6, 5, vw + 3, 2, 2, 1),
     assert np.allclose(y, ref, atol=1e-4), (ic, e, h, w, n, s, p)
 for ic, e, co, h, w, n, s, p in ((0, 5, 3, 4, 7, 1, 1, 1), (0, 6, 4, 9, 2 * vw + 1, 2, 2, 1),
                                  (3, 4, 2, 5, vw, 1, 1, 0), (2, 7, 5, 6, 2 * vw + 3, 2, 2, 1),
-                                 (0, 3, 1, 2, 3, 1, 1, 1)):
+                                 (0, 3, 1, 2, 3, 1, 1, 1), (0, 2 * vw + 3, 4, 3, 3, 2, 1, 1),
+                                 (0, vw + 1, 3, 7, 7, 1, 2, 1)):
     # depthwise into 1x1, fused (after a 1x1 expansion where ic): bands, last vector moved back
     x = rng.standard_normal((n, ic or e, h, w)).astype(np.float32)
     ew = np.where(rng.random((e, ic)) < 0.5, 1.0, 0.0).astype(np.float32) if ic else None

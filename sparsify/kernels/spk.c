@@ -1330,8 +1330,14 @@ static int dw_project(int64_t N, int64_t E, int64_t H, int64_t W, int kh, int kw
     const int64_t rows = (R - 1) * sh + (int64_t)(kh - 1) * dh + 1; /* padded rows a band reads */
     const int64_t plane = rows * Ws;
     const size_t bytes = ((size_t)sw * plane * sizeof(float) + 63) / 64 * 64;
-    const int64_t Ls = (R * Wo + VW - 1) / VW * VW; /* a channel's band in D, whole vectors */
-    const size_t dbytes = ((size_t)E * Ls * sizeof(float) + 63) / 64 * 64;
+    /* many small planes, one band: the depthwise conv of an image's E planes runs VW planes
+     * at a time in the vector lanes (stencil2d_lanes, as spk_dwconv2d there: one plane per
+     * vector leaves most lanes empty on 7x7 planes), into D planes packed back to back */
+    const int lanes = !es && nbands == 1 && lanes_pay_stencil(E, H, W, ph, pw, Wo);
+    /* a channel's band in D: whole vectors, or packed for the lanes stencil */
+    const int64_t Ls = lanes ? Ho * Wo : (R * Wo + VW - 1) / VW * VW;
+    /* + VW: a band under one vector is still read as one (its other lanes thrown away) */
+    const size_t dbytes = ((size_t)(E * Ls + VW) * sizeof(float) + 63) / 64 * 64;
     const size_t tbytes = ((size_t)(W + 2 * VW) * sizeof(float) + 63) / 64 * 64;
     const int ntaps = kh * kw;
     int64_t *toff = tap_offsets(kh, kw, dh, dw, sw, plane, Ws);
@@ -1354,7 +1360,16 @@ static int dw_project(int64_t N, int64_t E, int64_t H, int64_t W, int kh, int kw
             const int64_t nr = Ho - oy0 < R ? Ho - oy0 : R; /* output rows in this band */
             const int64_t r0 = oy0 * sh, nrows = (nr - 1) * sh + (int64_t)(kh - 1) * dh + 1;
             const int64_t L = nr * Wo;
-            for (int64_t e = 0; e < E; e++) {
+            if (lanes) {
+                const int rc = stencil2d_lanes(E, E, H, W, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo,
+                                               x + n * E * hw, w, bias, act, D, 1, 0);
+                if (rc) {
+#pragma omp atomic write
+                    err = rc;
+                    continue;
+                }
+            }
+            for (int64_t e = 0; e < (lanes ? 0 : E); e++) {
                 const float *xp = es ? x + n * es->IC * hw : x + (n * E + e) * hw;
                 expansion ex;
                 if (es)
