@@ -83,6 +83,8 @@ def test_fused_kernel_matches_the_layers(case):
     np.testing.assert_allclose(y1, ref, rtol=0, atol=2e-5 * scale)
     y2 = _run(x, dw, db, ew, eb, pw, pb, s, p, d, clamps, 2)
     np.testing.assert_array_equal(y2, y1)  # no result depends on the thread count
+    y0 = _run(x, dw, db, ew, eb, pw, pb, s, p, d, clamps, None)  # the default: all cores
+    np.testing.assert_array_equal(y0, y1)
 
 
 @pytest.mark.parametrize("ic", [3, None])

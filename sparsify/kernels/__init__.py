@@ -214,8 +214,13 @@ def _threads(threads: int | None) -> int:
 
 
 def _f32(name: str, a: Any) -> np.ndarray:
-    arr = np.ascontiguousarray(a, dtype=np.float32)
-    return arr
+    """``a`` as a C-contiguous float32 array; one line naming ``name`` where it is not numeric."""
+    try:
+        return np.ascontiguousarray(a, dtype=np.float32)
+    except (TypeError, ValueError) as err:
+        raise SparsifyError(
+            f"'{name}' must be an array of numbers; got {type(a).__name__} ({err})."
+        ) from None
 
 
 def _check_out(out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
@@ -235,12 +240,12 @@ def _check_out(out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
     return out
 
 
-def _bias(bias: Any, n: int) -> np.ndarray | None:
+def _bias(bias: Any, n: int, name: str = "bias") -> np.ndarray | None:
     if bias is None:
         return None
-    b = _f32("bias", bias)
+    b = _f32(name, bias)
     if b.shape != (n,):
-        raise SparsifyError(f"'bias' must have shape ({n},); got {b.shape}.")
+        raise SparsifyError(f"'{name}' must have shape ({n},); got {b.shape}.")
     return b
 
 
@@ -716,27 +721,26 @@ def _dw_geometry(
     stride: Any,
     padding: Any,
     dilation: Any,
+    fn: str = "depthwise_conv2d",
 ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], int, int, int]:
-    """Checked (stride, padding, dilation, multiplier M, Ho, Wo) of a depthwise conv."""
-    fn = "depthwise_conv2d"
+    """Checked (stride, padding, dilation, multiplier M, Ho, Wo) of a depthwise conv; errors
+    name ``fn``."""
     s, p, d = (
         _pair("stride", stride, 1, fn),
         _pair("padding", padding, 0, fn),
         _pair("dilation", dilation, 1, fn),
     )
     if len(w_shape) != 4 or w_shape[1] != 1:
-        raise SparsifyError(
-            f"depthwise_conv2d: the weight must be (C * M, 1, kh, kw); got {tuple(w_shape)}."
-        )
+        raise SparsifyError(f"{fn}: the weight must be (C * M, 1, kh, kw); got {tuple(w_shape)}.")
     if len(x_shape) != 4 or x_shape[1] < 1 or w_shape[0] % x_shape[1]:
         raise SparsifyError(
-            f"depthwise_conv2d: x must be (N, C, H, W) with the weight's {w_shape[0]} filters a "
+            f"{fn}: x must be (N, C, H, W) with the weight's {w_shape[0]} filters a "
             f"multiple of C; got x {tuple(x_shape)}."
         )
     ho, wo = conv_output_size(x_shape[2:], w_shape[2:], s, p, d)
     if ho < 1 or wo < 1:
         raise SparsifyError(
-            f"depthwise_conv2d: input {x_shape[2]}x{x_shape[3]} is smaller than the (dilated) "
+            f"{fn}: input {x_shape[2]}x{x_shape[3]} is smaller than the (dilated) "
             f"kernel {w_shape[2]}x{w_shape[3]} after padding {p}."
         )
     return s, p, d, w_shape[0] // x_shape[1], ho, wo
@@ -851,7 +855,7 @@ def expand_depthwise_conv2d(
     n, ic, h, w = xa.shape
     geometry = _dw_geometry((n, e, h, w), wa.shape, stride, padding, dilation)
     y = _check_out(out, (n, e, geometry[4], geometry[5]))
-    eb, b = _bias(expand_bias, e), _bias(bias, e)
+    eb, b = _bias(expand_bias, e, "expand_bias"), _bias(bias, e)
     ea, act = _act(expand_clamp, "expand_depthwise_conv2d"), _act(clamp, "expand_depthwise_conv2d")
     nt = _threads(threads)
     lib = _lib(_flags)
@@ -927,10 +931,12 @@ def depthwise_project_conv2d(
         )
     n, _, h, w = xa.shape
     co = pwt.shape[0]
-    s, p, d, _, ho, wo = _dw_geometry((n, e, h, w), wa.shape, stride, padding, dilation)
+    s, p, d, _, ho, wo = _dw_geometry(
+        (n, e, h, w), wa.shape, stride, padding, dilation, "depthwise_project_conv2d"
+    )
     y = _check_out(out, (n, co, ho, wo))
-    b, pb = _bias(bias, e), _bias(project_bias, co)
-    eb = None if ew is None else _bias(expand_bias, e)
+    b, pb = _bias(bias, e), _bias(project_bias, co, "project_bias")
+    eb = None if ew is None else _bias(expand_bias, e, "expand_bias")
     act, pact = (
         _act(clamp, "depthwise_project_conv2d"),
         _act(project_clamp, "depthwise_project_conv2d"),
@@ -1117,12 +1123,13 @@ def stencil_run(
     Contract: C-contiguous float32 buffers, alive for the call: x of the plan's input shape,
     y of ``plan.out_shape``; for the convs the (C * m or E, 1, kh, kw) weight, bias or None
     and the fused activation's two float32 (see :func:`_act`) or None; for the fused op also
-    the expansion's bias and activation, and the projection's. ``threads`` >= 1. Nothing is checked here (the
-    checks cost more than a small layer's work). The plan calls the library it was made
-    with: a layer that keeps plans keys them on ``_epoch``.
+    the expansion's bias and activation, and the projection's. Nothing is checked here (the
+    checks cost more than a small layer's work); ``threads`` 0 means all cores. The plan calls
+    the library it was made with: a layer that keeps plans keys them on ``_epoch``.
     """
+    global _pool_started
     if threads != 1:
-        _threads(threads)  # remembers that the OpenMP pool started (see _after_fork_in_child)
+        _pool_started = True  # see _after_fork_in_child
     rc = plan.run(
         plan.addr, x_addr, w_addr, bias_addr, act_addr, y_addr, expand_bias_addr,
         expand_act_addr, project_bias_addr, project_act_addr, threads,
