@@ -9,32 +9,19 @@ layer's input during one forward, then for every block builds a DepthwiseProject
 converted depthwise source and projection and times the two ways on that input, interleaved
 (timing.time_interleaved), one thread: medians of 21 rounds and the median of the per-round ratios."""
 
-import argparse
-import platform
-
 import numpy as np
 import torch
-import torchvision
+from common import mobilenet, setup  # this folder's shared setup
 
-from sparsify import kernels as K
 from sparsify.accel.convert import sparsify_inference_
 from sparsify.accel.dw_project import DepthwiseProject, fusable
 from sparsify.accel.expand_dw import ExpandDepthwise
 from sparsify.accel.layers import DepthwiseConv2d, SparseConv2d
-from sparsify.bench.sources import impose_density_
 from sparsify.timing import time_interleaved
 
-ap = argparse.ArgumentParser()
-ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
-ap.add_argument("--rounds", type=int, default=21)
-args = ap.parse_args()
-torch.set_num_threads(1)
-print(f"torch {torch.__version__}, kernels {K.info()['isa']}, {platform.processor() or 'cpu'}")
+args = setup()
 for batch in args.batch:
-    torch.manual_seed(0)
-    model = torchvision.models.mobilenet_v2().eval()
-    impose_density_(model, 0.1)
-    x = torch.randn(batch, 3, 224, 224)
+    model, x = mobilenet(batch)
     sparsify_inference_(model, x, threads=1, mode="fixed", kernels=("spk", "spk_depthwise"))
     inputs: dict[str, torch.Tensor] = {}
 

@@ -7,31 +7,19 @@ input), then times it against a copy with every fused depthwise + 1x1 pair split
 its two converted layers (same layers and kernels; only that fusion differs), interleaved
 (timing.time_interleaved), one thread; medians and the median of the per-round ratios."""
 
-import argparse
 import copy
-import platform
 
 import numpy as np
 import torch
-import torchvision
+from common import mobilenet, setup  # this folder's shared setup
 
-from sparsify import kernels as K
 from sparsify.accel.convert import sparsify_inference_
 from sparsify.accel.dw_project import DepthwiseProject
-from sparsify.bench.sources import impose_density_
 from sparsify.timing import time_interleaved
 
-ap = argparse.ArgumentParser()
-ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
-ap.add_argument("--rounds", type=int, default=21)
-args = ap.parse_args()
-torch.set_num_threads(1)
-print(f"torch {torch.__version__}, kernels {K.info()['isa']}, {platform.processor() or 'cpu'}")
+args = setup()
 for batch in args.batch:
-    torch.manual_seed(0)
-    fused = torchvision.models.mobilenet_v2().eval()
-    impose_density_(fused, 0.1)
-    x = torch.randn(batch, 3, 224, 224)
+    fused, x = mobilenet(batch)
     rep = sparsify_inference_(fused, x, threads=1)
     apart = copy.deepcopy(fused)
     # names: a pair "d + c" (depthwise, 1x1) sits at d, or at the expansion a of "a + d"
