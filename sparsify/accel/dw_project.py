@@ -22,16 +22,15 @@ import torch
 from torch import nn
 
 from sparsify import kernels as spk
-from sparsify.accel.expand_dw import ExpandDepthwise, _pointwise
-from sparsify.accel.fuse import activation_clamp
+from sparsify.accel.expand_dw import ExpandDepthwise, _depthwise_m1, _pointwise
+from sparsify.accel.fuse import clamp_chains
 from sparsify.accel.layers import (
     DepthwiseConv2d,
     SparseConv2d,
-    is_depthwise,
     per_shape,
     run_stencil,
 )
-from sparsify.accel.pairs import fuse_pair_, registered_once, traced_pairs
+from sparsify.accel.pairs import fuse_pair_, registered_once
 from sparsify.errors import SparsifyError
 
 
@@ -80,19 +79,10 @@ class DepthwiseProject(nn.Module):
         source, dw = self._modules["source"], self._depthwise()
 
         def make() -> spk.StencilPlan | None:
-            e, w_shape = dw.out_channels, tuple(dw.weight.shape)
-            s, p, d, _, ho, wo = spk._dw_geometry(
-                (x_shape[0], e, x_shape[2], x_shape[3]), w_shape, dw.stride, dw.padding,
-                dw.dilation,
-            )  # fmt: skip
-            csr = (
-                tuple(spk._ptr(a) for a in source._csr) if type(source) is ExpandDepthwise else None
-            )
+            expanded = type(source) is ExpandDepthwise
+            csr = tuple(spk._ptr(a) for a in source._csr) if expanded else None
             project = (*(spk._ptr(a) for a in self._csr), self._modules["project"].out_features)
-            return spk.stencil_plan(
-                spk.DEPTHWISE_PROJECT, tuple(x_shape), w_shape[2:], s, p, d, e, (ho, wo), csr,
-                project,
-            )  # fmt: skip
+            return dw.plan_on(spk.DEPTHWISE_PROJECT, x_shape, csr, project)
 
         return per_shape(self, (x_shape, spk._epoch), make)
 
@@ -120,31 +110,9 @@ def dw_project_chains(model: nn.Module) -> list[tuple[str, str | None, str]]:
     where a depthwise conv of multiplier 1's output goes, through ``nn.Identity`` and one
     clamp activation at most (``clamp``: its name, or None), only into a 1x1 conv
     (:mod:`sparsify.accel.pairs`, traced)."""
-    if not any(is_depthwise(m) and m.in_channels == m.out_channels for m in model.modules()):
+    if not any(_depthwise_m1(m) for m in model.modules()):
         return []
-
-    def dw_m1(m: nn.Module) -> bool:
-        return is_depthwise(m) and m.in_channels == m.out_channels
-
-    def pointwise(m: nn.Module) -> bool:
-        return isinstance(m, nn.Conv2d) and _pointwise(m)
-
-    def pairable(a: nn.Module, b: nn.Module) -> bool:
-        return (dw_m1(a) and (pointwise(b) or activation_clamp(b) is not None)) or (
-            activation_clamp(a) is not None and pointwise(b)
-        )
-
-    pairs = traced_pairs(model, pairable, through=True)
-    after = dict(pairs)
-    chains: list[tuple[str, str | None, str]] = []
-    for a, b in pairs:
-        if not dw_m1(model.get_submodule(a)):
-            continue
-        if pointwise(model.get_submodule(b)):
-            chains.append((a, None, b))
-        elif b in after:  # the clamp between them, read only by the 1x1 conv
-            chains.append((a, b, after[b]))
-    return chains
+    return clamp_chains(model, _depthwise_m1, lambda m: isinstance(m, nn.Conv2d) and _pointwise(m))
 
 
 def fuse_depthwise_project_(

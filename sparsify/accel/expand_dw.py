@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from sparsify import kernels as spk
-from sparsify.accel.fuse import activation_clamp
+from sparsify.accel.fuse import clamp_chains
 from sparsify.accel.layers import (
     DepthwiseConv2d,
     SparseConv2d,
@@ -27,7 +27,7 @@ from sparsify.accel.layers import (
     per_shape,
     run_stencil,
 )
-from sparsify.accel.pairs import fuse_pair_, registered_once, traced_pairs
+from sparsify.accel.pairs import fuse_pair_, registered_once
 from sparsify.errors import SparsifyError
 
 
@@ -84,15 +84,8 @@ class ExpandDepthwise(nn.Module):
         dw = self._modules["depthwise"]
 
         def make() -> spk.StencilPlan | None:
-            e, w_shape = dw.out_channels, tuple(dw.weight.shape)
-            s, p, d, _, ho, wo = spk._dw_geometry(
-                (x_shape[0], e, x_shape[2], x_shape[3]), w_shape, dw.stride, dw.padding,
-                dw.dilation,
-            )  # fmt: skip
             csr = tuple(spk._ptr(a) for a in self._csr)
-            return spk.stencil_plan(
-                spk.EXPAND_DEPTHWISE, tuple(x_shape), w_shape[2:], s, p, d, e, (ho, wo), csr
-            )
+            return dw.plan_on(spk.EXPAND_DEPTHWISE, x_shape, csr)
 
         return per_shape(self, (x_shape, spk._epoch), make)
 
@@ -120,24 +113,7 @@ def expand_dw_chains(model: nn.Module) -> list[tuple[str, str | None, str]]:
     (:mod:`sparsify.accel.pairs`, traced)."""
     if not any(_depthwise_m1(m) for m in model.modules()):
         return []
-
-    def pairable(a: nn.Module, b: nn.Module) -> bool:
-        conv = isinstance(a, nn.Conv2d) and _pointwise(a)
-        return (conv and (_depthwise_m1(b) or activation_clamp(b) is not None)) or (
-            activation_clamp(a) is not None and _depthwise_m1(b)
-        )
-
-    pairs = traced_pairs(model, pairable, through=True)
-    after = dict(pairs)
-    chains: list[tuple[str, str | None, str]] = []
-    for a, b in pairs:
-        if not isinstance(model.get_submodule(a), nn.Conv2d):
-            continue
-        if _depthwise_m1(model.get_submodule(b)):
-            chains.append((a, None, b))
-        elif b in after:  # the clamp between them, read only by the depthwise conv
-            chains.append((a, b, after[b]))
-    return chains
+    return clamp_chains(model, lambda m: isinstance(m, nn.Conv2d) and _pointwise(m), _depthwise_m1)
 
 
 def fuse_expand_depthwise_(

@@ -19,6 +19,7 @@ fusing its ReLU6 modules saved 2.1 of 11.6 ms (results/probes/2026-12-04/mobilen
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from torch import nn
 
@@ -103,3 +104,29 @@ def unfuse_(model: nn.Module, fused: list[tuple[str, str, nn.Module]]) -> None:
     for a, b, act in fused:
         model.get_submodule(a).fuse_clamp_(None)
         model.set_submodule(b, act)
+
+
+def clamp_chains(
+    model: nn.Module, first: Callable[[nn.Module], bool], second: Callable[[nn.Module], bool]
+) -> list[tuple[str, str | None, str]]:
+    """``(a, clamp, b)`` names of the unconverted (batch-norm folded) ``model`` where the
+    output of a module ``first`` accepts goes, through ``nn.Identity`` and one clamp
+    activation at most (``clamp``: its name, or None), only into a module ``second`` accepts
+    (:mod:`sparsify.accel.pairs`, traced): the layer pairs one fused kernel may replace."""
+
+    def pairable(a: nn.Module, b: nn.Module) -> bool:
+        return (first(a) and (second(b) or activation_clamp(b) is not None)) or (
+            activation_clamp(a) is not None and second(b)
+        )
+
+    pairs = traced_pairs(model, pairable, through=True)
+    after = dict(pairs)
+    chains: list[tuple[str, str | None, str]] = []
+    for a, b in pairs:
+        if not first(model.get_submodule(a)):
+            continue
+        if second(model.get_submodule(b)):
+            chains.append((a, None, b))
+        elif b in after:  # the clamp between them, read only by b
+            chains.append((a, b, after[b]))
+    return chains

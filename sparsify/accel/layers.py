@@ -543,12 +543,7 @@ class SparseConv2d(_SparseBase):
         if self.weight_compact is not None:
             return self._activate(self._compact_conv(x))
         if self.weight_spk is not None:
-            if (
-                x.dtype == torch.float32
-                and x.dim() == 4
-                and x.device.type == "cpu"
-                and not (x.requires_grad and torch.is_grad_enabled())
-            ):
+            if self._spk_ok(x) and x.dim() == 4:
                 # raw addresses and a geometry checked once per shape: the checked
                 # kernels.sparse_conv2d costs ~15 us a call, a small conv's whole work
                 x = x.contiguous()
@@ -683,17 +678,30 @@ class DepthwiseConv2d(_Activated, nn.Conv2d):
     def extra_repr(self) -> str:
         return super().extra_repr() + (f", clamp={self.clamp}" if self.clamp else "")
 
+    def plan_on(
+        self,
+        op: int,
+        x_shape: tuple[int, ...],
+        csr: tuple[int, int, int] | None = None,
+        project: tuple[int, int, int, int] | None = None,
+    ) -> spk.StencilPlan | None:
+        """``kernels.stencil_plan`` of ``op`` with this conv's geometry, for x of ``x_shape``:
+        its own input (``DEPTHWISE``), or the input of the 1x1 expansion ``csr`` in front of it
+        (the fused ops: the conv then reads (N, its channels, H, W)); ``project``: the 1x1
+        after it. Checked; None where the C kernels cannot run it."""
+        w_shape = tuple(self.weight.shape)
+        s, p, d, m, ho, wo = spk._dw_geometry(
+            (x_shape[0], self.in_channels, x_shape[2], x_shape[3]), w_shape, self.stride,
+            self.padding, self.dilation,
+        )  # fmt: skip
+        m = m if op == spk.DEPTHWISE else self.out_channels
+        return spk.stencil_plan(op, tuple(x_shape), w_shape[2:], s, p, d, m, (ho, wo), csr, project)
+
     def _plan(self, x_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> spk.StencilPlan | None:
-        """The checked, packed kernel call for these shapes (:func:`per_shape`), None where
-        the C kernels are not available."""
-
-        def make() -> spk.StencilPlan | None:
-            s, p, d, m, ho, wo = spk._dw_geometry(
-                x_shape, w_shape, self.stride, self.padding, self.dilation
-            )
-            return spk.stencil_plan(spk.DEPTHWISE, x_shape, w_shape[2:], s, p, d, m, (ho, wo))
-
-        return per_shape(self, (x_shape, w_shape, spk._epoch), make)
+        """The packed kernel call for these shapes (:func:`per_shape`, :meth:`plan_on`)."""
+        return per_shape(
+            self, (x_shape, w_shape, spk._epoch), lambda: self.plan_on(spk.DEPTHWISE, x_shape)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w, b = self.weight, self.bias
