@@ -33,6 +33,22 @@ def train_args(recipe: Path, out: Path, data_dir: Path, *extra: str) -> list[str
     return ["train", str(recipe), "--out", str(out), "--data-dir", str(data_dir), "-q", *extra]
 
 
+def sparse_layer_case(kind: str, seed: int = 0, density: float = 0.2):
+    """``(layer, x)``: a Linear (``kind="linear"``) or 3x3 Conv2d with ``density`` of its
+    weights kept (random), and an input batch for it."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    if kind == "linear":
+        layer, x = nn.Linear(96, 40), torch.randn(5, 96)
+    else:
+        layer, x = nn.Conv2d(6, 12, 3, padding=1), torch.randn(2, 6, 11, 9)
+    with torch.no_grad():
+        layer.weight.mul_((torch.rand_like(layer.weight) < density).float())
+    return layer.eval(), x
+
+
 def sparse_lecture_convnet(zeros: float = 0.9, seed: int = 0):
     """The lecture convnet (eval mode) with ``zeros`` of each Linear/Conv weight set to 0."""
     import torch

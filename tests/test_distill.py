@@ -151,9 +151,9 @@ def test_model_init_starts_from_the_checkpoint_with_its_seed(tmp_path: Path) -> 
         _recipe(distill=None, epochs=1, model=init, optimizer=still), _data(), progress=False
     )
     for k, v in start.items():
-        assert torch.equal(out.model.state_dict()[k], v), k
+        assert torch.equal(out.model.state_dict()[k].cpu(), v), k  # trained on a GPU if any
     fresh = train(_recipe(distill=None, epochs=1, optimizer=still), _data(), progress=False)
-    assert not torch.equal(fresh.model.state_dict()["fc1.weight"], start["fc1.weight"])
+    assert not torch.equal(fresh.model.state_dict()["fc1.weight"].cpu(), start["fc1.weight"])
 
 
 def test_a_checkpoint_teacher_teaches_from_the_first_step(tmp_path: Path) -> None:
@@ -163,12 +163,25 @@ def test_a_checkpoint_teacher_teaches_from_the_first_step(tmp_path: Path) -> Non
     rec = taught.metrics["distill"]
     assert rec["teacher_taken"] and "from_epoch" not in rec and 0 <= rec["teacher_train_error"] <= 1
     teacher = taught.distill.teacher.state_dict()  # another architecture, weights untouched
-    assert all(torch.equal(teacher[k], v) for k, v in load_checkpoint(dense).state_dict.items())
+    assert all(
+        torch.equal(teacher[k].cpu(), v) for k, v in load_checkpoint(dense).state_dict.items()
+    )
     plain = train(_recipe(distill=None, model={"name": "lenet5"}), _data(), progress=False)
     assert not torch.equal(
         plain.model.state_dict()["conv1.weight"], taught.model.state_dict()["conv1.weight"]
     )
     assert taught.distill.state_dict() is None  # a given teacher is reloaded, not resumed
+
+
+def test_a_resumed_teacher_goes_to_the_students_device() -> None:
+    # a resume state is read onto the CPU; on a GPU run the teacher met CUDA inputs there
+    # ("mat1 is on cuda:0, different from other tensors on cpu"). "meta" stands in for the GPU.
+    d = Distillation(build=lambda: build_model("lenet300_100"), from_epoch=0)
+    state = build_model("lenet300_100").state_dict()
+    d.load_state_dict(state, torch.device("meta"))
+    assert {p.device.type for p in d.teacher.parameters()} == {"meta"}
+    d.load_state_dict(state)  # no device: where the state lies
+    assert {p.device.type for p in d.teacher.parameters()} == {"cpu"}
 
 
 def test_bad_teachers_and_inits_fail_in_one_line_before_training(tmp_path: Path) -> None:

@@ -374,7 +374,9 @@ def _bomb(
     graph = helper.make_graph(
         [*nodes, helper.make_node("Add", ["x", "big"], ["y"])], "g", [x], [y], inits
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    # IR 10: what onnxruntime >= 1.18 (pyproject's floor) reads; helper's default is the
+    # installed onnx's newest, which an older onnxruntime refuses (seen: onnx 1.23, ORT 1.30)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=10)
     return ox.save_onnx(model, tmp_path / "bomb.onnx")
 
 

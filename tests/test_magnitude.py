@@ -104,6 +104,22 @@ def test_one_shot_and_a_resumed_run_are_bit_identical_to_an_uninterrupted_one() 
         assert torch.equal(wa, wb)
 
 
+def test_resumed_masks_go_to_their_weights_device() -> None:
+    # a resume state is read onto the CPU; on a GPU run masked_fill_ met CUDA weights with
+    # CPU masks ("mask on cpu and self on cuda:0"). "meta" stands in for the GPU.
+    cfg = GradualPruning(sparsity=0.5, start=0, end=0)
+    model = _mlp()
+    h, _ = _train(model, lambda m, o: magnitude_prune_(m, o, cfg), 2)
+    state = h.state_dict()
+    h.remove()
+    model.to("meta")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    resumed = magnitude_prune_(model, opt, cfg)
+    resumed.load_state_dict(state)
+    assert {m.device.type for m in resumed.masks} == {"meta"}
+    resumed.remove()
+
+
 @pytest.mark.parametrize(
     ("kwargs", "needle"),
     [

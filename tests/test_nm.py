@@ -138,17 +138,27 @@ def test_semi_structured_refuses_without_cuda() -> None:
         to_semi_structured_(_model(), dtype=torch.float32)
 
 
+def test_semi_structured_names_its_backends() -> None:
+    with pytest.raises(SparsifyError, match="'backend' parameter of to_semi_structured_"):
+        to_semi_structured_(_model(), backend="cublas")
+
+
 @pytest.mark.skipif(
     not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 0),
     reason="2:4 semi-structured kernels need a CUDA GPU of compute capability >= 8.0",
 )
-def test_semi_structured_matches_dense_on_cuda() -> None:
+@pytest.mark.parametrize("backend", ["default", "cusparselt", "cutlass"])
+def test_semi_structured_matches_dense_on_cuda(backend: str) -> None:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10)).cuda()
     nm_project_([model[0].weight, model[2].weight])
     x = torch.randn(64, 256, device="cuda")
     dense = model.to(torch.bfloat16)(x.bfloat16()).float()
-    report = to_semi_structured_(model, torch.bfloat16)
+    if backend == "cutlass" and torch.cuda.get_device_capability()[0] != 8:
+        with pytest.raises(SparsifyError, match="compute capability 8.x only"):
+            to_semi_structured_(model, torch.bfloat16, backend)  # measured: torch raises on 9.0
+        return
+    report = to_semi_structured_(model, torch.bfloat16, backend)
     assert report["0"] == "converted" and report["2"].startswith("skipped")  # 10 rows: too few
     out = model(x.bfloat16()).float()
     torch.testing.assert_close(out, dense, rtol=2e-2, atol=2e-2)

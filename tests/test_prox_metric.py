@@ -42,9 +42,11 @@ def _coordinate_descent(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
     raise AssertionError("coordinate descent did not converge")
 
 
-def _prox_train(x, y, lam, make_opt: Callable, threshold: str, steps: int) -> np.ndarray:
-    xt, yt = torch.tensor(x), torch.tensor(y)
-    lin = torch.nn.Linear(x.shape[1], 1, bias=False).double()
+def _prox_train(
+    x, y, lam, make_opt: Callable, threshold: str, steps: int, device: str = "cpu"
+) -> np.ndarray:
+    xt, yt = torch.tensor(x, device=device), torch.tensor(y, device=device)
+    lin = torch.nn.Linear(x.shape[1], 1, bias=False).double().to(device)
     torch.nn.init.zeros_(lin.weight)
     opt = make_opt(lin.parameters())
     handle = penalize_(lin, opt, L1Prox(lam=lam, threshold=threshold))
@@ -53,7 +55,7 @@ def _prox_train(x, y, lam, make_opt: Callable, threshold: str, steps: int) -> np
         (0.5 * ((lin(xt).squeeze(1) - yt) ** 2).mean()).backward()
         opt.step()
     handle.remove()
-    return lin.weight.detach().numpy()[0]
+    return lin.weight.detach().cpu().numpy()[0]
 
 
 X, Y = _problem()
@@ -87,6 +89,16 @@ def test_optimizer_threshold_solves_the_lasso(name: str) -> None:
     make, steps = OPTIMIZERS[name]
     w = _prox_train(X, Y, LAM, make, "optimizer", steps)
     np.testing.assert_array_equal(w == 0, REF == 0)  # the same exact zeros
+    np.testing.assert_allclose(w, REF, atol=1e-9)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizer_threshold_solves_the_lasso_on_cuda(name: str) -> None:
+    # CUDA runs the optimizers' foreach paths and the prox's foreach soft-threshold
+    make, steps = OPTIMIZERS[name]
+    w = _prox_train(X, Y, LAM, make, "optimizer", steps, device="cuda")
+    np.testing.assert_array_equal(w == 0, REF == 0)
     np.testing.assert_allclose(w, REF, atol=1e-9)
 
 

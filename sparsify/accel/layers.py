@@ -333,6 +333,29 @@ class _SparseBase(_Activated, nn.Module):
             None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
         )
 
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> nn.Module:
+        """``Module.to`` / ``.cuda()`` / ``.double()`` for the stored weight too, which is a
+        plain attribute (torch CSR, panels, compact rows) that nn.Module would not move.
+
+        The compiled kernels' weight (spk, scipy) stays as it is, a float32 CPU array; a
+        layer moved off the CPU or off float32 computes with a torch CSR made from it once
+        (cuSPARSE on CUDA), the path its forward already takes for such inputs.
+        """
+        target = fn(torch.zeros(1))
+        moved = target.device.type != "cpu" or target.dtype != torch.float32
+        if moved and (self.weight_spk is not None or self.weight_scipy is not None):
+            self._spk_grad_path()  # the torch CSR of the stored weight, whichever kernel
+        super()._apply(fn, recurse)
+        if self.weight_csr is not None:
+            self.weight_csr = fn(self.weight_csr)
+        self.panels = [fn(p) for p in self.panels]
+        if self.weight_compact is not None:
+            self.weight_compact, self.rows, self.cols = (
+                fn(t) for t in (self.weight_compact, self.rows, self.cols)
+            )
+        self.__dict__.pop("_per_shape", None)  # packed calls hold the old arrays' addresses
+        return self
+
     def _spk_pack(self, weight: torch.Tensor) -> None:
         """Pack ``weight`` (the layer's dense (out, in) or 4-D conv weight) for the spk kernels."""
         layout = "csr" if self.kernel == "spk_csr" else "auto"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from sparsify.errors import SparsifyError
+from sparsify.errors import SparsifyError, check_choice
 from sparsify.penalties.nm import check_nm, nm_project_
 
 
@@ -88,18 +88,27 @@ def semi_structured_ok(model: nn.Module, dtype: torch.dtype = torch.bfloat16) ->
     return True, ""
 
 
+SEMI_STRUCTURED_BACKENDS = ("default", "cusparselt", "cutlass")
+
+
 @torch.no_grad()
-def to_semi_structured_(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> dict[str, str]:
+def to_semi_structured_(
+    model: nn.Module, dtype: torch.dtype = torch.bfloat16, backend: str = "default"
+) -> dict[str, str]:
     """Swap every 2:4 Linear weight of a CUDA ``model`` for a semi-structured sparse tensor.
 
     The whole model is cast to ``dtype`` (fp16/bf16: the sparse kernels take one dtype for
     both operands). Linear layers whose weight is not 2:4 or whose shape the kernels refuse
     stay dense; the returned dict says, per Linear, "converted" or why it was skipped.
+    ``backend``: torch's choice (``"default"``: cuSPARSELt where torch was built with it),
+    or ``"cusparselt"`` / ``"cutlass"`` explicitly (torch's CUTLASS kernels: compute
+    capability 8.x only; ``python -m sparsify.bench.gpu`` times both where they run).
 
     Raises:
-        SparsifyError: no CUDA device, a GPU older than compute capability 8.0, or a dtype
-            other than float16/bfloat16.
+        SparsifyError: no CUDA device, a GPU older than compute capability 8.0, a dtype
+            other than float16/bfloat16, an unknown backend, or "cutlass" off 8.x.
     """
+    check_choice("to_semi_structured_", "backend", backend, SEMI_STRUCTURED_BACKENDS)
     if dtype not in (torch.float16, torch.bfloat16):
         raise SparsifyError(f"to_semi_structured_ needs dtype float16 or bfloat16; got {dtype}.")
     if not torch.cuda.is_available():
@@ -113,8 +122,19 @@ def to_semi_structured_(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -
         raise SparsifyError(
             "2:4 semi-structured sparsity needs compute capability >= 8.0 (Ampere or newer)."
         )
-    from torch.sparse import to_sparse_semi_structured
+    major, minor = torch.cuda.get_device_capability(device)
+    if backend == "cutlass" and major != 8:  # torch builds its CUTLASS 2:4 kernels for sm_8x
+        raise SparsifyError(
+            f"torch's CUTLASS 2:4 kernels run on compute capability 8.x only (this GPU is "
+            f"{major}.{minor}); use backend='cusparselt' or 'default'."
+        )
+    import torch.sparse as ts
 
+    make = {
+        "default": ts.to_sparse_semi_structured,
+        "cusparselt": ts.SparseSemiStructuredTensorCUSPARSELT.from_dense,
+        "cutlass": ts.SparseSemiStructuredTensorCUTLASS.from_dense,
+    }[backend]
     model.to(dtype)
     report: dict[str, str] = {}
     for name, mod in model.named_modules():
@@ -126,8 +146,6 @@ def to_semi_structured_(model: nn.Module, dtype: torch.dtype = torch.bfloat16) -
         elif (why := semi_structured_fits(tuple(w.shape), dtype)) is not None:
             report[name] = f"skipped: {why}"
         else:
-            mod.weight = nn.Parameter(
-                to_sparse_semi_structured(w.detach().contiguous()), requires_grad=False
-            )
+            mod.weight = nn.Parameter(make(w.detach().contiguous()), requires_grad=False)
             report[name] = "converted"
     return report

@@ -6,7 +6,9 @@ Backends, each against ``cuda_dense_fp32`` in one interleaved group:
     cuda_dense_bf16   the same model cast to bfloat16
     cuda_csr          Linear/Conv2d as torch CSR (cuSPARSE SpMM), float32
     cuda_2to4_bf16    Linear weights as ``to_sparse_semi_structured`` (bfloat16; compute
-                      capability >= 8.0), only when every Linear weight satisfies 2:4
+                      capability >= 8.0; torch's default backend, cuSPARSELt where built),
+                      only when every Linear weight satisfies 2:4
+    cuda_2to4_cutlass_bf16  the same with torch's CUTLASS 2:4 kernels
 
 Timing is :func:`sparsify.timing.time_interleaved` with CUDA events around ``inner`` calls
 per sample (synchronised once per sample, never inside the timed loop); speed-ups are
@@ -36,7 +38,13 @@ from sparsify.errors import SparsifyError
 from sparsify.tables import md_table
 from sparsify.timing import paired_ratio, time_interleaved
 
-GPU_BACKENDS = ("cuda_dense_fp32", "cuda_dense_bf16", "cuda_csr", "cuda_2to4_bf16")
+GPU_BACKENDS = (
+    "cuda_dense_fp32",
+    "cuda_dense_bf16",
+    "cuda_csr",
+    "cuda_2to4_bf16",
+    "cuda_2to4_cutlass_bf16",
+)
 
 
 SIZES = (1024, 4096, 8192)
@@ -97,8 +105,8 @@ def build_gpu_model(model: nn.Module, backend: str) -> nn.Module:
             if isinstance(mod, nn.Linear) or conv_supported(mod):
                 m.set_submodule(fqn, make_sparse(mod, "torch_csr"))
         return m
-    if backend == "cuda_2to4_bf16":
-        to_semi_structured_(m, torch.bfloat16)
+    if backend in ("cuda_2to4_bf16", "cuda_2to4_cutlass_bf16"):
+        to_semi_structured_(m, torch.bfloat16, "cutlass" if "cutlass" in backend else "default")
         return m
     raise SparsifyError(f"unknown GPU backend {backend!r}; choose from {', '.join(GPU_BACKENDS)}.")
 
@@ -106,24 +114,48 @@ def build_gpu_model(model: nn.Module, backend: str) -> nn.Module:
 def bench_gpu_point(
     model: nn.Module, input_shape: Sequence[int], batch: int, reps: int = 20
 ) -> dict[str, Any]:
-    """Every GPU backend against cuda_dense_fp32 at one batch size; unavailable ones say why."""
+    """Every GPU backend against cuda_dense_fp32 at one batch size; unavailable ones say why.
+
+    Per backend: median time per call and its speed-up over cuda_dense_fp32 (paired ratio of
+    interleaved samples), the output's max abs / relative difference from cuda_dense_fp32,
+    ``model_bytes`` (what building the backend's model added to ``torch.cuda.memory_allocated``:
+    its weights as stored on the GPU) and ``forward_peak_bytes`` (the allocator's peak above
+    that during one call: activations and workspace). TF32 is off while timing (fp32 means
+    fp32) and restored after.
+    """
     if not torch.cuda.is_available():
         raise SparsifyError("--device cuda needs a CUDA GPU; none is visible. Use --device cpu.")
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
-    torch.backends.cudnn.allow_tf32 = False
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        return _bench_gpu_point(model, input_shape, batch, reps)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
+def _bench_gpu_point(
+    model: nn.Module, input_shape: Sequence[int], batch: int, reps: int
+) -> dict[str, Any]:
     x32 = torch.randn(batch, *input_shape, device="cuda")
     out: dict[str, Any] = {"batch": batch, "backends": {}}
-    fns, outs = {}, {}
+    fns, outs, held, peak = {}, {}, {}, {}
     ok24, why24 = semi_structured_ok(model)
     with torch.inference_mode():
         for b in GPU_BACKENDS:
-            if b == "cuda_2to4_bf16" and not ok24:
+            if b.startswith("cuda_2to4") and not ok24:
                 out["backends"][b] = {"available": False, "reason": why24}
                 continue
             try:
+                torch.cuda.synchronize()
+                base = torch.cuda.memory_allocated()
                 m = build_gpu_model(model, b)
+                held[b] = torch.cuda.memory_allocated() - base
                 x = x32.to(torch.bfloat16) if "bf16" in b else x32
+                torch.cuda.reset_peak_memory_stats()
+                before = torch.cuda.memory_allocated()
                 outs[b] = m(x).float()
+                torch.cuda.synchronize()
+                peak[b] = torch.cuda.max_memory_allocated() - before
                 fns[b] = lambda m=m, x=x: m(x)
             except (RuntimeError, ValueError, NotImplementedError) as exc:
                 out["backends"][b] = {
@@ -143,6 +175,9 @@ def bench_gpu_point(
             "speedup_vs_dense": ratio.median,
             "speedup_iqr": ratio.iqr,
             "max_abs_diff": float((outs[b] - ref).abs().max()),
+            "max_rel_diff": float((outs[b] - ref).abs().max() / ref.abs().max().clamp_min(1e-30)),
+            "model_bytes": int(held[b]),
+            "forward_peak_bytes": int(peak[b]),
         }
     return out
 
@@ -166,6 +201,23 @@ def gpu_table_markdown(rows: Sequence[dict[str, Any]], device: str) -> str:
                 cells.append("–")
         body.append([r["case"], r["batch"], *cells])
     lines.append(md_table(["case", "batch", *GPU_BACKENDS], body, "lr" + "r" * len(GPU_BACKENDS)))
+    mem, seen = [], set()
+    for r in rows:  # the weights' bytes do not depend on the batch: one row per case
+        if r["case"] in seen:
+            continue
+        seen.add(r["case"])
+        cells = []
+        for b in GPU_BACKENDS:
+            e = r["backends"].get(b, {})
+            cells.append(f"{e['model_bytes'] / 2**20:.2f}" if "model_bytes" in e else "–")
+        mem.append([r["case"], *cells])
+    if any(c != "–" for row in mem for c in row[1:]):
+        lines += [
+            "",
+            "GPU memory held by the model (MiB, `torch.cuda.memory_allocated` after building it).",
+            "",
+            md_table(["case", *GPU_BACKENDS], mem, "l" + "r" * len(GPU_BACKENDS)),
+        ]
     return "\n".join(lines) + "\n"
 
 

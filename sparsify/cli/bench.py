@@ -74,7 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--device",
         choices=("cpu", "cuda"),
         default="cpu",
-        help="cuda: cuBLAS/cuSPARSE/2:4 backends (see tools/gpu_bench.py)",
+        help="cuda: every GPU backend (cuBLAS fp32/bf16, cuSPARSE CSR, 2:4) against cuBLAS "
+        "fp32; the fixed GPU table: python -m sparsify.bench.gpu",
     )
     p.add_argument(
         "--deepsparse-python",
@@ -168,9 +169,20 @@ def run(args: argparse.Namespace) -> int:
     specs = _specs(args)
     command = "sparsify bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     if args.device == "cuda":
+        from sparsify.bench.gpu import GPU_BACKENDS
         from sparsify.bench.gpu_harness import run_gpu_bench
 
-        result = run_gpu_bench(specs, batches=args.batch or list(DEFAULT_BATCHES), command=command)
+        if args.backends:
+            raise SparsifyError(
+                "--backends picks CPU backends; --device cuda times every GPU backend "
+                f"({', '.join(GPU_BACKENDS)}): drop --backends."
+            )
+        result = run_gpu_bench(
+            specs,
+            batches=args.batch or list(DEFAULT_BATCHES),
+            reps=args.reps or 20,
+            command=command,
+        )
         from sparsify.bench.gpu import gpu_table_markdown
 
         md = gpu_table_markdown(result["rows"], result["machine"].get("gpu", "cuda"))

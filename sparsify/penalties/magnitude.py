@@ -225,8 +225,12 @@ class PruningHandle:
         return {"step": self.step, "masks": self.masks, "config": self.config.to_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`'s step and masks."""
-        self.step, self.masks = int(state["step"]), state["masks"]
+        """Restore :meth:`state_dict`'s step and masks, each on its weight's device (a resume
+        state is read onto the CPU; the weights may be on a GPU)."""
+        masks = state["masks"]
+        if masks is not None:
+            masks = [m.to(p.device) for m, p in zip(masks, self.params)]
+        self.step, self.masks = int(state["step"]), masks
 
     def summary(self) -> str:
         """One line: the schedule, what is selected, what is skipped."""

@@ -56,11 +56,15 @@ class Distillation:
         """
         self.load_state_dict(model.state_dict())
 
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Set the teacher from saved weights (a resume state's ``teacher``)."""
+    def load_state_dict(
+        self, state: dict[str, torch.Tensor], device: torch.device | str | None = None
+    ) -> None:
+        """Set the teacher from saved weights (a resume state's ``teacher``), on ``device``
+        (the student's: a resume state is read onto the CPU; None: where ``state`` lies)."""
         if self._build is None:
             raise ValueError("a snapshot teacher needs build=, a function making a fresh student")
-        device = next(iter(state.values())).device if state else torch.device("cpu")
+        if device is None:
+            device = next(iter(state.values())).device if state else torch.device("cpu")
         with torch.random.fork_rng(devices=[]):  # the throwaway init must not move the run's RNG
             teacher = self._build()
         teacher = teacher.to(device)

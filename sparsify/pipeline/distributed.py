@@ -71,6 +71,13 @@ def distributed(device_spec: str = "auto") -> Iterator[DistContext]:
     use_cuda = device_spec == "cuda" or (device_spec == "auto" and torch.cuda.is_available())
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
+        gpus = torch.cuda.device_count()
+        if local_rank >= gpus:  # torch's own error here names neither cause nor fix
+            raise SparsifyError(
+                f"torchrun started local rank {local_rank} but {gpus} CUDA GPU(s) are visible; "
+                f"start at most {gpus} process(es) per node (--nproc_per_node={gpus}) or set "
+                "device: cpu."
+            )
         torch.cuda.set_device(local_rank)
     device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
     try:

@@ -524,7 +524,7 @@ def train(
             if target is not None:
                 target.load_state_dict(saved["sparsity"])
             if distill is not None and saved.get("teacher") is not None:
-                distill.load_state_dict(saved["teacher"])
+                distill.load_state_dict(saved["teacher"], device)
             gen.set_state(saved["generator"])
             if "worker_generator" in saved:  # states written before DataLoaders lack it
                 worker_gen.set_state(saved["worker_generator"])
