@@ -185,8 +185,10 @@ def test_low_sparsity_stays_dense() -> None:
     model = nn.Sequential(_sparse(nn.Linear(512, 512), 0.9))
     d = sparsify_inference_(model, x, threads=1, reps=5, max_density=1.0).layers[0]
     assert "dense" in d.times_s and len(d.times_s) > 1, d.times_s
-    if d.chosen == "dense":
-        assert d.reason.startswith("kept dense: best sparse"), d.reason
+    if d.chosen == "dense":  # lost the per-layer race, or won it and lost the whole-model one
+        assert d.reason.startswith(
+            ("kept dense: best sparse", "reverted to dense: the whole converted model ran")
+        ), d.reason
     else:
         assert d.reason.startswith("calibrated:"), d.reason
         # the rule reads paired ratios, not the two medians (which a load spike can swap)
