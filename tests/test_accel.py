@@ -69,10 +69,39 @@ def test_a_sparse_layer_follows_module_to(kernel: str, kind: str) -> None:
         y = layer.double()(x.double())
         assert y.dtype == torch.float64
         torch.testing.assert_close(y, dense.double()(x.double()), rtol=1e-12, atol=1e-12)
+        # a float32 input to a float64 layer raises, as nn.Linear does; the spk kernels ran
+        # on the moved (float64) bias before the layer knew it was moved: 1e19-sized garbage
+        with pytest.raises(RuntimeError):
+            layer(x)
         y32 = layer.float()(x)
         assert y32.dtype == torch.float32
         torch.testing.assert_close(y32, dense.float()(x), rtol=1e-5, atol=1e-5)
-    assert (layer.weight_spk is not None) == kernel.startswith("spk")  # still its own kernel
+    if kernel.startswith(("spk", "scipy")):  # back on its own kernel, no torch CSR copy kept
+        assert layer.weight_csr is None
+    copy.deepcopy(layer.share_memory())  # a torch CSR has no storage to share or copy as is
+    if kernel == "dense_compact":  # index tensors follow the device, never the dtype
+        layer.type(torch.float64)
+        assert layer.rows.dtype == torch.int64
+
+
+@needs_spk
+def test_a_converted_model_moved_to_float64_never_runs_the_c_kernels() -> None:
+    # depthwise stencil, fused pairs and spk convs kept their float32 plans after .double()
+    torch.manual_seed(0)
+    from torchvision.models import mobilenet_v2
+
+    model = _sparse(mobilenet_v2(num_classes=10), 0.1)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        sparsify_inference_(model, x, reps=2)
+        before = model(x)
+        with pytest.raises(RuntimeError):
+            model.double()(x)
+        y64 = model(x.double())
+        again = model.float()(x)
+    assert float((y64 - before.double()).abs().max()) <= 1e-4 * float(before.abs().max())
+    torch.testing.assert_close(again, before, rtol=0, atol=0)  # the same kernels again
+    copy.deepcopy(model)
 
 
 def test_panel_width_fits_the_cache_budget() -> None:

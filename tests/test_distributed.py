@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from conftest import train_args
 from safetensors.torch import load_file
@@ -82,3 +83,14 @@ def test_cli_under_torchrun_writes_once(tmp_path: Path, mnist_dir: Path) -> None
     ]
     assert json.loads((out / "metrics.json").read_text())["world_size"] == 2
     assert proc.stdout.count("test error") == 1, "only rank 0 reports"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_cuda_under_torchrun_without_a_gpu_is_one_line(tmp_path: Path, mnist_dir: Path) -> None:
+    recipe = tmp_path / "r.json"
+    recipe.write_text(json.dumps({**RECIPE, "device": "cuda", "epochs": 1}))
+    out = tmp_path / "out"
+    proc = _torchrun("-m", "sparsify", *train_args(recipe, out, mnist_dir), cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "under torchrun but no GPU is visible" in proc.stderr, proc.stderr[-2000:]
+    assert not out.exists() or not (out / "model.safetensors").exists()

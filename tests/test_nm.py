@@ -138,6 +138,12 @@ def test_semi_structured_refuses_without_cuda() -> None:
         to_semi_structured_(_model(), dtype=torch.float32)
 
 
+def test_semi_structured_shapes_are_checked_for_the_backend_asked_for() -> None:
+    # (16, 64) bf16 fits cuSPARSELt's (16, 16) minimum, not CUTLASS's (32, 64)
+    assert semi_structured_fits((16, 64), torch.bfloat16, "cusparselt") is None
+    assert "multiple of (32, 64)" in semi_structured_fits((16, 64), torch.bfloat16, "cutlass")
+
+
 def test_semi_structured_names_its_backends() -> None:
     with pytest.raises(SparsifyError, match="'backend' parameter of to_semi_structured_"):
         to_semi_structured_(_model(), backend="cublas")

@@ -13,7 +13,7 @@
 # Each step has its own time limit, so the script always finishes and says what ran; OUT_DIR
 # gets one folder per step and log.txt. Uses the python3 on PATH (PY= to override) with
 # sparsify importable (installed, or PYTHONPATH at this checkout). STEPS="gpu_table models"
-# runs only the steps named.
+# runs only the steps named. Exits 1 if any step failed or ran out of its time.
 set -uo pipefail
 out=${1:?usage: bash tools/gpu_check.sh OUT_DIR [MNIST_DIR]}
 data=${2:-}
@@ -27,6 +27,14 @@ if [ -n "$data" ]; then
   export SPARSIFY_TEST_DATA=$data
 fi
 export py out data
+for name in $steps; do
+  case $name in
+    info | gpu_tests | gpu_table | models | quickstart | suite) ;;
+    *) echo "gpu_check.sh: unknown step '$name' in STEPS; choose from info gpu_tests gpu_table models quickstart suite" >&2; exit 2 ;;
+  esac
+done
+cd "$(dirname "$0")/.." || exit 2  # recipes/ and tests/ are read from the checkout's root
+failed=""
 
 step() {  # step NAME LIMIT_S COMMAND...: run it with a time limit, log its output and rc
   local name=$1 limit=$2 t0=$SECONDS rc
@@ -35,6 +43,7 @@ step() {  # step NAME LIMIT_S COMMAND...: run it with a time limit, log its outp
   echo "== $name (limit ${limit} s) $(date -u +%H:%M:%S)" | tee -a "$log"
   timeout --signal=TERM --kill-after=10 "$limit" "$@" >"$out/$name.txt" 2>&1
   rc=$?
+  [ "$rc" -eq 0 ] || failed="$failed $name"
   tail -n 25 "$out/$name.txt" >>"$log"
   echo "== $name: rc $rc, $((SECONDS - t0)) s" | tee -a "$log"
 }
@@ -73,5 +82,8 @@ step models 90 "$py" -m sparsify bench --device cuda --model torchvision:resnet1
 step quickstart 80 bash -c quickstart
 step suite 150 env OMP_NUM_THREADS=1 "$py" -m pytest -p no:cacheprovider $(par 14) -v --tb=line \
   $(tmo 120)
-[ -f "$out/suite.txt" ] && grep -E "FAILED|ERROR" "$out/suite.txt" | sort -u | head -60 >>"$log"
-echo "== done $(date -u +%H:%M:%S)" | tee -a "$log"
+if [[ $steps == *" suite "* ]]; then
+  grep -E "FAILED|ERROR" "$out/suite.txt" | sort -u | head -60 >>"$log"
+fi
+echo "== done $(date -u +%H:%M:%S); steps that failed or ran out of time:${failed:- none}" | tee -a "$log"
+[ -z "$failed" ]

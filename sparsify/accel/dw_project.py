@@ -27,6 +27,7 @@ from sparsify.accel.fuse import clamp_chains
 from sparsify.accel.layers import (
     DepthwiseConv2d,
     SparseConv2d,
+    cpu_float32,
     per_shape,
     run_stencil,
 )
@@ -93,9 +94,10 @@ class DepthwiseProject(nn.Module):
         dw = self._depthwise()
         w = dw.weight
         if (
-            x.dtype == torch.float32
-            and x.dim() == 4
-            and x.device.type == "cpu"
+            x.dim() == 4
+            and cpu_float32(x, w)
+            and project._spk_here
+            and (expand is None or expand._spk_here)
             and x.shape[1] == (dw.in_channels if expand is None else expand.in_features)
             and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
         ):

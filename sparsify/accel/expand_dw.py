@@ -23,6 +23,7 @@ from sparsify.accel.fuse import clamp_chains
 from sparsify.accel.layers import (
     DepthwiseConv2d,
     SparseConv2d,
+    cpu_float32,
     is_depthwise,
     per_shape,
     run_stencil,
@@ -94,9 +95,9 @@ class ExpandDepthwise(nn.Module):
         expand, dw = modules["expand"], modules["depthwise"]
         w = dw.weight
         if (
-            x.dtype == torch.float32
-            and x.dim() == 4
-            and x.device.type == "cpu"
+            x.dim() == 4
+            and cpu_float32(x, w)
+            and expand._spk_here
             and x.shape[1] == expand.in_features
             and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
         ):

@@ -138,6 +138,35 @@ def _torch_csr(
         )
 
 
+class _CsrParts(tuple):
+    """``(crow, col, values, shape)`` of a torch CSR tensor, which copies and pickles."""
+
+    @classmethod
+    def of(cls, c: torch.Tensor) -> _CsrParts:
+        with torch.inference_mode(c.is_inference()):  # one made there is read there only
+            return cls((c.crow_indices(), c.col_indices(), c.values(), tuple(c.shape)))
+
+    def tensor(self) -> torch.Tensor:
+        crow, col, values, shape = self
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            return torch.sparse_csr_tensor(crow, col, values, shape)
+
+
+def _csr_apply(
+    c: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor], device: torch.device
+) -> torch.Tensor:
+    """``fn`` (a Module._apply conversion) on a torch CSR's values; its indices only follow
+    ``device`` (a CSR has no storage of its own for fns such as ``share_memory_``)."""
+    values = fn(c.values())
+    # a CSR holding inference-mode values must itself be one, or its values cannot be read
+    with warnings.catch_warnings(), torch.inference_mode(values.is_inference()):
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(
+            c.crow_indices().to(device), c.col_indices().to(device), values, c.shape
+        )
+
+
 def _outside_inference_mode(init: Callable[..., None]) -> Callable[..., None]:
     """Run a layer's ``__init__`` with inference mode off: the converter builds layers while
     calibrating under ``torch.inference_mode``, and tensors made there could never be used
@@ -333,26 +362,48 @@ class _SparseBase(_Activated, nn.Module):
             None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
         )
 
+    _spk_here = True  # the layer's own tensors (bias) are float32 on the CPU, as spk reads them
+
+    def __getstate__(self) -> dict[str, Any]:
+        """The module's state with each torch CSR as its parts: ``copy.deepcopy`` cannot copy
+        a CSR tensor ("Cannot access storage of SparseCsrTensorImpl"), its parts it can."""
+        state = super().__getstate__()
+        if state.get("weight_csr") is not None:
+            state["weight_csr"] = _CsrParts.of(state["weight_csr"])
+        state["panels"] = [_CsrParts.of(p) for p in state.get("panels", [])]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state.get("weight_csr"), _CsrParts):
+            state["weight_csr"] = state["weight_csr"].tensor()
+        state["panels"] = [p.tensor() if isinstance(p, _CsrParts) else p for p in state["panels"]]
+        super().__setstate__(state)
+
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> nn.Module:
         """``Module.to`` / ``.cuda()`` / ``.double()`` for the stored weight too, which is a
         plain attribute (torch CSR, panels, compact rows) that nn.Module would not move.
 
         The compiled kernels' weight (spk, scipy) stays as it is, a float32 CPU array; a
-        layer moved off the CPU or off float32 computes with a torch CSR made from it once
-        (cuSPARSE on CUDA), the path its forward already takes for such inputs.
+        layer moved off the CPU or off float32 computes with a torch CSR made from it (cuSPARSE
+        on CUDA), the path its forward takes for such inputs, and never hands its moved bias
+        to the C kernels; moved back, it drops that copy and runs its own kernel again. Index
+        tensors follow the device only (``.type(torch.float64)`` must not make them floats).
         """
         target = fn(torch.zeros(1))
         moved = target.device.type != "cpu" or target.dtype != torch.float32
-        if moved and (self.weight_spk is not None or self.weight_scipy is not None):
-            self._spk_grad_path()  # the torch CSR of the stored weight, whichever kernel
+        own_kernel = self.weight_spk is not None or self.weight_scipy is not None
+        if own_kernel:
+            self.weight_csr = None  # rebuilt from the stored weight, below or on demand
+            if moved:
+                self._spk_grad_path()  # the torch CSR of the stored weight, whichever kernel
         super()._apply(fn, recurse)
         if self.weight_csr is not None:
-            self.weight_csr = fn(self.weight_csr)
-        self.panels = [fn(p) for p in self.panels]
+            self.weight_csr = _csr_apply(self.weight_csr, fn, target.device)
+        self.panels = [_csr_apply(p, fn, target.device) for p in self.panels]
         if self.weight_compact is not None:
-            self.weight_compact, self.rows, self.cols = (
-                fn(t) for t in (self.weight_compact, self.rows, self.cols)
-            )
+            self.weight_compact = fn(self.weight_compact)
+            self.rows, self.cols = self.rows.to(target.device), self.cols.to(target.device)
+        self._spk_here = not moved
         self.__dict__.pop("_per_shape", None)  # packed calls hold the old arrays' addresses
         return self
 
@@ -474,7 +525,7 @@ class SparseLinear(_SparseBase):
         if self.weight_compact is not None:
             return self._activate(self._compact(x2)).reshape(*lead, self.out_features)
         if self.weight_spk is not None:
-            if self._spk_ok(x2):
+            if self._spk_here and self._spk_ok(x2):
                 # torch's (B, in) row-major activation is what spmm reads: no transposes;
                 # raw addresses, because numpy round trips cost more than a small layer's work
                 x2 = x2.contiguous()
@@ -566,7 +617,7 @@ class SparseConv2d(_SparseBase):
         if self.weight_compact is not None:
             return self._activate(self._compact_conv(x))
         if self.weight_spk is not None:
-            if self._spk_ok(x) and x.dim() == 4:
+            if self._spk_here and self._spk_ok(x) and x.dim() == 4:
                 # raw addresses and a geometry checked once per shape: the checked
                 # kernels.sparse_conv2d costs ~15 us a call, a small conv's whole work
                 x = x.contiguous()
@@ -731,18 +782,18 @@ class DepthwiseConv2d(_Activated, nn.Conv2d):
         needs_grad = torch.is_grad_enabled() and (
             x.requires_grad or w.requires_grad or (b is not None and b.requires_grad)
         )
-        if (
-            not needs_grad
-            and x.dim() == 4
-            and x.dtype == torch.float32
-            and x.device.type == "cpu"
-            and x.shape[1] == self.in_channels
-        ):
+        if not needs_grad and x.dim() == 4 and cpu_float32(x, w) and x.shape[1] == self.in_channels:
             plan = self._plan(tuple(x.shape), tuple(w.shape))
             if plan is not None:
                 return run_stencil(self, plan, x, self)
         y = F.conv2d(x, w, b, self.stride, self.padding, self.dilation, self.groups)
         return self._activate(y)
+
+
+def cpu_float32(*tensors: torch.Tensor) -> bool:
+    """Whether every tensor is float32 on the CPU: what the C kernels read (a module moved by
+    ``.double()`` or ``.cuda()`` keeps its plans' shapes but not its arrays' type or place)."""
+    return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
 
 
 def _addr(t: torch.Tensor | None) -> int | None:

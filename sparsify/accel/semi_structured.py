@@ -37,11 +37,14 @@ def prune_2to4_(w: torch.Tensor) -> torch.Tensor:
     return w
 
 
-def semi_structured_fits(shape: tuple[int, ...], dtype: torch.dtype) -> str | None:
-    """None when a 2-D weight of ``shape``/``dtype`` fits ``to_sparse_semi_structured``, else why.
+def semi_structured_fits(
+    shape: tuple[int, ...], dtype: torch.dtype, backend: str = "default"
+) -> str | None:
+    """None when a 2-D weight of ``shape``/``dtype`` fits ``backend``'s 2:4 kernels, else why.
 
     The kernels need each dimension to be a multiple of a per-dtype minimum (CUTLASS fp16/bf16:
-    rows of 32, columns of 64; cuSPARSELt: 16 and 16), read from torch itself.
+    rows of 32, columns of 64; cuSPARSELt: 16 and 16), read from torch itself; ``"default"``
+    is the backend ``to_sparse_semi_structured`` picks.
     """
     from torch.sparse import SparseSemiStructuredTensor
     from torch.sparse.semi_structured import (
@@ -49,11 +52,10 @@ def semi_structured_fits(shape: tuple[int, ...], dtype: torch.dtype) -> str | No
         SparseSemiStructuredTensorCUTLASS,
     )
 
-    cls = (
-        SparseSemiStructuredTensorCUTLASS
-        if SparseSemiStructuredTensor._FORCE_CUTLASS
-        else SparseSemiStructuredTensorCUSPARSELT
+    cutlass = backend == "cutlass" or (
+        backend == "default" and SparseSemiStructuredTensor._FORCE_CUTLASS
     )
+    cls = SparseSemiStructuredTensorCUTLASS if cutlass else SparseSemiStructuredTensorCUSPARSELT
     limits = cls._DTYPE_SHAPE_CONSTRAINTS.get(dtype)
     if limits is None:
         return f"dtype {dtype} is not supported by {cls.__name__}"
@@ -143,7 +145,7 @@ def to_semi_structured_(
         w = mod.weight
         if not is_2to4(w):
             report[name] = "skipped: weight is not 2:4"
-        elif (why := semi_structured_fits(tuple(w.shape), dtype)) is not None:
+        elif (why := semi_structured_fits(tuple(w.shape), dtype, backend)) is not None:
             report[name] = f"skipped: {why}"
         else:
             mod.weight = nn.Parameter(make(w.detach().contiguous()), requires_grad=False)

@@ -120,17 +120,19 @@ def bench_gpu_point(
     interleaved samples), the output's max abs / relative difference from cuda_dense_fp32,
     ``model_bytes`` (what building the backend's model added to ``torch.cuda.memory_allocated``:
     its weights as stored on the GPU) and ``forward_peak_bytes`` (the allocator's peak above
-    that during one call: activations and workspace). TF32 is off while timing (fp32 means
-    fp32) and restored after.
+    that during one call after a first, untimed one: activations and the call's workspace).
+    TF32 is off while timing (fp32 means fp32) and restored after.
     """
     if not torch.cuda.is_available():
         raise SparsifyError("--device cuda needs a CUDA GPU; none is visible. Use --device cpu.")
-    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    precision, cudnn_tf32 = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    torch.set_float32_matmul_precision("highest")  # fp32 means fp32: no TF32 in cuBLAS
+    torch.backends.cudnn.allow_tf32 = False
     try:
         return _bench_gpu_point(model, input_shape, batch, reps)
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+        torch.set_float32_matmul_precision(precision)
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
 
 
 def _bench_gpu_point(
@@ -145,23 +147,34 @@ def _bench_gpu_point(
             if b.startswith("cuda_2to4") and not ok24:
                 out["backends"][b] = {"available": False, "reason": why24}
                 continue
+            m = x = None
             try:
                 torch.cuda.synchronize()
                 base = torch.cuda.memory_allocated()
                 m = build_gpu_model(model, b)
                 held[b] = torch.cuda.memory_allocated() - base
                 x = x32.to(torch.bfloat16) if "bf16" in b else x32
+                y = m(x)  # first call: cuBLAS/cuDNN workspaces, not this backend's activations
+                del y
+                torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
                 before = torch.cuda.memory_allocated()
-                outs[b] = m(x).float()
+                y = m(x)
                 torch.cuda.synchronize()
                 peak[b] = torch.cuda.max_memory_allocated() - before
+                outs[b] = y.float()
                 fns[b] = lambda m=m, x=x: m(x)
             except (RuntimeError, ValueError, NotImplementedError) as exc:
+                m = x = None  # freed before the next backend's memory is read
                 out["backends"][b] = {
                     "available": False,
                     "reason": f"{type(exc).__name__}: {str(exc)[:160]}",
                 }
+        if "cuda_dense_fp32" not in fns:  # no baseline (out of GPU memory, say): no ratios
+            why = out["backends"]["cuda_dense_fp32"]["reason"]
+            for b in fns:
+                out["backends"][b] = {"available": False, "reason": f"no baseline ({why})"}
+            return out
         timings = time_interleaved(
             fns, reps=reps, warmup=3, inner=10, events=True, sync=torch.cuda.synchronize
         )

@@ -72,6 +72,11 @@ def distributed(device_spec: str = "auto") -> Iterator[DistContext]:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
         gpus = torch.cuda.device_count()
+        if gpus == 0:
+            raise SparsifyError(
+                "device 'cuda' was asked for under torchrun but no GPU is visible; set "
+                "device: cpu or auto."
+            )
         if local_rank >= gpus:  # torch's own error here names neither cause nor fix
             raise SparsifyError(
                 f"torchrun started local rank {local_rank} but {gpus} CUDA GPU(s) are visible; "
