@@ -153,7 +153,7 @@ def test_gpu_bench_reports_weights_memory(tmp_path: Path) -> None:
     # 10% of 512^2 nonzeros at 4 B value + 4 B int32 column, plus 513 row pointers
     assert 0 < csr["model_bytes"] < 0.3 * dense["model_bytes"]
     assert b["cuda_dense_bf16"]["model_bytes"] < 0.6 * dense["model_bytes"]
-    assert csr["max_abs_diff"] < 1e-4 and dense["speedup_vs_dense"] == pytest.approx(1.0)
+    assert csr["max_abs_diff"] < 1e-4 and csr["forward_peak_bytes"] > 0
     assert "GPU memory held by the model" in (out / "bench.md").read_text()
 
 

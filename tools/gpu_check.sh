@@ -19,7 +19,17 @@ out=${1:?usage: bash tools/gpu_check.sh OUT_DIR [MNIST_DIR]}
 data=${2:-}
 py=${PY:-python3}
 steps=" ${STEPS:-info gpu_tests gpu_table models quickstart suite} "
-mkdir -p "$out"
+for name in $steps; do
+  case $name in
+    info | gpu_tests | gpu_table | models | quickstart | suite) ;;
+    *) echo "gpu_check.sh: unknown step '$name' in STEPS; choose from info gpu_tests gpu_table models quickstart suite" >&2; exit 2 ;;
+  esac
+done
+if [ -n "$data" ] && [ ! -f "$data/train-images-idx3-ubyte.gz" ]; then
+  echo "gpu_check.sh: MNIST_DIR '$data' has no train-images-idx3-ubyte.gz; give the folder with the four IDX .gz files" >&2
+  exit 2
+fi
+mkdir -p "$out"  # after the checks: a refused run leaves nothing behind
 out=$(cd "$out" && pwd)
 log=$out/log.txt
 if [ -n "$data" ]; then
@@ -27,12 +37,6 @@ if [ -n "$data" ]; then
   export SPARSIFY_TEST_DATA=$data
 fi
 export py out data
-for name in $steps; do
-  case $name in
-    info | gpu_tests | gpu_table | models | quickstart | suite) ;;
-    *) echo "gpu_check.sh: unknown step '$name' in STEPS; choose from info gpu_tests gpu_table models quickstart suite" >&2; exit 2 ;;
-  esac
-done
 cd "$(dirname "$0")/.." || exit 2  # recipes/ and tests/ are read from the checkout's root
 failed=""
 

@@ -790,10 +790,16 @@ class DepthwiseConv2d(_Activated, nn.Conv2d):
         return self._activate(y)
 
 
-def cpu_float32(*tensors: torch.Tensor) -> bool:
-    """Whether every tensor is float32 on the CPU: what the C kernels read (a module moved by
-    ``.double()`` or ``.cuda()`` keeps its plans' shapes but not its arrays' type or place)."""
-    return all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
+def cpu_float32(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """Whether input and weight are float32 on the CPU: what the C kernels read (a module
+    moved by ``.double()`` or ``.cuda()`` keeps its plans' shapes but not its arrays' type or
+    place). Two plain tests each, not a loop: it runs on every call of a fused layer."""
+    return (
+        x.dtype == torch.float32
+        and w.dtype == torch.float32
+        and x.device.type == "cpu"
+        and w.device.type == "cpu"
+    )
 
 
 def _addr(t: torch.Tensor | None) -> int | None:
