@@ -131,11 +131,17 @@ def _torch_csr(
     """Row-major triplets as a torch CSR tensor with int32 indices (what MKL reads natively)."""
     crow = torch.zeros(shape[0] + 1, dtype=torch.int32, device=values.device)
     crow[1:] = torch.bincount(rows, minlength=shape[0]).cumsum(0)
-    with warnings.catch_warnings():
+    return _csr(crow, cols.to(torch.int32), values.contiguous(), shape)
+
+
+def _csr(
+    crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tuple[int, ...]
+) -> torch.Tensor:
+    """``torch.sparse_csr_tensor`` of these parts, quietly; an inference-mode CSR where the
+    values are inference tensors (else its values could not be read outside that mode)."""
+    with warnings.catch_warnings(), torch.inference_mode(values.is_inference()):
         warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-        return torch.sparse_csr_tensor(
-            crow, cols.to(torch.int32), values.contiguous(), shape, dtype=values.dtype
-        )
+        return torch.sparse_csr_tensor(crow, col, values, tuple(shape), dtype=values.dtype)
 
 
 class _CsrParts(tuple):
@@ -147,10 +153,7 @@ class _CsrParts(tuple):
             return cls((c.crow_indices(), c.col_indices(), c.values(), tuple(c.shape)))
 
     def tensor(self) -> torch.Tensor:
-        crow, col, values, shape = self
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-            return torch.sparse_csr_tensor(crow, col, values, shape)
+        return _csr(*self)
 
 
 def _csr_apply(
@@ -158,13 +161,7 @@ def _csr_apply(
 ) -> torch.Tensor:
     """``fn`` (a Module._apply conversion) on a torch CSR's values; its indices only follow
     ``device`` (a CSR has no storage of its own for fns such as ``share_memory_``)."""
-    values = fn(c.values())
-    # a CSR holding inference-mode values must itself be one, or its values cannot be read
-    with warnings.catch_warnings(), torch.inference_mode(values.is_inference()):
-        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-        return torch.sparse_csr_tensor(
-            c.crow_indices().to(device), c.col_indices().to(device), values, c.shape
-        )
+    return _csr(c.crow_indices().to(device), c.col_indices().to(device), fn(c.values()), c.shape)
 
 
 def _outside_inference_mode(init: Callable[..., None]) -> Callable[..., None]:
@@ -421,12 +418,12 @@ class _SparseBase(_Activated, nn.Module):
     def _spk_bias(self) -> np.ndarray | None:
         return None if self.bias is None else self.bias.detach().numpy()
 
-    @staticmethod
-    def _spk_ok(x: torch.Tensor) -> bool:
-        """Whether the spk kernels may compute this call: no autograd graph to record, a
-        float32 CPU input."""
+    def _spk_ok(self, x: torch.Tensor) -> bool:
+        """Whether the spk kernels may compute this call: the layer not moved off CPU float32
+        (its bias is what they read), no autograd graph to record, a float32 CPU input."""
         return (
-            not (x.requires_grad and torch.is_grad_enabled())
+            self._spk_here
+            and not (x.requires_grad and torch.is_grad_enabled())
             and x.dtype == torch.float32
             and x.device.type == "cpu"
         )
@@ -525,7 +522,7 @@ class SparseLinear(_SparseBase):
         if self.weight_compact is not None:
             return self._activate(self._compact(x2)).reshape(*lead, self.out_features)
         if self.weight_spk is not None:
-            if self._spk_here and self._spk_ok(x2):
+            if self._spk_ok(x2):
                 # torch's (B, in) row-major activation is what spmm reads: no transposes;
                 # raw addresses, because numpy round trips cost more than a small layer's work
                 x2 = x2.contiguous()
@@ -617,7 +614,7 @@ class SparseConv2d(_SparseBase):
         if self.weight_compact is not None:
             return self._activate(self._compact_conv(x))
         if self.weight_spk is not None:
-            if self._spk_here and self._spk_ok(x) and x.dim() == 4:
+            if self._spk_ok(x) and x.dim() == 4:
                 # raw addresses and a geometry checked once per shape: the checked
                 # kernels.sparse_conv2d costs ~15 us a call, a small conv's whole work
                 x = x.contiguous()
