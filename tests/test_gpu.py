@@ -62,6 +62,10 @@ def test_a_sparse_layer_moves_to_cuda_and_back(kernel: str, kind: str) -> None:
         y = layer.cuda()(x.cuda())
         assert y.is_cuda
         torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+        # a CPU input to the moved layer fails as nn.Linear's would; the C kernels must not
+        # run with the bias's CUDA address (they did before the layer knew it had moved)
+        with pytest.raises(RuntimeError):
+            layer(x)
         back = layer.cpu()(x)  # spk: its own kernel again
         torch.testing.assert_close(back, ref.cpu(), rtol=1e-5, atol=1e-5)
 
@@ -88,10 +92,18 @@ def test_a_converted_mobilenet_moves_to_cuda(mode: str, kinds: set[str]) -> None
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 1.5)
     x = torch.randn(2, 3, 64, 64)
+    threads = torch.get_num_threads()
+    # one thread: at 16 threads beside other xdist workers the timed calibration kept every
+    # layer dense on the H200 host, leaving nothing to move
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            ref = model(x)
+            kw = {"kernels": ("spk_depthwise", "spk")} if mode == "fixed" else {"reps": 3}
+            report = sparsify_inference_(model, x, mode=mode, **kw)
+    finally:
+        torch.set_num_threads(threads)
     with torch.no_grad():
-        ref = model(x)
-        kw = {"kernels": ("spk_depthwise", "spk")} if mode == "fixed" else {"reps": 3}
-        report = sparsify_inference_(model, x, mode=mode, **kw)
         assert report.check.startswith("ok"), report.check
         on_cpu = model(x)
         y = model.cuda()(x.cuda())
@@ -168,3 +180,49 @@ def test_torchrun_with_more_ranks_than_gpus_says_so(tmp_path: Path, mnist_dir: P
     assert proc.returncode != 0
     assert f"--nproc_per_node={gpus}" in proc.stderr, proc.stderr[-2000:]
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_a_killed_run_resumes_on_cuda_with_its_teacher_and_masks(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # the resume state is read onto the CPU: the teacher and the pruning masks must follow
+    # the model to the GPU (both crashed there on the first resume)
+    from test_sparsity_target import _data
+
+    from sparsify.pipeline import stages
+    from sparsify.pipeline.recipe import Recipe
+    from sparsify.pipeline.stages import train
+
+    recipe = Recipe.from_dict(
+        {
+            "threads": 1,
+            "device": "cuda",
+            "model": {"name": "lenet300_100"},
+            "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+            "epochs": 3,
+            "batch_size": 50,
+            "distill": {"from_epoch": 1, "weight": 0.7},
+            "sparsity": {"target": 0.9, "method": "magnitude", "schedule": "gradual",
+                         "start": 0, "end": 2},
+        }
+    )  # fmt: skip
+    ref = train(recipe, _data(), progress=False).model.state_dict()
+    real_save, saved = stages.save_train_state, []
+
+    def save_then_die(out: Path, state: dict) -> Path:
+        path = real_save(out, state)
+        saved.append(state["epoch"])
+        if len(saved) == 2:  # after epoch 2: a teacher taken and masks mid-schedule
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(stages, "save_train_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(recipe, _data(), progress=False, state_dir=tmp_path)
+    monkeypatch.setattr(stages, "save_train_state", real_save)
+    resumed = train(recipe, _data(), progress=False, state_dir=tmp_path, resume=True)
+    got = resumed.model.state_dict()
+    assert got["fc1.weight"].is_cuda
+    for k, v in ref.items():  # cuBLAS need not be bit-reproducible across processes' runs
+        torch.testing.assert_close(got[k], v, rtol=1e-4, atol=1e-5, msg=k)
+    assert (got["fc1.weight"] == 0).float().mean() > 0.85  # the masks held after resume

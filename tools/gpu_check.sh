@@ -84,7 +84,7 @@ step models 90 "$py" -m sparsify bench --device cuda --model torchvision:resnet1
   --model torchvision:mobilenet_v2 --input-shape 3 224 224 --density 0.1 --batch 1 8 64 \
   --reps 20 --out "$out/models"
 step quickstart 80 bash -c quickstart
-step suite 150 env OMP_NUM_THREADS=1 "$py" -m pytest -p no:cacheprovider $(par 14) -v --tb=line \
+step suite 220 env OMP_NUM_THREADS=1 "$py" -m pytest -p no:cacheprovider $(par 14) -v --tb=line \
   $(tmo 120)
 if [[ $steps == *" suite "* ]]; then
   grep -E "FAILED|ERROR" "$out/suite.txt" | sort -u | head -60 >>"$log"
