@@ -532,6 +532,14 @@ static void phase_colmap(int32_t *colmap, int64_t IC, int kh, int kw, int sh, in
             }
 }
 
+/* dst[0:n] = act(src[0:n] + b), whole vectors then lane by lane */
+static inline void bias_act_row(float *dst, const float *src, int64_t n, float b, span a) {
+    const vf bv = (vf){0} + b;
+    int64_t m = 0;
+    for (; m + VW <= n; m += VW) stu(dst + m, clampv(ldu(src + m) + bv, a));
+    for (; m < n; m++) dst[m] = clamps(src[m] + b, a);
+}
+
 /* ---- 2-D convolution (groups = 1) as implicit GEMM over the sparse filters ---------------
  * W: (OC, IC * kh * kw) in the blocked layout, column c = (ic * kh + i) * kw + j.
  * Per image the zero-padded input is split into sh * sw stride phases
@@ -688,6 +696,13 @@ int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int
                 const int T = nv * VW;
                 /* the tile covers wide positions [q0, q0 + T): runs of one output row each;
                  * copy the part of each run with ow < Wo */
+                if (Wr == Wo) { /* wide positions are output positions: one run per row */
+                    const int64_t keep = Ho * Wo - q0 < T ? Ho * Wo - q0 : T;
+                    for (int q = 0; q < nr; q++)
+                        bias_act_row(yn + (r0 + q) * Ho * Wo + q0, yt + (int64_t)q * T, keep,
+                                     bias ? bias[r0 + q] : 0.0f, a);
+                    continue;
+                }
                 const int64_t oh0 = q0 / Wr, ow0 = q0 % Wr;
                 for (int q = 0; q < nr; q++) {
                     float *yo = yn + (r0 + q) * Ho * Wo;
@@ -697,8 +712,7 @@ int spk_conv2d(int64_t OC, int64_t IC, int kh, int kw, int P, int nkb, const int
                     for (int k = 0; k < T && oh < Ho;) {
                         const int64_t run = Wr - ow < T - k ? Wr - ow : T - k;
                         const int64_t keep = Wo - ow < run ? (Wo - ow > 0 ? Wo - ow : 0) : run;
-                        float *dst = yo + oh * Wo + ow;
-                        for (int64_t m = 0; m < keep; m++) dst[m] = clamps(src[k + m] + bq, a);
+                        bias_act_row(yo + oh * Wo + ow, src + k, keep, bq, a);
                         k += (int)run;
                         ow += run;
                         if (ow == Wr) {
