@@ -1553,7 +1553,10 @@ static int lanes_pay_stencil(int64_t NP, int64_t H, int64_t W, int ph, int pw, i
     (void)NP, (void)H, (void)W, (void)ph, (void)pw, (void)Wo;
     return 0;
 #else
-    return NP >= VW && 2 * Wo <= VW &&
+    /* AVX-512: also rows of 9-16 outputs (mobilenet_v2's 14x14 planes, and 28 -> 14 at
+     * stride 2: 1.37-1.58x per layer, results/probes/2026-12-04-replay/dw_lanes.txt); the
+     * 28- and 56-wide rows gained nothing there */
+    return NP >= VW && (2 * Wo <= VW || (VW == 16 && Wo <= 16)) &&
            (H + 2 * (int64_t)ph) * (W + 2 * (int64_t)pw) * VW * (int64_t)sizeof(float) <= (1 << 19);
 #endif
 }
