@@ -2,11 +2,13 @@
 
 from sparsify.accel.convert import InferenceReport, LayerDecision, sparsify_inference_
 from sparsify.accel.layers import KERNELS, SparseConv2d, SparseLinear, csr_int32
+from sparsify.accel.replay import Replay
 
 __all__ = [
     "KERNELS",
     "InferenceReport",
     "LayerDecision",
+    "Replay",
     "SparseConv2d",
     "SparseLinear",
     "csr_int32",

@@ -3,7 +3,8 @@
     dense          torch eager, the baseline every ratio divides by
     compiled       torch.compile(model) (inductor; CPU needs a C++ compiler)
     torch_csr      every Linear/Conv2d (groups=1) as torch CSR, whatever its density
-    converter      sparsify_inference_ calibrated for this batch size and thread count
+    converter      sparsify_inference_ calibrated for this batch size and thread count, run
+                   through accel.replay.Replay (its kernel calls recorded once per shape)
     scipy_runtime  sparsify.runtime on the exported scipy bundle (numpy + scipy, 1 thread)
     ort_dense      onnxruntime on model.dense.onnx
     ort_compact    onnxruntime on model.compact.onnx (decoded to dense at session creation)
@@ -359,9 +360,17 @@ def build_runner(
         from sparsify.accel import sparsify_inference_
 
         m = copy.deepcopy(model) if copy_model else model
-        report = sparsify_inference_(m, torch.randn(batch, *source.input_shape), threads=threads)
+        from sparsify.accel.replay import Replay
+
+        example = torch.randn(batch, *source.input_shape)
+        report = sparsify_inference_(m, example, threads=threads)
         log("    " + report.summary().replace("\n", "\n    "))
-        return Runner(fn=m, info={"report": report.to_dict()})
+        # run as a user should: replayed (accel/replay.py), recorded here on the example
+        replay = Replay(m)
+        with torch.inference_mode():
+            replay(example)
+        info = {"report": report.to_dict(), "replay": replay.summary(), "replay_why": replay.why}
+        return Runner(fn=replay, info=info)
     if name == "scipy_runtime":
         import sparsify.runtime
 
