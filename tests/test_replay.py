@@ -196,3 +196,44 @@ def test_threads_calling_one_replay_at_once_get_their_own_results() -> None:
     for w in workers:
         w.join()
     assert not bad, bad
+
+
+def test_other_calls_pass_through_and_a_non_module_is_refused_in_one_line() -> None:
+    from sparsify.errors import SparsifyError
+
+    class Two(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(5, 3)
+
+        def forward(self, a: torch.Tensor, b: torch.Tensor | None = None) -> dict:
+            y = self.fc(a)
+            return {"y": y, "z": y + (0 if b is None else b)}
+
+    model = _converted(_sparse_(Two()), torch.randn(2, 5))
+    r = Replay(model)
+    a, b = torch.randn(2, 5), torch.randn(2, 3)
+    with torch.inference_mode():
+        for got, want in ((r(a, b), model(a, b)), (r(a, b=b), model(a, b=b)), (r(a), model(a))):
+            assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+
+    class Named(nn.Module):  # one input, a dict of outputs: replayed, each output fresh
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(5, 3)
+
+        def forward(self, a: torch.Tensor) -> dict:
+            y = self.fc(a)
+            return {"y": y, "flat": y.flatten()}
+
+    named = _converted(_sparse_(Named()), torch.randn(2, 5))
+    rn = Replay(named)
+    with torch.inference_mode():
+        first = rn(a)
+        assert rn.why is None and next(iter(rn.summary().values()))["kernels"] == 1
+        second = rn(a + 1)
+        for k in first:
+            assert torch.equal(first[k], named(a)[k]) and torch.equal(second[k], named(a + 1)[k])
+    with pytest.raises(SparsifyError, match="Replay wraps an nn.Module") as err:
+        Replay(lambda x: x)
+    assert "\n" not in str(err.value)

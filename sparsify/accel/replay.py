@@ -100,6 +100,11 @@ class Replay(nn.Module):
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
+        if not isinstance(model, nn.Module):
+            raise SparsifyError(
+                f"Replay wraps an nn.Module (a model converted by sparsify_inference_); got "
+                f"{type(model).__name__}."
+            )
         self.model = model
         self._programs: dict[tuple, _Program | None] = {}
         self.why: str | None = None
@@ -129,11 +134,14 @@ class Replay(nn.Module):
         new.why = self.why
         return new
 
-    def forward(self, x: torch.Tensor) -> Any:
-        if not self._replayable(x) or not self._lock.acquire(blocking=False):
-            return self.model(x)  # another thread is replaying: the model is safe to share
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """``model(*args, **kwargs)``; replayed where that is one tensor (module docstring)."""
+        if len(args) != 1 or kwargs or not self._replayable(args[0]):
+            return self.model(*args, **kwargs)
+        if not self._lock.acquire(blocking=False):
+            return self.model(*args)  # another thread is replaying: the model is safe to share
         try:
-            return self._forward(x)
+            return self._forward(args[0])
         finally:
             self._lock.release()
 
