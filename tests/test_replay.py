@@ -131,6 +131,7 @@ def test_what_cannot_be_replayed_runs_as_is() -> None:
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             y = self.fc(x)
+            y = y + torch.rand(y.shape[0], 8) * 0  # fx: a multi-line TypeError (Proxy size)
             return y if y.sum() > 0 else -y
 
     x = torch.randn(2, 8)
@@ -138,7 +139,7 @@ def test_what_cannot_be_replayed_runs_as_is() -> None:
     replay = Replay(model)
     with torch.inference_mode():
         assert torch.equal(replay(x), model(x))
-        assert "torch.fx cannot trace" in replay.why
+        assert "torch.fx cannot trace" in replay.why and "\n" not in replay.why
         assert torch.equal(replay(x), model(x))
     # gradients wanted, training mode, another dtype, a non-contiguous input: the model itself
     lin = _converted(_sparse_(nn.Sequential(nn.Linear(6, 5))), torch.randn(4, 6))
@@ -237,3 +238,26 @@ def test_other_calls_pass_through_and_a_non_module_is_refused_in_one_line() -> N
     with pytest.raises(SparsifyError, match="Replay wraps an nn.Module") as err:
         Replay(lambda x: x)
     assert "\n" not in str(err.value)
+
+
+def test_a_recording_that_does_not_reproduce_the_model_is_refused() -> None:
+    class Noisy(nn.Module):  # a random op between kernels: no replay can equal the model
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(6, 6)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.fc(x)
+            return y + torch.rand_like(y)
+
+    x = torch.randn(3, 6)
+    model = _converted(_sparse_(Noisy()), x)
+    replay = Replay(model)
+    with torch.inference_mode():
+        assert replay(x).shape == (3, 6)
+        assert "did not reproduce" in replay.why
+        assert list(replay._programs.values()) == [None]  # the model runs as is from now on
+        torch.manual_seed(5)
+        got = replay(x)
+        torch.manual_seed(5)
+        assert torch.equal(got, model(x))

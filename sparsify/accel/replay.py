@@ -210,7 +210,8 @@ def _capture(model: nn.Module, x: torch.Tensor) -> _Program:
         graph = _LeafTracer().trace(model)
     except Exception as err:  # fx raises many types on untraceable Python
         raise SparsifyError(
-            f"torch.fx cannot trace this model ({type(err).__name__}: {str(err)[:120]}); "
+            f"torch.fx cannot trace this model ({type(err).__name__}: "
+            f"{(str(err).splitlines() or [''])[0][:120]}); "
             "it runs as is."
         ) from None
     nodes = list(graph.nodes)
