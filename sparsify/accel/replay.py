@@ -24,7 +24,6 @@ run in a replay. A model that ``torch.fx`` cannot trace runs as is (``replay.why
 
 from __future__ import annotations
 
-import copy
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,6 +77,7 @@ class _Program:
     n_nodes: int
     inp: int  # index of the input node
     output: Any  # fx output structure with node indices in place of nodes
+    buffers: frozenset[int]  # the kernel steps' buffers (storage addresses)
     kernels: int  # how many steps are recorded kernel calls
 
 
@@ -129,11 +129,6 @@ class Replay(nn.Module):
         super().__setstate__(state)
         self._lock = threading.Lock()
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> Replay:
-        new = Replay(copy.deepcopy(self.model, memo))
-        new.why = self.why
-        return new
-
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """``model(*args, **kwargs)``; replayed where that is one tensor (module docstring)."""
         if len(args) != 1 or kwargs or not self._replayable(args[0]):
@@ -154,7 +149,7 @@ class Replay(nn.Module):
         program = self._programs[key]
         if program is None:
             return self.model(x)
-        return _run(program, x, torch.get_num_threads(), fresh=True)
+        return _run(program, x, torch.get_num_threads())
 
     def _replayable(self, x: Any) -> bool:
         return (
@@ -176,7 +171,7 @@ class Replay(nn.Module):
             self.why = str(err)
             self._programs[key] = None
             return ref
-        again = _run(program, x, torch.get_num_threads(), fresh=True)
+        again = _run(program, x, torch.get_num_threads())
         if not _same(ref, again):
             self.why = "the recorded calls did not reproduce the model's output; it runs as is"
             self._programs[key] = None
@@ -262,7 +257,12 @@ def _capture(model: nn.Module, x: torch.Tensor) -> _Program:
             env[i] = fn(*_values(args, env), **_values(kwargs, env))
             steps.append((i, (fn, args, kwargs)))
     _share_buffers(steps, env, output, len(nodes))
-    return _Program(steps=steps, n_nodes=len(nodes), inp=inp, output=output, kernels=kernels)
+    buffers = frozenset(
+        s.out.untyped_storage().data_ptr() for _, s in steps if isinstance(s, _Kernel)
+    )
+    return _Program(
+        steps=steps, n_nodes=len(nodes), inp=inp, output=output, buffers=buffers, kernels=kernels
+    )
 
 
 def _refs(tree: Any) -> list[int]:
@@ -401,9 +401,9 @@ def _kernel_step(
     return kernel, out
 
 
-def _run(program: _Program, x: torch.Tensor, threads: int, fresh: bool) -> Any:
-    """Run ``program`` on ``x``; ``fresh``: the outputs that are recorded buffers are cloned
-    (the next replay overwrites them)."""
+def _run(program: _Program, x: torch.Tensor, threads: int) -> Any:
+    """Run ``program`` on ``x``; outputs in recorded buffers are cloned (the next replay
+    overwrites those)."""
     env: list[Any] = [None] * program.n_nodes
     env[program.inp] = x
     for i, step in program.steps:
@@ -418,11 +418,7 @@ def _run(program: _Program, x: torch.Tensor, threads: int, fresh: bool) -> Any:
         else:
             fn, args, kwargs = step
             env[i] = fn(*_values(args, env), **_values(kwargs, env))
-    out = _values(program.output, env)
-    if not fresh:
-        return out
-    buffers = {s.out.data_ptr() for _, s in program.steps if isinstance(s, _Kernel)}
-    return _fresh(out, buffers)
+    return _fresh(_values(program.output, env), program.buffers)
 
 
 def _fresh(tree: Any, buffers: set[int]) -> Any:

@@ -357,11 +357,9 @@ def build_runner(
                 n += 1
         return Runner(fn=m, info={"layers_sparse": n})
     if name == "converter":
-        from sparsify.accel import sparsify_inference_
+        from sparsify.accel import Replay, sparsify_inference_
 
         m = copy.deepcopy(model) if copy_model else model
-        from sparsify.accel.replay import Replay
-
         example = torch.randn(batch, *source.input_shape)
         report = sparsify_inference_(m, example, threads=threads)
         log("    " + report.summary().replace("\n", "\n    "))
