@@ -294,8 +294,9 @@ def _share_buffers(steps: list[tuple[int, Any]], env: list[Any], output: Any, n:
     """Give the kernel steps output buffers shared by lifetime: a buffer is taken again once
     no later step reads it or anything viewing its memory (a flatten, an in-place add, an
     alias), the smallest free one that fits. One buffer per step would leave every layer
-    writing to memory no cache holds (batch 8 ran 3% slower than the model itself so), where
-    the model's own freed outputs come back hot from the allocator."""
+    writing to memory no cache holds (mobilenet_v2, batch 8: 1.02x the model against 1.12x
+    shared; results/probes/2026-12-04-replay/share_ab.txt), where the model's own freed
+    outputs come back hot from the allocator."""
     last = [-1] * n  # the last step that reads each node
     for pos, (_, step) in enumerate(steps):
         for r in _reads(step):
