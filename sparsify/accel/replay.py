@@ -2,7 +2,7 @@
 
 At batch 1 a converted layer's own work can be a few microseconds while its Python call
 (``nn.Module.__call__``, the forward's checks, the plan lookup, the output allocation) costs
-10-15 us, run cold because each kernel evicts the interpreter's working set: on
+15-21 us, run cold because each kernel evicts the interpreter's working set: on
 mobilenet_v2 at 90% zeros that was 22% of the forward (`results/probes/2026-12-04-overhead/`).
 :class:`Replay` wraps a converted model and, on the first call with an input shape, records
 what one forward does (traced by ``torch.fx``, the converted layers as leaves): each
