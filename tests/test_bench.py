@@ -251,6 +251,18 @@ def test_bench_model_that_cannot_take_the_channels_is_refused(
     assert "unexpected" not in err
 
 
+def test_bench_unknown_model_name_is_refused_as_unknown(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # it said "records no input shape", sending a user with a typo after the wrong fix
+    out = tmp_path / "b"
+    rc = main(["bench", "--model", "lenet6", "--quick", "--out", str(out)])
+    assert rc == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Unknown model 'lenet6'" in err[0] and "lenet300_100" in err[0]
+    assert "input shape" not in err[0] and not out.exists()
+
+
 def test_bench_reports_effective_gflops_against_the_runs_dense_peak(tmp_path: Path) -> None:
     out = tmp_path / "b"
     rc = main(

@@ -147,6 +147,7 @@ def load_source(spec: dict[str, Any]) -> Source:
         torch.manual_seed(int(spec.get("seed", 0)))
         d = float(spec["density"])
         name = spec["name"]
+        zoo.require_known(name)  # before the shape: "records no input shape" hid a typo
         given = spec.get("input_shape")
         # an image shape (C, H, W...) says the channels; a flat one (N,) leaves the default
         channels = int(given[0]) if given is not None and len(given) >= 2 else None

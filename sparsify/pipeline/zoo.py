@@ -276,6 +276,12 @@ def _capital(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def require_known(name: str) -> None:
+    """Raise the one-line :func:`unknown_model_message` unless :func:`is_known` (``name``)."""
+    if not is_known(name):
+        raise SparsifyError(_capital(unknown_model_message(name)) + ".")
+
+
 def model_names() -> list[str]:
     """Names accepted by :func:`build_model` (torchvision ones are listed by prefix)."""
     _load_plugins()
@@ -295,15 +301,13 @@ def build_model(name: str, num_classes: int = 10, in_channels: int = 1, **kwargs
     if name.startswith(TORCHVISION_PREFIX):
         import torchvision
 
-        if not is_known(name):
-            raise SparsifyError(_capital(unknown_model_message(name)) + ".")
+        require_known(name)
         arch = name[len(TORCHVISION_PREFIX) :]
         model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes, **kwargs)
         if in_channels != 3:
             _adapt_stem(model, in_channels)
         return model
-    if not is_known(name):
-        raise SparsifyError(_capital(unknown_model_message(name)) + ".")
+    require_known(name)
     return call_builder(
         name, MODELS[name], {"num_classes": num_classes, "in_channels": in_channels, **kwargs}
     )
@@ -330,6 +334,5 @@ def build_registered(name: str, kwargs: dict[str, Any]) -> nn.Module:
     without a recipe rebuilds a user's model from its recorded ``model_args``."""
     if name.startswith(TORCHVISION_PREFIX):
         return build_model(name, **kwargs)
-    if not is_known(name):
-        raise SparsifyError(_capital(unknown_model_message(name)) + ".")
+    require_known(name)
     return call_builder(name, MODELS[name], dict(kwargs))
