@@ -1,4 +1,4 @@
-"""Penalties: L1/L2/group/N:M/max-norm configs attached to any optimizer by step hooks; torch only, no recipe."""
+"""Penalties: L1/L2/group/N:M/max-norm/variational-dropout configs attached to any optimizer by step hooks; torch only, no recipe."""
 
 from sparsify.penalties.base import PenaltyConfig, penalty_from_dict
 from sparsify.penalties.freeze import FrozenSupport, freeze_support_
@@ -19,6 +19,11 @@ from sparsify.penalties.prox import L1Prox, soft_threshold, soft_threshold_
 from sparsify.penalties.schedules import Schedule
 from sparsify.penalties.selection import is_prunable, select_parameters
 from sparsify.penalties.subgradient import L1Subgradient
+from sparsify.penalties.variational import (
+    VariationalDropout,
+    VariationalHandle,
+    variational_dropout_,
+)
 
 __all__ = [
     "GradualPruning",
@@ -38,6 +43,8 @@ __all__ = [
     "PenaltyHandle",
     "Schedule",
     "SparseGroupLassoProx",
+    "VariationalDropout",
+    "VariationalHandle",
     "WeightDecay",
     "check_nm",
     "freeze_support_",
@@ -51,4 +58,5 @@ __all__ = [
     "select_parameters",
     "soft_threshold",
     "soft_threshold_",
+    "variational_dropout_",
 ]

@@ -106,6 +106,24 @@ class PenaltyConfig:
         return {"kind": self.kind, "version": self.VERSION, **d}
 
 
+class StepState:
+    """A handle's resumable state: the step count that drives its schedule and a controller's
+    multiplier on lambda (``lam_scale``, 1: the config's)."""
+
+    config: PenaltyConfig
+    step: int
+    lam_scale: float
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs: the step count, the lambda scale (and the config, to read)."""
+        return {"step": self.step, "lam_scale": self.lam_scale, "config": self.config.to_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (lambda scale 1 when absent)."""
+        self.step = int(state["step"])
+        self.lam_scale = float(state.get("lam_scale", 1.0))
+
+
 @torch.no_grad()
 def add_to_grads_(params: Sequence[torch.Tensor], terms: Any, alpha: float) -> None:
     """``p.grad += alpha * term(p)`` for every param that has a gradient (gradient penalties).

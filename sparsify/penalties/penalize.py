@@ -21,9 +21,14 @@ import torch
 from torch import nn
 
 from sparsify.errors import SparsifyError
-from sparsify.penalties.base import PenaltyConfig
+from sparsify.penalties.base import PenaltyConfig, StepState
 from sparsify.penalties.metric import check_supported, step_sizes
 from sparsify.penalties.selection import FilterFn, Selected, select_parameters
+from sparsify.penalties.variational import (
+    VariationalDropout,
+    VariationalHandle,
+    variational_dropout_,
+)
 
 
 @dataclass
@@ -35,7 +40,7 @@ class _Bucket:
     params: list[torch.Tensor]
 
 
-class PenaltyHandle:
+class PenaltyHandle(StepState):
     """What :func:`penalize_` returns: remove the hook, inspect the selection, save the step."""
 
     def __init__(
@@ -109,15 +114,6 @@ class PenaltyHandle:
         """Current penalty term ``sum lam_i * R(w_i)`` (without schedule), for logging."""
         return float(sum(self.config.value(b.params, b.lam) for b in self._buckets))
 
-    def state_dict(self) -> dict[str, Any]:
-        """What a resumed run needs: the step count that drives the schedule, the lambda scale."""
-        return {"step": self.step, "lam_scale": self.lam_scale, "config": self.config.to_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the step count (and lambda scale, 1 when absent) saved by :meth:`state_dict`."""
-        self.step = int(state["step"])
-        self.lam_scale = float(state.get("lam_scale", 1.0))
-
     def summary(self) -> str:
         """One line: what was selected and what was skipped (never skip silently)."""
         n_sel = sum(s.param.numel() for s in self.selected)
@@ -135,19 +131,21 @@ def penalize_(
     *,
     filter_fn: FilterFn | None = None,
     steps_per_epoch: int | None = None,
-) -> PenaltyHandle:
+) -> PenaltyHandle | VariationalHandle:
     """Attach ``config`` to ``optimizer`` for the parameters of ``model`` it selects.
 
     Args:
         model: where parameter names come from (for selection and reporting).
         optimizer: any ``torch.optim.Optimizer`` holding the selected parameters.
         config: an ``L1Prox``, ``L1Subgradient``, ``L2Coupled``, ``WeightDecay``,
-            ``GroupLassoProx``, ``SparseGroupLassoProx`` or ``NMProjection``.
+            ``GroupLassoProx``, ``SparseGroupLassoProx``, ``NMProjection`` or
+            ``VariationalDropout`` (which adds parameters: see its module).
         filter_fn: ``(module, fqn) -> bool`` replacing the built-in Linear/Conv rule.
         steps_per_epoch: needed only by schedules in epochs.
 
     Returns:
-        A :class:`PenaltyHandle`; ``handle.remove()`` detaches the penalty.
+        A :class:`PenaltyHandle` (a ``VariationalHandle`` for ``VariationalDropout``);
+        ``handle.remove()`` detaches the penalty.
 
     Raises:
         SparsifyError: nothing selected, a selection the penalty cannot act on (a bias for
@@ -157,6 +155,10 @@ def penalize_(
     if not isinstance(config, PenaltyConfig):
         raise SparsifyError(
             f"penalize_ needs a penalty config such as L1Prox(lam=1e-4); got {type(config).__name__}."
+        )
+    if isinstance(config, VariationalDropout):
+        return variational_dropout_(
+            model, optimizer, config, filter_fn=filter_fn, steps_per_epoch=steps_per_epoch
         )
     selected, skipped = select_parameters(
         model,

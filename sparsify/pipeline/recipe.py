@@ -181,6 +181,7 @@ PENALTY_KINDS = (
     "sparse_group_lasso_prox",
     "nm_projection",
     "max_norm",
+    "variational_dropout",
 )
 PROJECTION_KINDS = ("nm_projection", "max_norm")  # lam only switches these on
 GROUP_KINDS = ("group_lasso_prox", "sparse_group_lasso_prox")
@@ -259,9 +260,11 @@ class PenaltySpec(_Section):
         for name, kinds in KIND_FIELDS.items():
             if getattr(self, name) is not None and self.kind not in kinds:
                 raise ValueError(f"'{name}' applies to {_kinds(kinds)}, not {self.kind}; remove it")
-        if self.kind in (*GROUP_KINDS, *PROJECTION_KINDS) and self.scope != "prunable":
+        if self.kind in (*GROUP_KINDS, *PROJECTION_KINDS, "variational_dropout") and (
+            self.scope != "prunable"
+        ):
             raise ValueError(
-                f"{self.kind} needs scope 'prunable' (biases have no rows to group); remove 'scope'"
+                f"{self.kind} needs scope 'prunable' (it acts on Linear/Conv weights, not biases); remove 'scope'"
             )
         if self.kind == "nm_projection" and (self.n or 2) > (self.m or 4):
             raise ValueError(
@@ -545,6 +548,17 @@ class Recipe(_Section):
                 "recipe_rule",
                 "sparsity method 'prox' needs a penalty (e.g. l1_prox) to train with; add one "
                 "or use method: magnitude",
+            )
+        if (
+            sp is not None
+            and sp.control
+            and any(p.kind == "variational_dropout" for p in self.penalties)
+        ):
+            raise PydanticCustomError(
+                "recipe_rule",
+                "sparsity.control steers lambda by the zeros after each epoch, and variational "
+                "dropout zeroes its weights only when the train stage ends; remove control and "
+                "set lam (1 / N training items is the variational bound)",
             )
         debias = next((st for st in self.stages if isinstance(st, DebiasStage)), None)
         if (

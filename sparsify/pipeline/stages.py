@@ -476,8 +476,9 @@ def train(
     steps_per_epoch = math.ceil(n / recipe.batch_size)
     total_steps = steps_per_epoch * recipe.epochs
     optimizer = build_optimizer(recipe.optimizer, model.parameters())
-    scheduler = build_lr_scheduler(recipe.optimizer, optimizer, total_steps)
+    # before the scheduler: a penalty may add a param group (variational dropout's variances)
     handles = attach_penalties(recipe, model, optimizer, steps_per_epoch)
+    scheduler = build_lr_scheduler(recipe.optimizer, optimizer, total_steps)
     for h in handles:
         log(h.summary())
     target = None

@@ -39,6 +39,7 @@ from sparsify.penalties.magnitude import (
 )
 from sparsify.penalties.penalize import PenaltyHandle
 from sparsify.penalties.selection import select_held, select_parameters
+from sparsify.penalties.variational import LOG_SIGMA2
 from sparsify.pipeline.recipe import SparsitySpec
 
 # bounds on the controller's per-epoch lambda factor: fast enough to matter within a few
@@ -84,9 +85,11 @@ class SparsityTarget:
     ) -> None:
         self.spec, self.penalties, self.epochs = spec, penalties, epochs
         self.steps_per_epoch = steps_per_epoch
-        named, self.skipped = select_held(
+        named, skipped = select_held(
             "sparsity target", model, optimizer, "prunable", spec.include, spec.exclude
         )
+        # variational dropout's log-variances live on the modules only while it trains
+        self.skipped = [(n, k) for n, k in skipped if not n.endswith(LOG_SIGMA2)]
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
         self.pruning: PruningHandle | None = None
