@@ -183,3 +183,23 @@ def test_a_recipe_refuses_the_lambda_controller_with_variational_dropout() -> No
     with pytest.raises(SparsifyError, match="sparsity.control steers lambda") as info:
         _recipe({"target": 0.9, "control": True}, [{"kind": "variational_dropout", "lam": 1e-3}])
     assert "\n" not in str(info.value)
+
+
+def test_a_weight_used_without_its_modules_forward_is_refused_before_it_changes() -> None:
+    # nn.MultiheadAttention reads out_proj.weight directly: no hook, no noise, so the KL alone
+    # would shrink it to 0; the first step refuses, naming it, and leaves the weights as they were
+    torch.manual_seed(0)
+    enc = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0)
+    opt = torch.optim.Adam(enc.parameters(), lr=1e-3)
+    handle = penalize_(enc, opt, VariationalDropout(lam=1e-3))
+    before = {k: v.clone() for k, v in enc.state_dict().items()}
+    enc(torch.randn(4, 5, 16)).sum().backward()
+    with pytest.raises(SparsifyError, match=r"self_attn\.out_proj\.weight did not run") as info:
+        opt.step()
+    assert "\n" not in str(info.value) and "exclude" in str(info.value)
+    assert all(torch.equal(v, enc.state_dict()[k]) for k, v in before.items())
+    handle.remove()
+    handle = penalize_(enc, opt, VariationalDropout(lam=1e-3, exclude=("out_proj",)))
+    enc(torch.randn(4, 5, 16)).sum().backward()
+    opt.step()  # the rest trains
+    assert handle.step == 1

@@ -121,12 +121,15 @@ class VariationalHandle(StepState):
         extra = {k: v for k, v in group.items() if k != "params"}
         optimizer.add_param_group({**extra, "params": sigmas, "weight_decay": 0.0})
         self._group = optimizer.param_groups[-1]
+        self._ran: set[int] = set()  # layers whose forward ran in training mode (first step)
         self._hooks = [m.register_forward_hook(self._forward) for _, m, _ in layers]
         self._hooks.append(optimizer.register_step_pre_hook(self._on_step))
 
     def _forward(self, module: nn.Module, args: tuple[Any, ...], out: torch.Tensor) -> torch.Tensor:
         x, sigma2 = args[0], getattr(module, LOG_SIGMA2)
         if module.training:
+            if self.step == 0:
+                self._ran.add(id(module))
             var = _layer(module, x * x, sigma2.exp(), None)
             return out + (var + VARIANCE_FLOOR).sqrt() * torch.randn_like(out)
         keep = log_alpha(module.weight, sigma2) < self.config.log_alpha_max
@@ -143,6 +146,8 @@ class VariationalHandle(StepState):
         )
 
     def _on_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self.step == 0:
+            self._check_ran()
         factor = self.lam_scale * self.config.schedule.factor(self.step, self.steps_per_epoch)
         self.step += 1
         if factor == 0:
@@ -156,6 +161,18 @@ class VariationalHandle(StepState):
                     p.grad = g.detach().clone()
                 else:
                     p.grad.add_(g)
+
+    def _check_ran(self) -> None:
+        # a weight used without its module's forward (nn.MultiheadAttention's out_proj) gets no
+        # noise, so the KL alone would drive it to 0: refuse before the first step changes it
+        idle = [n for n, m, _ in self.layers if id(m) not in self._ran]
+        if idle:
+            raise SparsifyError(
+                f"variational dropout: the forward of {', '.join(idle)} did not run in training "
+                "mode before the first step (its weight is used by another module, e.g. "
+                "nn.MultiheadAttention's out_proj, or the model was in eval mode); exclude it "
+                f"(exclude: {[n.rsplit('.', 1)[0] for n in idle][:3]}) or call model.train()."
+            )
 
     def log_alphas(self) -> dict[str, torch.Tensor]:
         """``log alpha`` of every selected weight, by weight name (detached)."""
