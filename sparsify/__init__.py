@@ -36,6 +36,7 @@ _LAZY = {
     "PenaltyHandle": "sparsify.penalties",
     "Schedule": "sparsify.penalties",
     "SparseGroupLassoProx": "sparsify.penalties",
+    "VariationalDropout": "sparsify.penalties",
     "WeightDecay": "sparsify.penalties",
     "freeze_support_": "sparsify.penalties",
     "l2_penalty": "sparsify.penalties",

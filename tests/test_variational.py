@@ -203,3 +203,17 @@ def test_a_weight_used_without_its_modules_forward_is_refused_before_it_changes(
     enc(torch.randn(4, 5, 16)).sum().backward()
     opt.step()  # the rest trains
     assert handle.step == 1
+
+
+def test_remove_warns_in_one_line_when_a_layer_lost_every_weight() -> None:
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    handle = penalize_(model, opt, VariationalDropout(lam=1e-3))
+    with torch.no_grad():  # every weight of the first layer deep inside its noise
+        getattr(model[0], LOG_SIGMA2).fill_(5.0)
+    with pytest.warns(UserWarning, match=r"dropped every weight of 0\.weight: the model") as rec:
+        handle.remove()
+    assert (
+        len(rec) == 1 and "\n" not in str(rec[0].message) and "2.weight" not in str(rec[0].message)
+    )
+    assert not model[0].weight.any() and model[2].weight.any()
