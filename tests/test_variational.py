@@ -165,6 +165,10 @@ def test_a_recipe_trains_to_the_exact_target_and_saves_no_variances(monkeypatch)
     sp = result.metrics["sparsity"]
     assert sp["exact"] and sp["zeros"] == round(0.9 * sp["selected"])
     assert not any(k.endswith(LOG_SIGMA2) for k in result.model.state_dict())
+    # per epoch, the fraction the mask would drop; the last one is what remove() zeroed
+    rows = sp["epochs"]
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and all(r["sparsity"] == 0 for r in rows)
+    assert rows[-1]["dropped"] == sp["before_projection"] > 0
 
 
 def test_a_killed_run_resumes_bit_for_bit_with_its_variances(tmp_path: Path, monkeypatch) -> None:

@@ -132,6 +132,11 @@ class SparsityTarget:
         """Record epoch ``epoch`` (0-based); with the controller on, rescale the lambdas."""
         s = self.sparsity()
         row: dict[str, float] = {"epoch": epoch + 1, "sparsity": s}
+        # variational dropout zeroes nothing until the train stage ends: its progress is the
+        # fraction of weights its mask would drop now
+        dropped = [h.dropped() for h in self.penalties if hasattr(h, "dropped")]
+        if dropped:
+            row["dropped"] = dropped[0]
         if self.pruning is not None:
             config, spe = self.pruning.config, self.steps_per_epoch
             t0, t1, every = config.in_steps(spe)
