@@ -73,3 +73,37 @@ def test_a_killed_run_continues_and_the_summary_keeps_other_rows(
     rows = {r["recipe"]: r for r in json.loads((out / "summary.json").read_text())}
     assert set(rows) == {"lenet300_gmp_t95", "tiny_gmp_t95"}
     assert rows["lenet300_gmp_t95"]["test_error"][0] == 0.018
+
+
+def test_paired_gap_pairs_runs_by_seed_across_folders(tmp_path: Path) -> None:
+    def run(folder: str, name: str, seed: int, val: float, test: float) -> None:
+        d = tmp_path / folder / f"{name}_seed{seed}"
+        d.mkdir(parents=True)
+        (d / "metrics.json").write_text(json.dumps({"val_error": val, "test_error": test}))
+
+    run("a", "vd", 0, 0.020, 0.017)
+    run("a", "gmp", 0, 0.022, 0.020)
+    run("b", "vd", 3, 0.018, 0.018)
+    run("b", "gmp", 3, 0.021, 0.021)
+    run("b", "gmp", 4, 0.021, 0.021)  # no vd run of seed 4: left out, and said
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    tool = [sys.executable, str(ROOT / "tools" / "paired_gap.py"), "vd", "gmp"]
+    dirs = ["--dirs", str(tmp_path / "a"), str(tmp_path / "b")]
+    out = tmp_path / "paired.json"
+    proc = subprocess.run(
+        [*tool, *dirs, "--out", str(out)], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(out.read_text())
+    assert res["seeds"] == [0, 3] and res["unpaired"] == [4]
+    assert abs(res["gap_test"]["mean"] - 0.3) < 1e-9  # (0.3 + 0.3) / 2 points
+    assert abs(res["gap_val"]["mean"] - 0.25) < 1e-9 and abs(res["gap_val"]["sd"] - 0.0707) < 1e-4
+    assert "left out (one run only): seeds [4]" in proc.stdout
+
+    run("b", "vd", 0, 0.020, 0.017)  # seed 0 twice: refused, nothing written
+    out.unlink()
+    proc = subprocess.run(
+        [*tool, *dirs, "--out", str(out)], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 1 and "vd seed 0 is in two folders" in proc.stderr
+    assert not out.exists()
