@@ -35,8 +35,15 @@ def errors(dirs: list[Path], recipe: str) -> dict[int, dict[str, float]]:
                     sys.exit(
                         f"{recipe} seed {seed} is in two folders ({out[seed]['dir']}, {d}); pass one."
                     )
-                data = json.loads(m.read_text())
-                out[seed] = {"val": data["val_error"], "test": data["test_error"], "dir": str(d)}
+                try:
+                    data = json.loads(m.read_text())
+                    val, test = float(data["val_error"]), float(data["test_error"])
+                except (ValueError, KeyError, TypeError) as e:
+                    sys.exit(
+                        f"{m}: not a finished run's metrics ({type(e).__name__}: {e}); a run "
+                        "without a validation split has no val_error: pair runs that carve one."
+                    )
+                out[seed] = {"val": val, "test": test, "dir": str(d)}
     return out
 
 
