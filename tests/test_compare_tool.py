@@ -113,3 +113,12 @@ def test_paired_gap_pairs_runs_by_seed_across_folders(tmp_path: Path) -> None:
     proc = subprocess.run([*tool, *dirs], env=env, capture_output=True, text=True)
     assert proc.returncode == 1 and "has no val_error" in proc.stderr
     assert proc.stderr.count("\n") == 1  # one line, no traceback
+
+    proc = subprocess.run(
+        [*tool, "--dirs", str(tmp_path / "nope")], env=env, capture_output=True, text=True
+    )
+    assert (
+        proc.returncode == 1
+        and proc.stderr
+        == f"--dirs: no such folder {tmp_path / 'nope'}; pass the --out of compare_methods.py runs.\n"
+    )

@@ -71,6 +71,11 @@ def main() -> None:
     p.add_argument("--dirs", nargs="+", type=Path, default=[Path("results/compare")])
     p.add_argument("--out", type=Path, default=None, help="also write the result as JSON here")
     args = p.parse_args()
+    missing = [str(d) for d in args.dirs if not d.is_dir()]
+    if missing:
+        sys.exit(
+            f"--dirs: no such folder {', '.join(missing)}; pass the --out of compare_methods.py runs."
+        )
     res = {"a": args.a, "b": args.b, **paired(errors(args.dirs, args.a), errors(args.dirs, args.b))}
     if not res["seeds"]:
         sys.exit(
@@ -88,7 +93,10 @@ def main() -> None:
     if res["unpaired"]:
         print(f"left out (one run only): seeds {res['unpaired']}")
     if args.out is not None:
-        atomic_write_text(args.out, json.dumps(res, indent=1) + "\n")
+        try:
+            atomic_write_text(args.out, json.dumps(res, indent=1) + "\n")
+        except OSError as e:
+            sys.exit(f"cannot write {args.out} ({e.strerror}); pass --out in a writable folder.")
 
 
 if __name__ == "__main__":
