@@ -39,7 +39,7 @@ from sparsify.penalties.magnitude import (
 )
 from sparsify.penalties.penalize import PenaltyHandle
 from sparsify.penalties.selection import select_held, select_parameters
-from sparsify.penalties.variational import LOG_SIGMA2
+from sparsify.penalties.variational import LOG_SIGMA2, VariationalHandle
 from sparsify.pipeline.recipe import SparsitySpec
 
 # bounds on the controller's per-epoch lambda factor: fast enough to matter within a few
@@ -79,7 +79,7 @@ class SparsityTarget:
         spec: SparsitySpec,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
-        penalties: list[PenaltyHandle],
+        penalties: list[PenaltyHandle | VariationalHandle],
         epochs: int,
         steps_per_epoch: int,
     ) -> None:
@@ -134,9 +134,9 @@ class SparsityTarget:
         row: dict[str, float] = {"epoch": epoch + 1, "sparsity": s}
         # variational dropout zeroes nothing until the train stage ends: its progress is the
         # fraction of weights its mask would drop now
-        dropped = [h.dropped() for h in self.penalties if hasattr(h, "dropped")]
-        if dropped:
-            row["dropped"] = dropped[0]
+        vd = next((h for h in self.penalties if isinstance(h, VariationalHandle)), None)
+        if vd is not None:
+            row["dropped"] = vd.dropped()
         if self.pruning is not None:
             config, spe = self.pruning.config, self.steps_per_epoch
             t0, t1, every = config.in_steps(spe)
