@@ -105,20 +105,20 @@ def test_paired_gap_pairs_runs_by_seed_across_folders(tmp_path: Path) -> None:
     proc = subprocess.run(
         [*tool, *dirs, "--out", str(out)], env=env, capture_output=True, text=True
     )
-    assert proc.returncode == 1 and "vd seed 0 is in two folders" in proc.stderr
+    assert proc.returncode == 2 and "vd seed 0 is in two folders" in proc.stderr
     assert not out.exists()
 
     (tmp_path / "b" / "vd_seed3" / "metrics.json").write_text(json.dumps({"test_error": 0.02}))
     dirs = ["--dirs", str(tmp_path / "b")]
     proc = subprocess.run([*tool, *dirs], env=env, capture_output=True, text=True)
-    assert proc.returncode == 1 and "has no val_error" in proc.stderr
+    assert proc.returncode == 2 and "has no val_error" in proc.stderr
     assert proc.stderr.count("\n") == 1  # one line, no traceback
 
     proc = subprocess.run(
         [*tool, "--dirs", str(tmp_path / "nope")], env=env, capture_output=True, text=True
     )
     assert (
-        proc.returncode == 1
+        proc.returncode == 2
         and proc.stderr
-        == f"--dirs: no such folder {tmp_path / 'nope'}; pass the --out of compare_methods.py runs.\n"
+        == f"paired_gap.py: error: --dirs: no such folder {tmp_path / 'nope'}; pass the --out of compare_methods.py runs.\n"
     )

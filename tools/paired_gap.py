@@ -16,11 +16,17 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from compare_methods import mean_sd
 
 from sparsify.fileio import atomic_write_text
+
+
+def fail(message: str) -> NoReturn:
+    """One line on stderr and exit 2: the ``sparsify`` CLI's convention for bad input."""
+    print(f"paired_gap.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def errors(dirs: list[Path], recipe: str) -> dict[int, dict[str, float]]:
@@ -32,14 +38,14 @@ def errors(dirs: list[Path], recipe: str) -> dict[int, dict[str, float]]:
             if m.is_file():
                 seed = int(run.name.rsplit("_seed", 1)[1])
                 if seed in out:
-                    sys.exit(
+                    fail(
                         f"{recipe} seed {seed} is in two folders ({out[seed]['dir']}, {d}); pass one."
                     )
                 try:
                     data = json.loads(m.read_text())
                     val, test = float(data["val_error"]), float(data["test_error"])
                 except (ValueError, KeyError, TypeError) as e:
-                    sys.exit(
+                    fail(
                         f"{m}: not a finished run's metrics ({type(e).__name__}: {e}); a run "
                         "without a validation split has no val_error: pair runs that carve one."
                     )
@@ -73,12 +79,12 @@ def main() -> None:
     args = p.parse_args()
     missing = [str(d) for d in args.dirs if not d.is_dir()]
     if missing:
-        sys.exit(
+        fail(
             f"--dirs: no such folder {', '.join(missing)}; pass the --out of compare_methods.py runs."
         )
     res = {"a": args.a, "b": args.b, **paired(errors(args.dirs, args.a), errors(args.dirs, args.b))}
     if not res["seeds"]:
-        sys.exit(
+        fail(
             f"no seed has runs of both {args.a} and {args.b} under {', '.join(map(str, args.dirs))}"
         )
     print(f"seed  {args.a} val/test %  {args.b} val/test %  gap val/test (B - A)")
@@ -96,7 +102,7 @@ def main() -> None:
         try:
             atomic_write_text(args.out, json.dumps(res, indent=1) + "\n")
         except OSError as e:
-            sys.exit(f"cannot write {args.out} ({e.strerror}); pass --out in a writable folder.")
+            fail(f"cannot write {args.out} ({e.strerror}); pass --out in a writable folder.")
 
 
 if __name__ == "__main__":
