@@ -164,6 +164,11 @@ CASES: list[tuple[str, str, str]] = [
         "penalties: [{kind: l1_prox, lam: 1, schedule: {kind: linear_warmup, unit: hours}}]",
         "'penalties[0].schedule.unit'",
     ),
+    (
+        "ramp-past-training",
+        "epochs: 10\npenalties: [{kind: variational_dropout, lam: 1.0e-4, schedule: {kind: linear_warmup, length: 50, unit: epochs}}]",
+        "penalties[0].schedule.length (50 epochs) is past the train stage's 10 epochs, so lambda would never reach 0.0001",
+    ),
     ("version-2", "version: 2", "'version' should be 1"),
     ("unknown-model", "model: {name: lenet6}", "'model.name' is not a known model"),
     ("empty-torchvision", "model: {name: 'torchvision:'}", "'model.name' is not a known model"),

@@ -543,6 +543,16 @@ class Recipe(_Section):
                 f"sparsity.end ({sp.end:g}) is past the train stage's {self.epochs} epochs; "
                 "lower it or raise epochs",
             )
+        for i, p in enumerate(self.penalties):
+            ramp = p.schedule
+            if ramp.kind == "linear_warmup" and ramp.unit == "epochs" and ramp.length > self.epochs:
+                # the ramp would end after training: lambda never reaches the value the recipe says
+                raise PydanticCustomError(
+                    "recipe_rule",
+                    f"penalties[{i}].schedule.length ({ramp.length:g} epochs) is past the train "
+                    f"stage's {self.epochs} epochs, so lambda would never reach {p.lam}; lower it "
+                    "or raise epochs",
+                )
         if sp is not None and sp.method == "prox" and not self.penalties:
             raise PydanticCustomError(
                 "recipe_rule",
