@@ -42,6 +42,19 @@ RECIPE = {
 }
 
 
+# RECIPE cut to 2 epochs (its warm-up too: a ramp past the train stage is refused)
+SHORT = {
+    **RECIPE,
+    "epochs": 2,
+    "penalties": [
+        {
+            **RECIPE["penalties"][0],
+            "schedule": {"kind": "linear_warmup", "length": 2, "unit": "epochs"},
+        }
+    ],
+}
+
+
 def _cmd(recipe: Path, out: Path, mnist_dir: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "sparsify", *train_args(recipe, out, mnist_dir, *extra)]
 
@@ -84,9 +97,7 @@ def test_resume_refuses_other_recipe_and_damaged_state(
     tmp_path: Path, mnist_dir: Path, capsys
 ) -> None:
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(
-        yaml.safe_dump({**RECIPE, "epochs": 2, "data": {"train_subset": 200, "test_subset": 100}})
-    )
+    recipe.write_text(yaml.safe_dump({**SHORT, "data": {"train_subset": 200, "test_subset": 100}}))
     out = tmp_path / "o"
     out.mkdir()
     from sparsify.pipeline.state import save_train_state
@@ -191,9 +202,7 @@ def test_an_edited_resume_state_is_refused_in_one_line(tmp_path: Path, case: str
 def test_cli_resume_with_an_edited_epoch_publishes_nothing(tmp_path: Path, mnist_dir: Path) -> None:
     recipe = tmp_path / "r.yaml"
     recipe.write_text(
-        yaml.safe_dump(
-            {**RECIPE, "epochs": 2, "data": {"dir": str(mnist_dir), "train_subset": 200}}
-        )
+        yaml.safe_dump({**SHORT, "data": {"dir": str(mnist_dir), "train_subset": 200}})
     )
     from sparsify.pipeline.recipe import load_recipe
     from sparsify.pipeline.stages import train
